@@ -1,0 +1,49 @@
+# stepwise: every target creates or reuses the project's virtual environment (.venv) by itself.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+RUNS   ?= runs
+# Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
+PYTEST_WORKERS ?= 2
+
+.PHONY: install test test-slow reproduce fig-linear report bench clean help
+
+help:
+	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
+	@echo "make test        fast test suite (CI)"
+	@echo "make install     create/refresh .venv with stepwise and its test tools"
+	@echo "make fig-linear  Simon et al. 2023 Fig. 1A/B (linear Barlow Twins) on patches and digits"
+	@echo "make report      rebuild reports/index.html from $(RUNS)/*/results.json"
+	@echo "make bench       timing benchmarks -> bench/*.json"
+	@echo "make test-slow   full-size runs marked slow"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m slow
+
+fig-linear: $(STAMP)
+	$(VENV)/bin/stepwise run linear_bt --dataset patches --out $(RUNS)/linear_bt_patches
+	$(VENV)/bin/stepwise run linear_bt --dataset digits --out $(RUNS)/linear_bt_digits
+
+report: $(STAMP)
+	$(VENV)/bin/stepwise report --runs $(RUNS) --out reports/index.html
+
+reproduce: fig-linear
+	$(MAKE) --no-print-directory report
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_fig_linear.py --out bench/fig_linear.json
+
+clean:
+	rm -rf $(RUNS) reports bench .pytest_cache

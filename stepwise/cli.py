@@ -1,0 +1,80 @@
+"""Command line: ``stepwise run EXPERIMENT [--smoke] [--out DIR] [config flags]``, ``stepwise report``, ``stepwise list``.
+
+Experiment flags come from the experiment's config dataclass (via tyro), e.g.
+``stepwise run linear_bt --dataset digits --d 8 --out runs/digits``; ``stepwise run linear_bt --help`` lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _experiments():
+    from experiments.linear_bt import LinearBTConfig, run as run_linear_bt
+
+    return {
+        "linear_bt": (LinearBTConfig, run_linear_bt, "Simon et al. 2023 Fig. 1A/B: linear Barlow Twins vs exact theory"),
+    }
+
+
+def _run(name: str, argv: list[str]) -> int:
+    import tyro
+
+    experiments = _experiments()
+    if name not in experiments:
+        raise ValueError(f"unknown experiment {name!r}; expected one of {sorted(experiments)} (see `stepwise list`)")
+    config_cls, run_fn, _ = experiments[name]
+    parser = argparse.ArgumentParser(prog=f"stepwise run {name}", add_help=False)
+    parser.add_argument("--smoke", action="store_true", help="tiny config used by the tests")
+    parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/<experiment>_<dataset>)")
+    parser.add_argument("--no-progress", action="store_true")
+    ours, rest = parser.parse_known_args(argv)
+    base = config_cls.smoke() if ours.smoke else config_cls()
+    cfg = tyro.cli(config_cls, default=base, args=rest, prog=f"stepwise run {name} [--smoke] [--out DIR]")
+    out = ours.out or Path("runs") / f"{name}_{getattr(cfg, 'dataset', 'default')}{'_smoke' if ours.smoke else ''}"
+    t0 = time.perf_counter()
+    results = run_fn(cfg, out, progress=not ours.no_progress and sys.stderr.isatty())
+    verdict = "PASSED" if results["passed"] else "FAILED"
+    print(f"{name}: {verdict} ({sum(c['passed'] for c in results['checks'])}/{len(results['checks'])} checks) "
+          f"in {time.perf_counter() - t0:.1f} s -> {out / 'results.json'}")
+    for c in results["checks"]:
+        mark = "ok  " if c["passed"] else "FAIL"
+        print(f"  {mark} {c['name']:<32} {c['value']!s:<24} {c['op']} {c['threshold']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="stepwise", description="Theory-vs-experiment checks for SSL learning dynamics.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run an experiment", add_help=False)
+    p_run.add_argument("experiment")
+    p_rep = sub.add_parser("report", help="collect run directories into one HTML report")
+    p_rep.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run directories")
+    p_rep.add_argument("--out", type=Path, default=Path("reports/index.html"))
+    sub.add_parser("list", help="list the experiments")
+    args, rest = parser.parse_known_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args.experiment, rest)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command == "report":
+            from stepwise.plots.report import build_report
+
+            path, n_runs, n_passed = build_report(args.runs, args.out)
+            print(f"report: {n_passed}/{n_runs} experiments passed -> {path}")
+            return 0
+        for name, (_, _, doc) in _experiments().items():
+            print(f"{name:<16} {doc}")
+        return 0
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+        print(f"stepwise: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Theory-vs-experiment comparisons: named statistics with thresholds (:class:`Check`) and the metrics behind them."""
+
+from stepwise.compare.checks import Check, all_passed, check
+from stepwise.compare.metrics import (
+    crossing_times,
+    gram_relative_error,
+    onset_times,
+    principal_angles,
+    procrustes_error,
+    projector_distance,
+    rank_trajectory,
+    relative_errors,
+    unit_rank_increments,
+    values_at,
+)
+
+__all__ = [
+    "Check",
+    "all_passed",
+    "check",
+    "crossing_times",
+    "gram_relative_error",
+    "onset_times",
+    "principal_angles",
+    "procrustes_error",
+    "projector_distance",
+    "rank_trajectory",
+    "relative_errors",
+    "unit_rank_increments",
+    "values_at",
+]

@@ -1,0 +1,278 @@
+"""Datasets: two embedded in installed packages (no downloads ever) and two read from a local folder.
+
+- ``digits``: scikit-learn's shipped 8x8 handwritten digits, 1797 images, 10 classes.
+- ``patches``: RGB crops cut with a fixed seed from the colour photographs that ship inside scikit-image
+  (astronaut, cat, coffee, ...) and scikit-learn (china, flower); label = source photograph.
+- ``cifar10``: the CIFAR-10 "python version" pickle batches (``cifar-10-batches-py/``).
+- ``stl10``: the STL-10 binary files (``stl10_binary/``).
+
+Every loader returns a :class:`Dataset` of float32 images in [0, 1], shape (N, H, W, C), and int32 labels.
+The local folders are given by argument or by environment variable (``STEPWISE_CIFAR10``, ``STEPWISE_STL10``,
+or a common root ``STEPWISE_DATA``); a missing folder raises :class:`DataNotFoundError` naming every place
+that was searched and the files that were expected there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DATASETS",
+    "DataNotFoundError",
+    "Dataset",
+    "PHOTOGRAPHS",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits",
+    "load_patches",
+    "load_stl10",
+]
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A dataset folder or one of its files is missing. The message says where we looked and what we expected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Images and labels.
+
+    Attributes:
+      name: dataset name.
+      images: (N, H, W, C) float32 in [0, 1].
+      labels: (N,) int32 class index (-1 where unlabeled).
+      label_names: name of each class.
+    """
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    label_names: tuple[str, ...]
+
+    def __post_init__(self):
+        if self.images.ndim != 4:
+            raise ValueError(f"{self.name}: images must be (N, H, W, C); got shape {self.images.shape}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"{self.name}: {self.labels.shape[0]} labels for {self.images.shape[0]} images")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, n: int, *, seed: int = 0) -> "Dataset":
+        """The first n images of a fixed random permutation (seeded; does not touch global state)."""
+        if not 1 <= n <= len(self):
+            raise ValueError(f"{self.name} has {len(self)} images; cannot take a subset of {n}")
+        idx = np.random.default_rng(seed).permutation(len(self))[:n]
+        return dataclasses.replace(self, images=self.images[idx], labels=self.labels[idx])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Embedded data.
+
+
+def load_digits() -> Dataset:
+    """scikit-learn's 1797 8x8 digits as (1797, 8, 8, 1) images in [0, 1]."""
+    from sklearn.datasets import load_digits as _load
+
+    raw = _load()
+    images = (raw.images.astype(np.float32) / 16.0)[..., None]
+    return Dataset("digits", images, raw.target.astype(np.int32), tuple(str(i) for i in range(10)))
+
+
+# (package, file name, label). Only files that ship inside the installed wheels: nothing is downloaded.
+PHOTOGRAPHS: tuple[tuple[str, str, str], ...] = (
+    ("skimage", "astronaut.png", "astronaut"),
+    ("skimage", "chelsea.png", "cat"),
+    ("skimage", "coffee.png", "coffee"),
+    ("skimage", "rocket.jpg", "rocket"),
+    ("skimage", "hubble_deep_field.jpg", "hubble"),
+    ("skimage", "ihc.png", "immunohistochemistry"),
+    ("skimage", "retina.jpg", "retina"),
+    ("skimage", "motorcycle_left.png", "motorcycle_left"),
+    ("skimage", "motorcycle_right.png", "motorcycle_right"),
+    ("sklearn", "china.jpg", "china"),
+    ("sklearn", "flower.jpg", "flower"),
+)
+
+
+def _photo_path(package: str, name: str) -> Path:
+    if package == "skimage":
+        import skimage
+
+        return Path(skimage.__file__).parent / "data" / name
+    import sklearn
+
+    return Path(sklearn.__file__).parent / "datasets" / "images" / name
+
+
+@functools.lru_cache(maxsize=1)
+def _photographs() -> tuple[np.ndarray, ...]:
+    from skimage.io import imread
+
+    photos = []
+    for package, name, _ in PHOTOGRAPHS:
+        path = _photo_path(package, name)
+        if not path.is_file():
+            raise DataNotFoundError(
+                f"the photograph {name} that ships with {package} was not found at {path}; "
+                f"reinstall {package} (make install)"
+            )
+        img = imread(path)
+        if img.ndim != 3 or img.shape[2] < 3:
+            raise ValueError(f"{path} is not a colour image (shape {img.shape})")
+        photos.append(np.ascontiguousarray(img[..., :3]).astype(np.float32) / 255.0)
+    return tuple(photos)
+
+
+def load_patches(n: int = 5000, size: int = 32, *, seed: int = 0) -> Dataset:
+    """n RGB patches of size x size cut at random positions (fixed seed) from the embedded photographs.
+
+    Patch i comes from photograph ``i % 11`` (balanced classes); its position is uniform over the photograph.
+    With 11 photographs of 0.2 to 2 megapixels there are millions of distinct positions.
+    """
+    if n < 1 or size < 1:
+        raise ValueError(f"need n >= 1 and size >= 1; got n={n}, size={size}")
+    photos = _photographs()
+    smallest = min(min(p.shape[:2]) for p in photos)
+    if size > smallest:
+        raise ValueError(f"patch size {size} exceeds the smallest photograph side {smallest}")
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % len(photos)).astype(np.int32)
+    images = np.empty((n, size, size, 3), dtype=np.float32)
+    for i, lab in enumerate(labels):
+        photo = photos[lab]
+        r = rng.integers(0, photo.shape[0] - size + 1)
+        c = rng.integers(0, photo.shape[1] - size + 1)
+        images[i] = photo[r : r + size, c : c + size]
+    return Dataset("patches", images, labels, tuple(label for _, _, label in PHOTOGRAPHS))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Local data sets.
+
+_CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+_STL_DIR = "stl10_binary"
+_STL_FILES = {
+    "train": ("train_X.bin", "train_y.bin"),
+    "test": ("test_X.bin", "test_y.bin"),
+    "unlabeled": ("unlabeled_X.bin",),
+}
+_CIFAR_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_STL_NAMES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
+
+
+def _locate(root: str | os.PathLike | None, env: str, subdir: str, files: tuple[str, ...], what: str) -> Path:
+    """Find the folder holding ``files``: ``root`` (or ``$env``, or ``$STEPWISE_DATA``), itself or its ``subdir``."""
+    bases: list[tuple[Path, str]] = []
+    if root is not None:
+        bases.append((Path(root), "the folder you gave"))
+    else:
+        if os.environ.get(env):
+            bases.append((Path(os.environ[env]), f"${env}"))
+        if os.environ.get("STEPWISE_DATA"):
+            bases.append((Path(os.environ["STEPWISE_DATA"]), "$STEPWISE_DATA"))
+    if not bases:
+        raise DataNotFoundError(
+            f"{what}: no data folder given. Pass one (e.g. --data-dir /path/to/data) or set ${env} or "
+            f"$STEPWISE_DATA to a folder that contains {subdir}/ with {', '.join(files)}."
+        )
+    tried = []
+    for base, why in bases:
+        for cand in (base, base / subdir):
+            missing = [f for f in files if not (cand / f).is_file()]
+            if not missing:
+                return cand
+            tried.append(f"  {cand} ({why}): missing {', '.join(missing)}")
+    raise DataNotFoundError(
+        f"{what}: the expected files {', '.join(files)} were not found. Looked in:\n" + "\n".join(tried)
+    )
+
+
+def load_cifar10(root: str | os.PathLike | None = None, split: str = "train") -> Dataset:
+    """CIFAR-10 from the python pickle batches (the files of ``cifar-10-python.tar.gz``).
+
+    Args:
+      root: folder containing ``cifar-10-batches-py/`` (or that folder itself). Default: ``$STEPWISE_CIFAR10``,
+        then ``$STEPWISE_DATA``.
+      split: ``"train"`` (data_batch_1..5, 50000 images) or ``"test"`` (test_batch, 10000 images).
+
+    Returns:
+      (N, 32, 32, 3) images in [0, 1] and labels 0..9.
+    """
+    if split not in _CIFAR_FILES:
+        raise ValueError(f"CIFAR-10 split must be one of {sorted(_CIFAR_FILES)}; got {split!r}")
+    folder = _locate(root, "STEPWISE_CIFAR10", _CIFAR_DIR, _CIFAR_FILES[split], "CIFAR-10")
+    data, labels = [], []
+    for name in _CIFAR_FILES[split]:
+        with open(folder / name, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        try:
+            x = np.asarray(batch[b"data"], dtype=np.uint8)
+            y = np.asarray(batch[b"labels"], dtype=np.int32)
+        except KeyError as err:
+            raise ValueError(f"{folder / name} is not a CIFAR-10 python batch: no key {err}") from None
+        if x.ndim != 2 or x.shape[1] != 3072 or y.shape != (x.shape[0],):
+            raise ValueError(f"{folder / name}: expected data (N, 3072) and N labels; got {x.shape}, {y.shape}")
+        data.append(x)
+        labels.append(y)
+    x = np.concatenate(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return Dataset("cifar10", x.astype(np.float32) / 255.0, np.concatenate(labels), _CIFAR_NAMES)
+
+
+def load_stl10(root: str | os.PathLike | None = None, split: str = "train", max_images: int | None = None) -> Dataset:
+    """STL-10 from its binary files (the contents of ``stl10_binary.tar.gz``).
+
+    Each ``*_X.bin`` holds uint8 images of 3 x 96 x 96 stored column-major (so each channel is transposed);
+    ``*_y.bin`` holds uint8 labels 1..10. ``max_images`` reads only the first images (the unlabeled split is
+    100000 images, 2.8 GB).
+
+    Args:
+      root: folder containing ``stl10_binary/`` (or that folder itself). Default: ``$STEPWISE_STL10``, then
+        ``$STEPWISE_DATA``.
+      split: ``"train"``, ``"test"`` or ``"unlabeled"`` (labels -1).
+    """
+    if split not in _STL_FILES:
+        raise ValueError(f"STL-10 split must be one of {sorted(_STL_FILES)}; got {split!r}")
+    folder = _locate(root, "STEPWISE_STL10", _STL_DIR, _STL_FILES[split], "STL-10")
+    per_image = 3 * 96 * 96
+    x_path = folder / f"{split}_X.bin"
+    size = x_path.stat().st_size
+    if size % per_image:
+        raise ValueError(f"{x_path} has {size} bytes, not a multiple of one 3x96x96 image ({per_image} bytes)")
+    count = size // per_image if max_images is None else min(max_images, size // per_image)
+    x = np.fromfile(x_path, dtype=np.uint8, count=count * per_image).reshape(count, 3, 96, 96)
+    x = x.transpose(0, 3, 2, 1)
+    if split == "unlabeled":
+        y = np.full(count, -1, dtype=np.int32)
+    else:
+        y = np.fromfile(folder / f"{split}_y.bin", dtype=np.uint8, count=count).astype(np.int32) - 1
+        if y.shape != (count,):
+            raise ValueError(f"{folder / f'{split}_y.bin'} holds {y.shape[0]} labels for {count} images")
+    return Dataset("stl10", x.astype(np.float32) / 255.0, y, _STL_NAMES)
+
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "digits": load_digits,
+    "patches": load_patches,
+    "cifar10": load_cifar10,
+    "stl10": load_stl10,
+}
+
+
+def load_dataset(name: str, **kwargs) -> Dataset:
+    """Load a dataset by name (see :data:`DATASETS`); keyword arguments go to its loader."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    return DATASETS[name](**kwargs)

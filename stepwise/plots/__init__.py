@@ -1,0 +1,1 @@
+"""Figures and the HTML report. Everything here reads run directories; nothing runs a model."""

@@ -1,0 +1,99 @@
+"""One self-contained HTML report of every run directory: verdicts, checks with their reasons, and figures.
+
+Reads ``<runs>/*/results.json`` and the figures they list; figures are embedded (base64), so the single file
+can be moved or attached anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from pathlib import Path
+
+from stepwise.io import atomic_path
+
+__all__ = ["build_report"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1500px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:.6em 0 1.2em 0;font-size:14px}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f4f4f4} td.num{font-family:ui-monospace,monospace;text-align:right;white-space:nowrap}
+.pass{color:#0a7a2f;font-weight:600} .fail{color:#b00020;font-weight:600}
+section{border-top:2px solid #eee;margin-top:2em;padding-top:.5em}
+img{max-width:100%;border:1px solid #eee} details{margin:.5em 0} pre{background:#f8f8f8;padding:.6em;overflow:auto;font-size:12px}
+.reason{color:#555;font-size:13px}
+"""
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _verdict(ok: bool) -> str:
+    return '<span class="pass">PASS</span>' if ok else '<span class="fail">FAIL</span>'
+
+
+def _section(run_dir: Path, res: dict) -> str:
+    cfg = res.get("config", {})
+    title = f"{res.get('experiment', run_dir.name)} &mdash; {html.escape(str(cfg.get('dataset', '')))}"
+    rows = "".join(
+        f"<tr><td>{_verdict(c['passed'])}</td><td><b>{html.escape(c['name'])}</b><br>"
+        f"<span class='reason'>{html.escape(c.get('description', ''))}</span></td>"
+        f"<td class='num'>{_fmt(c['value'])}</td><td class='num'>{html.escape(c['op'])} {_fmt(c['threshold'])}</td>"
+        f"<td class='reason'>{html.escape(c.get('reason', ''))}</td></tr>"
+        for c in res["checks"]
+    )
+    figs = ""
+    for name in res.get("figures", []):
+        path = run_dir / name
+        if path.is_file():
+            data = base64.b64encode(path.read_bytes()).decode()
+            figs += f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>'
+    dev = res.get("device", {})
+    meta = (
+        f"device: {html.escape(str(dev.get('platform')))} ({html.escape(str(dev.get('kind')))} x{dev.get('count')}), "
+        f"wall time {res.get('wall_time_s', float('nan')):.1f} s, created {html.escape(str(res.get('created')))}, "
+        f"run directory <code>{html.escape(str(run_dir))}</code>"
+    )
+    return (
+        f"<section id='{html.escape(run_dir.name)}'><h2>{_verdict(res['passed'])} {title}</h2><p class='sub'>{meta}</p>"
+        f"{figs}<table><tr><th>verdict</th><th>check</th><th>value</th><th>threshold</th><th>why this threshold</th></tr>"
+        f"{rows}</table><details><summary>config and versions</summary><pre>"
+        f"{html.escape(json.dumps({'config': cfg, 'versions': res.get('versions')}, indent=2))}</pre></details></section>"
+    )
+
+
+def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, int, int]:
+    """Write the report for every ``runs_dir/*/results.json`` to ``out``. Returns (path, runs, runs passed)."""
+    runs_dir, out = Path(runs_dir), Path(out)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"no run folder at {runs_dir.resolve()}; run an experiment first (make reproduce)")
+    runs = []
+    for path in sorted(runs_dir.glob("*/results.json")):
+        with open(path) as f:
+            runs.append((path.parent, json.load(f)))
+    if not runs:
+        raise FileNotFoundError(f"no */results.json under {runs_dir.resolve()}; run an experiment first")
+    n_pass = sum(bool(r["passed"]) for _, r in runs)
+    summary = "".join(
+        f"<tr><td>{_verdict(r['passed'])}</td><td><a href='#{html.escape(d.name)}'>{html.escape(d.name)}</a></td>"
+        f"<td class='num'>{sum(c['passed'] for c in r['checks'])}/{len(r['checks'])}</td>"
+        f"<td class='num'>{r.get('wall_time_s', 0):.1f} s</td></tr>"
+        for d, r in runs
+    )
+    body = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>stepwise report</title>"
+        f"<style>{_CSS}</style></head><body><h1>stepwise: theory vs experiment</h1>"
+        f"<p class='sub'>{n_pass} of {len(runs)} experiments passed every check.</p>"
+        "<table><tr><th>verdict</th><th>run</th><th>checks passed</th><th>wall time</th></tr>"
+        f"{summary}</table>" + "".join(_section(d, r) for d, r in runs) + "</body></html>\n"
+    )
+    with atomic_path(out) as tmp:
+        tmp.write_text(body)
+    return out, len(runs), n_pass
