@@ -393,8 +393,12 @@ def final_weights(gamma: np.ndarray, d: int, rotation: np.ndarray | None = None)
     ``rotation`` is U in O(d) (identity by default); the loss does not determine it.
     """
     g, v = eigh_desc(gamma)
-    if g[d - 1] <= 0:
-        raise ValueError(f"only {int(np.sum(g > 0))} eigenvalues of gamma are positive; d = {d} modes cannot all be learned")
+    positive = g > 1e-10 * abs(g[0])  # below this the whitening 1/sqrt(gamma) only amplifies round-off
+    if not positive[d - 1]:
+        raise ValueError(
+            f"only {int(np.sum(positive))} eigenvalues of gamma are positive (above 1e-10 x gamma_1); "
+            f"d = {d} modes cannot all be learned"
+        )
     w = (v[:, :d] / np.sqrt(g[:d])).T
     return w if rotation is None else np.asarray(rotation) @ w
 

@@ -54,6 +54,11 @@ class LinearRun:
         return self.lr * self.step
 
 
+def _gamma_apply(op, diagonal: bool):
+    """v -> v Gamma: a matrix product, or a column scaling when Gamma is diagonal (the eigenbasis)."""
+    return (lambda v: v * op[None, :]) if diagonal else (lambda v: v @ op)
+
+
 def _record(w, gamma_apply):
     wg = gamma_apply(w)
     c = wg @ w.T
@@ -66,7 +71,7 @@ def _record(w, gamma_apply):
 @functools.partial(jax.jit, static_argnames=("length", "diagonal"), donate_argnums=(0,))
 def _chunk(w, gamma, lr, n_valid, *, length: int, diagonal: bool):
     """``length`` GD steps (only the first ``n_valid`` update w); returns the new w and per-step records."""
-    gamma_apply = (lambda v: v * gamma) if diagonal else (lambda v: v @ gamma)
+    gamma_apply = _gamma_apply(gamma, diagonal)
 
     def body(w, i):
         wg, c_minus_i, eigs, loss = _record(w, gamma_apply)
@@ -142,8 +147,7 @@ def train_linear_bt(
                 loss_chunks.append(loss)
                 done += n_valid
                 bar.update(n_valid)
-            gamma_apply = (lambda x: x * op_j) if basis == "eigen" else (lambda x: x @ op_j)
-            _, _, eigs_last, loss_last = _record(w, gamma_apply)
+            _, _, eigs_last, loss_last = _record(w, _gamma_apply(op_j, basis == "eigen"))
         w_final = np.asarray(w)
     eig_chunks.append(np.asarray(eigs_last)[None])
     loss_chunks.append(np.asarray(loss_last)[None])

@@ -1,0 +1,58 @@
+"""The jitted GD loop against the plain NumPy update; both bases; divergence; one compilation."""
+
+import numpy as np
+import pytest
+from conftest import random_gamma
+from test_theory_linear import numpy_gd
+
+from stepwise.errors import DivergenceError
+from stepwise.training import linear as T
+
+
+@pytest.mark.parametrize("basis", ["eigen", "pixel"])
+def test_train_linear_bt_matches_numpy_reference(rng, basis):
+    gamma, _ = random_gamma(rng, 10, [2.0, 1.2, 0.8, 0.3, 0.1])
+    w0 = 1e-3 * rng.normal(size=(3, 10))
+    lr = 0.4 / 8
+    eigs, losses, w_end = numpy_gd(gamma, w0, lr, 230)
+    run = T.train_linear_bt(gamma, w0, lr, 230, basis=basis, chunk=64)  # several chunks plus a partial one
+    assert run.eigenvalues.shape == (231, 3) and run.loss.shape == (231,)
+    np.testing.assert_allclose(run.eigenvalues, eigs, atol=1e-12)
+    np.testing.assert_allclose(run.loss, losses, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(run.w_final, w_end, atol=1e-12)
+    np.testing.assert_allclose(run.time, lr * np.arange(231))
+
+
+def test_zero_steps_records_the_initial_state(rng):
+    gamma, _ = random_gamma(rng, 5, [1.0, 0.5])
+    w0 = rng.normal(size=(2, 5))
+    run = T.train_linear_bt(gamma, w0, 0.1, 0)
+    assert run.loss.shape == (1,)
+    np.testing.assert_allclose(run.w_final, w0, atol=1e-14)
+
+
+def test_divergence_stops_with_step_quantity_and_hint(rng):
+    gamma, _ = random_gamma(rng, 6, [5.0, 1.0])
+    w0 = rng.normal(size=(2, 6))
+    with pytest.raises(DivergenceError) as err:
+        T.train_linear_bt(gamma, w0, 10.0, 500, chunk=100)
+    e = err.value
+    assert 0 < e.step < 500 and "loss" in e.quantity
+    assert "diverged at step" in str(e) and "learning rate" in str(e)
+
+
+def test_bad_arguments(rng):
+    gamma, _ = random_gamma(rng, 4, [1.0])
+    with pytest.raises(ValueError, match="basis"):
+        T.train_linear_bt(gamma, np.ones((1, 4)), 0.1, 5, basis="fourier")
+    with pytest.raises(ValueError, match="steps"):
+        T.train_linear_bt(gamma, np.ones((1, 4)), 0.1, -1)
+
+
+def test_chunk_compiles_once(rng):
+    gamma, _ = random_gamma(rng, 7, [1.0, 0.5])
+    T._chunk.clear_cache()
+    for seed in range(3):
+        w0 = np.random.default_rng(seed).normal(size=(2, 7))
+        T.train_linear_bt(gamma, w0, 0.05, 100, chunk=32)
+    assert T._chunk._cache_size() == 1
