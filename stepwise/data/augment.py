@@ -31,7 +31,9 @@ __all__ = [
 
 def crop(image: jax.Array, offset: tuple[jax.Array, jax.Array], size: tuple[int, int]) -> jax.Array:
     """The (size[0], size[1], C) window of ``image`` whose top-left corner is ``offset`` (row, column)."""
-    return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (size[0], size[1], image.shape[2]))
+    row, col = jnp.asarray(offset[0]), jnp.asarray(offset[1])
+    start = (row, col.astype(row.dtype), jnp.zeros((), row.dtype))  # dynamic_slice wants one index dtype
+    return jax.lax.dynamic_slice(image, start, (size[0], size[1], image.shape[2]))
 
 
 def random_crop(key: jax.Array, image: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -67,17 +69,21 @@ def color_jitter(
     """Random brightness (additive, +-brightness), contrast and saturation (factor in [1 - s, 1 + s]) and hue
     (+-hue of a turn), in that fixed order, clipped to [0, 1]. Saturation and hue apply to RGB images only.
     """
+    dtype = image.dtype  # dm-pix's hue shift is drawn in the default float dtype (float64 under x64)
     kb, kc, ks, kh = jax.random.split(key, 4)
     if brightness > 0:
         image = pix.random_brightness(kb, image, brightness)
     if contrast > 0:
         image = pix.random_contrast(kc, image, 1.0 - contrast, 1.0 + contrast)
     if image.shape[-1] == 3:
-        if saturation > 0:
-            image = pix.random_saturation(ks, image, 1.0 - saturation, 1.0 + saturation)
-        if hue > 0:
-            image = pix.random_hue(kh, image, hue)
-    return jnp.clip(image, 0.0, 1.0)
+        # dm-pix's RGB<->HSV conversion mixes bool and float arrays internally; that needs standard promotion
+        # even when the caller runs JAX with strict dtype promotion (as our tests do).
+        with jax.numpy_dtype_promotion("standard"):
+            if saturation > 0:
+                image = pix.random_saturation(ks, image, 1.0 - saturation, 1.0 + saturation)
+            if hue > 0:
+                image = pix.random_hue(kh, image, hue)
+    return jnp.clip(image, 0.0, 1.0).astype(dtype)
 
 
 def gaussian_noise(key: jax.Array, image: jax.Array, std: float) -> jax.Array:

@@ -135,11 +135,13 @@ def _photographs() -> tuple[np.ndarray, ...]:
     return tuple(photos)
 
 
-def load_patches(n: int = 5000, size: int = 32, *, seed: int = 0) -> Dataset:
+def load_patches(n: int = 5000, size: int = 32, *, seed: int = 0, min_std: float = 0.01) -> Dataset:
     """n RGB patches of size x size cut at random positions (fixed seed) from the embedded photographs.
 
-    Patch i comes from photograph ``i % 11`` (balanced classes); its position is uniform over the photograph.
-    With 11 photographs of 0.2 to 2 megapixels there are millions of distinct positions.
+    Patch i comes from photograph ``i % 11`` (balanced classes); its position is uniform over the photograph,
+    redrawn while the patch is flat (pixel standard deviation below ``min_std``, e.g. the black border of the
+    retina image), so patches carry image content and are distinct. With 11 photographs of 0.2 to 2 megapixels
+    there are millions of distinct positions.
     """
     if n < 1 or size < 1:
         raise ValueError(f"need n >= 1 and size >= 1; got n={n}, size={size}")
@@ -152,9 +154,14 @@ def load_patches(n: int = 5000, size: int = 32, *, seed: int = 0) -> Dataset:
     images = np.empty((n, size, size, 3), dtype=np.float32)
     for i, lab in enumerate(labels):
         photo = photos[lab]
-        r = rng.integers(0, photo.shape[0] - size + 1)
-        c = rng.integers(0, photo.shape[1] - size + 1)
-        images[i] = photo[r : r + size, c : c + size]
+        for _ in range(1000):
+            r = rng.integers(0, photo.shape[0] - size + 1)
+            c = rng.integers(0, photo.shape[1] - size + 1)
+            images[i] = photo[r : r + size, c : c + size]
+            if images[i].std() >= min_std:
+                break
+        else:
+            raise ValueError(f"no {size}x{size} patch with pixel std >= {min_std} found in {PHOTOGRAPHS[lab][1]}")
     return Dataset("patches", images, labels, tuple(label for _, _, label in PHOTOGRAPHS))
 
 
