@@ -1,6 +1,7 @@
 """Theory-vs-experiment comparisons: named statistics with thresholds (:class:`Check`) and the metrics behind them."""
 
 from stepwise.compare.checks import Check, all_passed, check
+from stepwise.compare.steps import StepDetection, detect_steps
 from stepwise.compare.metrics import (
     crossing_times,
     gram_relative_error,
@@ -16,6 +17,8 @@ from stepwise.compare.metrics import (
 
 __all__ = [
     "Check",
+    "StepDetection",
+    "detect_steps",
     "all_passed",
     "check",
     "crossing_times",

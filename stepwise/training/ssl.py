@@ -1,0 +1,380 @@
+"""Joint-embedding SSL training: one jitted step (sample, augment, forward both views, loss, update) and tracking.
+
+The training step runs entirely on the device: the dataset lives on the device, each step draws its batch and
+both augmented views from ``fold_in(run_key, step)`` (so a resumed or re-run step sees the same randomness), and
+the state is donated. The batch axis is sharded over all local devices with ``jax.sharding`` (data parallel);
+parameters are replicated.
+
+Every ``track_every`` steps a jitted tracking function evaluates a fixed evaluation set (one fixed pair of views of
+fixed images) and records:
+
+- eigenvalues of the embedding covariance (centred, 1/n) and of the symmetrised Barlow Twins cross-correlation
+  C = (z1^T z2 + z2^T z1) / 2n, at the projector output and at the backbone output, sorted decreasing;
+- the loss on the evaluation pairs;
+- a snapshot of the evaluation embeddings (for PCA pictures and post-hoc linear probes).
+
+Per-step training losses are kept on the device and fetched once per tracking interval, where they are also
+checked for divergence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from stepwise.data.augment import Augmentation, make_pairs
+from stepwise.errors import DivergenceError
+
+__all__ = ["SSLRun", "TrainConfig", "TrainState", "make_optimizer", "train_ssl"]
+
+ApplyFn = Callable[[Any, jax.Array], jax.Array]
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and tracking settings.
+
+    Attributes:
+      steps: number of updates.
+      batch_size: pairs per step (divisible by the number of devices).
+      lr: learning rate.
+      optimizer: ``sgd``, ``momentum`` (heavy ball, ``momentum``) or ``adam``. Plain SGD keeps the theory's time
+        axis t = lr x step (theory note 7.2).
+      momentum: momentum coefficient for ``momentum``.
+      weight_decay: decoupled weight decay (0 = none).
+      track_every: steps between tracking points.
+      n_snapshot: evaluation embeddings kept per tracking point (for PCA pictures and probes).
+      checkpoint_every: steps between checkpoints (0 = only at the end when a run directory is given).
+      seed: seeds the run key (batches, views).
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    track_every: int = 10
+    n_snapshot: int = 256
+    checkpoint_every: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        errors = []
+        if self.steps < 1:
+            errors.append(f"steps must be >= 1 (got {self.steps})")
+        if self.batch_size < 2:
+            errors.append(f"batch_size must be >= 2 (got {self.batch_size})")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            errors.append(f"the learning rate must be positive and finite (got {self.lr})")
+        if self.optimizer not in ("sgd", "momentum", "adam"):
+            errors.append(f"optimizer must be 'sgd', 'momentum' or 'adam' (got {self.optimizer!r})")
+        if not 0 <= self.momentum < 1:
+            errors.append(f"momentum must be in [0, 1) (got {self.momentum})")
+        if self.weight_decay < 0:
+            errors.append(f"weight_decay must be >= 0 (got {self.weight_decay})")
+        if self.track_every < 1:
+            errors.append(f"track_every must be >= 1 (got {self.track_every})")
+        if self.checkpoint_every < 0:
+            errors.append(f"checkpoint_every must be >= 0 (got {self.checkpoint_every})")
+        if errors:
+            raise ValueError("invalid training config: " + "; ".join(errors))
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """The optax transformation described by ``cfg``."""
+    if cfg.optimizer == "sgd":
+        tx = optax.sgd(cfg.lr)
+    elif cfg.optimizer == "momentum":
+        tx = optax.sgd(cfg.lr, momentum=cfg.momentum)
+    else:
+        tx = optax.adam(cfg.lr)
+    if cfg.weight_decay:
+        tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), tx)
+    return tx
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Everything a step changes: parameters, optimizer state, step counter and the run's base key."""
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    key: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SSLRun:
+    """A finished (or resumed and finished) run.
+
+    Attributes:
+      step: (T,) steps of the tracking points (0, track_every, ..., steps).
+      cov_out, bt_out: (T, d_out) eigenvalues of the embedding covariance / symmetrised cross-correlation at the
+        projector output, sorted decreasing.
+      cov_feat, bt_feat: (T, d_feat) the same at the backbone output.
+      eval_loss: (T,) loss on the evaluation pairs.
+      snapshots: (T, n_snapshot, d_out) evaluation embeddings (first view).
+      train_loss: (steps,) loss of every training step (before its update).
+      params: final parameters.
+      train_time_s: wall time of the training loop, tracking included; tracking_time_s: of which tracking.
+    """
+
+    step: np.ndarray
+    cov_out: np.ndarray
+    bt_out: np.ndarray
+    cov_feat: np.ndarray
+    bt_feat: np.ndarray
+    eval_loss: np.ndarray
+    snapshots: np.ndarray
+    train_loss: np.ndarray
+    params: Any
+    train_time_s: float
+    tracking_time_s: float
+
+    @property
+    def tracking_fraction(self) -> float:
+        return self.tracking_time_s / max(self.train_time_s, 1e-12)
+
+
+def _covariance(z: jax.Array) -> jax.Array:
+    zc = z - jnp.mean(z, axis=0, keepdims=True)
+    return zc.T @ zc / z.shape[0]
+
+
+def _cross_correlation(a: jax.Array, b: jax.Array) -> jax.Array:
+    c = a.T @ b / a.shape[0]
+    return 0.5 * (c + c.T)
+
+
+def _eig_desc(m: np.ndarray) -> np.ndarray:
+    # On the host in float64 (XLA's CPU eigensolver takes ~0.5 s for 256 x 256, LAPACK ~4 ms), with one BLAS
+    # thread: multi-threaded OpenBLAS right after XLA work contends with XLA's spinning thread pool (~100x slower).
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return np.linalg.eigvalsh(np.asarray(m, dtype=np.float64))[::-1].copy()
+
+
+_MATRICES = ("cov_out", "bt_out", "cov_feat", "bt_feat")
+
+
+def _tracker(apply: ApplyFn, features: ApplyFn, loss_fn: LossFn, n_snapshot: int):
+    """Jitted: the four d x d matrices whose eigenvalues are tracked, the loss and a snapshot."""
+
+    @jax.jit
+    def track(params, x1, x2):
+        z1, z2 = apply(params, x1), apply(params, x2)
+        f1, f2 = features(params, x1), features(params, x2)
+        return {
+            "cov_out": _covariance(z1),
+            "bt_out": _cross_correlation(z1, z2),
+            "cov_feat": _covariance(f1),
+            "bt_feat": _cross_correlation(f1, f2),
+            "eval_loss": loss_fn(z1, z2),
+            "snapshots": z1[:n_snapshot],
+        }
+
+    return track
+
+
+def _make_step(apply: ApplyFn, loss_fn: LossFn, tx, aug: Augmentation, batch_size: int, batch_sharding):
+    def step(state: TrainState, data: jax.Array):
+        key = jax.random.fold_in(state.key, state.step)
+        k_idx, k_aug = jax.random.split(key)
+        if batch_size == data.shape[0]:
+            batch = data
+        else:
+            idx = jax.random.choice(k_idx, data.shape[0], (batch_size,), replace=False)
+            batch = data[idx]
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        v1, v2 = make_pairs(aug, k_aug, batch)
+
+        def loss_of(params):
+            return loss_fn(apply(params, v1), apply(params, v2))
+
+        loss, grads = jax.value_and_grad(loss_of)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return dataclasses.replace(state, params=params, opt_state=opt_state, step=state.step + 1), loss
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def _save_checkpoint(path: Path, state: TrainState, history: dict[str, list], train_loss: list[np.ndarray]):
+    from flax import serialization
+
+    from stepwise.io import atomic_path
+
+    payload = {
+        "state": serialization.to_state_dict(
+            {"params": state.params, "opt_state": state.opt_state, "step": state.step,
+             "key": jax.random.key_data(state.key)}
+        ),
+        "history": {k: np.asarray(v) for k, v in history.items()},
+        "train_loss": np.concatenate(train_loss) if train_loss else np.zeros((0,)),
+    }
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(serialization.msgpack_serialize(jax.device_get(payload)))
+
+
+def _load_checkpoint(path: Path, template: TrainState):
+    from flax import serialization
+
+    payload = serialization.msgpack_restore(path.read_bytes())
+    target = {"params": template.params, "opt_state": template.opt_state, "step": template.step,
+              "key": jax.random.key_data(template.key)}
+    restored = serialization.from_state_dict(target, payload["state"])
+    state = TrainState(
+        params=restored["params"],
+        opt_state=restored["opt_state"],
+        step=jnp.asarray(restored["step"]),
+        key=jax.random.wrap_key_data(jnp.asarray(restored["key"])),
+    )
+    history = {k: list(np.asarray(v)) for k, v in payload["history"].items()}
+    return state, history, [np.asarray(payload["train_loss"])]
+
+
+def train_ssl(
+    apply: ApplyFn,
+    features: ApplyFn,
+    params: Any,
+    loss_fn: LossFn,
+    images: np.ndarray,
+    aug: Augmentation,
+    cfg: TrainConfig,
+    *,
+    eval_images: np.ndarray,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    devices: list | None = None,
+    rank_threshold: float = 0.1,
+) -> SSLRun:
+    """Train ``params`` with ``loss_fn`` on augmented pairs of ``images`` and track the spectra.
+
+    Args:
+      apply: (params, x) -> (n, d_out) embeddings (projector output).
+      features: (params, x) -> (n, d_feat) backbone output.
+      params: initial parameters (a pytree).
+      loss_fn: (z1, z2) -> scalar.
+      images: (N, H, W, C) training images (moved to the device once).
+      aug: the augmentation producing each view.
+      cfg: optimisation and tracking settings.
+      eval_images: (n_eval, H, W, C) fixed evaluation images; one fixed pair of views of them is tracked.
+      checkpoint: file to checkpoint to (every ``cfg.checkpoint_every`` steps and at the end).
+      resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run.
+      progress: show a progress bar with the loss and the current rank.
+      devices: devices for data parallelism (default: all local devices).
+      rank_threshold: the progress bar's rank counts covariance eigenvalues above this fraction of the largest.
+
+    Raises:
+      ValueError: bad shapes or sizes (before any compute).
+      DivergenceError: a training loss became NaN/inf (with the step and what to try).
+    """
+    from tqdm.auto import tqdm
+
+    devices = list(jax.devices()) if devices is None else list(devices)
+    images = np.asarray(images)
+    eval_images = np.asarray(eval_images)
+    if images.ndim != 4 or eval_images.ndim != 4 or images.shape[1:] != eval_images.shape[1:]:
+        raise ValueError(f"images must be (N, H, W, C) with equal shapes; got {images.shape} and {eval_images.shape}")
+    if cfg.batch_size > images.shape[0]:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {images.shape[0]} training images")
+    if cfg.batch_size % len(devices):
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is not divisible by the {len(devices)} devices it is split over; "
+            f"use a multiple of {len(devices)}"
+        )
+    aug.output_shape(images.shape[1:])  # raises if the augmentation does not fit the images
+
+    mesh = Mesh(np.array(devices), ("data",))
+    replicated = NamedSharding(mesh, P())
+    tx = make_optimizer(cfg)
+    step_fn = _make_step(apply, loss_fn, tx, aug, cfg.batch_size, NamedSharding(mesh, P("data")))
+    track = _tracker(apply, features, loss_fn, cfg.n_snapshot)
+
+    state = TrainState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
+                       key=jax.random.key(cfg.seed))
+    history: dict[str, list] = {k: [] for k in ("step", "cov_out", "bt_out", "cov_feat", "bt_feat", "eval_loss", "snapshots")}
+    train_loss: list[np.ndarray] = []
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if resume and ckpt is not None and ckpt.is_file():
+        state, history, train_loss = _load_checkpoint(ckpt, state)
+    state = jax.device_put(state, replicated)
+    data = jax.device_put(jnp.asarray(images), replicated)
+    eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2**31 - 1)  # fixed views, independent of training keys
+    e1, e2 = make_pairs(aug, eval_key, jnp.asarray(eval_images))
+    e1, e2 = jax.device_put(e1, replicated), jax.device_put(e2, replicated)
+
+    start = int(state.step)
+    track_time = 0.0
+    t0 = time.perf_counter()
+
+    def record(params, step):
+        nonlocal track_time
+        t = time.perf_counter()
+        out = jax.device_get(track(params, e1, e2))
+        out = {k: _eig_desc(v) if k in _MATRICES else np.asarray(v) for k, v in out.items()}
+        track_time += time.perf_counter() - t
+        history["step"].append(step)
+        for k, v in out.items():
+            history[k].append(v)
+        return out
+
+    if start == 0 and not history["step"]:
+        record(state.params, 0)
+    with tqdm(total=cfg.steps, initial=start, desc="SSL training", unit="step", disable=not progress) as bar:
+        step = start
+        while step < cfg.steps:
+            n = min(cfg.track_every - step % cfg.track_every, cfg.steps - step)
+            losses = []
+            for _ in range(n):
+                state, loss = step_fn(state, data)
+                losses.append(loss)
+            block = np.asarray(jax.device_get(jnp.stack(losses)))
+            bad = np.flatnonzero(~np.isfinite(block))
+            if bad.size:
+                raise DivergenceError(
+                    step=step + int(bad[0]), quantity="training loss", value=float(block[bad[0]]),
+                    hint=f"lower the learning rate (now {cfg.lr:g}) or the initial scale",
+                )
+            train_loss.append(block)
+            step += n
+            out = record(state.params, step)
+            cov = out["cov_out"]
+            rank = int(np.sum(cov > rank_threshold * max(float(cov[0]), 1e-30)))
+            bar.set_postfix(loss=f"{float(block[-1]):.4g}", rank=rank)
+            bar.update(n)
+            if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                _save_checkpoint(ckpt, state, history, train_loss)
+    jax.block_until_ready(state.params)
+    train_time = time.perf_counter() - t0
+    if ckpt is not None:
+        _save_checkpoint(ckpt, state, history, train_loss)
+    return SSLRun(
+        step=np.asarray(history["step"], dtype=np.int64),
+        cov_out=np.stack(history["cov_out"]),
+        bt_out=np.stack(history["bt_out"]),
+        cov_feat=np.stack(history["cov_feat"]),
+        bt_feat=np.stack(history["bt_feat"]),
+        eval_loss=np.asarray(history["eval_loss"]),
+        snapshots=np.stack(history["snapshots"]),
+        train_loss=np.concatenate(train_loss) if train_loss else np.zeros((0,)),
+        params=jax.device_get(state.params),
+        train_time_s=train_time,
+        tracking_time_s=track_time,
+    )

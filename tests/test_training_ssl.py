@@ -1,0 +1,184 @@
+"""The SSL training engine: one jitted step, determinism, resume, data parallelism, tracking and bad input."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stepwise.data import Augmentation, make_pairs
+from stepwise.errors import DivergenceError
+from stepwise.losses import barlow_twins_theory
+from stepwise.training import ssl
+
+N_IMAGES, SHAPE = 48, (6, 6, 1)
+
+
+def init_mlp(key, sizes=(36, 16, 8), scale=1.0):
+    params = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        key, k = jax.random.split(key)
+        params.append({"w": scale * jax.random.normal(k, (a, b)) / np.sqrt(a), "b": jnp.zeros(b)})
+    return params
+
+
+def features(params, x):
+    h = x.reshape(x.shape[0], -1)
+    for p in params[:-1]:
+        h = jax.nn.relu(h @ p["w"] + p["b"][None, :])
+    return h
+
+
+def apply(params, x):
+    return features(params, x) @ params[-1]["w"] + params[-1]["b"][None, :]
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).uniform(size=(N_IMAGES, *SHAPE))
+
+
+AUG = Augmentation(shift=1, noise_std=0.05)
+
+
+def run(images, steps=20, **kw):
+    cfg = ssl.TrainConfig(steps=steps, batch_size=kw.pop("batch_size", 16), lr=kw.pop("lr", 0.05),
+                          track_every=kw.pop("track_every", 5), n_snapshot=8, **kw.pop("cfg", {}))
+    return ssl.train_ssl(apply, features, init_mlp(jax.random.key(1)), barlow_twins_theory, images[:40], AUG, cfg,
+                         eval_images=images[40:], **kw)
+
+
+def test_first_step_is_plain_sgd_on_the_documented_batch_and_views(images):
+    params = init_mlp(jax.random.key(1))
+    out = run(images, steps=1, track_every=1)
+    key = jax.random.fold_in(jax.random.key(0), 0)
+    k_idx, k_aug = jax.random.split(key)
+    idx = jax.random.choice(k_idx, 40, (16,), replace=False)
+    v1, v2 = make_pairs(AUG, k_aug, jnp.asarray(images[:40])[idx])
+    loss, grads = jax.value_and_grad(lambda p: barlow_twins_theory(apply(p, v1), apply(p, v2)))(params)
+    expected = jax.tree.map(lambda p, g: p - 0.05 * g, params, grads)
+    np.testing.assert_allclose(out.train_loss[0], loss, rtol=1e-12)
+    for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_tracking_records_the_documented_spectra(images):
+    out = run(images, steps=10)
+    np.testing.assert_array_equal(out.step, [0, 5, 10])
+    assert out.cov_out.shape == (3, 8) and out.cov_feat.shape == (3, 16) and out.snapshots.shape == (3, 8, 8)
+    assert out.train_loss.shape == (10,)
+    # The covariance spectrum at the output equals NumPy's on the tracked embeddings of the fixed eval views.
+    e1, _ = make_pairs(AUG, jax.random.fold_in(jax.random.key(0), 2**31 - 1), jnp.asarray(images[40:]))
+    z = np.asarray(apply(out.params, e1))
+    zc = z - z.mean(0)
+    np.testing.assert_allclose(out.cov_out[-1], np.linalg.eigvalsh(zc.T @ zc / 8)[::-1], rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(out.snapshots[-1], z, rtol=1e-10)
+    assert np.all(np.diff(out.cov_out, axis=1) <= 1e-15) and np.all(np.diff(out.bt_feat, axis=1) <= 1e-15)
+    assert 0 <= out.tracking_fraction <= 1
+
+
+def test_same_seed_same_run_and_other_seed_differs(images):
+    a, b = run(images), run(images)
+    np.testing.assert_array_equal(a.train_loss, b.train_loss)
+    np.testing.assert_array_equal(a.cov_out, b.cov_out)
+    c = run(images, cfg={"seed": 3})
+    assert not np.array_equal(a.train_loss, c.train_loss)
+
+
+def test_resume_reproduces_the_uninterrupted_run(images, tmp_path):
+    full = run(images, steps=20)
+    ckpt = tmp_path / "ckpt.msgpack"
+    first = run(images, steps=10, checkpoint=ckpt)
+    assert ckpt.is_file() and first.train_loss.shape == (10,)
+    resumed = run(images, steps=20, checkpoint=ckpt, resume=True)
+    np.testing.assert_array_equal(resumed.step, full.step)
+    np.testing.assert_allclose(resumed.train_loss, full.train_loss, rtol=1e-12)
+    np.testing.assert_allclose(resumed.cov_out, full.cov_out, rtol=1e-10, atol=1e-14)
+    for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(full.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_resume_works_with_momentum_state(images, tmp_path):
+    cfg = {"optimizer": "momentum"}
+    full = run(images, steps=12, cfg=cfg)
+    run(images, steps=6, checkpoint=tmp_path / "c", cfg=cfg)
+    resumed = run(images, steps=12, checkpoint=tmp_path / "c", resume=True, cfg=cfg)
+    np.testing.assert_allclose(resumed.train_loss, full.train_loss, rtol=1e-12)
+
+
+def test_divergence_stops_with_step_quantity_and_hint(images):
+    with pytest.raises(DivergenceError) as err:
+        run(images, steps=200, lr=1e6, track_every=50)
+    assert err.value.step < 200 and "training loss" in str(err.value) and "learning rate" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"batch_size": 41}, "larger than"),
+        ({"lr": -1.0}, "learning rate"),
+        ({"lr": 0.0}, "learning rate"),
+        ({"cfg": {"optimizer": "lion"}}, "optimizer"),
+    ],
+)
+def test_bad_input_fails_before_training(images, kw, match):
+    with pytest.raises(ValueError, match=match):
+        run(images, **kw)
+
+
+def test_augmentation_that_does_not_fit_is_rejected(images):
+    cfg = ssl.TrainConfig(steps=2, batch_size=8, lr=0.1)
+    with pytest.raises(ValueError, match="does not fit"):
+        ssl.train_ssl(apply, features, init_mlp(jax.random.key(0)), barlow_twins_theory, images[:40],
+                      Augmentation(crop=(9, 9)), cfg, eval_images=images[40:])
+
+
+def test_step_compiles_once(images):
+    tx = ssl.make_optimizer(ssl.TrainConfig(steps=1, batch_size=8, lr=0.1))
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    step = ssl._make_step(apply, barlow_twins_theory, tx, AUG, 8,
+                          jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+    params = init_mlp(jax.random.key(0))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    state = ssl.TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), jax.random.key(0))
+    state, data = jax.device_put((state, jnp.asarray(images)), replicated)  # as train_ssl places them
+    for _ in range(4):
+        state, _ = step(state, data)
+    assert step._cache_size() == 1
+
+
+MULTI_DEVICE = textwrap.dedent(
+    """
+    import jax, numpy as np
+    jax.config.update("jax_enable_x64", True)
+    import sys; sys.path.insert(0, {tests!r})
+    from test_training_ssl import run, N_IMAGES, SHAPE
+    assert len(jax.devices()) == 4, jax.devices()
+    images = np.random.default_rng(0).uniform(size=(N_IMAGES, *SHAPE))
+    one = run(images, devices=jax.devices()[:1])
+    four = run(images, devices=jax.devices())
+    np.testing.assert_allclose(four.train_loss, one.train_loss, rtol=1e-9)
+    np.testing.assert_allclose(four.cov_out, one.cov_out, rtol=1e-7, atol=1e-12)
+    for a, b in zip(jax.tree.leaves(four.params), jax.tree.leaves(one.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    try:
+        run(images, batch_size=18, devices=jax.devices())
+    except ValueError as err:
+        assert "not divisible by the 4 devices" in str(err), err
+    else:
+        raise AssertionError("batch 18 over 4 devices was accepted")
+    print("MULTI-DEVICE OK")
+    """
+)
+
+
+def test_data_parallel_over_four_host_devices_matches_one_device():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    code = MULTI_DEVICE.format(tests=os.path.dirname(__file__))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "MULTI-DEVICE OK" in proc.stdout
