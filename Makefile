@@ -7,13 +7,14 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test test-slow reproduce fig-linear report bench clean help
+.PHONY: install test test-slow reproduce fig-linear fig-deep report bench clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
 	@echo "make test        fast test suite (CI)"
 	@echo "make install     create/refresh .venv with stepwise and its test tools"
 	@echo "make fig-linear  Simon et al. 2023 Fig. 1A/B (linear Barlow Twins) on patches and digits"
+	@echo "make fig-deep    Simon et al. 2023 Fig. 1C/D: MLP on digits with Barlow Twins, SimCLR, VICReg"
 	@echo "make report      rebuild reports/index.html from $(RUNS)/*/results.json"
 	@echo "make bench       timing benchmarks -> bench/*.json"
 	@echo "make test-slow   full-size runs marked slow"
@@ -36,10 +37,15 @@ fig-linear: $(STAMP)
 	$(VENV)/bin/stepwise run linear_bt --dataset patches --out $(RUNS)/linear_bt_patches
 	$(VENV)/bin/stepwise run linear_bt --dataset digits --out $(RUNS)/linear_bt_digits
 
+fig-deep: $(STAMP)
+	$(VENV)/bin/stepwise run stepwise_deep --loss barlow_twins --out $(RUNS)/stepwise_deep_barlow_twins
+	$(VENV)/bin/stepwise run stepwise_deep --loss simclr --out $(RUNS)/stepwise_deep_simclr
+	$(VENV)/bin/stepwise run stepwise_deep --loss vicreg --out $(RUNS)/stepwise_deep_vicreg
+
 report: $(STAMP)
 	$(VENV)/bin/stepwise report --runs $(RUNS) --out reports/index.html
 
-reproduce: fig-linear
+reproduce: fig-linear fig-deep
 	$(MAKE) --no-print-directory report
 
 bench: $(STAMP)

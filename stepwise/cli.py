@@ -14,10 +14,22 @@ from pathlib import Path
 
 def _experiments():
     from experiments.linear_bt import LinearBTConfig, run as run_linear_bt
+    from experiments.stepwise_deep import DeepConfig, run as run_deep
 
     return {
         "linear_bt": (LinearBTConfig, run_linear_bt, "Simon et al. 2023 Fig. 1A/B: linear Barlow Twins vs exact theory"),
+        "stepwise_deep": (DeepConfig, run_deep, "Simon et al. 2023 Fig. 1C/D: networks trained with BT/SimCLR/VICReg step"),
     }
+
+
+def _peek(argv: list[str], flag: str) -> str | None:
+    """The value given to ``flag`` (``--flag v`` or ``--flag=v``), if any."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def _run(name: str, argv: list[str]) -> int:
@@ -33,8 +45,12 @@ def _run(name: str, argv: list[str]) -> int:
     parser.add_argument("--no-progress", action="store_true")
     ours, rest = parser.parse_known_args(argv)
     base = config_cls.smoke() if ours.smoke else config_cls()
+    loss = _peek(rest, "--loss")
+    if loss is not None and hasattr(config_cls, "for_loss"):  # per-loss defaults, then the flags on top
+        base = config_cls.smoke(loss) if ours.smoke else config_cls.for_loss(loss)
     cfg = tyro.cli(config_cls, default=base, args=rest, prog=f"stepwise run {name} [--smoke] [--out DIR]")
-    out = ours.out or Path("runs") / f"{name}_{getattr(cfg, 'dataset', 'default')}{'_smoke' if ours.smoke else ''}"
+    tag = getattr(cfg, "loss", None) or getattr(cfg, "dataset", "default")
+    out = ours.out or Path("runs") / f"{name}_{tag}{'_smoke' if ours.smoke else ''}"
     t0 = time.perf_counter()
     results = run_fn(cfg, out, progress=not ours.no_progress and sys.stderr.isatty())
     verdict = "PASSED" if results["passed"] else "FAILED"

@@ -353,7 +353,7 @@ def test_get_loss_unknown_name():
 def test_get_loss_unknown_hparam():
     with pytest.raises(ValueError, match=r"'tau'.*'simclr'.*temperature"):
         get_loss("simclr", tau=0.1)
-    with pytest.raises(ValueError, match=r"'lambda_offdiag'.*'barlow_twins_theory'.*none"):
+    with pytest.raises(ValueError, match=r"'lambda_offdiag'.*'barlow_twins_theory'.*center"):
         get_loss("barlow_twins_theory", lambda_offdiag=1.0)
 
 
@@ -386,3 +386,15 @@ def test_bad_shapes(name, shape1, shape2):
 def test_mixed_dtypes_rejected():
     with pytest.raises(TypeError, match="dtype"):
         simclr(jnp.ones((3, 2), jnp.float32), jnp.ones((3, 2), jnp.float64))
+
+
+def test_barlow_twins_theory_centred_is_the_cross_covariance_form(rng):
+    from stepwise.losses import barlow_twins_theory, get_loss
+
+    z1, z2 = rng.normal(size=(9, 4)) + 3.0, rng.normal(size=(9, 4)) - 1.0
+    centred = barlow_twins_theory(z1 - z1.mean(0), z2 - z2.mean(0))
+    np.testing.assert_allclose(barlow_twins_theory(z1, z2, center=True), centred, rtol=1e-12)
+    np.testing.assert_allclose(get_loss("barlow_twins_theory", center=True)(z1 + 5.0, z2), centred, rtol=1e-12)
+    assert not np.isclose(barlow_twins_theory(z1, z2), centred)
+    with pytest.raises(ValueError, match="center"):
+        get_loss("barlow_twins_theory", center="yes")

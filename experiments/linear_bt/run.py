@@ -18,7 +18,7 @@ import numpy as np
 
 from experiments.linear_bt.config import LinearBTConfig
 from stepwise import compare, io
-from stepwise.data import Augmentation, augment_batch, load_dataset, make_pairs
+from stepwise.data import Augmentation, augment_batch, load_images, make_pairs
 from stepwise.theory import linear as theory
 from stepwise.training import train_linear_bt
 
@@ -26,18 +26,7 @@ EXPERIMENT = "linear_bt"
 
 
 def _images(cfg: LinearBTConfig) -> np.ndarray:
-    total = cfg.n_pairs + cfg.n_test
-    if cfg.dataset == "patches":
-        ds = load_dataset("patches", n=total, seed=cfg.seed)
-    else:
-        kwargs = {} if cfg.dataset == "digits" else {"root": cfg.data_dir}
-        ds = load_dataset(cfg.dataset, **kwargs)
-        if total > len(ds):
-            raise ValueError(
-                f"{cfg.dataset} has {len(ds)} images; n_pairs + n_test = {cfg.n_pairs} + {cfg.n_test} = {total} "
-                "is too many"
-            )
-        ds = ds.subset(total, seed=cfg.seed)
+    ds = load_images(cfg.dataset, cfg.n_pairs + cfg.n_test, seed=cfg.seed, data_dir=cfg.data_dir)
     h, w, _ = ds.image_shape
     if cfg.crop_size > min(h, w):
         raise ValueError(f"crop {cfg.crop_size} does not fit in {cfg.dataset} images of {h}x{w}")

@@ -30,6 +30,7 @@ __all__ = [
     "PHOTOGRAPHS",
     "load_cifar10",
     "load_dataset",
+    "load_images",
     "load_digits",
     "load_patches",
     "load_stl10",
@@ -276,6 +277,21 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "cifar10": load_cifar10,
     "stl10": load_stl10,
 }
+
+
+def load_images(name: str, n: int, *, seed: int = 0, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """Exactly n images of a dataset: ``patches`` cuts n new patches, the others take a seeded random subset.
+
+    Raises:
+      ValueError: the dataset has fewer than n images (says how many it has).
+      DataNotFoundError: a local dataset's folder is missing.
+    """
+    if name == "patches":
+        return load_patches(n, seed=seed)
+    ds = load_dataset(name) if name == "digits" else load_dataset(name, root=data_dir)
+    if n > len(ds):
+        raise ValueError(f"{name} has {len(ds)} images; {n} were asked for, which is too many")
+    return ds.subset(n, seed=seed)
 
 
 def load_dataset(name: str, **kwargs) -> Dataset:

@@ -69,6 +69,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["LOSSES", "barlow_twins", "barlow_twins_theory", "get_loss", "simclr", "vicreg"]
 
@@ -109,8 +110,9 @@ def _require(name: str, value, ok: Callable[[float], bool], what: str) -> None:
         raise ValueError(f"{name} must be {what}; got {value!r}")
 
 
-def _check_barlow_twins_theory() -> None:
-    pass
+def _check_barlow_twins_theory(center=False) -> None:
+    if not isinstance(center, (bool, np.bool_)):
+        raise ValueError(f"barlow_twins_theory: center must be True or False; got {center!r}")
 
 
 def _check_barlow_twins(lambda_offdiag, eps) -> None:
@@ -141,16 +143,19 @@ def _offdiag_sum_sq(c: jax.Array) -> jax.Array:
 # The losses.
 
 
-def barlow_twins_theory(z1: jax.Array, z2: jax.Array) -> jax.Array:
+def barlow_twins_theory(z1: jax.Array, z2: jax.Array, *, center: bool = False) -> jax.Array:
     """Barlow Twins loss of the linear theory: ||C - I||_F^2 with the symmetrised, unnormalised C.
 
     C = (z1^T z2 + z2^T z1) / (2n), L = ||C - I_d||_F^2 (lambda = 1, no centring, no standardisation). For
     z = x W^T this is ``stepwise.theory.linear.loss(W, cross_correlation(x1, x2))``; zero embeddings give L = d
-    (the first plateau of the stepwise dynamics).
+    (the first plateau of the stepwise dynamics). With ``center=True`` each view is centred over the batch first,
+    so C is the symmetrised cross-covariance: a network's mean output (which a ReLU network's kernel favours
+    strongly) is then not a mode to learn.
 
     Args:
       z1: (n, d) embeddings of the first views, n >= 2.
       z2: (n, d) embeddings of the second views; row i is the partner of ``z1[i]``.
+      center: subtract each view's batch mean first.
 
     Returns:
       () scalar loss, dtype of the inputs.
@@ -166,9 +171,12 @@ def barlow_twins_theory(z1: jax.Array, z2: jax.Array) -> jax.Array:
       >>> float(barlow_twins_theory(jnp.zeros((4, 3)), jnp.zeros((4, 3))))
       3.0
     """
-    _check_barlow_twins_theory()
+    _check_barlow_twins_theory(center)
     z1, z2 = _validate_views(z1, z2)
     n, d = z1.shape
+    if center:
+        z1 = z1 - jnp.mean(z1, axis=0, keepdims=True)
+        z2 = z2 - jnp.mean(z2, axis=0, keepdims=True)
     g = z1.T @ z2
     c = (g + g.T) * (0.5 / n)
     r = c - jnp.eye(d, dtype=c.dtype)

@@ -53,8 +53,7 @@ def _section(run_dir: Path, res: dict) -> str:
     for name in res.get("figures", []):
         path = run_dir / name
         if path.is_file():
-            data = base64.b64encode(path.read_bytes()).decode()
-            figs += f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>'
+            figs += _embed(path, name)
     dev = res.get("device", {})
     meta = (
         f"device: {html.escape(str(dev.get('platform')))} ({html.escape(str(dev.get('kind')))} x{dev.get('count')}), "
@@ -69,6 +68,24 @@ def _section(run_dir: Path, res: dict) -> str:
     )
 
 
+def _embed(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
+
+
+def _side_by_side(runs: list[tuple[Path, dict]], folder: Path) -> str:
+    """The deep runs' spectra next to each other (the BT / SimCLR / VICReg figure), drawn from their data."""
+    from stepwise.plots.deep import plot_side_by_side
+
+    deep = [(d, r) for d, r in runs if str(r.get("experiment", "")).startswith("stepwise_deep/")]
+    if len(deep) < 2:
+        return ""
+    labels = [str(r["experiment"]).split("/", 1)[1] for _, r in deep]
+    path = plot_side_by_side([d for d, _ in deep], labels, folder / "stepwise_deep_side_by_side.png")
+    verdicts = ", ".join(f"{lab} {_verdict(r['passed'])}" for lab, (_, r) in zip(labels, deep))
+    return f"<section><h2>Deep networks, losses side by side</h2><p class='sub'>{verdicts}</p>{_embed(path, 'side by side')}</section>"
+
+
 def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, int, int]:
     """Write the report for every ``runs_dir/*/results.json`` to ``out``. Returns (path, runs, runs passed)."""
     runs_dir, out = Path(runs_dir), Path(out)
@@ -81,6 +98,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike) -> tuple[P
     if not runs:
         raise FileNotFoundError(f"no */results.json under {runs_dir.resolve()}; run an experiment first")
     n_pass = sum(bool(r["passed"]) for _, r in runs)
+    side = _side_by_side(runs, out.parent)
     summary = "".join(
         f"<tr><td>{_verdict(r['passed'])}</td><td><a href='#{html.escape(d.name)}'>{html.escape(d.name)}</a></td>"
         f"<td class='num'>{sum(c['passed'] for c in r['checks'])}/{len(r['checks'])}</td>"
@@ -92,7 +110,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike) -> tuple[P
         f"<style>{_CSS}</style></head><body><h1>stepwise: theory vs experiment</h1>"
         f"<p class='sub'>{n_pass} of {len(runs)} experiments passed every check.</p>"
         "<table><tr><th>verdict</th><th>run</th><th>checks passed</th><th>wall time</th></tr>"
-        f"{summary}</table>" + "".join(_section(d, r) for d, r in runs) + "</body></html>\n"
+        f"{summary}</table>{side}" + "".join(_section(d, r) for d, r in runs) + "</body></html>\n"
     )
     with atomic_path(out) as tmp:
         tmp.write_text(body)

@@ -172,13 +172,13 @@ def _eig_desc(m: np.ndarray) -> np.ndarray:
 _MATRICES = ("cov_out", "bt_out", "cov_feat", "bt_feat")
 
 
-def _tracker(apply: ApplyFn, features: ApplyFn, loss_fn: LossFn, n_snapshot: int):
+def _tracker(apply: ApplyFn, features: ApplyFn | None, loss_fn: LossFn, n_snapshot: int):
     """Jitted: the four d x d matrices whose eigenvalues are tracked, the loss and a snapshot."""
 
     @jax.jit
     def track(params, x1, x2):
         z1, z2 = apply(params, x1), apply(params, x2)
-        f1, f2 = features(params, x1), features(params, x2)
+        f1, f2 = (z1, z2) if features is None else (features(params, x1), features(params, x2))
         return {
             "cov_out": _covariance(z1),
             "bt_out": _cross_correlation(z1, z2),
@@ -214,43 +214,45 @@ def _make_step(apply: ApplyFn, loss_fn: LossFn, tx, aug: Augmentation, batch_siz
     return jax.jit(step, donate_argnums=0)
 
 
+def _state_tree(state: TrainState) -> dict:
+    return {"params": state.params, "opt_state": state.opt_state, "step": state.step,
+            "key": jax.random.key_data(state.key)}
+
+
 def _save_checkpoint(path: Path, state: TrainState, history: dict[str, list], train_loss: list[np.ndarray]):
+    """Leaves of the state (any pytree: dicts, nnx.State, optax states) plus the tracked history, atomically."""
     from flax import serialization
 
     from stepwise.io import atomic_path
 
     payload = {
-        "state": serialization.to_state_dict(
-            {"params": state.params, "opt_state": state.opt_state, "step": state.step,
-             "key": jax.random.key_data(state.key)}
-        ),
+        "leaves": {str(i): np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(jax.device_get(_state_tree(state))))},
         "history": {k: np.asarray(v) for k, v in history.items()},
         "train_loss": np.concatenate(train_loss) if train_loss else np.zeros((0,)),
     }
     with atomic_path(path) as tmp:
-        tmp.write_bytes(serialization.msgpack_serialize(jax.device_get(payload)))
+        tmp.write_bytes(serialization.msgpack_serialize(payload))
 
 
 def _load_checkpoint(path: Path, template: TrainState):
+    """Restore into the structure of ``template`` (the freshly initialised state of the same run)."""
     from flax import serialization
 
     payload = serialization.msgpack_restore(path.read_bytes())
-    target = {"params": template.params, "opt_state": template.opt_state, "step": template.step,
-              "key": jax.random.key_data(template.key)}
-    restored = serialization.from_state_dict(target, payload["state"])
-    state = TrainState(
-        params=restored["params"],
-        opt_state=restored["opt_state"],
-        step=jnp.asarray(restored["step"]),
-        key=jax.random.wrap_key_data(jnp.asarray(restored["key"])),
-    )
+    treedef = jax.tree.structure(_state_tree(template))
+    leaves = [payload["leaves"][str(i)] for i in range(len(payload["leaves"]))]
+    if len(leaves) != treedef.num_leaves:
+        raise ValueError(f"checkpoint {path} holds {len(leaves)} arrays; this run's state has {treedef.num_leaves}")
+    restored = jax.tree.unflatten(treedef, [jnp.asarray(x) for x in leaves])
+    state = TrainState(params=restored["params"], opt_state=restored["opt_state"], step=restored["step"],
+                       key=jax.random.wrap_key_data(restored["key"]))
     history = {k: list(np.asarray(v)) for k, v in payload["history"].items()}
     return state, history, [np.asarray(payload["train_loss"])]
 
 
 def train_ssl(
     apply: ApplyFn,
-    features: ApplyFn,
+    features: ApplyFn | None,
     params: Any,
     loss_fn: LossFn,
     images: np.ndarray,
@@ -268,7 +270,8 @@ def train_ssl(
 
     Args:
       apply: (params, x) -> (n, d_out) embeddings (projector output).
-      features: (params, x) -> (n, d_feat) backbone output.
+      features: (params, x) -> (n, d_feat) backbone output, or None when it is ``apply`` itself (no projector;
+        tracking then runs one forward pass per view instead of two).
       params: initial parameters (a pytree).
       loss_fn: (z1, z2) -> scalar.
       images: (N, H, W, C) training images (moved to the device once).
@@ -321,6 +324,7 @@ def train_ssl(
     e1, e2 = jax.device_put(e1, replicated), jax.device_put(e2, replicated)
 
     start = int(state.step)
+    jax.block_until_ready(track(state.params, e1, e2))  # compile outside the timed tracking
     track_time = 0.0
     t0 = time.perf_counter()
 

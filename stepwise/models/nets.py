@@ -1,0 +1,415 @@
+"""Image-embedding networks as Flax NNX modules: an MLP, a small CNN and a CIFAR-style ResNet-18.
+
+Every model maps images ``x: (N, H, W, C)`` to embeddings and has the same surface:
+
+* ``features(x) -> (N, feature_dim)``: the backbone output;
+* ``__call__(x) -> (N, out_dim)``: the backbone followed by the optional projector head, ``projector=(d1, ..., dk)``
+  Linear layers with ReLU between them (none after the last); ``projector=()`` means ``__call__ == features``;
+* ``init_scale`` multiplies every initial kernel (Linear and Conv) at construction ("small initialisation"); biases
+  start at 0 and GroupNorm scales at 1, so without normalisation the network is positively homogeneous in its
+  kernels and the output of a bias-free ReLU net with L kernel layers scales by ``init_scale**L``.
+
+There is no BatchNorm anywhere, by design: the project turns each module into one pure, deterministic
+``(params, x) -> y`` function (:func:`stepwise.models.pure_model`) that is used for training, for evaluation and
+for the empirical neural tangent kernel alike. BatchNorm would break that in two ways: it has separate train and
+eval modes (batch statistics vs running averages, so there is no single function), and in train mode it couples
+the examples of a batch (example i's output depends on example j, so per-example Jacobians and the NTK are not
+those of a per-example map). GroupNorm normalises within one example and needs no running state, so it is used
+where normalisation is wanted (``norm="group"``).
+
+Dtypes: parameters are created in ``param_dtype`` (float32 by default) and inputs must have the same dtype under
+``jax_numpy_dtype_promotion="strict"`` (use ``param_dtype=jnp.float64`` with float64 images).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.typing import DTypeLike
+
+__all__ = ["MLP", "ResNet18", "SmallCNN"]
+
+Norm = Literal["group", "none"]
+
+
+def _check_input_shape(input_shape: tuple[int, int, int], model: str) -> tuple[int, int, int]:
+    """Returns ``input_shape`` as a tuple of three positive ints (H, W, C), or raises ValueError."""
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(_is_positive_int(s) for s in shape):
+        raise ValueError(f"{model}: input_shape must be (H, W, C) with positive ints, got {input_shape!r}")
+    return tuple(int(s) for s in shape)  # type: ignore[return-value]
+
+
+def _is_positive_int(n) -> bool:
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0
+
+
+def _check_images(x: jax.Array, input_shape: tuple[int, int, int], model: str) -> None:
+    """Raises ValueError unless ``x`` has shape (N, *input_shape). Shapes are static, so this also works in jit."""
+    if x.ndim != 4 or tuple(x.shape[1:]) != input_shape:
+        raise ValueError(
+            f"{model} was built for images of shape (N, {', '.join(map(str, input_shape))}) "
+            f"(input_shape={input_shape}), but got an array of shape {tuple(x.shape)}"
+        )
+
+
+def _check_norm(norm: str, model: str) -> None:
+    if norm not in ("group", "none"):
+        raise ValueError(f"{model}: norm must be 'group' or 'none', got {norm!r}")
+
+
+def _scaled_lecun_normal(scale: float) -> nnx.Initializer:
+    """Flax's default kernel initialiser (LeCun normal) times ``scale``."""
+    if not (isinstance(scale, numbers.Real) and 0 < scale < float("inf")):
+        raise ValueError(f"init_scale must be a positive finite number, got {scale!r}")
+    scale = float(scale)  # a Python float is weakly typed: the kernel keeps param_dtype
+    base = nnx.initializers.lecun_normal()
+
+    def init(key, shape, dtype=jnp.float32):
+        return scale * base(key, shape, dtype)
+
+    return init
+
+
+def _group_norm(channels: int, param_dtype: DTypeLike, rngs: nnx.Rngs) -> nnx.GroupNorm:
+    # gcd(32, C) groups: min(32, C) for the usual power-of-two channel counts (32 for C >= 32, 8 for C = 8), and a
+    # divisor of C for any C (e.g. 8 groups for C = 40, where min(32, C) would not divide).
+    # Two-pass variance: the NTK and finite-difference checks differentiate through it, so accuracy matters more
+    # than the E[x^2]-E[x]^2 shortcut.
+    return nnx.GroupNorm(
+        channels, num_groups=math.gcd(32, channels), use_fast_variance=False, param_dtype=param_dtype, rngs=rngs
+    )
+
+
+def _avg_pool(x: jax.Array, window: tuple[int, int]) -> jax.Array:
+    """Non-overlapping average pooling (stride = window, VALID: a trailing odd row/column is dropped).
+
+    (N, H, W, C) -> (N, H // wh, W // ww, C). Written out rather than ``nnx.avg_pool``, which (flax 0.12.8) divides
+    by an int64 window size and so fails under x64 with ``jax_numpy_dtype_promotion="strict"``.
+    """
+    n, h, w, c = x.shape
+    (wh, ww), h_out, w_out = window, h // window[0], w // window[1]
+    x = x[:, : h_out * wh, : w_out * ww]
+    return x.reshape(n, h_out, wh, w_out, ww, c).mean(axis=(2, 4))
+
+
+class _Dense(nnx.Module):
+    """Linear layers ``in_dim -> widths[0] -> ... -> widths[-1]`` with ReLU between them, not after the last.
+
+    ``widths=()`` is the identity. Used for the MLP backbone and for every projector head.
+    """
+
+    def __init__(
+        self, in_dim: int, widths: tuple[int, ...], *, init_scale: float, param_dtype: DTypeLike, rngs: nnx.Rngs
+    ):
+        if not all(_is_positive_int(d) for d in widths):
+            raise ValueError(f"layer widths must be positive ints, got {widths!r}")
+        dims = (in_dim, *(int(d) for d in widths))
+        self.layers = nnx.List(
+            [
+                nnx.Linear(
+                    d_in,
+                    d_out,
+                    kernel_init=_scaled_lecun_normal(init_scale),
+                    param_dtype=param_dtype,
+                    rngs=rngs,
+                )
+                for d_in, d_out in zip(dims[:-1], dims[1:])
+            ]
+        )
+        self.out_dim = dims[-1]
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        """(N, in_dim) -> (N, out_dim)."""
+        for i, layer in enumerate(self.layers):
+            h = layer(h) if i == 0 else layer(jax.nn.relu(h))
+        return h
+
+
+class _ConvNorm(nnx.Module):
+    """A SAME-padded ``kernel x kernel`` convolution followed by GroupNorm if ``norm="group"`` (no activation).
+
+    The convolution has a bias only without normalisation (GroupNorm's own bias makes it redundant).
+    """
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        *,
+        kernel: int,
+        stride: int,
+        norm: Norm,
+        init_scale: float,
+        param_dtype: DTypeLike,
+        rngs: nnx.Rngs,
+    ):
+        self.conv = nnx.Conv(
+            c_in,
+            c_out,
+            (kernel, kernel),
+            strides=stride,
+            padding="SAME",
+            use_bias=norm == "none",
+            kernel_init=_scaled_lecun_normal(init_scale),
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        self.norm = _group_norm(c_out, param_dtype, rngs) if norm == "group" else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """(N, H, W, c_in) -> (N, ceil(H / stride), ceil(W / stride), c_out)."""
+        x = self.conv(x)
+        if self.norm is None:
+            return x
+        # flax 0.12.8's GroupNorm computes its statistics in jnp.promote_types(x.dtype, float32), which raises for
+        # float64 under jax_numpy_dtype_promotion="strict"; the standard rules give float64, as intended.
+        with jax.numpy_dtype_promotion("standard"):
+            return self.norm(x)
+
+
+class MLP(nnx.Module):
+    """Fully connected network on flattened images.
+
+    ``features``: flatten -> [Linear -> ReLU] for each hidden width -> Linear to ``embed_dim`` (no activation).
+
+    Args:
+      input_shape: image shape (H, W, C); the network takes (N, H, W, C).
+      hidden: hidden widths; ``()`` gives a linear map.
+      embed_dim: backbone output width (``feature_dim``).
+      projector: widths of the projector head's Linear layers (ReLU between); ``()`` for none.
+      init_scale: factor on every initial kernel; biases start at zero.
+      param_dtype: parameter dtype; inputs must have the same dtype.
+      rngs: initialisation randomness.
+
+    Raises:
+      ValueError: for a malformed ``input_shape`` or non-positive widths; at call time, for images of another shape.
+
+    Example:
+      >>> m = MLP((4, 4, 1), hidden=(8,), embed_dim=3, projector=(5,), rngs=nnx.Rngs(0))
+      >>> m(jnp.ones((2, 4, 4, 1), jnp.float32)).shape, m.features(jnp.ones((2, 4, 4, 1), jnp.float32)).shape
+      ((2, 5), (2, 3))
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        *,
+        hidden: tuple[int, ...] = (256,),
+        embed_dim: int = 64,
+        projector: tuple[int, ...] = (),
+        init_scale: float = 1.0,
+        param_dtype: DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.input_shape = _check_input_shape(input_shape, "MLP")
+        kw = dict(init_scale=init_scale, param_dtype=param_dtype, rngs=rngs)
+        self.backbone = _Dense(math.prod(self.input_shape), (*hidden, embed_dim), **kw)
+        self.projector = _Dense(embed_dim, tuple(projector), **kw)
+        self.feature_dim = embed_dim
+
+    @property
+    def out_dim(self) -> int:
+        """Width of ``__call__``'s output: ``projector[-1]``, or ``feature_dim`` without a projector."""
+        return self.projector.out_dim
+
+    def features(self, x: jax.Array) -> jax.Array:
+        """Backbone embedding. (N, H, W, C) -> (N, feature_dim)."""
+        _check_images(x, self.input_shape, "MLP")
+        return self.backbone(x.reshape(x.shape[0], -1))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Projector output. (N, H, W, C) -> (N, out_dim)."""
+        return self.projector(self.features(x))
+
+
+class SmallCNN(nnx.Module):
+    """A few conv layers, global average pooling and a Linear map to ``embed_dim``.
+
+    ``features``: for each entry of ``channels`` a 3x3 conv (stride 1, SAME) [-> GroupNorm] -> ReLU -> 2x2 average
+    pool (stride 2, VALID; skipped along an axis once that axis has size 1), then the spatial mean, then Linear.
+    Without normalisation every stage is positively homogeneous, so with zero biases the output scales by
+    ``init_scale**(len(channels) + 1)``.
+
+    Args:
+      input_shape: image shape (H, W, C); any H, W >= 1.
+      channels: output channels of each conv stage.
+      embed_dim: backbone output width (``feature_dim``).
+      norm: ``"none"`` (convs with bias) or ``"group"`` (GroupNorm with gcd(32, channels) groups after each conv).
+      projector: widths of the projector head's Linear layers (ReLU between); ``()`` for none.
+      init_scale: factor on every initial kernel; biases start at zero, GroupNorm scales at one.
+      param_dtype: parameter dtype; inputs must have the same dtype.
+      rngs: initialisation randomness.
+
+    Raises:
+      ValueError: for a malformed ``input_shape``, ``channels`` or ``norm``; at call time, for images of another
+        shape.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        *,
+        channels: tuple[int, ...] = (32, 64),
+        embed_dim: int = 64,
+        norm: Norm = "none",
+        projector: tuple[int, ...] = (),
+        init_scale: float = 1.0,
+        param_dtype: DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.input_shape = _check_input_shape(input_shape, "SmallCNN")
+        _check_norm(norm, "SmallCNN")
+        if not channels or not all(_is_positive_int(c) for c in channels):
+            raise ValueError(f"SmallCNN: channels must be a non-empty tuple of positive ints, got {channels!r}")
+        kw = dict(init_scale=init_scale, param_dtype=param_dtype, rngs=rngs)
+        h, w, c_in = self.input_shape
+        convs, pools = [], []
+        for c_out in map(int, channels):
+            convs.append(_ConvNorm(c_in, c_out, kernel=3, stride=1, norm=norm, **kw))
+            pools.append((2 if h > 1 else 1, 2 if w > 1 else 1))  # static: fixed by input_shape
+            h, w, c_in = max(h // 2, 1), max(w // 2, 1), c_out
+        self.convs = nnx.List(convs)
+        self.pool_windows = tuple(pools)
+        self.head = _Dense(c_in, (embed_dim,), **kw)
+        self.projector = _Dense(embed_dim, tuple(projector), **kw)
+        self.feature_dim = embed_dim
+
+    @property
+    def out_dim(self) -> int:
+        """Width of ``__call__``'s output: ``projector[-1]``, or ``feature_dim`` without a projector."""
+        return self.projector.out_dim
+
+    def features(self, x: jax.Array) -> jax.Array:
+        """Backbone embedding. (N, H, W, C) -> (N, feature_dim)."""
+        _check_images(x, self.input_shape, "SmallCNN")
+        for conv, window in zip(self.convs, self.pool_windows):
+            x = _avg_pool(jax.nn.relu(conv(x)), window)
+        return self.head(jnp.mean(x, axis=(1, 2)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Projector output. (N, H, W, C) -> (N, out_dim)."""
+        return self.projector(self.features(x))
+
+
+class _BasicBlock(nnx.Module):
+    """ResNet basic block: relu(convnorm(relu(convnorm(x))) + shortcut(x)), 1x1 projection when the shape changes.
+
+    References:
+      He et al., "Deep Residual Learning for Image Recognition", CVPR 2016, Fig. 2 and option (B) shortcuts.
+    """
+
+    def __init__(
+        self, c_in: int, c_out: int, *, stride: int, norm: Norm, init_scale: float, param_dtype: DTypeLike, rngs
+    ):
+        kw = dict(norm=norm, init_scale=init_scale, param_dtype=param_dtype, rngs=rngs)
+        self.conv1 = _ConvNorm(c_in, c_out, kernel=3, stride=stride, **kw)
+        self.conv2 = _ConvNorm(c_out, c_out, kernel=3, stride=1, **kw)
+        changes_shape = stride != 1 or c_in != c_out
+        self.shortcut = _ConvNorm(c_in, c_out, kernel=1, stride=stride, **kw) if changes_shape else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """(N, H, W, c_in) -> (N, ceil(H / stride), ceil(W / stride), c_out)."""
+        y = self.conv2(jax.nn.relu(self.conv1(x)))
+        return jax.nn.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+
+
+def _resnet_channels(base: int, width: float) -> int:
+    """``base * width`` rounded to a multiple of 8, at least 8 (so GroupNorm's group count divides it)."""
+    return max(8, 8 * round(base * width / 8))
+
+
+class ResNet18(nnx.Module):
+    """CIFAR-style ResNet-18 (3x3 stride-1 stem, no max-pool) with GroupNorm instead of BatchNorm.
+
+    ``features``: stem conv [-> GroupNorm] -> ReLU -> 4 stages of 2 basic blocks with (64, 128, 256, 512) * width
+    channels (rounded to multiples of 8, at least 8), stride 2 at the start of stages 2-4 -> spatial mean ->
+    (N, 512 * width), or a Linear map to ``embed_dim`` if given. With ``width=1`` and no ``embed_dim`` it has
+    11,168,832 parameters (the standard CIFAR ResNet-18 without its classifier; GroupNorm has as many affine
+    parameters as BatchNorm).
+
+    Args:
+      input_shape: image shape (H, W, C) with H, W >= 8 (three stride-2 stages; 8x8 images end at 1x1, and
+        inputs up to 96x96 and beyond work).
+      width: channel multiplier; 0.125 gives (8, 16, 32, 64) channels.
+      embed_dim: if given, a final Linear map to this width; otherwise ``feature_dim = 512 * width`` (rounded).
+      norm: ``"group"`` (default) or ``"none"`` (convs with bias, no normalisation).
+      projector: widths of the projector head's Linear layers (ReLU between); ``()`` for none.
+      init_scale: factor on every initial kernel; biases start at zero, GroupNorm scales at one.
+      param_dtype: parameter dtype; inputs must have the same dtype.
+      rngs: initialisation randomness.
+
+    Raises:
+      ValueError: for images smaller than 8x8 or a malformed argument; at call time, for images of another shape.
+
+    Note:
+      GroupNorm statistics run over (H, W, C / groups) values per group. With tiny widths and tiny images they get
+      few: at width 0.125 (64 channels, 32 groups) and 8x8 inputs the last stage is 1x1, so each group holds 2
+      values and normalising them is close to a sign function (ill-conditioned; float32 rounding is amplified to
+      ~1e-5). Fine for tests; for experiments prefer >= 16x16 images or more channels, or ``norm="none"``.
+
+    References:
+      He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (Sec. 4.2 for the CIFAR variant);
+      Wu & He, "Group Normalization", ECCV 2018.
+    """
+
+    STAGES = (64, 128, 256, 512)
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        *,
+        width: float = 1.0,
+        embed_dim: int | None = None,
+        norm: Norm = "group",
+        projector: tuple[int, ...] = (),
+        init_scale: float = 1.0,
+        param_dtype: DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.input_shape = _check_input_shape(input_shape, "ResNet18")
+        h, w, c = self.input_shape
+        if h < 8 or w < 8:
+            raise ValueError(
+                f"ResNet18: images of shape {self.input_shape} are too small: the three stride-2 stages need "
+                f"height and width >= 8 (8x8 reaches 1x1 in the last stage)"
+            )
+        _check_norm(norm, "ResNet18")
+        if not width > 0:
+            raise ValueError(f"ResNet18: width must be positive, got {width!r}")
+        widths = [_resnet_channels(base, width) for base in self.STAGES]
+        kw = dict(norm=norm, init_scale=init_scale, param_dtype=param_dtype, rngs=rngs)
+        self.stem = _ConvNorm(c, widths[0], kernel=3, stride=1, **kw)
+        blocks, c_in = [], widths[0]
+        for stage, c_out in enumerate(widths):
+            for i in range(2):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(_BasicBlock(c_in, c_out, stride=stride, **kw))
+                c_in = c_out
+        self.blocks = nnx.List(blocks)
+        dense_kw = dict(init_scale=init_scale, param_dtype=param_dtype, rngs=rngs)
+        self.head = _Dense(c_in, () if embed_dim is None else (embed_dim,), **dense_kw)
+        self.projector = _Dense(self.head.out_dim, tuple(projector), **dense_kw)
+        self.feature_dim = self.head.out_dim
+
+    @property
+    def out_dim(self) -> int:
+        """Width of ``__call__``'s output: ``projector[-1]``, or ``feature_dim`` without a projector."""
+        return self.projector.out_dim
+
+    def features(self, x: jax.Array) -> jax.Array:
+        """Backbone embedding. (N, H, W, C) -> (N, feature_dim)."""
+        _check_images(x, self.input_shape, "ResNet18")
+        x = jax.nn.relu(self.stem(x))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(jnp.mean(x, axis=(1, 2)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Projector output. (N, H, W, C) -> (N, out_dim)."""
+        return self.projector(self.features(x))

@@ -1,0 +1,84 @@
+"""The stepwise_deep experiment: smoke runs for each loss, its files, helpers, the CLI and bad input."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.stepwise_deep import DeepConfig, run
+from experiments.stepwise_deep.run import linear_probe_accuracy, scale_output_layer
+from stepwise import cli
+from stepwise.models import build_model, pure_model
+
+
+@pytest.mark.parametrize("loss", ["barlow_twins", "simclr", "vicreg"])
+def test_smoke_run_writes_the_documented_files(tmp_path, loss):
+    res = run(DeepConfig.smoke(loss), tmp_path)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk == res and isinstance(res["passed"], bool)
+    names = [c["name"] for c in res["checks"]]
+    assert names == ["steps_detected", "rank_max_increment", "onsets_strictly_ordered"]
+    for c in res["checks"]:
+        ok = {"<=": c["value"] <= c["threshold"], ">=": c["value"] >= c["threshold"]}[c["op"]]
+        assert ok == c["passed"], c
+    assert res["config"]["loss"] == loss and res["versions"]["flax"] and res["device"]["platform"] == "cpu"
+    data = np.load(tmp_path / "spectrum.npz")
+    t, d = data["step"].shape[0], DeepConfig.smoke(loss).d
+    assert data["step"].shape == (t,) and data["eigenvalues"].shape == (t, d)
+    assert np.all(np.diff(data["eigenvalues"], axis=1) <= 1e-6 * np.abs(data["eigenvalues"]).max())
+    assert data["train_loss"].shape == (40,) and data["probe_accuracy"].shape == (t,)
+    assert (tmp_path / "stepwise_deep.png").stat().st_size > 10_000
+    assert (tmp_path / "checkpoint.msgpack").is_file()
+
+
+def test_scale_output_layer_scales_only_the_last_kernel():
+    pure = pure_model(build_model("mlp", (4, 4, 1), hidden=(8,), embed_dim=3, projector=(5,), seed=0))
+    scaled = scale_output_layer(pure.params, 1e-3)
+    before, after = jax.tree.leaves(pure.params), jax.tree.leaves(scaled)
+    changed = [i for i, (a, b) in enumerate(zip(before, after)) if not np.array_equal(a, b)]
+    assert len(changed) == 1
+    i = changed[0]
+    np.testing.assert_allclose(after[i], 1e-3 * before[i], rtol=1e-6)
+    x = np.ones((2, 4, 4, 1), np.float32)
+    np.testing.assert_allclose(pure.apply(scaled, x), 1e-3 * pure.apply(pure.params, x), rtol=1e-5)
+
+
+def test_linear_probe_accuracy(rng):
+    labels = np.repeat(np.arange(4), 50)
+    separable = np.eye(4)[labels] * 5 + 0.1 * rng.normal(size=(200, 4))
+    noise = rng.normal(size=(200, 4))
+    acc = linear_probe_accuracy(np.stack([separable, noise]), labels)
+    assert acc[0] == 1.0 and acc[1] < 0.5
+
+
+def test_config_validation_and_input_errors(tmp_path):
+    with pytest.raises(ValueError, match="learning rate"):
+        DeepConfig(lr=0.0)
+    with pytest.raises(ValueError, match="exceeds n_train"):
+        DeepConfig(batch_size=512, n_train=100)
+    with pytest.raises(ValueError, match="unknown model"):
+        from stepwise.models import build_model as bm
+
+        bm("transformer", (8, 8, 1))
+    with pytest.raises(ValueError, match="does not fit"):
+        run(dataclasses.replace(DeepConfig.smoke(), crop=9), tmp_path / "never")
+    with pytest.raises(ValueError, match="too many"):
+        run(dataclasses.replace(DeepConfig.smoke(), n_train=1700, n_eval=200), tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def test_cli_runs_a_loss_with_its_defaults(tmp_path, capsys):
+    out = tmp_path / "deep"
+    assert cli.main(["run", "stepwise_deep", "--smoke", "--loss", "vicreg", "--out", str(out), "--steps", "20"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["loss"] == "vicreg" and res["config"]["steps"] == 20
+    assert "stepwise_deep" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["barlow_twins", "vicreg"])
+def test_cpu_default_shows_at_least_four_steps(tmp_path, loss):
+    res = run(DeepConfig.for_loss(loss), tmp_path)
+    assert res["passed"], res["checks"]

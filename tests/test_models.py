@@ -1,0 +1,366 @@
+"""Models: shapes, the pure (params, x) -> y form (eager == jit == vmap), init_scale, a NumPy reference, gradients.
+
+Tiny widths throughout (ResNet18 at width 0.125, i.e. 8..64 channels). On CPU the cost is XLA compilation, not
+arithmetic: every new (op, shape, dtype) compiles once, initialisers included. So read-only models are built once
+(`_model`), float64 variants are made by casting float32 parameters rather than re-initialising, test data come from
+NumPy, and ResNet18 runs eagerly only once (float64, 16x16). The ResNet18 gradient check is marked slow.
+"""
+
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from stepwise.models import MLP, MODELS, PureModel, ResNet18, SmallCNN, build_model, param_count, pure_model
+
+# (name, input_shape, kwargs): one list, checked several ways below.
+CASES = [
+    ("mlp", (8, 8, 3), dict(hidden=(16, 12), embed_dim=6)),
+    ("cnn", (8, 8, 3), dict(channels=(8, 16), embed_dim=6)),
+    ("cnn", (7, 5, 3), dict(channels=(8, 16, 16), embed_dim=6, norm="group")),  # odd sizes; pooling stops at 1
+    ("resnet18", (8, 8, 3), dict(width=0.125)),
+    ("resnet18", (16, 16, 3), dict(width=0.125, embed_dim=6)),
+]
+IDS = [f"{name}-{'x'.join(map(str, shape))}-{i}" for i, (name, shape, _) in enumerate(CASES)]
+SMALL = CASES[:3]  # cheap enough to run eagerly in float32 and float64
+SMALL_IDS = IDS[:3]
+N = 3
+
+
+@functools.cache
+def _cached_model(name, shape, items):
+    return build_model(name, shape, **dict(items))
+
+
+def _model(name, shape, **kwargs):
+    """A shared model, never modified: tests that modify a model build their own."""
+    return _cached_model(name, shape, tuple(sorted(kwargs.items())))
+
+
+# Test data from NumPy: jax.random would compile once per new (shape, dtype), which costs more than the tests.
+def _images(shape, n=N, dtype=jnp.float32, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=(n, *shape)), dtype)
+
+
+def _as_f64(tree):
+    return jax.tree.map(lambda p: p.astype(jnp.float64), tree)
+
+
+def _leaves_by_path(module):
+    """{'backbone/layers/0/kernel': array, ...} for every nnx.Param."""
+    leaves = jax.tree_util.tree_leaves_with_path(nnx.state(module, nnx.Param))
+    return {"/".join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)): v for path, v in leaves}
+
+
+def _random_like(tree, seed, scale=0.3):
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda x: jnp.asarray(scale * rng.normal(size=x.shape), x.dtype), tree)
+
+
+def _vdot(a, b):
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+# 1. shapes ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("projector", [(), (7, 5)])
+@pytest.mark.parametrize(("name", "shape", "kwargs"), CASES, ids=IDS)
+def test_output_shapes(name, shape, kwargs, projector):
+    m = _model(name, shape, projector=projector, **kwargs)
+    x = _images(shape)
+    feats, out = jax.eval_shape(m.features, x), jax.eval_shape(m, x)
+    feature_dim = kwargs.get("embed_dim", 64)  # ResNet18 at width 0.125 without embed_dim: 512 / 8
+    assert m.feature_dim == feature_dim and feats.shape == (N, feature_dim)
+    assert m.out_dim == (projector[-1] if projector else feature_dim) and out.shape == (N, m.out_dim)
+    pure = pure_model(m)
+    assert isinstance(pure, PureModel)
+    assert (pure.out_dim, pure.feature_dim) == (m.out_dim, m.feature_dim)
+    assert jax.eval_shape(pure.apply, pure.params, x).shape == out.shape
+    assert jax.eval_shape(pure.features, pure.params, x).shape == feats.shape
+
+
+@pytest.mark.parametrize(("name", "shape", "kwargs"), SMALL, ids=SMALL_IDS)
+def test_no_projector_means_call_is_features(name, shape, kwargs):
+    m = _model(name, shape, projector=(), **kwargs)
+    x = _images(shape)
+    np.testing.assert_array_equal(m(x), m.features(x))
+
+
+# 2. the pure function: equals the module, eager == jit == vmap -----------------------------------------------
+
+
+def _check_eager_jit_vmap(fn, params, x, tol):
+    eager = fn(params, x)
+    jitted = jax.jit(fn)(params, x)
+    per_example = jax.jit(jax.vmap(fn, in_axes=(None, 0)))(params, x[:, None])  # each slice: a batch of one
+    assert eager.dtype == jitted.dtype == per_example.dtype == x.dtype
+    np.testing.assert_allclose(jitted, eager, rtol=tol, atol=tol)
+    np.testing.assert_allclose(per_example[:, 0], eager, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(("name", "shape", "kwargs"), SMALL, ids=SMALL_IDS)
+def test_pure_equals_module_and_eager_jit_vmap_float32(name, shape, kwargs):
+    m = _model(name, shape, projector=(5,), **kwargs)
+    pure = pure_model(m)
+    x = _images(shape)
+    np.testing.assert_array_equal(pure.apply(pure.params, x), m(x))
+    np.testing.assert_array_equal(pure.features(pure.params, x), m.features(x))
+    _check_eager_jit_vmap(pure.apply, pure.params, x, 1e-6)
+
+
+@pytest.mark.parametrize(("name", "shape", "kwargs"), [*SMALL, CASES[4]], ids=[*SMALL_IDS, IDS[4]])
+def test_pure_equals_module_and_eager_jit_vmap_float64(name, shape, kwargs):
+    """ResNet18 only here, and at 16x16: at 8x8 its last stage normalises GroupNorm groups of 2 values at 1x1
+    resolution, nearly a sign function, which amplifies rounding differences between XLA programs ~1e4-fold
+    (jit vs eager: ~1e-5 in float32, ~1e-12 in float64)."""
+    m = build_model(name, shape, projector=(5,), **kwargs)
+    nnx.update(m, _as_f64(nnx.state(m, nnx.Param)))
+    pure = pure_model(m)
+    x = _images(shape, dtype=jnp.float64)
+    np.testing.assert_array_equal(pure.apply(pure.params, x), m(x))
+    np.testing.assert_array_equal(pure.features(pure.params, x), m.features(x))
+    _check_eager_jit_vmap(pure.apply, pure.params, x, 1e-12)
+
+
+def test_param_dtype():
+    m = MLP((2, 2, 1), hidden=(), embed_dim=2, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    assert {p.dtype for p in jax.tree.leaves(nnx.state(m, nnx.Param))} == {jnp.dtype(jnp.float64)}
+    assert m(jnp.ones((1, 2, 2, 1), jnp.float64)).dtype == jnp.float64
+
+
+def test_pure_model_is_decoupled_from_module():
+    m = build_model(*CASES[0][:2], **CASES[0][2])
+    pure = pure_model(m)
+    x = _images(CASES[0][1])
+    before = pure.apply(pure.params, x)
+    nnx.update(m, _random_like(nnx.state(m, nnx.Param), seed=1))
+    np.testing.assert_array_equal(pure.apply(pure.params, x), before)
+    assert not np.array_equal(m(x), before)
+
+
+# 3. init_scale ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "shape", "kwargs"), CASES[:4], ids=IDS[:4])
+def test_init_scale_scales_kernels_only(name, shape, kwargs):
+    s = 0.3
+    base = _leaves_by_path(build_model(name, shape, projector=(5,), seed=4, **kwargs))
+    small = _leaves_by_path(build_model(name, shape, projector=(5,), seed=4, init_scale=s, **kwargs))
+    assert base.keys() == small.keys()
+    assert {path.rsplit("/", 1)[-1] for path in base} <= {"kernel", "bias", "scale"}
+    for path, w in base.items():
+        kind = path.rsplit("/", 1)[-1]
+        if kind == "kernel":
+            np.testing.assert_array_equal(small[path], s * w, err_msg=path)
+        else:  # biases start at 0, GroupNorm scales at 1, whatever init_scale
+            np.testing.assert_array_equal(small[path], w, err_msg=path)
+            np.testing.assert_array_equal(w, np.zeros_like(w) if kind == "bias" else np.ones_like(w), err_msg=path)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "n_layers"),
+    [
+        ("mlp", dict(hidden=(16, 12), embed_dim=6), 3),
+        ("mlp", dict(hidden=(16, 12), embed_dim=6, projector=(5,)), 4),
+        ("cnn", dict(channels=(8, 16), embed_dim=6, norm="none"), 3),
+        ("cnn", dict(channels=(8, 16), embed_dim=6, norm="none", projector=(5,)), 4),
+    ],
+)
+@pytest.mark.parametrize("s", [0.5, 0.3])
+def test_init_scale_homogeneity(name, kwargs, n_layers, s):
+    """Zero biases + ReLU (positively homogeneous) + no normalisation: output scales by s**L, L = kernel layers.
+
+    s=0.5 scales every intermediate by a power of two, exactly, so it must agree bit for bit; s=0.3 up to float32
+    rounding of the scaled kernels.
+    """
+    shape = (8, 8, 3)
+    x = _images(shape)
+    y1 = _model(name, shape, **kwargs)(x)
+    ys = build_model(name, shape, init_scale=s, **kwargs)(x)
+    assert float(jnp.min(jnp.abs(y1))) > 0
+    if s == 0.5:
+        np.testing.assert_array_equal(ys, s**n_layers * y1)
+    else:
+        np.testing.assert_allclose(ys, s**n_layers * y1, rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(ys))))
+
+
+# 4. the MLP against NumPy ---------------------------------------------------------------------------------------
+
+
+def test_mlp_matches_numpy(rng):
+    shape = (8, 8, 3)
+    m = build_model("mlp", shape, hidden=(16, 12), embed_dim=6, projector=(7, 5))
+    # float64 random parameters, biases included (they start at zero, which would leave them untested).
+    nnx.update(m, _random_like(_as_f64(nnx.state(m, nnx.Param)), seed=3))
+
+    def dense(h, layers):  # Linear, then ReLU + Linear for each further layer
+        for i, layer in enumerate(layers):
+            if i > 0:
+                h = np.maximum(h, 0.0)
+            h = h @ np.asarray(layer.kernel[...]) + np.asarray(layer.bias[...])
+        return h
+
+    x = rng.normal(size=(5, *shape))
+    feats = dense(x.reshape(5, -1), m.backbone.layers)
+    out = dense(feats, m.projector.layers)
+    np.testing.assert_allclose(m.features(jnp.asarray(x)), feats, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(m(jnp.asarray(x)), out, rtol=1e-12, atol=1e-12)
+    pure = pure_model(m)
+    np.testing.assert_allclose(pure.apply(pure.params, jnp.asarray(x)), out, rtol=1e-12, atol=1e-12)
+
+
+# 5-6. derivatives with respect to params --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "shape", "kwargs"), SMALL, ids=SMALL_IDS)
+def test_grad_matches_finite_difference(name, shape, kwargs):
+    pure = pure_model(_model(name, shape, projector=(5,), **kwargs))
+    params = _random_like(_as_f64(pure.params), seed=5, scale=0.5)  # float64, nonzero biases
+    x = _images(shape, n=2, dtype=jnp.float64)
+
+    # One compiled function for both the gradient and the finite-difference values (compilation dominates here).
+    f_and_grad = jax.jit(jax.value_and_grad(lambda p: jnp.sum(jnp.sin(pure.apply(p, x)))))
+    _, grad = f_and_grad(params)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grad))
+    v = _random_like(params, seed=6, scale=1.0)
+    eps = 1e-6
+    f_plus, _ = f_and_grad(jax.tree.map(lambda p, d: p + eps * d, params, v))
+    f_minus, _ = f_and_grad(jax.tree.map(lambda p, d: p - eps * d, params, v))
+    np.testing.assert_allclose(_vdot(grad, v), (f_plus - f_minus) / (2 * eps), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_resnet18_grad_matches_finite_difference():
+    test_grad_matches_finite_difference(*CASES[4])  # 16x16: see the float64 eager/jit/vmap test for why not 8x8
+
+
+@pytest.mark.parametrize(("name", "shape", "kwargs"), SMALL, ids=SMALL_IDS)
+def test_jacrev_wrt_params_matches_jvp(name, shape, kwargs):
+    pure = pure_model(_model(name, shape, projector=(5,), **kwargs))
+    params, x = _as_f64(pure.params), _images(shape, n=2, dtype=jnp.float64)
+    jac = jax.jit(jax.jacrev(pure.apply))(params, x)
+    assert jax.tree.structure(jac) == jax.tree.structure(params)
+    for j, p in zip(jax.tree.leaves(jac), jax.tree.leaves(params)):
+        assert j.shape == (2, pure.out_dim, *p.shape)
+    # Reverse mode (the full Jacobian) contracted with a direction == forward mode along it.
+    v = _random_like(params, seed=7, scale=1.0)
+    contracted = sum(jnp.tensordot(j, d, axes=d.ndim) for j, d in zip(jax.tree.leaves(jac), jax.tree.leaves(v)))
+    _, tangent = jax.jit(lambda p, d: jax.jvp(lambda q: pure.apply(q, x), (p,), (d,)))(params, v)
+    np.testing.assert_allclose(contracted, tangent, rtol=1e-10, atol=1e-12)
+
+
+# 7. ResNet18 ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [8, 16, 32])
+def test_resnet18_sizes(size):
+    pure = pure_model(_model("resnet18", (size, size, 3), width=0.125, projector=(5,)))
+    out = jax.jit(pure.apply)(pure.params, _images((size, size, 3), n=2))
+    assert out.shape == (2, 5) and bool(jnp.all(jnp.isfinite(out)))
+    assert pure.feature_dim == 64
+
+
+def test_resnet18_96x96():
+    pure = pure_model(_model("resnet18", (96, 96, 3), width=0.125))
+    out = jax.jit(pure.apply)(pure.params, _images((96, 96, 3), n=1))
+    assert out.shape == (1, 64) and bool(jnp.all(jnp.isfinite(out)))
+
+
+def test_resnet18_param_count():
+    """Width 1 without a head is the CIFAR ResNet-18 backbone: 11,173,962 parameters with BatchNorm and a 10-way
+    classifier, minus the classifier's 512 * 10 + 10; GroupNorm has BatchNorm's two affine vectors per layer."""
+    abstract = nnx.eval_shape(lambda: ResNet18((32, 32, 3), rngs=nnx.Rngs(0)))  # shapes only, nothing allocated
+    n = param_count(nnx.state(abstract, nnx.Param))
+    assert abs(n - 11.17e6) / 11.17e6 < 0.01
+    assert n == 11_173_962 - (512 * 10 + 10)
+    assert abstract.feature_dim == 512
+
+
+def test_resnet18_width_rounding():
+    m = nnx.eval_shape(lambda: ResNet18((8, 8, 3), width=0.3, embed_dim=10, rngs=nnx.Rngs(0)))
+    channels = [m.stem.conv.kernel.shape[-1]] + [b.conv2.conv.kernel.shape[-1] for b in m.blocks]
+    assert channels == [16, 16, 16, 40, 40, 80, 80, 152, 152]  # 64 * 0.3 = 19.2 -> 16, 128 * 0.3 = 38.4 -> 40, ...
+    assert (m.feature_dim, m.out_dim) == (10, 10)
+
+
+def test_param_count_hand_computed():
+    m = MLP((2, 2, 1), hidden=(3,), embed_dim=2, projector=(5,), rngs=nnx.Rngs(0))
+    assert param_count(pure_model(m).params) == (4 * 3 + 3) + (3 * 2 + 2) + (2 * 5 + 5)
+
+
+# 8. errors ------------------------------------------------------------------------------------------------------
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match=r"unknown model 'vgg'.*'cnn', 'mlp', 'resnet18'"):
+        build_model("vgg", (8, 8, 3))
+
+
+def test_unknown_kwarg_is_named_with_the_valid_ones():
+    with pytest.raises(ValueError, match=r"'widht'.*valid keywords.*'width'"):
+        build_model("resnet18", (8, 8, 3), widht=0.125)
+    with pytest.raises(ValueError, match="'rngs'"):  # build_model owns the seed
+        build_model("mlp", (8, 8, 3), rngs=nnx.Rngs(0))
+
+
+def test_registry():
+    assert MODELS == {"mlp": MLP, "cnn": SmallCNN, "resnet18": ResNet18}
+    assert type(_model(*CASES[1][:2], **CASES[1][2])) is SmallCNN
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 3), (7, 32, 3)])
+def test_resnet18_rejects_small_images(shape):
+    with pytest.raises(ValueError, match=r"too small.*>= 8"):
+        ResNet18(shape, width=0.125, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("bad", [(8, 8), (8, 8, 0), (8.0, 8, 3)])
+def test_malformed_input_shape(bad):
+    with pytest.raises(ValueError, match="input_shape must be"):
+        MLP(bad, rngs=nnx.Rngs(0))
+
+
+def test_bad_norm_and_width():
+    with pytest.raises(ValueError, match="norm"):
+        SmallCNN((8, 8, 3), norm="batch", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="width"):
+        ResNet18((8, 8, 3), width=0.0, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="init_scale"):
+        MLP((2, 2, 1), init_scale=0.0, rngs=nnx.Rngs(0))
+
+
+def test_small_cnn_pooling_stops_at_size_one():
+    m = _model(*CASES[2][:2], **CASES[2][2])  # 7x5 -> 3x2 -> 1x1 -> (no pooling)
+    assert m.pool_windows == ((2, 2), (2, 2), (1, 1))
+
+
+@pytest.mark.parametrize(("name", "shape", "kwargs"), CASES, ids=IDS)
+def test_wrong_image_shape_at_call_time(name, shape, kwargs):
+    m = _model(name, shape, **kwargs)
+    pure = pure_model(m)
+    h, w, c = shape
+    for wrong in [(2, h, w, c + 1), (2, h + 8, w + 8, c), (h, w, c)]:
+        x = jnp.zeros(wrong, jnp.float32)
+        msg = re.escape(f"(N, {h}, {w}, {c})") + ".*" + re.escape(str(wrong))  # names both shapes
+        with pytest.raises(ValueError, match=msg):
+            m(x)
+        with pytest.raises(ValueError, match=msg):
+            jax.jit(pure.apply)(pure.params, x)
+
+
+# 9. determinism -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "shape", "kwargs"), CASES[:4], ids=IDS[:4])
+def test_seed_determinism(name, shape, kwargs):
+    a = _leaves_by_path(build_model(name, shape, seed=0, **kwargs))
+    b = _leaves_by_path(build_model(name, shape, seed=0, **kwargs))
+    c = _leaves_by_path(build_model(name, shape, seed=1, **kwargs))
+    for path in a:
+        np.testing.assert_array_equal(a[path], b[path], err_msg=path)
+    assert all(not np.array_equal(a[p], c[p]) for p in a if p.endswith("kernel"))

@@ -1,0 +1,42 @@
+"""Step detection for real networks on synthetic staircases with known answers."""
+
+import numpy as np
+import pytest
+
+from stepwise.compare import detect_steps
+
+
+def staircase(centres, t=np.linspace(0, 100, 2001), rate=1.0, heights=None):
+    heights = np.ones(len(centres)) if heights is None else np.asarray(heights)
+    curves = np.stack([h / (1 + np.exp(-rate * (t - c))) for c, h in zip(centres, heights)], axis=1)
+    eig = np.sort(curves, axis=1)[:, ::-1]
+    return t, eig, np.sum((1 - eig) ** 2, axis=1)
+
+
+def test_separated_steps_are_counted_and_merged_ones_are_not():
+    t, eig, loss = staircase([10, 30, 50, 70, 71])
+    det = detect_steps(t, eig, loss)
+    # Logistic rise width 10%->90% is ln 81 / rate = 4.39; gaps of 20 are ~4.6 widths, a gap of 1 is 0.23.
+    np.testing.assert_allclose(det.widths, np.log(81), rtol=2e-2)
+    np.testing.assert_allclose(det.separations[1:4], 20 / np.log(81), rtol=3e-2)
+    np.testing.assert_array_equal(det.well_separated, [True, True, True, True, False])
+    assert det.n_steps == 4 and det.strictly_ordered and det.unit_rank_increments
+    np.testing.assert_allclose(det.plateau_levels, [4, 3, 2], atol=0.02)  # between the 4 separated steps
+    assert det.n_plateaus == 3
+
+
+def test_unlearned_modes_and_simultaneous_rises():
+    t, eig, _ = staircase([10, 40], heights=[1.0, 1e-3])
+    det = detect_steps(t, eig)
+    assert det.learned.tolist() == [True, False] and det.n_steps == 1 and np.isnan(det.onsets[1])
+    t, eig, _ = staircase([20, 20, 20])  # three modes at once: one step, rank jumps by 3
+    det = detect_steps(t, eig)
+    assert det.n_steps == 1 and not det.unit_rank_increments
+
+
+def test_min_separation_threshold_and_errors():
+    t, eig, _ = staircase([10, 16, 22], rate=1.0)  # gaps of 6 = 1.37 widths
+    assert detect_steps(t, eig, min_separation=1.0).n_steps == 3
+    assert detect_steps(t, eig, min_separation=2.0).n_steps == 1
+    with pytest.raises(ValueError, match="eigenvalues must be"):
+        detect_steps(t[:10], eig)
