@@ -16,6 +16,8 @@ import dm_pix as pix
 import jax
 import jax.numpy as jnp
 
+from stepwise._compat import standard_dtype_promotion
+
 __all__ = [
     "Augmentation",
     "augment_batch",
@@ -76,9 +78,7 @@ def color_jitter(
     if contrast > 0:
         image = pix.random_contrast(kc, image, 1.0 - contrast, 1.0 + contrast)
     if image.shape[-1] == 3:
-        # dm-pix's RGB<->HSV conversion mixes bool and float arrays internally; that needs standard promotion
-        # even when the caller runs JAX with strict dtype promotion (as our tests do).
-        with jax.numpy_dtype_promotion("standard"):
+        with standard_dtype_promotion():  # dm-pix's HSV conversion mixes dtypes (see stepwise._compat)
             if saturation > 0:
                 image = pix.random_saturation(ks, image, 1.0 - saturation, 1.0 + saturation)
             if hue > 0:

@@ -32,6 +32,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
+from stepwise._compat import standard_dtype_promotion
+
 __all__ = ["MLP", "ResNet18", "SmallCNN"]
 
 Norm = Literal["group", "none"]
@@ -167,9 +169,7 @@ class _ConvNorm(nnx.Module):
         x = self.conv(x)
         if self.norm is None:
             return x
-        # flax 0.12.8's GroupNorm computes its statistics in jnp.promote_types(x.dtype, float32), which raises for
-        # float64 under jax_numpy_dtype_promotion="strict"; the standard rules give float64, as intended.
-        with jax.numpy_dtype_promotion("standard"):
+        with standard_dtype_promotion():  # flax GroupNorm's statistics dtype (see stepwise._compat)
             return self.norm(x)
 
 
