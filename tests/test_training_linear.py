@@ -56,3 +56,16 @@ def test_chunk_compiles_once(rng):
         w0 = np.random.default_rng(seed).normal(size=(2, 7))
         T.train_linear_bt(gamma, w0, 0.05, 100, chunk=32)
     assert T._chunk._cache_size() == 1
+
+
+def test_given_eigendecomposition_gives_the_same_run(rng):
+    from stepwise.theory import linear as L
+
+    gamma, _ = random_gamma(rng, 9, [2.0, 1.0, 0.5])
+    w0 = 1e-4 * rng.normal(size=(2, 9))
+    eig = L.eigh_desc(gamma)
+    a = T.train_linear_bt(gamma, w0, 0.05, 120)
+    b = T.train_linear_bt(gamma, w0, 0.05, 120, eig=eig)
+    np.testing.assert_allclose(b.eigenvalues, a.eigenvalues, atol=1e-13)
+    np.testing.assert_allclose(b.w_final, a.w_final, atol=1e-13)
+    np.testing.assert_array_equal(L.predict(gamma, w0, 0.05, eig=eig).step_times, L.predict(gamma, w0, 0.05).step_times)

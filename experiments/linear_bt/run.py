@@ -66,10 +66,10 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
     w0 = cfg.init_scale / math.sqrt(g[0]) * np.asarray(jax.random.normal(k_w, (cfg.d, m)), dtype=np.float64)
     lr = cfg.lr_scale * theory.stability_limit(g[0])
 
-    pred = theory.predict(gamma, w0, lr)
+    pred = theory.predict(gamma, w0, lr, eig=(g, v))
     last = int(np.argmax(pred.mode_steps))
     steps = cfg.steps or int(math.ceil(pred.mode_steps[last] + 6 * pred.widths[last]))
-    traj = train_linear_bt(gamma, w0, lr, steps, basis=cfg.basis, progress=progress)
+    traj = train_linear_bt(gamma, w0, lr, steps, basis=cfg.basis, progress=progress, eig=(g, v))
 
     measured = compare.crossing_times(traj.step, traj.eigenvalues, 0.5, interp="logit")
     predicted = pred.step_times

@@ -454,12 +454,20 @@ class LinearPrediction:
         return separation_ratios(self.mode_steps[order], self.widths[order])
 
 
-def predict(gamma: np.ndarray, w0: np.ndarray, lr: float) -> LinearPrediction:
-    """Compute every linear-theory prediction for GD with learning rate ``lr`` from ``w0`` (see :func:`step_times`)."""
+def predict(
+    gamma: np.ndarray, w0: np.ndarray, lr: float, *, eig: tuple[np.ndarray, np.ndarray] | None = None
+) -> LinearPrediction:
+    """Compute every linear-theory prediction for GD with learning rate ``lr`` from ``w0`` (see :func:`step_times`).
+
+    ``eig``: the decomposition ``eigh_desc(gamma)`` if the caller already has it (saves an O(m^3) eigh).
+    """
     gamma = _validate_gamma(gamma)
     w0 = _validate_w0(w0, gamma.shape[0])
-    g, v = np.linalg.eigh(gamma)
-    g, v = g[::-1].copy(), v[:, ::-1].copy()
+    if eig is None:
+        g, v = np.linalg.eigh(gamma)
+        g, v = g[::-1].copy(), v[:, ::-1].copy()
+    else:
+        g, v = eig
     lr = _validate_lr(lr, float(g[0]))
     d = w0.shape[0]
     a = eigenbasis_amplitudes(g, v, w0, "gram_schmidt")

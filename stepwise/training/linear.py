@@ -90,6 +90,7 @@ def train_linear_bt(
     basis: Basis = "eigen",
     chunk: int = 4096,
     progress: bool = False,
+    eig: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> LinearRun:
     """Run ``steps`` full-batch GD updates on L = ||W gamma W^T - I||_F^2 from ``w0``, recording every step.
 
@@ -101,6 +102,7 @@ def train_linear_bt(
       basis: ``"eigen"`` (fast, exact change of variables) or ``"pixel"`` (the update as written).
       chunk: updates per jitted scan call.
       progress: show a progress bar.
+      eig: an eigendecomposition (g, v) of gamma (any order) for ``basis="eigen"``, if the caller has one.
 
     Returns:
       A :class:`LinearRun` with steps + 1 records.
@@ -115,7 +117,7 @@ def train_linear_bt(
     if steps < 0:
         raise ValueError(f"steps must be >= 0; got {steps}")
     if basis == "eigen":
-        g, v = np.linalg.eigh(0.5 * (gamma + gamma.T))
+        g, v = np.linalg.eigh(0.5 * (gamma + gamma.T)) if eig is None else eig
         op, w_init = g, w0 @ v
     elif basis == "pixel":
         v = None
