@@ -7,7 +7,7 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test test-slow reproduce fig-linear fig-deep report bench clean help
+.PHONY: install test test-slow reproduce fig-linear fig-deep report bench bench-train clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
@@ -17,6 +17,7 @@ help:
 	@echo "make fig-deep    Simon et al. 2023 Fig. 1C/D: MLP on digits with Barlow Twins, SimCLR, VICReg"
 	@echo "make report      rebuild reports/index.html from $(RUNS)/*/results.json"
 	@echo "make bench       timing benchmarks -> bench/*.json"
+	@echo "make bench-train time per training step, JAX vs PyTorch (installs torch, bench-only) -> bench/bench_train.json"
 	@echo "make test-slow   full-size runs marked slow"
 
 $(STAMP): pyproject.toml
@@ -50,6 +51,11 @@ reproduce: fig-linear fig-deep
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_fig_linear.py --out bench/fig_linear.json
+
+# PyTorch is a benchmark-only dependency: installed here when missing, never by `make install` / `make test`.
+bench-train: $(STAMP)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+	$(VENV)/bin/stepwise bench train --out bench
 
 clean:
 	rm -rf $(RUNS) reports bench .pytest_cache
