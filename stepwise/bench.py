@@ -721,7 +721,8 @@ def profile_step(name: str, jb: JaxBench, tb: TorchBench, *, rounds: int, round_
         "torch/forward_backward": _torch_timer(tb.forward_backward),
         "torch/step": tb.run,
     }
-    timed = time_side_by_side(runs, rounds=rounds, round_seconds=round_seconds)
+    with CpuMeter() as meter:
+        timed = time_side_by_side(runs, rounds=rounds, round_seconds=round_seconds)
 
     def split(framework):
         ms = {part: timed[f"{framework}/{part}"]["ms_per_step"] for part in parts}
@@ -732,12 +733,18 @@ def profile_step(name: str, jb: JaxBench, tb: TorchBench, *, rounds: int, round_
         }
         return ms
 
-    out: dict[str, Any] = {"jax_ms": split("jax"), "torch_ms": split("torch")}
+    out: dict[str, Any] = {"jax_ms": split("jax"), "torch_ms": split("torch"),
+                           "other_processes_cpu_cores": meter.other_cores}
     out["ratio_vs_torch"] = {part: out["jax_ms"][part] / out["torch_ms"][part] for part in parts}
     out["convolutions"] = conv = profile_convolutions(tb.net, cfg.batch, views_per_step=2)
     out["convolution_share_of_step"] = {
         "jax": conv["jax_forward_backward_ms"] / out["jax_ms"]["step"],
         "torch": conv["torch_forward_backward_ms"] / out["torch_ms"]["step"],
+    }
+    # the step minus its convolutions timed alone: GroupNorm, ReLU, residual adds, layout changes, augmentation...
+    out["non_convolution_ms"] = {
+        "jax": out["jax_ms"]["step"] - conv["jax_forward_backward_ms"],
+        "torch": out["torch_ms"]["step"] - conv["torch_forward_backward_ms"],
     }
     out["what"] = (
         "per-part times, each part a separate jitted function (JAX) / call (PyTorch), median over alternating "
@@ -1106,7 +1113,8 @@ def run(out_dir: str | os.PathLike = "bench", *, configs: Sequence[str] | None =
         extra["tried"] = run_attempts(ATTEMPTS, configs, rounds=rounds, round_seconds=0.67 * round_seconds, log=log)
         extra["tried_not_rerun"] = _static_notes()
         phases["tried"] = time.perf_counter() - t0
-    others = [c["other_processes_cpu_cores"] for c in per_config.values() if c["other_processes_cpu_cores"] is not None]
+    others = [c["other_processes_cpu_cores"] for c in [*per_config.values(), extra.get("profile", {})]
+              if c.get("other_processes_cpu_cores") is not None]
     busiest = max(others) if others else None
     load = {"max_other_processes_cpu_cores": busiest, "warn_above_cores": OTHER_LOAD_WARN_CORES,
             "warning": None if busiest is None or busiest <= OTHER_LOAD_WARN_CORES else (

@@ -18,7 +18,7 @@ import numpy as np
 
 from stepwise.compare.checks import Check, _jsonable, all_passed
 
-__all__ = ["atomic_path", "environment", "load_results", "save_npz_atomic", "write_json_atomic", "write_results"]
+__all__ = ["atomic_path", "environment", "load_npz", "load_results", "save_npz_atomic", "write_json_atomic", "write_results"]
 
 _PACKAGES = ("stepwise", "jax", "jaxlib", "flax", "optax", "numpy", "scipy", "scikit-learn", "scikit-image",
              "dm-pix", "matplotlib")
@@ -121,6 +121,12 @@ def write_results(
     results = _jsonable_tree(results)
     write_json_atomic(Path(run_dir) / "results.json", results)
     return results
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` file as a dict, with the file closed again (NpzFile keeps it open otherwise)."""
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
 
 
 def load_results(run_dir: str | os.PathLike) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def test_results_json_contract(digits_run):
     assert on_disk["device"]["platform"] == "cpu"
     assert on_disk["wall_time_s"] > 0
     assert (out / "linear_bt.png").stat().st_size > 10_000
-    data = np.load(out / "trajectory.npz")
+    data = io.load_npz(out / "trajectory.npz")
     assert data["eigenvalues"].shape == data["predicted_eigenvalues"].shape
     assert not list(out.glob(".*tmp*")), "temporary files left behind"
 

@@ -9,7 +9,7 @@ import pytest
 
 from experiments.stepwise_deep import DeepConfig, run
 from experiments.stepwise_deep.run import linear_probe_accuracy, scale_output_layer
-from stepwise import cli
+from stepwise import cli, io
 from stepwise.models import build_model, pure_model
 
 
@@ -24,7 +24,7 @@ def test_smoke_run_writes_the_documented_files(tmp_path, loss):
         ok = {"<=": c["value"] <= c["threshold"], ">=": c["value"] >= c["threshold"]}[c["op"]]
         assert ok == c["passed"], c
     assert res["config"]["loss"] == loss and res["versions"]["flax"] and res["device"]["platform"] == "cpu"
-    data = np.load(tmp_path / "spectrum.npz")
+    data = io.load_npz(tmp_path / "spectrum.npz")
     t, d = data["step"].shape[0], DeepConfig.smoke(loss).d
     assert data["step"].shape == (t,) and data["eigenvalues"].shape == (t, d)
     assert np.all(np.diff(data["eigenvalues"], axis=1) <= 1e-6 * np.abs(data["eigenvalues"]).max())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stepwise.io import load_npz
 from stepwise.plots._mpl import pyplot, save_atomic
 
 FIGURE = "stepwise_deep.png"
@@ -40,7 +41,7 @@ def _pca_times(step: np.ndarray, onsets: np.ndarray) -> list[int]:
 def plot_stepwise_deep(run_dir: str | Path, title: str = "", out: str | Path | None = None) -> Path:
     """Draw the per-run figure (default ``run_dir/stepwise_deep.png``)."""
     run_dir = Path(run_dir)
-    data = np.load(run_dir / "spectrum.npz")
+    data = load_npz(run_dir / "spectrum.npz")
     plt = pyplot()
     step, eig, onsets = data["step"], data["eigenvalues"], data["onsets"]
     d = eig.shape[1]
@@ -109,7 +110,7 @@ def plot_side_by_side(run_dirs: list[Path], labels: list[str], out: str | Path) 
     plt = pyplot()
     fig, axes = plt.subplots(2, len(run_dirs), figsize=(5.5 * len(run_dirs), 7), squeeze=False)
     for col, (run_dir, label) in enumerate(zip(run_dirs, labels)):
-        data = np.load(Path(run_dir) / "spectrum.npz")
+        data = load_npz(Path(run_dir) / "spectrum.npz")
         step, eig = data["step"], data["eigenvalues"]
         colors = plt.cm.viridis(np.linspace(0, 0.9, eig.shape[1]))
         ax = axes[0, col]

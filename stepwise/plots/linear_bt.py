@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stepwise.io import load_npz
 from stepwise.plots._mpl import pyplot, save_atomic
 
 FIGURE = "linear_bt.png"
@@ -19,7 +20,7 @@ FIGURE = "linear_bt.png"
 def plot_linear_bt(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Draw the figure for ``run_dir`` and save it (default ``run_dir/linear_bt.png``). Returns its path."""
     run_dir = Path(run_dir)
-    data = np.load(run_dir / "trajectory.npz")
+    data = load_npz(run_dir / "trajectory.npz")
     plt = pyplot()
     t = data["time"]
     eigs, loss = data["eigenvalues"], data["loss"]
