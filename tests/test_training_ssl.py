@@ -182,3 +182,13 @@ def test_data_parallel_over_four_host_devices_matches_one_device():
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "MULTI-DEVICE OK" in proc.stdout
+
+
+def test_callers_params_survive_the_donated_steps(images):
+    params = init_mlp(jax.random.key(1))
+    before = [np.asarray(x).copy() for x in jax.tree.leaves(params)]
+    cfg = ssl.TrainConfig(steps=3, batch_size=16, lr=0.05, track_every=3)
+    ssl.train_ssl(apply, features, params, barlow_twins_theory, images[:40], AUG, cfg, eval_images=images[40:])
+    for leaf, ref in zip(jax.tree.leaves(params), before):
+        assert not leaf.is_deleted()
+        np.testing.assert_array_equal(np.asarray(leaf), ref)

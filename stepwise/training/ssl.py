@@ -310,6 +310,7 @@ def train_ssl(
     step_fn = _make_step(apply, loss_fn, tx, aug, cfg.batch_size, NamedSharding(mesh, P("data")))
     track = _tracker(apply, features, loss_fn, cfg.n_snapshot)
 
+    params = jax.tree.map(jnp.copy, params)  # the step donates its state; never delete the caller's arrays
     state = TrainState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
                        key=jax.random.key(cfg.seed))
     history: dict[str, list] = {k: [] for k in ("step", "cov_out", "bt_out", "cov_feat", "bt_feat", "eval_loss", "snapshots")}
