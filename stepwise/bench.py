@@ -590,6 +590,9 @@ class CpuMeter:
     op for a scheduler time slice (measured here: the MLP step went from ~4.7 ms to ~450 ms), while XLA's
     work-stealing thread pool degrades gracefully. Ratios measured under load are therefore not meaningful."""
 
+    def __init__(self, pids: Sequence[int] = ()):
+        self.pids = tuple(pids)  # our worker processes, counted as ours
+
     def __enter__(self):
         self._t, self._busy, self._own = time.perf_counter(), self._machine_busy(), self._own_cpu()
         self.other_cores: float | None = None
@@ -602,10 +605,16 @@ class CpuMeter:
             self.other_cores = max(0.0, (busy - self._busy - (self._own_cpu() - self._own)) / wall)
         return False
 
-    @staticmethod
-    def _own_cpu() -> float:
+    def _own_cpu(self) -> float:
         t = os.times()
-        return t.user + t.system
+        own = t.user + t.system
+        for pid in self.pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                own += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+            except (OSError, ValueError, IndexError):
+                pass
+        return own
 
     @staticmethod
     def _machine_busy() -> float | None:
@@ -990,14 +999,16 @@ def run_attempts(attempts: Sequence[Attempt], configs: Sequence[str], *, rounds:
                     entry["error"] = failed[(att.name, c)]
                     break
                 try:
-                    timed = time_side_by_side({"baseline": baselines[c].run, att.name: w.run}, rounds=rounds,
-                                              round_seconds=round_seconds, steps=steps[c])
+                    with CpuMeter(pids=(baselines[c].proc.pid, w.proc.pid)) as meter:
+                        timed = time_side_by_side({"baseline": baselines[c].run, att.name: w.run}, rounds=rounds,
+                                                  round_seconds=round_seconds, steps=steps[c])
                 except (RuntimeError, ValueError) as err:
                     entry["error"] = str(err)[:500]
                     break
                 entry["ms_per_step"][c] = timed[att.name]["ms_per_step"]
                 entry["baseline_ms_per_step"][c] = timed["baseline"]["ms_per_step"]
                 entry["vs_baseline"][c] = timed[att.name]["ms_per_step"] / timed["baseline"]["ms_per_step"]
+                entry.setdefault("other_processes_cpu_cores", {})[c] = meter.other_cores
                 entry.setdefault("rounds_ms", {})[c] = {"attempt": timed[att.name]["ms_per_step_rounds"],
                                                         "baseline": timed["baseline"]["ms_per_step_rounds"]}
                 warning = w.stderr_matching("no longer supported")
@@ -1005,7 +1016,9 @@ def run_attempts(attempts: Sequence[Attempt], configs: Sequence[str], *, rounds:
                     entry["xla_warning"] = warning
             results.append(entry)
             effect = ", ".join(f"{c} x{r:.2f}" for c, r in entry["vs_baseline"].items()) or entry.get("error", "")
-            log(f"  tried {att.name}: {effect} (time relative to the default step)")
+            load = max((v for v in entry.get("other_processes_cpu_cores", {}).values() if v is not None), default=None)
+            log(f"  tried {att.name}: {effect} (time relative to the default step; other processes: "
+                f"{_cores(load)} cores)")
     finally:
         for w in [*workers.values(), *baselines.values()]:
             w.close()
@@ -1115,6 +1128,8 @@ def run(out_dir: str | os.PathLike = "bench", *, configs: Sequence[str] | None =
         phases["tried"] = time.perf_counter() - t0
     others = [c["other_processes_cpu_cores"] for c in [*per_config.values(), extra.get("profile", {})]
               if c.get("other_processes_cpu_cores") is not None]
+    others += [v for t in extra.get("tried", []) for v in t.get("other_processes_cpu_cores", {}).values()
+               if v is not None]
     busiest = max(others) if others else None
     load = {"max_other_processes_cpu_cores": busiest, "warn_above_cores": OTHER_LOAD_WARN_CORES,
             "warning": None if busiest is None or busiest <= OTHER_LOAD_WARN_CORES else (
