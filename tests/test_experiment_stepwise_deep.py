@@ -78,7 +78,7 @@ def test_cli_runs_a_loss_with_its_defaults(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["barlow_twins", "vicreg"])
+@pytest.mark.parametrize("loss", ["barlow_twins", "simclr", "vicreg"])
 def test_cpu_default_shows_at_least_four_steps(tmp_path, loss):
     res = run(DeepConfig.for_loss(loss), tmp_path)
     assert res["passed"], res["checks"]

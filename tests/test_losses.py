@@ -50,9 +50,9 @@ def ref_barlow_twins(z1, z2, lambda_offdiag=5e-3, eps=1e-5):
     return loss
 
 
-def ref_simclr(z1, z2, temperature=0.5):
+def ref_simclr(z1, z2, temperature=0.5, norm_floor=1e-12):
     n = z1.shape[0]
-    u = [v / np.linalg.norm(v) for v in list(z1) + list(z2)]
+    u = [v / max(np.linalg.norm(v), norm_floor) for v in list(z1) + list(z2)]
     total = 0.0
     for a in range(2 * n):
         p = (a + n) % (2 * n)
@@ -97,6 +97,7 @@ CASES = [
     ("simclr", {}),
     ("simclr", {"temperature": 0.1}),
     ("simclr", {"temperature": 2.0}),
+    ("simclr", {"temperature": 0.2, "norm_floor": 1.5}),  # views of norm ~2 and ~0.2: both sides of the floor
     ("vicreg", {}),
     ("vicreg", {"convention": "paper"}),
     ("vicreg", {"sim_weight": 1.0, "var_weight": 3.0, "cov_weight": 0.5, "eps": 1e-2, "gamma": 2.0}),
@@ -300,6 +301,33 @@ def test_simclr_tiny_embeddings_tend_to_uniform_logits(rng):
     value, (g, _) = _value_and_grad("simclr")(z1, z2)
     assert float(value) == pytest.approx(math.log(13), rel=1e-12)
     assert np.all(np.isfinite(g)) and np.any(g != 0)
+
+
+def test_simclr_norm_floor_small_norm_regime(rng):
+    # Far below the floor eps the loss is NT-Xent on the dot products of z / eps; its expansion to first order in
+    # the logits is log(2n - 1) - (1/tau) mean_a [u_a . u_p(a) - mean_{b != a} u_a . u_b] (u = z / eps): the
+    # linear, spectral-contrastive regime in which small initialisation matters.
+    eps, tau, n = 3.0, 0.2, 7
+    z1, z2 = (1e-4 * z for z in _views(rng, n=n))
+    u = np.concatenate([z1, z2]) / eps
+    dots = u @ u.T
+    partner = np.roll(np.arange(2 * n), n)
+    first_order = math.log(2 * n - 1) - np.mean(
+        dots[np.arange(2 * n), partner] - (dots.sum(1) - np.diag(dots)) / (2 * n - 1)) / tau
+    got = float(jit_simclr(jnp.asarray(z1), jnp.asarray(z2), temperature=tau, norm_floor=eps))
+    assert got == pytest.approx(first_order, rel=1e-9)
+    # ... and it depends on the scale of the embeddings (quadratically), unlike standard (cosine) NT-Xent.
+    smaller = float(jit_simclr(jnp.asarray(0.5 * z1), jnp.asarray(0.5 * z2), temperature=tau, norm_floor=eps))
+    assert abs(got - math.log(2 * n - 1)) > 1e-9
+    assert smaller - math.log(2 * n - 1) == pytest.approx(0.25 * (got - math.log(2 * n - 1)), rel=1e-4)
+    assert float(jit_simclr(jnp.asarray(0.5 * z1), jnp.asarray(0.5 * z2), temperature=tau)) == pytest.approx(
+        float(jit_simclr(jnp.asarray(z1), jnp.asarray(z2), temperature=tau)), rel=1e-12)
+    # Above the floor it is standard SimCLR.
+    big1, big2 = (100.0 * z for z in _views(rng, n=n))
+    assert float(jit_simclr(big1, big2, temperature=tau, norm_floor=eps)) == pytest.approx(
+        float(jit_simclr(big1, big2, temperature=tau)), rel=1e-13)
+    with pytest.raises(ValueError, match="norm_floor"):
+        simclr(jnp.asarray(z1), jnp.asarray(z2), norm_floor=0.0)
 
 
 def test_barlow_twins_constant_feature_is_finite(rng):

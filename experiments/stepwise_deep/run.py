@@ -39,7 +39,7 @@ def _loss(cfg: DeepConfig):
             return get_loss("barlow_twins", lambda_offdiag=cfg.bt_lambda)
         return get_loss("barlow_twins_theory", center=cfg.bt_form == "centred")
     if cfg.loss == "simclr":
-        return get_loss("simclr", temperature=cfg.temperature)
+        return get_loss("simclr", temperature=cfg.temperature, norm_floor=cfg.norm_floor)
     w = cfg.vicreg_weights
     return get_loss("vicreg", sim_weight=w[0], var_weight=w[1], cov_weight=w[2])
 

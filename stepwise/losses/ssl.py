@@ -120,8 +120,9 @@ def _check_barlow_twins(lambda_offdiag, eps) -> None:
     _require("eps", eps, lambda v: v >= 0.0, "a finite number >= 0")
 
 
-def _check_simclr(temperature) -> None:
+def _check_simclr(temperature, norm_floor=_NORM_EPS) -> None:
     _require("temperature", temperature, lambda v: 0.0 < v < float("inf"), "a finite number > 0")
+    _require("norm_floor", norm_floor, lambda v: 0.0 < v < float("inf"), "a finite number > 0")
 
 
 def _check_vicreg(sim_weight, var_weight, cov_weight, eps, gamma, convention) -> None:
@@ -222,40 +223,52 @@ def barlow_twins(z1: jax.Array, z2: jax.Array, *, lambda_offdiag: float = 5e-3, 
     return jnp.sum(on * on) + lambda_offdiag * _offdiag_sum_sq(c)
 
 
-def simclr(z1: jax.Array, z2: jax.Array, *, temperature: float = 0.5) -> jax.Array:
+def simclr(z1: jax.Array, z2: jax.Array, *, temperature: float = 0.5, norm_floor: float = _NORM_EPS) -> jax.Array:
     """SimCLR's NT-Xent loss over the 2n embeddings of a batch.
 
-    With u = [z1; z2] (2n, d), s_ab the cosine similarity (norms clipped below at 1e-12) and p(a) the partner
-    of a (a +- n), L = (1/2n) sum_a [ -s_{a,p(a)}/tau + log sum_{b != a} exp(s_ab/tau) ]: each anchor has its
-    partner as positive and the other 2n - 2 embeddings as negatives. Evaluated with a log-sum-exp.
+    With u = [z1; z2] (2n, d) normalised as u_a / max(|u_a|, norm_floor), s_ab = u_a . u_b (the cosine similarity
+    when |u_a|, |u_b| >= norm_floor) and p(a) the partner of a (a +- n),
+    L = (1/2n) sum_a [ -s_{a,p(a)}/tau + log sum_{b != a} exp(s_ab/tau) ]: each anchor has its partner as positive
+    and the other 2n - 2 embeddings as negatives. Evaluated with a log-sum-exp.
+
+    ``norm_floor`` is the clip of the norm in the normalisation (1e-12, as in ``F.normalize``-style code, by
+    default: standard SimCLR). A larger floor projects embeddings onto the ball of radius ``norm_floor`` instead of
+    onto the sphere: embeddings much shorter than the floor are compared by their scaled dot product (the loss
+    is then a smooth function of z / norm_floor whose small-z expansion is the spectral contrastive loss, the
+    regime of the linear theory), and embeddings longer than it by their cosine, exactly as in standard SimCLR.
+    Cosine normalisation alone makes the loss invariant to the scale of the output layer, so "small
+    initialisation" has no effect on it (it only rescales the learning rate); the floor restores a small-norm
+    regime in which small initialisation means something.
 
     Args:
       z1: (n, d) embeddings of the first views, n >= 2.
       z2: (n, d) embeddings of the second views; row i is the partner of ``z1[i]``.
       temperature: tau > 0.
+      norm_floor: the smallest norm divided by in the normalisation, > 0.
 
     Returns:
       () scalar loss, dtype of the inputs; log(2n - 1) when all embeddings are equal (or all zero).
 
     Raises:
-      ValueError: bad shapes (see :func:`barlow_twins_theory`) or ``temperature <= 0``.
+      ValueError: bad shapes (see :func:`barlow_twins_theory`), ``temperature <= 0`` or ``norm_floor <= 0``.
       TypeError: the views are not floating or differ in dtype.
 
     References:
-      Chen et al. 2020, SimCLR (arXiv 2002.05709), Eq. 1 and Algorithm 1.
+      Chen et al. 2020, SimCLR (arXiv 2002.05709), Eq. 1 and Algorithm 1. HaoChen et al. 2021 (spectral
+      contrastive loss) for the small-logit expansion.
 
     Example:
       >>> z = jnp.ones((2, 3))  # all embeddings equal: every anchor sees 2n - 1 = 3 equal logits
       >>> round(float(simclr(z, z)), 6) == round(float(jnp.log(3.0)), 6)
       True
     """
-    _check_simclr(temperature)
+    _check_simclr(temperature, norm_floor)
     z1, z2 = _validate_views(z1, z2)
     n = z1.shape[0]
     u = jnp.concatenate([z1, z2], axis=0)
     # sqrt(max(|u|^2, eps^2)) rather than max(|u|, eps): the gradient of |u| is 0/0 at u = 0.
     sq = jnp.sum(u * u, axis=1, keepdims=True)
-    u = u / jnp.sqrt(jnp.maximum(sq, _NORM_EPS * _NORM_EPS))
+    u = u / jnp.sqrt(jnp.maximum(sq, norm_floor * norm_floor))
     logits = (u @ u.T) * (1.0 / temperature)
     logits = jnp.where(jnp.eye(2 * n, dtype=bool), jnp.full((), -jnp.inf, logits.dtype), logits)
     positive = jnp.sum(u[:n] * u[n:], axis=1) * (1.0 / temperature)  # s_{a,p(a)}, the same for a and p(a)
