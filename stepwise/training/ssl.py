@@ -20,6 +20,7 @@ checked for divergence.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -160,13 +161,18 @@ def _cross_correlation(a: jax.Array, b: jax.Array) -> jax.Array:
     return 0.5 * (c + c.T)
 
 
-def _eig_desc(m: np.ndarray) -> np.ndarray:
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # inspecting the loaded libraries costs ~1 ms: do it once per process
+
+
+def _eig_desc(matrices: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     # On the host in float64 (XLA's CPU eigensolver takes ~0.5 s for 256 x 256, LAPACK ~4 ms), with one BLAS
     # thread: multi-threaded OpenBLAS right after XLA work contends with XLA's spinning thread pool (~100x slower).
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        return np.linalg.eigvalsh(np.asarray(m, dtype=np.float64))[::-1].copy()
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return {k: np.linalg.eigvalsh(np.asarray(m, dtype=np.float64))[::-1].copy() for k, m in matrices.items()}
 
 
 _MATRICES = ("cov_out", "bt_out", "cov_feat", "bt_feat")
@@ -333,7 +339,7 @@ def train_ssl(
         nonlocal track_time
         t = time.perf_counter()
         out = jax.device_get(track(params, e1, e2))
-        out = {k: _eig_desc(v) if k in _MATRICES else np.asarray(v) for k, v in out.items()}
+        out = {k: np.asarray(v) for k, v in out.items()} | _eig_desc({k: out[k] for k in _MATRICES})
         track_time += time.perf_counter() - t
         history["step"].append(step)
         for k, v in out.items():
