@@ -2,7 +2,10 @@
 
 Command:   make fig-deep   (all three losses; or `stepwise run stepwise_deep --loss vicreg --out DIR`)
 Runtime:   CPU defaults (MLP on digits): well under 5 min per loss on a 2-core CPU, measured in results.json.
-           GPU scale: `DeepConfig.gpu(loss)` (ResNet-18 on STL-10 from a local folder): not yet measured.
+           GPU scale: `DeepConfig.gpu(loss)` (ResNet-18 on STL-10 from a local folder): not measured (no GPU was
+           lent to this work). Estimate: XLA's cost analysis gives 12.5 GFLOP per 64x64 image for forward and
+           backward, so 12.8 TFLOP per step (512 pairs); at 100-200 TFLOP/s achieved (TF32 on one H100) that is
+           0.06-0.13 s per step, about 20-45 min for the 20000 steps.
 Verdict:   `steps_detected` >= 4 well-separated steps for each loss, with unit rank increments.
 
 What the paper leaves open (theory note section 4, E2/E3: [U]) is a field here and is written to results.json:
