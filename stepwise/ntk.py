@@ -1,0 +1,584 @@
+"""Empirical neural tangent kernel of a pure ``(params, x) -> (N, d)`` function, computed in memory-planned blocks.
+
+For a network f(theta, x) in R^d the empirical NTK between two inputs, averaged over the d outputs (the trace
+convention of neural-tangents' ``trace_axes=(-1,)``), is
+
+    K(x, x') = (1/d) sum_k  <df_k(x)/dtheta, df_k(x')/dtheta>      (a scalar per pair of inputs)
+
+so the (n1, n2) kernel matrix is ``J1 J2^T / d`` with ``J`` the per-example Jacobian flattened to (n, d * P).
+
+Backends:
+
+* ``"neural_tangents"`` (default): ``neural_tangents.empirical_ntk_fn`` with ``trace_axes=(-1,)``,
+  ``vmap_axes=0``, imported through :func:`stepwise._compat.import_neural_tangents` (neural-tangents 0.6.5 on
+  current JAX, without TensorFlow). ``implementation`` is ``"jacobian_contraction"``, ``"ntk_vector_products"``
+  or ``"auto"`` (the one of those two that XLA's cost analysis says needs fewer FLOPs, as neural-tangents' own
+  AUTO does, but never ``"structured_derivatives"``, which fails on current JAX: see ``stepwise._compat``).
+* ``"jax"``: the project's own Jacobian contraction (``vmap`` over examples of ``jacrev``, one matrix product):
+  the obviously-correct reference the tests compare neural-tangents against.
+
+Memory: the kernel is computed in blocks of rows and columns. Before any compute, :func:`plan_ntk` compiles the
+block functions for abstract inputs and reads XLA's own memory analysis (arguments, outputs and temporaries of
+each compiled block), adds what the driver holds (parameters, inputs, the kernel, a cached row block of the
+Jacobian), and picks the largest blocks whose estimated peak fits the budget (default: half of the memory the
+operating system reports as available). If even a 1 x 1 block does not fit, it raises a ValueError with the numbers.
+The jax backend keeps the Jacobian of one block of rows and streams the column blocks past it, so the Jacobian of
+each row is computed once and that of each column once per row block; for ``x2=None`` only the blocks on and above
+the diagonal are computed.
+
+``apply_fn`` must be per-example (the output row i depends only on input i: no BatchNorm in train mode), as the
+models of :mod:`stepwise.models` are; ``stepwise.models.pure_model(module).apply`` is such a function.
+
+References:
+  A. Jacot, F. Gabriel, C. Hongler. Neural Tangent Kernel: Convergence and Generalization in Neural Networks.
+  NeurIPS 2018.
+  R. Novak, J. Sohl-Dickstein, S. Schoenholz. Fast Finite Width Neural Tangent Kernel. ICML 2022 (the
+  implementations of neural-tangents' ``empirical_ntk_fn``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BUDGET_FRACTION",
+    "NtkPlan",
+    "available_memory_bytes",
+    "empirical_ntk",
+    "ntk_fn",
+    "plan_ntk",
+]
+
+Backend = Literal["neural_tangents", "jax"]
+BACKENDS: tuple[str, ...] = ("neural_tangents", "jax")
+# Implementations a caller may name; "structured_derivatives" is recognised only to be refused with a reason.
+_IMPLEMENTATION_NAMES = ("auto", "jacobian_contraction", "ntk_vector_products", "structured_derivatives")
+
+# The default budget is this fraction of MemAvailable: other processes share the machine, and XLA's compile-time
+# memory and the Python process itself are not in the estimate.
+DEFAULT_BUDGET_FRACTION = 0.5
+# Column blocks are at most this wide when the Jacobians do not all fit at once: wide enough for an efficient
+# matrix product, small enough to leave the memory to the cached row block (whose size sets how often the column
+# Jacobians are recomputed).
+_MAX_STREAMED_COLUMNS = 64
+# Trial block size for measuring the per-example working memory of a compiled block function.
+_TRIAL_BLOCK = 4
+_MAX_PLAN_REFINEMENTS = 6
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Memory of the machine.
+
+
+def available_memory_bytes() -> int:
+    """Memory the operating system can give to a new allocation now, in bytes.
+
+    ``MemAvailable`` from ``/proc/meminfo`` (Linux; counts reclaimable page cache), else
+    ``os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")`` (free pages only).
+    """
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+
+
+def _default_budget() -> int:
+    return int(DEFAULT_BUDGET_FRACTION * available_memory_bytes())
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.3g} GiB"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input checks and the compute dtype.
+
+
+def _compute_dtype(params: Any) -> np.dtype:
+    """float64 when x64 is enabled, otherwise the parameters' floating dtype (float32 for the built-in models)."""
+    if jax.config.jax_enable_x64:
+        return np.dtype(np.float64)
+    floats = [leaf.dtype for leaf in jax.tree.leaves(params) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    if not floats:
+        raise ValueError("params has no floating-point leaves: there is nothing to differentiate")
+    return np.dtype(jnp.result_type(*floats))
+
+
+def _leaf_dtype(leaf: Any, dtype: np.dtype) -> np.dtype:
+    """``dtype`` for floating leaves, the leaf's own dtype otherwise."""
+    own = jnp.result_type(leaf)
+    return dtype if jnp.issubdtype(own, jnp.floating) else own
+
+
+def _cast(tree: Any, dtype: np.dtype) -> Any:
+    """Floating leaves of ``tree`` as ``dtype`` arrays; other leaves unchanged (as arrays)."""
+    return jax.tree.map(lambda a: jnp.asarray(a, _leaf_dtype(a, dtype)), tree)
+
+
+def _check_backend(backend: str, implementation: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown NTK backend {backend!r}; expected one of {list(BACKENDS)}")
+    if implementation not in _IMPLEMENTATION_NAMES:
+        raise ValueError(
+            f"unknown NTK implementation {implementation!r}; expected one of {list(_IMPLEMENTATION_NAMES[:3])}"
+        )
+    if backend == "jax" and implementation != "auto":
+        raise ValueError(
+            f"implementation={implementation!r} selects a neural-tangents implementation; the 'jax' backend has one "
+            f"(Jacobian contraction): leave implementation='auto' or use backend='neural_tangents'"
+        )
+
+
+def _check_inputs(apply_fn: Callable, params: Any, x1: Any, x2: Any | None,
+                  dtype: np.dtype) -> tuple[int, int, int, int]:
+    """Validates shapes (abstractly, in the compute dtype, no compute); returns (n1, n2, out_dim, n_params)."""
+    if not callable(apply_fn):
+        raise ValueError(f"apply_fn must be a callable (params, x) -> (N, d), got {type(apply_fn).__name__}")
+    x1 = jnp.asarray(x1) if not isinstance(x1, jax.ShapeDtypeStruct) else x1
+    if x1.ndim < 1 or x1.shape[0] < 1:
+        raise ValueError(f"x1 must be a non-empty batch (N, ...) of inputs, got shape {tuple(x1.shape)}")
+    if x2 is not None:
+        x2 = jnp.asarray(x2) if not isinstance(x2, jax.ShapeDtypeStruct) else x2
+        if x2.ndim < 1 or x2.shape[0] < 1:
+            raise ValueError(f"x2 must be a non-empty batch (N, ...) of inputs, got shape {tuple(x2.shape)}")
+        if tuple(x2.shape[1:]) != tuple(x1.shape[1:]):
+            raise ValueError(
+                f"x1 and x2 must hold inputs of the same shape: x1 is {tuple(x1.shape)} (inputs "
+                f"{tuple(x1.shape[1:])}), x2 is {tuple(x2.shape)} (inputs {tuple(x2.shape[1:])})"
+            )
+    probe = jax.ShapeDtypeStruct((1, *x1.shape[1:]), dtype)
+    params_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), _leaf_dtype(a, dtype)), params)
+    try:
+        out = jax.eval_shape(apply_fn, params_spec, probe)
+    except Exception as err:  # noqa: BLE001 - re-raised with what was tried
+        raise ValueError(
+            f"apply_fn(params, x) failed on one input of shape {tuple(probe.shape)} ({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.ndim != 2 or out.shape[0] != 1:
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(f"apply_fn must map a batch (N, ...) to one array (N, d); for N = 1 it returned {shape}")
+    n_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
+    if n_params == 0:
+        raise ValueError("params has no entries: there is nothing to differentiate")
+    return int(x1.shape[0]), int(x1.shape[0] if x2 is None else x2.shape[0]), int(out.shape[1]), int(n_params)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Block functions (pure; jit-able).
+
+
+def _jacobian_fn(apply_fn: Callable) -> Callable:
+    """``(params, x: (b, ...)) -> [(b, d * P_l) for each parameter leaf l]``: each example's Jacobian.
+
+    The leaves stay separate arrays: concatenating them into one (b, d * P) matrix costs a second copy of the
+    Jacobian in XLA's temporaries (measured 4.7x the temporary memory for a ResNet-18).
+    """
+
+    def single(params, x):
+        return apply_fn(params, x[None])[0]
+
+    per_example = jax.vmap(jax.jacrev(single), in_axes=(None, 0))
+
+    def jacobian(params, x):
+        return [leaf.reshape(x.shape[0], -1) for leaf in jax.tree.leaves(per_example(params, x))]
+
+    return jacobian
+
+
+def _contract(j1: list[jax.Array], j2: list[jax.Array], out_dim: int) -> jax.Array:
+    """``sum_l j1_l j2_l^T / d`` at full precision (no TF32/bf16 passes on accelerators)."""
+    products = [jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST) for a, b in zip(j1, j2, strict=True)]
+    return sum(products[1:], start=products[0]) / out_dim
+
+
+def _jax_block_fn(apply_fn: Callable, out_dim: int) -> Callable:
+    jacobian = _jacobian_fn(apply_fn)
+
+    def block(params, x1, x2):
+        return _contract(jacobian(params, x1), jacobian(params, x2), out_dim)
+
+    return block
+
+
+def _nt_block_fn(apply_fn: Callable, implementation: str) -> Callable:
+    from stepwise._compat import nt_empirical_ntk_fn
+
+    ntk = nt_empirical_ntk_fn(apply_fn, implementation)
+
+    def block(params, x1, x2):
+        return ntk(x1, x2, params)
+
+    return block
+
+
+def ntk_fn(apply_fn: Callable, *, backend: Backend = "neural_tangents",
+           implementation: str = "auto") -> Callable:
+    """The unblocked kernel as a pure function ``(params, x1: (n1, ...), x2: (n2, ...)) -> (n1, n2)``.
+
+    It can be ``jax.jit``-ed and needs the whole Jacobians of ``x1`` and ``x2`` in memory at once: use
+    :func:`empirical_ntk` for planned, blocked evaluation. ``implementation="auto"`` here means
+    ``"jacobian_contraction"`` for the neural-tangents backend (no cost analysis without concrete shapes).
+
+    Raises:
+      ValueError: unknown backend or implementation, or ``"structured_derivatives"`` (see :mod:`stepwise._compat`).
+    """
+    _check_backend(backend, implementation)
+    if backend == "jax":
+
+        def fn(params, x1, x2):
+            out_dim = jax.eval_shape(apply_fn, params, x1[:1]).shape[1]  # static, also under jit
+            return _jax_block_fn(apply_fn, out_dim)(params, x1, x2)
+
+        return fn
+    return _nt_block_fn(apply_fn, "jacobian_contraction" if implementation == "auto" else implementation)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Planning.
+
+
+@dataclasses.dataclass(frozen=True)
+class NtkPlan:
+    """How :func:`empirical_ntk` will compute one request, and the memory it is estimated to need.
+
+    Attributes:
+      backend, implementation: what computes the blocks (``implementation`` resolved from ``"auto"``).
+      n1, n2, out_dim, n_params: kernel size, the network's output width d and parameter count P.
+      symmetric: ``x2 is None`` (only blocks on and above the diagonal are computed).
+      dtype: compute dtype.
+      block_rows, block_cols: block shape; inputs are padded (by repeating their last row) to whole blocks.
+      jacobian_bytes_per_example: ``d * P * itemsize``, one row of the flattened Jacobian.
+      held_bytes: what the driver holds for the whole request (parameters, padded inputs, the kernel on the host).
+      block_bytes: what computing one block adds (XLA's memory analysis of the compiled block functions: outputs
+        and temporaries, plus the cached row block of the Jacobian for the jax backend).
+      peak_bytes: ``held_bytes + block_bytes``, the estimated peak.
+      budget_bytes: the budget it must fit.
+      n_blocks: number of (row block, column block) pairs computed.
+      jacobian_rows_computed: per-example Jacobians evaluated in total (recomputation included; jax backend, and
+        ``2 * block_rows * block_cols`` per block for neural-tangents' Jacobian contraction).
+      matmul_flops: ``2 * n1 * n2 * P * d``, the matrix-multiply lower bound of ``J1 J2^T`` (half of the
+        off-diagonal blocks are skipped when symmetric; this is the full-kernel figure, as used for FLOP/s).
+    """
+
+    backend: str
+    implementation: str
+    n1: int
+    n2: int
+    out_dim: int
+    n_params: int
+    symmetric: bool
+    dtype: str
+    block_rows: int
+    block_cols: int
+    jacobian_bytes_per_example: int
+    held_bytes: int
+    block_bytes: int
+    peak_bytes: int
+    budget_bytes: int
+    n_blocks: int
+    jacobian_rows_computed: int
+    matmul_flops: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _allocated_bytes(compiled) -> int:
+    """Bytes a compiled XLA executable allocates beyond its arguments: outputs + temporaries."""
+    stats = compiled.memory_analysis()
+    return int(stats.output_size_in_bytes + stats.temp_size_in_bytes)
+
+
+class _Blocks:
+    """Compiles (and caches) the block functions of one request for given block sizes; reports their memory."""
+
+    def __init__(self, apply_fn: Callable, backend: str, implementation: str, out_dim: int, params: Any,
+                 x_shape: tuple[int, ...], dtype: np.dtype):
+        self.backend, self.implementation, self.out_dim = backend, implementation, out_dim
+        self.params_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
+        self.x_shape, self.dtype = tuple(x_shape), dtype
+        self._cache: dict[tuple, Any] = {}
+        if backend == "jax":
+            jacobian = _jacobian_fn(apply_fn)
+            self._fns = {
+                "jacobian": jax.jit(jacobian),
+                "column": jax.jit(lambda p, j_rows, x: _contract(j_rows, jacobian(p, x), out_dim)),
+                "gram": jax.jit(lambda j: _contract(j, j, out_dim)),
+            }
+        else:
+            self._fns = {"block": jax.jit(_nt_block_fn(apply_fn, implementation))}
+
+    def _x(self, b: int) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct((b, *self.x_shape), self.dtype)
+
+    def _j(self, b: int) -> list[jax.ShapeDtypeStruct]:
+        return [jax.ShapeDtypeStruct((b, self.out_dim * math.prod(leaf.shape)), self.dtype)
+                for leaf in jax.tree.leaves(self.params_spec)]
+
+    def compiled(self, name: str, *sizes: int):
+        key = (name, *sizes)
+        if key not in self._cache:
+            p = self.params_spec
+            args = {
+                "jacobian": lambda b: (p, self._x(b)),
+                "column": lambda r, c: (p, self._j(r), self._x(c)),
+                "gram": lambda r: (self._j(r),),
+                "block": lambda r, c: (p, self._x(r), self._x(c)),
+            }[name](*sizes)
+            self._cache[key] = self._fns[name].lower(*args).compile()
+        return self._cache[key]
+
+    def bytes_per_row(self, trial: int) -> float:
+        """Memory per input row of a small trial block: Jacobian rows plus the working memory computing them."""
+        if self.backend != "jax":
+            return _allocated_bytes(self.compiled("block", trial, trial)) / (2 * trial)
+        return _allocated_bytes(self.compiled("jacobian", trial)) / trial
+
+    def block_bytes(self, rows: int, cols: int, *, jacobian_row_bytes: int, symmetric: bool, n1: int,
+                    n2: int) -> int:
+        """Peak bytes added by computing one (rows, cols) block (beyond the request's held arrays)."""
+        if self.backend != "jax":
+            return _allocated_bytes(self.compiled("block", rows, cols))
+        held_rows = rows * jacobian_row_bytes
+        peaks = [_allocated_bytes(self.compiled("jacobian", rows))]
+        if symmetric:
+            peaks.append(held_rows + _allocated_bytes(self.compiled("gram", rows)))
+        if not (symmetric and rows >= n1):  # off-diagonal blocks exist
+            peaks.append(held_rows + _allocated_bytes(self.compiled("column", rows, cols)))
+        return max(peaks)
+
+
+def _largest(limit: int, fits: Callable[[int], bool]) -> int:
+    """Largest b in [1, limit] with fits(b) (fits is monotone decreasing), or 0 if none."""
+    lo, hi = 0, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _plan(apply_fn, params, x1, x2, *, backend, implementation, memory_budget) -> tuple[NtkPlan, _Blocks]:
+    dtype = _compute_dtype(params)
+    n1, n2, out_dim, n_params = _check_inputs(apply_fn, params, x1, x2, dtype)
+    budget = _default_budget() if memory_budget is None else memory_budget
+    if not (isinstance(budget, (int, float)) and budget > 0):
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    budget = int(budget)
+    symmetric = x2 is None
+    itemsize = dtype.itemsize
+    x_shape = tuple(jnp.shape(x1)[1:])
+    params_c = _cast(params, dtype)
+    if backend == "neural_tangents":
+        implementation = _resolve_implementation(apply_fn, params_c, x_shape, dtype, implementation)
+    blocks = _Blocks(apply_fn, backend, implementation, out_dim, params_c, x_shape, dtype)
+    j_row = out_dim * n_params * itemsize
+    x_row = math.prod(x_shape) * itemsize
+
+    def held(rows: int, cols: int) -> int:
+        n1p, n2p = -(-n1 // rows) * rows, -(-n2 // cols) * cols
+        inputs = n1p * x_row + (0 if symmetric else n2p * x_row)
+        return n_params * itemsize + inputs + n1 * n2 * itemsize
+
+    # First guess from a linear model of a small trial block, then refine on the compiled blocks themselves.
+    trial = min(_TRIAL_BLOCK, n1, n2)
+    per_row = max(blocks.bytes_per_row(trial), j_row)
+    sizes = dict(jacobian_row_bytes=j_row, symmetric=symmetric, n1=n1, n2=n2)
+    free = budget - held(1, 1)
+
+    def guess_fits(r: int, c: int) -> bool:
+        cached = r * j_row if backend == "jax" else 0
+        return cached + (r + c) * per_row + r * c * itemsize <= free
+
+    if guess_fits(n1, n2):
+        rows, cols = n1, n2
+    elif symmetric and backend == "jax" and guess_fits(n1, 0):  # the Gram block J J^T alone
+        rows = cols = n1
+    else:
+        cols = min(n2, _MAX_STREAMED_COLUMNS) if backend == "jax" else n2
+        rows = _largest(n1, lambda r: guess_fits(r, cols))
+        if rows < cols:  # square blocks when even the streaming width does not fit next to a larger row block
+            rows = cols = _largest(min(n1, n2), lambda b: guess_fits(b, b))
+    rows, cols = max(rows, 1), max(cols, 1)
+    for _ in range(_MAX_PLAN_REFINEMENTS):
+        need = held(rows, cols) + blocks.block_bytes(rows, cols, **sizes)
+        if need <= budget or (rows == 1 and cols == 1):
+            break
+        rows, cols = max(1, rows * 3 // 4), max(1, cols * 3 // 4)
+    block_bytes = blocks.block_bytes(rows, cols, **sizes)
+    peak = held(rows, cols) + block_bytes
+    if peak > budget:
+        raise ValueError(
+            f"the empirical NTK of {n1} x {n2} inputs does not fit the memory budget of {_gib(budget)} even one "
+            f"block of {rows} x {cols} at a time: that block needs an estimated {_gib(peak)} ({_gib(block_bytes)} "
+            f"for the block, of which {_gib(j_row)} per example is the Jacobian d * P * itemsize = {out_dim} * "
+            f"{n_params} * {itemsize} bytes, plus {_gib(held(rows, cols))} held for parameters, inputs and the "
+            f"kernel). Raise memory_budget, use float32 (disable x64), or a smaller network or output width"
+        )
+    schedule = _schedule(n1, n2, rows, cols, symmetric=symmetric, backend=backend)
+    pairs = sum(len(row) for _, row in schedule)
+    if backend == "jax":
+        jac_rows = len(schedule) * rows + sum(cols for _, row in schedule for _, kind in row if kind == "column")
+    else:
+        jac_rows = pairs * (rows + cols)
+    plan = NtkPlan(
+        backend=backend, implementation=implementation if backend == "neural_tangents" else "jacobian_contraction",
+        n1=n1, n2=n2, out_dim=out_dim, n_params=n_params, symmetric=symmetric, dtype=str(dtype),
+        block_rows=rows, block_cols=cols, jacobian_bytes_per_example=j_row, held_bytes=held(rows, cols),
+        block_bytes=block_bytes, peak_bytes=peak, budget_bytes=budget, n_blocks=pairs,
+        jacobian_rows_computed=jac_rows, matmul_flops=2.0 * n1 * n2 * n_params * out_dim,
+    )
+    return plan, blocks
+
+
+def _resolve_implementation(apply_fn, params, x_shape, dtype, implementation: str) -> str:
+    """A working neural-tangents implementation: the named one, or for "auto" the cheaper of the working ones."""
+    from stepwise._compat import nt_working_implementations
+
+    working = nt_working_implementations()
+    if implementation == "structured_derivatives" or (implementation != "auto" and implementation not in working):
+        raise ValueError(
+            f"neural-tangents implementation {implementation!r} does not work with the JAX in use "
+            f"({jax.__version__}); working implementations: {list(working)} (or 'auto'). "
+            f"See stepwise._compat for why structured derivatives is never used"
+        )
+    if implementation != "auto":
+        return implementation
+    if len(working) == 1:
+        return working[0]
+    x = jax.ShapeDtypeStruct((_TRIAL_BLOCK, *x_shape), dtype)
+    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
+    flops = {}
+    for name in working:
+        cost = jax.jit(_nt_block_fn(apply_fn, name)).lower(spec, x, x).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops[name] = float(cost.get("flops", math.inf))
+    return min(working, key=lambda name: flops[name])
+
+
+def plan_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = None, *,
+             backend: Backend = "neural_tangents", implementation: str = "auto",
+             memory_budget: int | None = None) -> NtkPlan:
+    """The block sizes and estimated peak memory :func:`empirical_ntk` would use for this request (no kernel is
+    computed; the block functions are compiled, which takes seconds for a ResNet).
+
+    ``x1`` and ``x2`` may be arrays or ``jax.ShapeDtypeStruct``. Raises ValueError exactly where
+    :func:`empirical_ntk` would, including when even one block does not fit ``memory_budget``.
+    """
+    _check_backend(backend, implementation)
+    return _plan(apply_fn, params, x1, x2, backend=backend, implementation=implementation,
+                 memory_budget=memory_budget)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The blocked driver.
+
+
+def _schedule(n1: int, n2: int, rows: int, cols: int, *, symmetric: bool,
+              backend: str) -> list[tuple[int, list[tuple[int, str]]]]:
+    """``[(row start, [(column start, kind), ...]), ...]``: the blocks to compute, row block by row block.
+
+    ``kind`` is ``"gram"`` (a diagonal block of a symmetric kernel from the cached row Jacobian alone, jax
+    backend), ``"column"`` (jax backend: the column block's Jacobian against the cached rows) or ``"block"``
+    (neural-tangents: both Jacobians). Blocks entirely below the diagonal of a symmetric kernel are skipped.
+    """
+    out = []
+    for i in range(0, n1, rows):
+        row = []
+        for j in range(0, n2, cols):
+            if symmetric and j + cols <= i:
+                continue
+            if backend != "jax":
+                row.append((j, "block"))
+            else:
+                row.append((j, "gram" if symmetric and (i, rows) == (j, cols) else "column"))
+        out.append((i, row))
+    return out
+
+
+def _pad_rows(x: jax.Array, multiple: int) -> jax.Array:
+    """Pads (n, ...) to a multiple of ``multiple`` rows by repeating the last row (a valid input for any net)."""
+    extra = -x.shape[0] % multiple
+    return x if extra == 0 else jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)], axis=0)
+
+
+def empirical_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = None, *,
+                  backend: Backend = "neural_tangents", implementation: str = "auto",
+                  memory_budget: int | None = None) -> jax.Array:
+    """Empirical NTK averaged over the output dimension, computed in blocks within a memory budget.
+
+    Args:
+      apply_fn: per-example network ``(params, x: (N, ...)) -> (N, d)``, e.g.
+        ``stepwise.models.pure_model(module).apply``.
+      params: pytree of parameter arrays (differentiated).
+      x1: (n1, ...) inputs.
+      x2: (n2, ...) inputs of the same shape, or None for ``x2 = x1`` (then only blocks on and above the diagonal
+        are computed and the result is exactly symmetric).
+      backend: ``"neural_tangents"`` or ``"jax"`` (the project's own Jacobian contraction, the reference).
+      implementation: neural-tangents backend only: ``"auto"``, ``"jacobian_contraction"`` or
+        ``"ntk_vector_products"``.
+      memory_budget: bytes the computation may use (default: ``DEFAULT_BUDGET_FRACTION`` of
+        :func:`available_memory_bytes`); see :func:`plan_ntk`.
+
+    Returns:
+      (n1, n2) ``K[i, j] = (1/d) sum_k <df_k(x1_i)/dtheta, df_k(x2_j)/dtheta>``, float64 when x64 is enabled
+      (parameters and inputs are cast to it), otherwise in the parameters' dtype.
+
+    Raises:
+      ValueError: unknown backend or implementation, ``"structured_derivatives"``, inputs of different shapes or
+        an ``apply_fn`` that does not return (N, d), or a budget too small for even one block (with the numbers);
+        all before any kernel is computed.
+
+    Example:
+      >>> from flax import nnx
+      >>> from stepwise.models import MLP, pure_model
+      >>> pure = pure_model(MLP((2, 2, 1), hidden=(8,), embed_dim=3, rngs=nnx.Rngs(0)))
+      >>> x = jnp.ones((5, 2, 2, 1), jnp.float32)
+      >>> empirical_ntk(pure.apply, pure.params, x, backend="jax").shape
+      (5, 5)
+    """
+    _check_backend(backend, implementation)
+    plan, blocks = _plan(apply_fn, params, x1, x2, backend=backend, implementation=implementation,
+                         memory_budget=memory_budget)
+    dtype = np.dtype(plan.dtype)
+    params = _cast(params, dtype)
+    rows, cols = plan.block_rows, plan.block_cols
+    x1 = _pad_rows(jnp.asarray(x1, dtype), rows)
+    x2 = x1 if x2 is None else _pad_rows(jnp.asarray(x2, dtype), cols)
+    if plan.symmetric and cols != rows:
+        x2 = _pad_rows(x1[: plan.n1], cols)
+    out = np.empty((plan.n1, plan.n2), dtype)
+    for i, row in _schedule(plan.n1, plan.n2, rows, cols, symmetric=plan.symmetric, backend=backend):
+        r_end = min(i + rows, plan.n1)
+        j_rows = blocks.compiled("jacobian", rows)(params, x1[i:i + rows]) if backend == "jax" else None
+        for j, kind in row:
+            c_end = min(j + cols, plan.n2)
+            if kind == "gram":
+                block = blocks.compiled("gram", rows)(j_rows)
+            elif kind == "column":
+                block = blocks.compiled("column", rows, cols)(params, j_rows, x2[j:j + cols])
+            else:
+                block = blocks.compiled("block", rows, cols)(params, x1[i:i + rows], x2[j:j + cols])
+            block = np.asarray(block)[: r_end - i, : c_end - j]
+            out[i:r_end, j:c_end] = block
+            if plan.symmetric:
+                out[j:c_end, i:r_end] = block.T
+        del j_rows
+    if plan.symmetric:  # exact symmetry (diagonal blocks are symmetric only to rounding)
+        out = (out + out.T) / 2
+    return jnp.asarray(out)

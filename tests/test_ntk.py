@@ -1,0 +1,125 @@
+"""stepwise.ntk: the project's Jacobian contraction against an independent forward-mode reference, neural-tangents
+against it, blocking, symmetry, jit, the memory plan and the errors (float64: conftest enables x64)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.flatten_util import ravel_pytree
+
+from stepwise import ntk
+from stepwise.models import MLP, ResNet18, SmallCNN, pure_model
+
+F64 = jnp.float64
+
+
+def make(kind: str, seed: int = 0):
+    """A tiny float64 network of each kind and a few inputs for it."""
+    if kind == "mlp":
+        module = MLP((3, 3, 1), hidden=(7,), embed_dim=5, projector=(4, 3), param_dtype=F64, rngs=nnx.Rngs(seed))
+    elif kind == "cnn":
+        module = SmallCNN((6, 6, 2), channels=(3, 4), embed_dim=3, param_dtype=F64, rngs=nnx.Rngs(seed))
+    else:  # GroupNorm ResNet-18 at width 0.125 on 8x8 images: 175k parameters, d = 2
+        module = ResNet18((8, 8, 3), width=0.125, embed_dim=2, param_dtype=F64, rngs=nnx.Rngs(seed))
+    return pure_model(module), module.input_shape
+
+
+def inputs(shape, n, seed=1):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=(n, *shape)))
+
+
+def reference_ntk(apply_fn, params, x1, x2):
+    """Forward-mode Jacobian of the whole batch w.r.t. the flattened parameters, contracted in NumPy."""
+    flat, unravel = ravel_pytree(params)
+
+    @jax.jit
+    def jac(x):
+        return jax.jacfwd(lambda theta: apply_fn(unravel(theta), x))(flat)  # (n, d, P)
+
+    j1, j2 = np.asarray(jac(x1)), np.asarray(jac(x2))
+    return np.einsum("adp,bdp->ab", j1, j2) / j1.shape[1]
+
+
+def rel(a, b):
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b))))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_jax_backend_matches_forward_mode_reference(kind):
+    pure, shape = make(kind)
+    x1, x2 = inputs(shape, 5), inputs(shape, 3, seed=2)
+    k = ntk.empirical_ntk(pure.apply, pure.params, x1, x2, backend="jax")
+    assert k.shape == (5, 3) and k.dtype == F64
+    assert rel(k, reference_ntk(pure.apply, pure.params, x1, x2)) < 1e-12
+
+
+def test_blocked_equals_unblocked_and_symmetric(rng):
+    pure, shape = make("mlp")
+    x1, x2 = inputs(shape, 11), inputs(shape, 7, seed=3)
+    whole = ntk.plan_ntk(pure.apply, pure.params, x1, x2, backend="jax")
+    assert (whole.block_rows, whole.block_cols, whole.n_blocks) == (11, 7, 1)
+    full = ntk.empirical_ntk(pure.apply, pure.params, x1, x2, backend="jax")
+    # A budget a little above the held arrays forces small blocks (and padded, ragged edges).
+    budget = whole.held_bytes + 3 * whole.jacobian_bytes_per_example * 4
+    small = ntk.plan_ntk(pure.apply, pure.params, x1, x2, backend="jax", memory_budget=budget)
+    assert small.n_blocks > 1 and small.peak_bytes <= budget
+    blocked = ntk.empirical_ntk(pure.apply, pure.params, x1, x2, backend="jax", memory_budget=budget)
+    assert rel(blocked, full) < 1e-13
+    sym = ntk.empirical_ntk(pure.apply, pure.params, x1, backend="jax")
+    sym_blocked = ntk.empirical_ntk(pure.apply, pure.params, x1, backend="jax", memory_budget=budget)
+    np.testing.assert_array_equal(sym, sym.T)
+    assert rel(sym, ntk.empirical_ntk(pure.apply, pure.params, x1, x1, backend="jax")) < 1e-13
+    assert rel(sym_blocked, sym) < 1e-13
+    assert np.all(np.linalg.eigvalsh(np.asarray(sym)) > -1e-10)  # a Gram matrix
+
+
+def test_eager_equals_jit_of_the_pure_kernel():
+    pure, shape = make("mlp")
+    x1, x2 = inputs(shape, 4), inputs(shape, 3, seed=2)
+    fn = ntk.ntk_fn(pure.apply, backend="jax")
+    eager = fn(pure.params, x1, x2)
+    jitted = jax.jit(fn)(pure.params, x1, x2)
+    blocked = ntk.empirical_ntk(pure.apply, pure.params, x1, x2, backend="jax")
+    assert rel(jitted, eager) < 1e-13 and rel(blocked, eager) < 1e-13
+
+
+def test_float32_params_give_float64_kernel_under_x64():
+    module = MLP((2, 2, 1), hidden=(6,), embed_dim=3, rngs=nnx.Rngs(0))  # float32 parameters
+    pure = pure_model(module)
+    x = jnp.ones((3, 2, 2, 1), jnp.float32)
+    k = ntk.empirical_ntk(pure.apply, pure.params, x, backend="jax")
+    assert k.dtype == F64 and ntk.plan_ntk(pure.apply, pure.params, x, backend="jax").dtype == "float64"
+
+
+def test_errors_before_compute():
+    pure, shape = make("mlp")
+    x = inputs(shape, 4)
+    with pytest.raises(ValueError, match="unknown NTK backend"):
+        ntk.empirical_ntk(pure.apply, pure.params, x, backend="torch")
+    with pytest.raises(ValueError, match="unknown NTK implementation"):
+        ntk.empirical_ntk(pure.apply, pure.params, x, implementation="fastest")
+    with pytest.raises(ValueError, match="the 'jax' backend has one"):
+        ntk.empirical_ntk(pure.apply, pure.params, x, backend="jax", implementation="ntk_vector_products")
+    with pytest.raises(ValueError, match="same shape"):
+        ntk.empirical_ntk(pure.apply, pure.params, x, inputs((4, 4, 1), 2), backend="jax")
+    with pytest.raises(ValueError, match="failed on one input"):
+        ntk.empirical_ntk(pure.apply, pure.params, inputs((4, 4, 1), 2), backend="jax")
+    with pytest.raises(ValueError, match=r"\(N, d\)"):
+        ntk.empirical_ntk(lambda p, x: pure.apply(p, x)[:, 0], pure.params, x, backend="jax")
+    with pytest.raises(ValueError, match="non-empty"):
+        ntk.empirical_ntk(pure.apply, pure.params, x[:0], backend="jax")
+    with pytest.raises(ValueError, match=r"does not fit the memory budget .* d \* P \* itemsize = 3 \*"):
+        ntk.empirical_ntk(pure.apply, pure.params, x, backend="jax", memory_budget=1000)
+    with pytest.raises(ValueError, match="positive number of bytes"):
+        ntk.plan_ntk(pure.apply, pure.params, x, backend="jax", memory_budget=-1)
+
+
+def test_default_budget_is_a_fraction_of_available_memory():
+    pure, shape = make("mlp")
+    plan = ntk.plan_ntk(pure.apply, pure.params, inputs(shape, 3), backend="jax")
+    available = ntk.available_memory_bytes()
+    assert 0 < plan.budget_bytes <= available
+    assert plan.budget_bytes == pytest.approx(ntk.DEFAULT_BUDGET_FRACTION * available, rel=0.2)
+    assert plan.matmul_flops == 2 * 3 * 3 * plan.n_params * plan.out_dim
+    assert plan.jacobian_bytes_per_example == plan.out_dim * plan.n_params * 8
