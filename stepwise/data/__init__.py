@@ -23,6 +23,15 @@ from stepwise.data.datasets import (
     load_patches,
     load_stl10,
 )
+from stepwise.data.hltm import (
+    HLTM,
+    HLTMViews,
+    hltm_from_polarities,
+    make_hltm,
+    path_polarities,
+    sample_latents,
+    sample_views,
+)
 
 __all__ = [
     "DATASETS",
@@ -30,18 +39,25 @@ __all__ = [
     "Augmentation",
     "DataNotFoundError",
     "Dataset",
+    "HLTM",
+    "HLTMViews",
     "augment_batch",
     "color_jitter",
     "crop",
     "gaussian_noise",
+    "hltm_from_polarities",
     "load_cifar10",
     "load_dataset",
     "load_images",
     "load_digits",
     "load_patches",
     "load_stl10",
+    "make_hltm",
     "make_pairs",
+    "path_polarities",
     "random_crop",
     "random_flip",
     "random_shift",
+    "sample_latents",
+    "sample_views",
 ]
