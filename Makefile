@@ -7,7 +7,7 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test test-slow reproduce fig-linear fig-deep report bench bench-train clean help
+.PHONY: install test test-slow reproduce fig-linear fig-deep fig-noncontrastive-linear report bench bench-train clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
@@ -15,6 +15,7 @@ help:
 	@echo "make install     create/refresh .venv with stepwise and its test tools"
 	@echo "make fig-linear  Simon et al. 2023 Fig. 1A/B (linear Barlow Twins) on patches and digits"
 	@echo "make fig-deep    Simon et al. 2023 Fig. 1C/D: MLP on digits with Barlow Twins, SimCLR, VICReg"
+	@echo "make fig-noncontrastive-linear  Tian et al. 2021: linear BYOL/SimSiam theory checks A1-A9"
 	@echo "make report      rebuild reports/index.html from $(RUNS)/*/results.json"
 	@echo "make bench       timing benchmarks -> bench/*.json"
 	@echo "make bench-train time per training step, JAX vs PyTorch (installs torch, bench-only) -> bench/bench_train.json"
@@ -43,10 +44,13 @@ fig-deep: $(STAMP)
 	$(VENV)/bin/stepwise run stepwise_deep --loss simclr --out $(RUNS)/stepwise_deep_simclr
 	$(VENV)/bin/stepwise run stepwise_deep --loss vicreg --out $(RUNS)/stepwise_deep_vicreg
 
+fig-noncontrastive-linear: $(STAMP)
+	$(VENV)/bin/stepwise run noncontrastive_linear --out $(RUNS)/noncontrastive_linear
+
 report: $(STAMP)
 	$(VENV)/bin/stepwise report --runs $(RUNS) --out reports/index.html
 
-reproduce: fig-linear fig-deep
+reproduce: fig-linear fig-deep fig-noncontrastive-linear
 	$(MAKE) --no-print-directory report
 
 bench: $(STAMP)

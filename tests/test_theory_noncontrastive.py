@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.noncontrastive_linear.config import FIXED_POINT_TABLE
 from stepwise.theory import noncontrastive as nc
 
 N1, N2 = 5, 3
@@ -257,14 +258,7 @@ def test_basins_on_the_parabola():
 # ----------------------------------------------------------------------------------------------------------------
 # Fixed points and thresholds.
 
-NOTE_TABLE = [  # theory note A5: tau, sigma2, eta, p_-, p_+
-    (1.0, 0.5, 0.0, 0.0, 0.66667),
-    (1.0, 0.5, 0.01, 0.01015, 0.65651),
-    (1.0, 0.5, 0.04, 0.04274, 0.62393),
-    (1.0, 0.5, 0.05, 0.05445, 0.61222),
-    (1.0, 0.0, 0.01, 0.01010, 0.98990),
-    (0.5, 0.5, 0.04, 0.13333, 0.20000),
-]
+NOTE_TABLE = FIXED_POINT_TABLE  # theory note A5: (tau, sigma2, eta, p_-, p_+), the experiment checks the same rows
 
 
 @pytest.mark.parametrize("tau,sigma2,eta,pm,pp", NOTE_TABLE)

@@ -1,0 +1,131 @@
+"""Configuration of the linear non-contrastive experiment (Tian, Chen & Ganguli 2021; theory note tian2021, A1-A9).
+
+Command:   make fig-noncontrastive-linear   (or `stepwise run noncontrastive_linear --out DIR`)
+Runtime:   about 25 s of CPU (54 s wall on a 2-core machine shared with other jobs), most of it compiling the two
+           diffrax solvers; results.json records the wall time. smoke(): about 15 s, also mostly compilation.
+Verdict:   every toy-model check passes: Theorem 1's invariant to 1e-6 relative, Theorem 2's decay bound,
+           Theorem 3's commutator bound, the per-mode integral and the aligned reduction to 1e-8, the note's table
+           of fixed points to 1e-4 and the basins around p_-, non-collapse above the parabola at eta = 0, the
+           full matrix model's limit (aligned, symmetric W_p, tau -> 1, modes at p_+ or 0), cos(W_a, W) >= 0.9 and
+           the vanishing asymmetric part of W_p.
+
+Values the paper does not state (note section 7.11) are fields here and go to results.json: the dimensions,
+sigma2 of Figs. 3/5/8, the initial scales, the horizons and the seeds. The matrix-model settings of A7 are the
+note's derived reference (n1 = 16, n2 = 8, sigma2 = 0.5, eta = 0.04, alpha_p = 1, beta = 0.4, W_a(0) = 0,
+init scale 0.1/sqrt(n)); Fig. 7's (sigma = 0.03, eta in {0, 0.01, 0.1}, 10 runs) for A8.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+# Theory note section 5, A5: (tau, sigma2, eta, p_minus, p_plus), [derived] reference values to 5 decimals.
+FIXED_POINT_TABLE = (
+    (1.0, 0.5, 0.0, 0.0, 0.66667),
+    (1.0, 0.5, 0.01, 0.01015, 0.65651),
+    (1.0, 0.5, 0.04, 0.04274, 0.62393),
+    (1.0, 0.5, 0.05, 0.05445, 0.61222),
+    (1.0, 0.0, 0.01, 0.01010, 0.98990),
+    (0.5, 0.5, 0.04, 0.13333, 0.20000),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoncontrastiveLinearConfig:
+    """The linear BYOL/SimSiam model of Tian et al. 2021 integrated by diffrax and checked against the theory.
+
+    Attributes:
+      n1, n2: input and representation dimensions (W is n2 x n1, W_p is n2 x n2); n2 <= n1.
+      sigma2: isotropic augmentation variance (X = I, X' = sigma2 I) for A2, A3, A7, A9 and the per-mode runs.
+      eta, alpha_p, beta: weight decay, predictor learning-rate ratio and EMA rate of the full BYOL run (A7) and
+        of the aligned run; eta must be below the collapse threshold 1 / (4 (1 + sigma2)).
+      init_scale: W(0), W_p(0) entries ~ N(0, init_scale^2 / n) for A7 (the note: 0.1).
+      seeds: A7 runs (independent initialisations).
+      t_invariant, t_decay, t_align, t_long, t_modes: horizons of A1, A2, A3, A7/A9 and the per-mode runs.
+      n_save: save times per trajectory (every matrix run uses the same count, so one solver compilation).
+      ema_sigma, ema_etas, ema_betas, ema_seeds, ema_time: A8 (Fig. 7): sigma, weight decays, EMA rates and runs.
+      asym_etas, asym_tau: A9 (Fig. 8): weight decays and the constant tau.
+      align_eta, align_tau: A3: weight decay and constant tau (1.5 eta > tau^2 / (4 (1 + sigma2)) makes K
+        positive definite along any trajectory, the theorem's hypothesis).
+      portrait_etas: weight decays of the phase-portrait figure (tau = 1, alpha_p = 1, sigma2 as above).
+      solver, rtol, atol: diffrax solver and step-size control.
+      seed: base seed of every initialisation.
+    """
+
+    n1: int = 16
+    n2: int = 8
+    sigma2: float = 0.5
+    eta: float = 0.04
+    alpha_p: float = 1.0
+    beta: float = 0.4
+    init_scale: float = 0.1
+    seeds: int = 3
+    t_invariant: float = 50.0
+    t_decay: float = 10.0
+    t_align: float = 60.0
+    t_long: float = 2000.0
+    t_modes: float = 5000.0
+    n_save: int = 201
+    ema_sigma: float = 0.03
+    ema_etas: tuple[float, ...] = (0.0, 0.01, 0.1)
+    ema_betas: tuple[float, ...] = (0.4, 1.0)
+    ema_seeds: int = 5
+    ema_time: float = 300.0
+    asym_etas: tuple[float, ...] = (0.001, 0.01, 0.05)
+    asym_tau: float = 1.0
+    align_eta: float = 0.12
+    align_tau: float = 1.0
+    portrait_etas: tuple[float, ...] = (0.0, 0.01, 0.04, 0.2)
+    solver: Literal["tsit5", "dopri5", "dopri8"] = "tsit5"
+    rtol: float = 1e-10
+    atol: float = 1e-12
+    seed: int = 0
+
+    def __post_init__(self):
+        errors = []
+        if self.n1 < 1 or not 1 <= self.n2 <= self.n1:
+            errors.append(f"need 1 <= n2 <= n1 (got n1 = {self.n1}, n2 = {self.n2})")
+        if not self.sigma2 >= 0:
+            errors.append(f"sigma2 must be >= 0 (got {self.sigma2})")
+        if not self.eta >= 0:
+            errors.append(f"eta must be >= 0 (got {self.eta})")
+        elif self.eta >= 1.0 / (4.0 * (1.0 + self.sigma2)):
+            errors.append(f"eta = {self.eta} is at or above the collapse threshold 1/(4(1+sigma2)) = "
+                          f"{1.0 / (4.0 * (1.0 + self.sigma2)):.6g}: every mode of the A7 run would collapse")
+        if not self.alpha_p > 0:
+            errors.append(f"alpha_p must be > 0 (got {self.alpha_p})")
+        if not 0 < self.beta <= 1:
+            errors.append(f"beta (EMA rate) must be in (0, 1] (got {self.beta})")
+        if any(not 0 < b <= 1 for b in self.ema_betas) or not self.ema_betas:
+            errors.append(f"ema_betas must be a non-empty tuple of values in (0, 1] (got {self.ema_betas})")
+        for name in ("ema_etas", "asym_etas", "portrait_etas"):
+            values = getattr(self, name)
+            if not values or any(not (math.isfinite(v) and v >= 0) for v in values):
+                errors.append(f"{name} must be a non-empty tuple of finite values >= 0 (got {values})")
+        if any(e == 0 for e in self.asym_etas):
+            errors.append("asym_etas must be > 0 (the asymmetric part decays through weight decay)")
+        if not self.init_scale > 0:
+            errors.append(f"init_scale must be > 0 (got {self.init_scale})")
+        if self.seeds < 1 or self.ema_seeds < 1:
+            errors.append(f"seeds and ema_seeds must be >= 1 (got {self.seeds}, {self.ema_seeds})")
+        for name in ("t_invariant", "t_decay", "t_align", "t_long", "t_modes", "ema_time"):
+            if not getattr(self, name) > 0:
+                errors.append(f"{name} must be > 0 (got {getattr(self, name)})")
+        if self.n_save < 3:
+            errors.append(f"n_save must be >= 3 (got {self.n_save})")
+        if not (self.asym_tau > 0 and self.align_tau > 0):
+            errors.append(f"asym_tau and align_tau must be > 0 (got {self.asym_tau}, {self.align_tau})")
+        if not self.align_eta >= 0:
+            errors.append(f"align_eta must be >= 0 (got {self.align_eta})")
+        if not (self.rtol > 0 and self.atol > 0):
+            errors.append(f"rtol and atol must be > 0 (got {self.rtol}, {self.atol})")
+        if errors:
+            raise ValueError("invalid noncontrastive_linear config: " + "; ".join(errors))
+
+    @classmethod
+    def smoke(cls) -> "NoncontrastiveLinearConfig":
+        """A seconds-long run used by the tests (plus ~10 s of solver compilation): small n, few runs."""
+        return cls(n1=6, n2=4, seeds=1, t_long=800.0, n_save=101, ema_seeds=2, ema_etas=(0.0, 0.1),
+                   ema_betas=(0.4,), ema_time=100.0, asym_etas=(0.01, 0.05), portrait_etas=(0.0, 0.04, 0.2))

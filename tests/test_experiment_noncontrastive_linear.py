@@ -1,0 +1,111 @@
+"""The noncontrastive_linear experiment end to end (smoke config through the CLI), its results.json contract, its
+real check values, and settings that must make checks fail or be refused."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.noncontrastive_linear import NoncontrastiveLinearConfig
+from experiments.noncontrastive_linear.run import DATA, _a1_invariant, _a3_alignment, run
+from stepwise import cli, io
+
+REQUIRED_CHECKS = {
+    "a1_invariant_rel_error", "a2_decay_bound_ratio", "a2_lambda_min_H", "a2_exact_decay_rel_error",
+    "a3_commutator_identity", "a3_lambda0", "a3_commutator_bound_ratio", "a3_alignment_cos_min",
+    "a4_mode_integral_error", "a4_aligned_reduction_error", "a5_final_on_parabola", "a5_fixed_point_table_error",
+    "a5_basin_grow_error", "a5_basin_collapse_max", "a5_above_threshold_collapse_max", "a6_min_s_over_c",
+    "a6_limit_error", "a7_commutator_rel", "a7_asymmetry", "a7_tau_error", "a7_mode_limit_error",
+    "a7_parabola_error", "a7_survivors_min", "a8_cos_wa_w_min", "a9_asymmetric_part_rel",
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "noncontrastive_linear_smoke"
+    assert cli.main(["run", "noncontrastive_linear", "--smoke", "--out", str(out)]) == 0
+    return out, io.load_results(out)
+
+
+def test_smoke_run_passes_every_check(smoke_run):
+    _, res = smoke_run
+    for c in res["checks"]:
+        assert c["passed"], f"{c['name']} = {c['value']} (needs {c['op']} {c['threshold']})"
+    assert res["passed"] is True
+    assert {c["name"] for c in res["checks"]} == REQUIRED_CHECKS
+
+
+def test_check_values_are_the_theory_holding(smoke_run):
+    """The values themselves, well inside the thresholds: the theory holds to solver accuracy."""
+    _, res = smoke_run
+    v = {c["name"]: c["value"] for c in res["checks"]}
+    assert v["a1_invariant_rel_error"] < 1e-9  # Theorem 1 to ~1e-11 at rtol 1e-10
+    assert v["a3_commutator_identity"] < 1e-13  # an algebraic identity: round-off
+    assert 0 < v["a2_decay_bound_ratio"] < 1 and 0 < v["a3_commutator_bound_ratio"] < 1
+    assert v["a5_fixed_point_table_error"] < 5.1e-6  # the note's table is rounded to 5 decimals
+    assert v["a5_basin_grow_error"] < 1e-8 and v["a5_basin_collapse_max"] < 1e-8
+    assert v["a7_mode_limit_error"] < 1e-8 and v["a7_survivors_min"] >= 1
+    assert 0.9 < v["a8_cos_wa_w_min"] < 1.0
+    summary = res["summary"]
+    # Controls: without stop-gradient or with a symmetrised predictor, Theorem 1's matrix is not conserved.
+    controls = summary["a1_invariant_max_rel_error"]
+    assert controls["control_no_stopgrad"] > 1e-3 and controls["control_symmetrised"] > 1e-3
+
+
+def test_results_json_contract_and_figures(smoke_run):
+    out, res = smoke_run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk == res
+    for c in on_disk["checks"]:
+        assert {"name", "value", "threshold", "passed", "op", "reason", "description"} <= set(c)
+        assert c["reason"]
+    assert on_disk["config"]["n1"] == 6 and on_disk["config"]["n2"] == 4
+    assert on_disk["versions"]["jax"] and on_disk["wall_time_s"] > 0
+    assert on_disk["figures"] == ["phase_portrait.png", "eigenvalues.png", "theorems.png"]
+    for name in on_disk["figures"]:
+        assert (out / name).stat().st_size > 20_000
+    data = io.load_npz(out / DATA)
+    assert data["pp_field"].shape[:2] == (3, 2) and data["a7_s"].shape == data["a7_p"].shape
+    assert not list(out.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_loose_solver_fails_the_invariant_check():
+    """A solver tolerance far too loose for Theorem 1's 1e-6 must show up as a failed check (same code path)."""
+    cfg = dataclasses.replace(NoncontrastiveLinearConfig.smoke(), rtol=1e-3, atol=1e-6)
+    with jax.enable_x64(True):
+        (check,) = _a1_invariant(cfg, {}, {})
+    assert check.name == "a1_invariant_rel_error"
+    assert not check.passed and check.value > 1e-6
+
+
+def test_checks_fail_when_theory_preconditions_fail():
+    """Without weight decay and with a large tau, Theorem 3's K is not positive definite: the lambda0 check says so."""
+    cfg = dataclasses.replace(NoncontrastiveLinearConfig.smoke(), align_eta=0.0, align_tau=2.0)
+    with jax.enable_x64(True):
+        checks = {c.name: c for c in _a3_alignment(cfg, {}, {})}
+    assert not checks["a3_lambda0"].passed and checks["a3_lambda0"].value < 0
+    assert checks["a3_commutator_identity"].passed  # the identity itself holds for any eta
+
+
+def test_config_validation():
+    bad = [dict(eta=0.2), dict(eta=-0.01), dict(beta=0.0), dict(beta=1.5), dict(n2=20), dict(ema_betas=(2.0,)),
+           dict(asym_etas=(0.0,)), dict(n_save=2), dict(rtol=0.0), dict(t_long=-1.0)]
+    for kwargs in bad:
+        with pytest.raises(ValueError, match="invalid noncontrastive_linear config"):
+            NoncontrastiveLinearConfig(**kwargs)
+    with pytest.raises(ValueError, match="collapse threshold"):
+        NoncontrastiveLinearConfig(eta=0.17)
+
+
+def test_listed_in_cli(capsys):
+    assert cli.main(["list"]) == 0
+    assert "noncontrastive_linear" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_full_default_config_passes(tmp_path):
+    res = run(NoncontrastiveLinearConfig(), tmp_path)
+    assert res["passed"], [c for c in res["checks"] if not c["passed"]]
+    assert np.isfinite(res["wall_time_s"]) and res["wall_time_s"] < 300
