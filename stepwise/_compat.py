@@ -10,17 +10,56 @@ Current entries:
       float64 under strict promotion.
   The standard rules give the intended dtypes in both cases; our own code stays under the caller's setting.
 
-The neural-tangents import shim (see its issue) belongs here too.
+- :func:`import_neural_tangents`: neural-tangents 0.6.5 (the last release, Dec 2023) on current JAX without
+  TensorFlow. As released, ``import neural_tangents`` fails for two reasons:
+    * its package ``__init__`` imports ``neural_tangents.experimental``, whose TensorFlow-backed NTK imports
+      ``jax.experimental.jax2tf`` and so TensorFlow (a 500 MB dependency we never use): a stub module is put in
+      its place (importing it explains why; nothing of it is used);
+    * its ``_src/empirical.py`` and ``_src/utils/rules.py`` import names that have left ``jax.core`` (``Jaxpr``,
+      ``JaxprEqn``, ``Literal``, ``Var``, ``Primitive``: now in ``jax.extend.core``), the module ``jax.util``
+      (``safe_map``, ``safe_zip``: removed) and ``jax.interpreters.ad.zeros_like_p`` (removed). While
+      neural-tangents is being imported, and only then, the missing ``jax.core`` names are aliased to their
+      ``jax.extend.core`` versions, a stand-in ``jax.util`` with our own ``safe_map`` / ``safe_zip`` (``map`` /
+      ``zip`` that insist on equal lengths) is installed, and ``zeros_like_p`` is a placeholder primitive that
+      only serves as a key of neural-tangents' structured-derivative rule table. Everything is restored after the
+      import (neural-tangents keeps the names it bound), so no other library sees a modified JAX.
+  What this gives and what it does not (probed by :func:`nt_working_implementations`, tested in
+  ``tests/test_compat.py``): ``empirical_ntk_fn`` with ``JACOBIAN_CONTRACTION`` and ``NTK_VECTOR_PRODUCTS`` and
+  the ``stax`` infinite-width kernels work; ``STRUCTURED_DERIVATIVES`` (which rewrites jaxprs with JAX's internal
+  transpose rules) fails on current JAX, and so does neural-tangents' ``AUTO``, which tries all three:
+  :mod:`stepwise.ntk` never selects either.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+import sys
+import types
+import warnings
+from collections.abc import Callable, Iterator
 
 import jax
 
-__all__ = ["standard_dtype_promotion"]
+__all__ = [
+    "NT_IMPLEMENTATIONS",
+    "SUPPORTED_JAX",
+    "import_neural_tangents",
+    "nt_empirical_ntk_fn",
+    "nt_working_implementations",
+    "standard_dtype_promotion",
+]
+
+# The JAX versions on which the neural-tangents shim is supported (pyproject.toml states the same range): from the
+# project's lower bound to the newest minor release it was tested on. Tested: 0.10.2.
+SUPPORTED_JAX = ((0, 6), (0, 11))
+NT_VERSION = "0.6.5"
+# neural-tangents' NtkImplementation members by the names stepwise uses.
+NT_IMPLEMENTATIONS = {
+    "jacobian_contraction": "JACOBIAN_CONTRACTION",
+    "ntk_vector_products": "NTK_VECTOR_PRODUCTS",
+    "structured_derivatives": "STRUCTURED_DERIVATIVES",
+}
 
 
 @contextlib.contextmanager
@@ -28,3 +67,163 @@ def standard_dtype_promotion() -> Iterator[None]:
     """Run a third-party call under JAX's standard dtype promotion, whatever the caller's setting."""
     with jax.numpy_dtype_promotion("standard"):
         yield
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# neural-tangents 0.6.5 on current JAX, without TensorFlow.
+
+
+def _jax_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in jax.__version__.split(".")[:2] if part.isdigit())
+
+
+def _supported_range() -> str:
+    (lo_major, lo_minor), (hi_major, hi_minor) = SUPPORTED_JAX
+    return f"jax>={lo_major}.{lo_minor},<{hi_major}.{hi_minor}"
+
+
+def _safe_map(f: Callable, *iterables):
+    lists = [list(it) for it in iterables]
+    if len({len(x) for x in lists}) > 1:
+        raise ValueError(f"safe_map: lengths differ: {[len(x) for x in lists]}")
+    return list(map(f, *lists))
+
+
+def _safe_zip(*iterables):
+    lists = [list(it) for it in iterables]
+    if len({len(x) for x in lists}) > 1:
+        raise ValueError(f"safe_zip: lengths differ: {[len(x) for x in lists]}")
+    return list(zip(*lists))
+
+
+def _experimental_stub() -> types.ModuleType:
+    stub = types.ModuleType("neural_tangents.experimental")
+    stub.__doc__ = "Placeholder installed by stepwise._compat: the real module needs TensorFlow."
+
+    def __getattr__(name):
+        raise ImportError(
+            f"neural_tangents.experimental.{name} needs TensorFlow, which stepwise does not install; "
+            f"stepwise.ntk uses neural-tangents' JAX implementations only"
+        )
+
+    stub.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    return stub
+
+
+@contextlib.contextmanager
+def _nt_import_shims() -> Iterator[None]:
+    """Temporarily gives JAX the names neural-tangents 0.6.5 imports (see the module docstring)."""
+    import jax.core
+    import jax.extend.core
+    import jax.interpreters.ad
+
+    restore: list[Callable[[], None]] = []
+
+    def alias(module, name, value):
+        if name not in vars(module):
+            setattr(module, name, value)
+            restore.append(lambda: delattr(module, name))
+
+    try:
+        for name in ("Jaxpr", "JaxprEqn", "Literal", "Var", "Primitive"):
+            alias(jax.core, name, getattr(jax.extend.core, name))
+        alias(jax.interpreters.ad, "zeros_like_p", jax.extend.core.Primitive("zeros_like"))
+        if "jax.util" not in sys.modules:
+            try:
+                import jax.util  # noqa: F401  (older JAX still has it)
+            except ImportError:
+                util = types.ModuleType("jax.util")
+                util.safe_map, util.safe_zip = _safe_map, _safe_zip
+                sys.modules["jax.util"] = util
+                restore.append(lambda: sys.modules.pop("jax.util", None))
+        sys.modules.setdefault("neural_tangents.experimental", _experimental_stub())
+        yield
+    finally:
+        for undo in reversed(restore):
+            undo()
+
+
+def import_neural_tangents() -> types.ModuleType:
+    """``import neural_tangents`` (0.6.5) on the JAX in use, without TensorFlow.
+
+    Raises:
+      ImportError: JAX outside :data:`SUPPORTED_JAX` (the message gives the range), or neural-tangents missing
+        (the message gives the install command: ``make install`` installs it without its TensorFlow requirement).
+    """
+    version = _jax_version()
+    lo, hi = SUPPORTED_JAX
+    if not lo <= version < hi:
+        raise ImportError(
+            f"stepwise's neural-tangents {NT_VERSION} shim supports {_supported_range()}, but jax "
+            f"{jax.__version__} is installed; use the 'jax' NTK backend or a JAX in that range"
+        )
+    if "neural_tangents" in sys.modules and "neural_tangents.stax" in sys.modules:
+        return sys.modules["neural_tangents"]
+    try:
+        with _nt_import_shims():
+            import neural_tangents
+    except ModuleNotFoundError as err:
+        if err.name not in (None, "neural_tangents"):
+            raise
+        raise ImportError(
+            f"neural-tangents is not installed: `make install`, or `{sys.executable} -m pip install --no-deps "
+            f"neural-tangents=={NT_VERSION} frozendict` (without --no-deps pip would install TensorFlow)"
+        ) from err
+    return neural_tangents
+
+
+def nt_empirical_ntk_fn(apply_fn: Callable, implementation: str) -> Callable:
+    """``neural_tangents.empirical_ntk_fn`` for a per-example ``apply_fn(params, x) -> (N, d)``, averaged over d.
+
+    Returns ``ntk(x1, x2, params) -> (n1, n2)`` (``trace_axes=(-1,)``: the trace over the output axis divided by
+    its size; ``vmap_axes=0``: examples are independent, which makes the Jacobians per example).
+    """
+    nt = import_neural_tangents()
+    if implementation not in NT_IMPLEMENTATIONS:
+        raise ValueError(f"unknown neural-tangents implementation {implementation!r}; one of {list(NT_IMPLEMENTATIONS)}")
+    member = getattr(nt.NtkImplementation, NT_IMPLEMENTATIONS[implementation])
+    fn = nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), vmap_axes=0, implementation=member)
+
+    def ntk(x1, x2, params):
+        # NTK_VECTOR_PRODUCTS calls jnp.size on a jax.ShapeDtypeStruct, deprecated in JAX 0.10 ("In a future JAX
+        # release this will be an error": one reason for the upper bound of SUPPORTED_JAX). Only that warning is
+        # silenced, and only inside neural-tangents' call; its internal dtype mixing gets the standard rules.
+        with warnings.catch_warnings(), standard_dtype_promotion():
+            warnings.filterwarnings("ignore", message="size requires ndarray or scalar arguments",
+                                    category=DeprecationWarning)
+            return fn(x1, x2, params)
+
+    return ntk
+
+
+@functools.cache
+def nt_working_implementations() -> tuple[str, ...]:
+    """The neural-tangents NTK implementations that compute the right kernel with the JAX in use, probed once.
+
+    Each implementation computes the NTK of a tiny two-layer tanh network on 3 x 2 inputs; it works if that
+    neither raises nor differs from the Jacobian contraction computed directly with ``jax.jacrev`` by more than
+    1e-5 relative. ``structured_derivatives`` is probed like the others but never returned: it fails on JAX >= 0.7
+    and stepwise never selects it even where the probe passes.
+    """
+    import jax.numpy as jnp
+
+    key1, key2, key3 = jax.random.split(jax.random.key(0), 3)
+    params = {"w1": jax.random.normal(key1, (2, 5)), "w2": jax.random.normal(key2, (5, 3))}
+    x = jax.random.normal(key3, (3, 2))
+
+    def f(p, x):
+        return jnp.tanh(x @ p["w1"]) @ p["w2"]
+
+    jac = jax.vmap(jax.jacrev(lambda p, xi: f(p, xi[None])[0]), in_axes=(None, 0))(params, x)
+    flat = jnp.concatenate([leaf.reshape(3, -1) for leaf in jax.tree.leaves(jac)], axis=1)
+    expected = flat @ flat.T / 3
+    working = []
+    for name in NT_IMPLEMENTATIONS:
+        try:
+            got = nt_empirical_ntk_fn(f, name)(x, None, params)
+            ok = bool(jnp.max(jnp.abs(got - expected)) <= 1e-5 * jnp.max(jnp.abs(expected)))
+        except Exception:  # noqa: BLE001 - any failure means "does not work here"
+            ok = False
+        if ok and name != "structured_derivatives":
+            working.append(name)
+    return tuple(working)

@@ -71,8 +71,13 @@ DEFAULT_BUDGET_FRACTION = 0.5
 # matrix product, small enough to leave the memory to the cached row block (whose size sets how often the column
 # Jacobians are recomputed).
 _MAX_STREAMED_COLUMNS = 64
-# Trial block size for measuring the per-example working memory of a compiled block function.
-_TRIAL_BLOCK = 4
+# Trial block size for measuring the per-example working memory of a compiled block function (a request of at most
+# this many rows and columns compiles its blocks once).
+_TRIAL_BLOCK = 8
+# Compiled block functions of the most recent requests, reused by requests of the same function, shapes and dtype
+# (e.g. the NTK tracked along training).
+_CACHE_SIZE = 8
+_BLOCKS_CACHE: dict[tuple, Any] = {}
 _MAX_PLAN_REFINEMENTS = 6
 
 
@@ -134,6 +139,12 @@ def _check_backend(backend: str, implementation: str) -> None:
     if implementation not in _IMPLEMENTATION_NAMES:
         raise ValueError(
             f"unknown NTK implementation {implementation!r}; expected one of {list(_IMPLEMENTATION_NAMES[:3])}"
+        )
+    if implementation == "structured_derivatives":
+        raise ValueError(
+            "neural-tangents' 'structured_derivatives' implementation does not work with current JAX (it rewrites "
+            "jaxprs with JAX internals that have changed; see stepwise._compat) and is never used: choose "
+            "'jacobian_contraction', 'ntk_vector_products' or 'auto'"
         )
     if backend == "jax" and implementation != "auto":
         raise ValueError(
@@ -341,11 +352,11 @@ class _Blocks:
             self._cache[key] = self._fns[name].lower(*args).compile()
         return self._cache[key]
 
-    def bytes_per_row(self, trial: int) -> float:
+    def bytes_per_row(self, rows: int, cols: int) -> float:
         """Memory per input row of a small trial block: Jacobian rows plus the working memory computing them."""
         if self.backend != "jax":
-            return _allocated_bytes(self.compiled("block", trial, trial)) / (2 * trial)
-        return _allocated_bytes(self.compiled("jacobian", trial)) / trial
+            return _allocated_bytes(self.compiled("block", rows, cols)) / (rows + cols)
+        return _allocated_bytes(self.compiled("jacobian", rows)) / rows
 
     def block_bytes(self, rows: int, cols: int, *, jacobian_row_bytes: int, symmetric: bool, n1: int,
                     n2: int) -> int:
@@ -384,9 +395,17 @@ def _plan(apply_fn, params, x1, x2, *, backend, implementation, memory_budget) -
     itemsize = dtype.itemsize
     x_shape = tuple(jnp.shape(x1)[1:])
     params_c = _cast(params, dtype)
-    if backend == "neural_tangents":
-        implementation = _resolve_implementation(apply_fn, params_c, x_shape, dtype, implementation)
-    blocks = _Blocks(apply_fn, backend, implementation, out_dim, params_c, x_shape, dtype)
+    signature = (jax.tree.structure(params_c), tuple((leaf.shape, leaf.dtype) for leaf in jax.tree.leaves(params_c)))
+    key = (apply_fn, backend, implementation, out_dim, signature, x_shape, str(dtype))
+    if key not in _BLOCKS_CACHE:
+        resolved = implementation
+        if backend == "neural_tangents":
+            resolved = _resolve_implementation(apply_fn, params_c, x_shape, dtype, implementation)
+        while len(_BLOCKS_CACHE) >= _CACHE_SIZE:
+            del _BLOCKS_CACHE[next(iter(_BLOCKS_CACHE))]
+        _BLOCKS_CACHE[key] = _Blocks(apply_fn, backend, resolved, out_dim, params_c, x_shape, dtype)
+    blocks = _BLOCKS_CACHE[key]
+    implementation = blocks.implementation
     j_row = out_dim * n_params * itemsize
     x_row = math.prod(x_shape) * itemsize
 
@@ -396,8 +415,8 @@ def _plan(apply_fn, params, x1, x2, *, backend, implementation, memory_budget) -
         return n_params * itemsize + inputs + n1 * n2 * itemsize
 
     # First guess from a linear model of a small trial block, then refine on the compiled blocks themselves.
-    trial = min(_TRIAL_BLOCK, n1, n2)
-    per_row = max(blocks.bytes_per_row(trial), j_row)
+    # (A trial block as large as the whole request is the block that will run: compiled once.)
+    per_row = max(blocks.bytes_per_row(min(_TRIAL_BLOCK, n1), min(_TRIAL_BLOCK, n2)), j_row)
     sizes = dict(jacobian_row_bytes=j_row, symmetric=symmetric, n1=n1, n2=n2)
     free = budget - held(1, 1)
 
@@ -451,11 +470,10 @@ def _resolve_implementation(apply_fn, params, x_shape, dtype, implementation: st
     from stepwise._compat import nt_working_implementations
 
     working = nt_working_implementations()
-    if implementation == "structured_derivatives" or (implementation != "auto" and implementation not in working):
+    if implementation != "auto" and implementation not in working:
         raise ValueError(
             f"neural-tangents implementation {implementation!r} does not work with the JAX in use "
-            f"({jax.__version__}); working implementations: {list(working)} (or 'auto'). "
-            f"See stepwise._compat for why structured derivatives is never used"
+            f"({jax.__version__}); working implementations: {list(working)} (or 'auto')"
         )
     if implementation != "auto":
         return implementation
@@ -582,3 +600,90 @@ def empirical_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = Non
     if plan.symmetric:  # exact symmetry (diagonal blocks are symmetric only to rounding)
         out = (out + out.T) / 2
     return jnp.asarray(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Infinite width: the same architectures in neural_tangents.stax.
+
+
+def stax_network(module, *, init_scale: float = 1.0):
+    """``(init_fn, apply_fn, kernel_fn)`` of ``neural_tangents.stax`` for the architecture of ``module``.
+
+    The built-in :class:`stepwise.models.MLP` and :class:`stepwise.models.SmallCNN` (``norm="none"``) are mirrored
+    layer by layer: the same widths, ReLUs, 3x3 SAME convolutions, 2x2 VALID average pools, global mean and
+    projector (no ReLU between the backbone output and the first projector layer, as in the modules). Both use
+    the *standard* parameterisation, ``z = x W + b``: Flax's ``lecun_normal`` draws ``W`` with variance
+    ``init_scale**2 / fan_in`` (fan_in = input width, or 3 * 3 * input channels for a convolution) and biases start
+    at zero but are trained, which is ``parameterization="standard"``, ``W_std=init_scale``, ``b_std=0.0`` in stax
+    (``b_std=0.0`` keeps the bias's NTK term, which ``b_std=None`` would drop). In the standard parameterisation
+    the NTK grows with the widths, and stax's kernel is that of the finite widths of ``module`` in the
+    infinite-width (Gaussian) limit: the empirical NTK of ``module`` approaches it as the widths grow.
+
+    Flax's ``lecun_normal`` is a truncated normal rescaled to the same variance; the limit depends on the variance
+    only, except that the first layer's pre-activations are sums of ``fan_in`` truncated-normal terms, whose
+    departure from a Gaussian (O(1/fan_in) in excess kurtosis) leaves a width-independent difference.
+
+    Args:
+      module: an ``MLP``, or a ``SmallCNN`` with ``norm="none"`` (stax has no GroupNorm).
+      init_scale: the ``init_scale`` the module was built with (it is not recorded on the module).
+
+    Raises:
+      ValueError: for another module type, a GroupNorm CNN, or a non-positive ``init_scale``.
+    """
+    from stepwise._compat import import_neural_tangents
+    from stepwise.models.nets import MLP, SmallCNN
+
+    stax = import_neural_tangents().stax
+    if not init_scale > 0:
+        raise ValueError(f"init_scale must be positive, got {init_scale!r}")
+    dense_kw = dict(W_std=float(init_scale), b_std=0.0, parameterization="standard")
+
+    def dense_stack(dense) -> list:
+        layers = []
+        for i, layer in enumerate(dense.layers):
+            if i > 0:
+                layers.append(stax.Relu())
+            layers.append(stax.Dense(int(layer.kernel.shape[1]), **dense_kw))
+        return layers
+
+    if isinstance(module, MLP):
+        layers = [stax.Flatten(), *dense_stack(module.backbone), *dense_stack(module.projector)]
+    elif isinstance(module, SmallCNN):
+        if any(conv.norm is not None for conv in module.convs):
+            raise ValueError("stax_network: neural-tangents' stax has no GroupNorm; build SmallCNN with norm='none'")
+        layers = []
+        for conv_norm, window in zip(module.convs, module.pool_windows):
+            conv = conv_norm.conv
+            layers += [stax.Conv(int(conv.out_features), tuple(conv.kernel_size), padding="SAME", **dense_kw),
+                       stax.Relu(), stax.AvgPool(tuple(window), strides=tuple(window), padding="VALID")]
+        layers += [stax.GlobalAvgPool(), *dense_stack(module.head), *dense_stack(module.projector)]
+    else:
+        raise ValueError(
+            f"stax_network mirrors stepwise.models.MLP and SmallCNN (norm='none'); got {type(module).__name__}"
+        )
+    return stax.serial(*layers)
+
+
+def infinite_ntk(module, x1: Any, x2: Any | None = None, *, init_scale: float = 1.0) -> jax.Array:
+    """Infinite-width NTK of ``module``'s architecture (per output, i.e. averaged over outputs) via stax.
+
+    Args:
+      module: see :func:`stax_network`.
+      x1: (n1, H, W, C) images; x2: (n2, H, W, C) or None for ``x1``.
+      init_scale: the module's ``init_scale``.
+
+    Returns:
+      (n1, n2) kernel, float64 when x64 is enabled; compare with :func:`empirical_ntk` of
+      ``pure_model(module).apply``.
+    """
+    _, _, kernel_fn = stax_network(module, init_scale=init_scale)
+    dtype = np.dtype(np.float64) if jax.config.jax_enable_x64 else np.dtype(np.float32)
+    x1 = jnp.asarray(x1, dtype)
+    x2 = None if x2 is None else jnp.asarray(x2, dtype)
+    if x1.ndim != 4 or (x2 is not None and x2.shape[1:] != x1.shape[1:]):
+        raise ValueError(f"x1, x2 must be image batches (N, H, W, C) of one shape, got {x1.shape} and "
+                         f"{None if x2 is None else x2.shape}")
+    from stepwise._compat import standard_dtype_promotion
+
+    with standard_dtype_promotion():  # stax mixes integer and float arrays internally
+        return kernel_fn(x1, x2, "ntk")
