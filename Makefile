@@ -7,7 +7,7 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test test-slow reproduce fig-linear fig-deep fig-noncontrastive-linear report bench bench-train clean help
+.PHONY: bench-ntk install test test-slow reproduce fig-linear fig-deep fig-noncontrastive-linear report bench bench-train clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
@@ -19,6 +19,7 @@ help:
 	@echo "make report      rebuild reports/index.html from $(RUNS)/*/results.json"
 	@echo "make bench       timing benchmarks -> bench/*.json"
 	@echo "make bench-train time per training step, JAX vs PyTorch (installs torch, bench-only) -> bench/bench_train.json"
+	@echo "make bench-ntk   empirical NTK time / peak memory per backend, n = 250..2000 (MLP, ResNet) -> bench/bench_ntk.json"
 	@echo "make test-slow   full-size runs marked slow"
 
 $(STAMP): pyproject.toml
@@ -65,6 +66,10 @@ bench: $(STAMP)
 bench-train: $(STAMP)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
 	$(VENV)/bin/stepwise bench train --out bench
+
+# Each case runs in its own process (honest peak RSS); about an hour on a 2-core CPU. Quick look: --quick.
+bench-ntk: $(STAMP)
+	$(VENV)/bin/stepwise bench ntk --out bench
 
 clean:
 	rm -rf $(RUNS) reports bench .pytest_cache

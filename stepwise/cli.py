@@ -1,6 +1,7 @@
 """Command line: ``stepwise run EXPERIMENT [--smoke] [--out DIR] [config flags]``, ``stepwise report``, ``stepwise list``.
 
 ``stepwise bench train --out DIR``: the training-step benchmark, JAX vs PyTorch (:mod:`stepwise.bench`).
+``stepwise bench ntk --out DIR``: empirical-NTK time and peak memory per backend and size (:mod:`stepwise.bench_ntk`).
 
 Experiment flags come from the experiment's config dataclass (via tyro), e.g.
 ``stepwise run linear_bt --dataset digits --d 8 --out runs/digits``; ``stepwise run linear_bt --help`` lists them.
@@ -77,12 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     p_rep.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run directories")
     p_rep.add_argument("--out", type=Path, default=Path("reports/index.html"))
     sub.add_parser("list", help="list the experiments")
-    p_bench = sub.add_parser("bench", help="`stepwise bench train --out DIR`: JAX vs PyTorch", add_help=False)
+    p_bench = sub.add_parser("bench", help="`stepwise bench train|ntk --out DIR`: training step JAX vs PyTorch; "
+                             "empirical NTK", add_help=False)
     p_bench.add_argument("benchmark")
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command == "run":
             return _run(args.experiment, rest)
+        if args.command == "bench" and args.benchmark == "ntk":
+            from stepwise.bench_ntk import main as bench_ntk_main
+
+            return bench_ntk_main(rest)
         if args.command == "bench":
             from stepwise.bench import main as bench_main
 

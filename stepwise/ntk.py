@@ -19,7 +19,8 @@ Backends:
 
 Memory: the kernel is computed in blocks of rows and columns. Before any compute, :func:`plan_ntk` compiles the
 block functions for abstract inputs and reads XLA's own memory analysis (arguments, outputs and temporaries of
-each compiled block), adds what the driver holds (parameters, inputs, the kernel, a cached row block of the
+each compiled block), multiplies it by :data:`RUNTIME_OVERHEAD` and adds :data:`RUNTIME_FIXED_BYTES` (what the runtime and the
+compiler allocate outside XLA's buffers, measured), adds what the driver holds (parameters, inputs, the kernel, a cached row block of the
 Jacobian), and picks the largest blocks whose estimated peak fits the budget (default: half of the memory the
 operating system reports as available). If even a 1 x 1 block does not fit, it raises a ValueError with the numbers.
 The jax backend keeps the Jacobian of one block of rows and streams the column blocks past it, so the Jacobian of
@@ -52,6 +53,8 @@ import numpy as np
 __all__ = [
     "BACKENDS",
     "DEFAULT_BUDGET_FRACTION",
+    "RUNTIME_FIXED_BYTES",
+    "RUNTIME_OVERHEAD",
     "NtkPlan",
     "available_memory_bytes",
     "empirical_ntk",
@@ -79,6 +82,12 @@ _TRIAL_BLOCK = 8
 _CACHE_SIZE = 8
 _BLOCKS_CACHE: dict[tuple, Any] = {}
 _MAX_PLAN_REFINEMENTS = 6
+# XLA's memory analysis covers the buffers of its buffer assignment, not what the CPU runtime allocates on the side
+# (convolution workspaces, thread-pool scratch) nor the compiler's own memory. Measured peak RSS above the
+# baseline (CPU-scale ResNet-18, float32, 2-core CPU) against XLA's figure x: 0.85 GiB at x = 0.42 GiB, 0.71 at
+# 0.23, 3.98 at 3.23, 6.84 at 5.27; all below RUNTIME_FIXED_BYTES + RUNTIME_OVERHEAD * x, which the plan budgets.
+RUNTIME_OVERHEAD = 1.4
+RUNTIME_FIXED_BYTES = 3 * 2**28  # 0.75 GiB
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -272,9 +281,11 @@ class NtkPlan:
       dtype: compute dtype.
       block_rows, block_cols: block shape; inputs are padded (by repeating their last row) to whole blocks.
       jacobian_bytes_per_example: ``d * P * itemsize``, one row of the flattened Jacobian.
-      held_bytes: what the driver holds for the whole request (parameters, padded inputs, the kernel on the host).
-      block_bytes: what computing one block adds (XLA's memory analysis of the compiled block functions: outputs
-        and temporaries, plus the cached row block of the Jacobian for the jax backend).
+      held_bytes: what the driver holds for the whole request (parameters, padded inputs, the kernel on the host)
+        plus :data:`RUNTIME_FIXED_BYTES`.
+      block_bytes: what computing one block adds: XLA's memory analysis of the compiled block functions (outputs
+        and temporaries, plus the cached row block of the Jacobian for the jax backend) times
+        :data:`RUNTIME_OVERHEAD` for what the runtime allocates outside XLA's buffers.
       peak_bytes: ``held_bytes + block_bytes``, the estimated peak.
       budget_bytes: the budget it must fit.
       n_blocks: number of (row block, column block) pairs computed.
@@ -412,16 +423,16 @@ def _plan(apply_fn, params, x1, x2, *, backend, implementation, memory_budget) -
     def held(rows: int, cols: int) -> int:
         n1p, n2p = -(-n1 // rows) * rows, -(-n2 // cols) * cols
         inputs = n1p * x_row + (0 if symmetric else n2p * x_row)
-        return n_params * itemsize + inputs + n1 * n2 * itemsize
+        return RUNTIME_FIXED_BYTES + n_params * itemsize + inputs + n1 * n2 * itemsize
 
     # First guess from a linear model of a small trial block, then refine on the compiled blocks themselves.
     # (A trial block as large as the whole request is the block that will run: compiled once.)
-    per_row = max(blocks.bytes_per_row(min(_TRIAL_BLOCK, n1), min(_TRIAL_BLOCK, n2)), j_row)
+    per_row = RUNTIME_OVERHEAD * max(blocks.bytes_per_row(min(_TRIAL_BLOCK, n1), min(_TRIAL_BLOCK, n2)), j_row)
     sizes = dict(jacobian_row_bytes=j_row, symmetric=symmetric, n1=n1, n2=n2)
     free = budget - held(1, 1)
 
     def guess_fits(r: int, c: int) -> bool:
-        cached = r * j_row if backend == "jax" else 0
+        cached = RUNTIME_OVERHEAD * r * j_row if backend == "jax" else 0
         return cached + (r + c) * per_row + r * c * itemsize <= free
 
     if guess_fits(n1, n2):
@@ -435,19 +446,19 @@ def _plan(apply_fn, params, x1, x2, *, backend, implementation, memory_budget) -
             rows = cols = _largest(min(n1, n2), lambda b: guess_fits(b, b))
     rows, cols = max(rows, 1), max(cols, 1)
     for _ in range(_MAX_PLAN_REFINEMENTS):
-        need = held(rows, cols) + blocks.block_bytes(rows, cols, **sizes)
+        need = held(rows, cols) + RUNTIME_OVERHEAD * blocks.block_bytes(rows, cols, **sizes)
         if need <= budget or (rows == 1 and cols == 1):
             break
         rows, cols = max(1, rows * 3 // 4), max(1, cols * 3 // 4)
-    block_bytes = blocks.block_bytes(rows, cols, **sizes)
+    block_bytes = int(RUNTIME_OVERHEAD * blocks.block_bytes(rows, cols, **sizes))
     peak = held(rows, cols) + block_bytes
     if peak > budget:
         raise ValueError(
             f"the empirical NTK of {n1} x {n2} inputs does not fit the memory budget of {_gib(budget)} even one "
             f"block of {rows} x {cols} at a time: that block needs an estimated {_gib(peak)} ({_gib(block_bytes)} "
             f"for the block, of which {_gib(j_row)} per example is the Jacobian d * P * itemsize = {out_dim} * "
-            f"{n_params} * {itemsize} bytes, plus {_gib(held(rows, cols))} held for parameters, inputs and the "
-            f"kernel). Raise memory_budget, use float32 (disable x64), or a smaller network or output width"
+            f"{n_params} * {itemsize} bytes, plus {_gib(held(rows, cols))} held for parameters, inputs, the "
+            f"kernel and the runtime). Raise memory_budget, use float32 (disable x64), or a smaller network or output width"
         )
     schedule = _schedule(n1, n2, rows, cols, symmetric=symmetric, backend=backend)
     pairs = sum(len(row) for _, row in schedule)

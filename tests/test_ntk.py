@@ -45,12 +45,21 @@ def rel(a, b):
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b))))
 
 
+@pytest.fixture(scope="module")
+def small_kernels():
+    """kind -> (pure, x1 (4 inputs), x2 (3 inputs), jax-backend kernel): computed once for the tests below."""
+    out = {}
+    for kind in ("mlp", "cnn"):
+        pure, shape = make(kind)
+        x1, x2 = inputs(shape, 4), inputs(shape, 3, seed=2)
+        out[kind] = (pure, x1, x2, ntk.empirical_ntk(pure.apply, pure.params, x1, x2, backend="jax"))
+    return out
+
+
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_jax_backend_matches_forward_mode_reference(kind):
-    pure, shape = make(kind)
-    x1, x2 = inputs(shape, 5), inputs(shape, 3, seed=2)
-    k = ntk.empirical_ntk(pure.apply, pure.params, x1, x2, backend="jax")
-    assert k.shape == (5, 3) and k.dtype == F64
+def test_jax_backend_matches_forward_mode_reference(kind, small_kernels):
+    pure, x1, x2, k = small_kernels[kind]
+    assert k.shape == (4, 3) and k.dtype == F64
     assert rel(k, reference_ntk(pure.apply, pure.params, x1, x2)) < 1e-12
 
 
@@ -76,20 +85,12 @@ def test_blocked_equals_unblocked_and_symmetric(rng):
 
 def test_eager_equals_jit_of_the_pure_kernel():
     pure, shape = make("mlp")
-    x1, x2 = inputs(shape, 4), inputs(shape, 3, seed=2)
+    x1, x2 = inputs(shape, 2), inputs(shape, 3, seed=2)
     fn = ntk.ntk_fn(pure.apply, backend="jax")
     eager = fn(pure.params, x1, x2)
     jitted = jax.jit(fn)(pure.params, x1, x2)
     blocked = ntk.empirical_ntk(pure.apply, pure.params, x1, x2, backend="jax")
     assert rel(jitted, eager) < 1e-13 and rel(blocked, eager) < 1e-13
-
-
-def test_float32_params_give_float64_kernel_under_x64():
-    module = MLP((2, 2, 1), hidden=(6,), embed_dim=3, rngs=nnx.Rngs(0))  # float32 parameters
-    pure = pure_model(module)
-    x = jnp.ones((3, 2, 2, 1), jnp.float32)
-    k = ntk.empirical_ntk(pure.apply, pure.params, x, backend="jax")
-    assert k.dtype == F64 and ntk.plan_ntk(pure.apply, pure.params, x, backend="jax").dtype == "float64"
 
 
 def test_errors_before_compute():
@@ -115,9 +116,13 @@ def test_errors_before_compute():
         ntk.plan_ntk(pure.apply, pure.params, x, backend="jax", memory_budget=-1)
 
 
-def test_default_budget_is_a_fraction_of_available_memory():
-    pure, shape = make("mlp")
-    plan = ntk.plan_ntk(pure.apply, pure.params, inputs(shape, 3), backend="jax")
+def test_default_budget_and_float64_from_float32_params():
+    module = MLP((2, 2, 1), hidden=(6,), embed_dim=3, rngs=nnx.Rngs(0))  # float32 parameters
+    pure = pure_model(module)
+    x = jnp.ones((3, 2, 2, 1), jnp.float32)
+    k = ntk.empirical_ntk(pure.apply, pure.params, x, backend="jax")
+    plan = ntk.plan_ntk(pure.apply, pure.params, x, backend="jax")
+    assert k.dtype == F64 and plan.dtype == "float64"  # x64 is enabled: parameters and inputs are cast
     available = ntk.available_memory_bytes()
     assert 0 < plan.budget_bytes <= available
     assert plan.budget_bytes == pytest.approx(ntk.DEFAULT_BUDGET_FRACTION * available, rel=0.2)
@@ -147,13 +152,11 @@ def tiny_resnet_kernels():
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-@pytest.mark.parametrize("implementation", ["jacobian_contraction", "ntk_vector_products"])
-def test_neural_tangents_agrees_with_jax_backend(kind, implementation):
-    pure, shape = make(kind)
-    x1, x2 = inputs(shape, 4), inputs(shape, 3, seed=2)
-    expected = ntk.empirical_ntk(pure.apply, pure.params, x1, x2, backend="jax")
-    got = ntk.empirical_ntk(pure.apply, pure.params, x1, x2, implementation=implementation)
-    assert got.dtype == F64 and rel(got, expected) < 1e-6
+def test_neural_tangents_agrees_with_jax_backend(kind, small_kernels):
+    pure, x1, x2, expected = small_kernels[kind]
+    for implementation in ("jacobian_contraction", "ntk_vector_products"):
+        got = ntk.empirical_ntk(pure.apply, pure.params, x1, x2, implementation=implementation)
+        assert got.dtype == F64 and rel(got, expected) < 1e-6, implementation
 
 
 def test_neural_tangents_agrees_on_resnet18(tiny_resnet_kernels):
