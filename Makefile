@@ -7,7 +7,7 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: bench-ntk install test test-slow reproduce fig-linear fig-deep fig-noncontrastive-linear report bench bench-train clean help
+.PHONY: bench-ntk install test test-slow reproduce fig-linear fig-deep fig-noncontrastive-linear fig-hltm report bench bench-train clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
@@ -16,6 +16,7 @@ help:
 	@echo "make fig-linear  Simon et al. 2023 Fig. 1A/B (linear Barlow Twins) on patches and digits"
 	@echo "make fig-deep    Simon et al. 2023 Fig. 1C/D: MLP on digits with Barlow Twins, SimCLR, VICReg"
 	@echo "make fig-noncontrastive-linear  Tian et al. 2021: linear BYOL/SimSiam theory checks A1-A9"
+	@echo "make fig-hltm    Tian et al. 2020: tree ReLU net learns HLTM latents; covariance-operator identities"
 	@echo "make report      rebuild reports/index.html from $(RUNS)/*/results.json"
 	@echo "make bench       timing benchmarks -> bench/*.json"
 	@echo "make bench-train time per training step, JAX vs PyTorch (installs torch, bench-only) -> bench/bench_train.json"
@@ -56,7 +57,10 @@ fig-noncontrastive-linear: $(STAMP)
 report: $(STAMP)
 	$(VENV)/bin/stepwise report --runs $(RUNS) --out reports/index.html
 
-reproduce: fig-linear fig-deep fig-noncontrastive-linear
+fig-hltm: $(STAMP)
+	$(VENV)/bin/stepwise run hltm --out $(RUNS)/hltm
+
+reproduce: fig-linear fig-deep fig-noncontrastive-linear fig-hltm
 	$(MAKE) --no-print-directory report
 
 bench: $(STAMP)

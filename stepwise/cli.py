@@ -16,6 +16,7 @@ from pathlib import Path
 
 
 def _experiments():
+    from experiments.hltm import HLTMConfig, run as run_hltm
     from experiments.linear_bt import LinearBTConfig, run as run_linear_bt
     from experiments.noncontrastive_linear import NoncontrastiveLinearConfig, run as run_noncontrastive_linear
     from experiments.stepwise_deep import DeepConfig, run as run_deep
@@ -25,6 +26,7 @@ def _experiments():
         "stepwise_deep": (DeepConfig, run_deep, "Simon et al. 2023 Fig. 1C/D: networks trained with BT/SimCLR/VICReg step"),
         "noncontrastive_linear": (NoncontrastiveLinearConfig, run_noncontrastive_linear,
                                   "Tian et al. 2021: linear BYOL/SimSiam vs Theorems 1-3, fixed points, basins (A1-A9)"),
+        "hltm": (HLTMConfig, run_hltm, "Tian et al. 2020: latent-tree (HLTM) learning, covariance operator, sampler"),
     }
 
 

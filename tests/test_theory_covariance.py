@@ -202,6 +202,13 @@ def test_bad_inputs_raise_before_compute(setup):
 
 
 def test_doctests():
+    import builtins
+
     import stepwise.theory.covariance as module
 
-    assert doctest.testmod(module, raise_on_error=True).failed == 0
+    had = hasattr(builtins, "_")
+    try:
+        assert doctest.testmod(module, raise_on_error=True).failed == 0
+    finally:  # doctest leaves the last value in builtins._, which other libraries (tyro) trip over
+        if not had and hasattr(builtins, "_"):
+            del builtins._

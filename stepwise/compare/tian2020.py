@@ -10,17 +10,19 @@ statement comes from, with the note's labels: [M] the paper as remembered (wordi
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 
 from stepwise.compare.checks import Check, check
 from stepwise.theory import covariance as cov
 
-__all__ = ["covariance_checks", "hltm_sampler_checks"]
+__all__ = ["REFERENCE_R", "best_unit_correlation", "covariance_checks", "hltm_learning_checks", "hltm_sampler_checks",
+           "level_correlations"]
 
 # Relative round-off of the float64 identities is ~1e-15 (sums of O(P) products); 1e-6 is the issue's bound.
 IDENTITY_TOL = 1e-6
@@ -225,8 +227,9 @@ def hltm_sampler_checks(
         ``latents_neg``: per level (N, children**t) integer arrays).
 
     Returns:
-      ``(checks, summary)``. Tolerances are 3 standard errors at the worst case (3/sqrt(N) for a correlation,
-      3 x 1/2 / sqrt(N) for a probability), as the issue prescribes.
+      ``(checks, summary)``. corr(z_mu, z0) must be within 3/sqrt(N) of rho_0mu at every node, as the issue
+      prescribes; the other statistics use worst-case standard errors (1/sqrt(N) for a correlation, 1/(2 sqrt(N))
+      for a frequency) times a family-wise 3-sigma factor over the nodes.
     """
     lat = [np.asarray(z, dtype=np.float64) for z in views.latents]
     lat_pos = [np.asarray(z, dtype=np.float64) for z in views.latents_pos]
@@ -240,6 +243,8 @@ def hltm_sampler_checks(
     corr_pos = [_pearson(z, zp) for z, zp in zip(lat[1:], lat_pos[1:])]
     err_pos = np.concatenate([np.abs(c - np.asarray(p) ** 2) for c, p in zip(corr_pos, path_polarities[1:])])
     sqrt_n = np.sqrt(n)
+    # Family-wise 3 sigma over the m nodes (Bonferroni: each gets 0.27% / m) for the checks the issue leaves open.
+    z_m = float(scipy.stats.norm.isf(0.0027 / (2 * err_agree.size)))
     checks = [
         check(
             "hltm_corr_root_max_error", float(err_corr.max()), 3.0 / sqrt_n,
@@ -249,15 +254,17 @@ def hltm_sampler_checks(
             f"(N = {n})",
         ),
         check(
-            "hltm_edge_agreement_max_error", float(err_agree.max()), 1.5 / sqrt_n,
+            "hltm_edge_agreement_max_error", float(err_agree.max()), 0.5 * z_m / sqrt_n,
             reason="[D] definition of the SB-HLTM (note 2.5 [M + V-code]): P(z_nu = z_mu) = (1 + rho)/2 on every "
-            "edge; a frequency's standard error is <= 1/(2 sqrt(N)), bound 3 of them",
+            f"edge; a frequency's standard error is <= 1/(2 sqrt(N)); bound z = {z_m:.2f} of them (family-wise "
+            f"3 sigma over the {err_agree.size} edges)",
             description=f"max over all {err_agree.size} edges of |P(z_child = z_parent) - (1 + rho)/2|",
         ),
         check(
-            "hltm_positive_corr_max_error", float(err_pos.max()), 3.0 / sqrt_n,
+            "hltm_positive_corr_max_error", float(err_pos.max()), z_m / sqrt_n,
             reason="[D] the augmentation resamples every latent below the root: two samples of z_mu given the "
-            "same root are conditionally independent, so corr(z_mu, z_mu+) = rho_0mu^2",
+            "same root are conditionally independent, so corr(z_mu, z_mu+) = rho_0mu^2; standard error <= "
+            f"1/sqrt(N), bound z = {z_m:.2f} of them (family-wise 3 sigma over the nodes)",
             description="max over nodes below the root of |corr(z_mu, z_mu of the positive) - rho_0mu^2|",
         ),
         check(
@@ -273,4 +280,177 @@ def hltm_sampler_checks(
     ]
     summary = {"n": n, "corr_root": corr_root, "path_polarities": [np.asarray(p) for p in path_polarities],
                "edge_agreement": agree}
+    return checks, summary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# HLTM learning: the measured quantity.
+
+
+def best_unit_correlation(pre: jax.Array, z: jax.Array) -> jax.Array:
+    """max over a node's units of |Pearson corr(unit, z_mu)|, for every node of a level (note 5.2 [V-code]).
+
+    As the reference code's StatsCorr: centred cross-moment over the product of population standard deviations,
+    0/0 (a dead unit or a constant latent) set to 0, clipped to [-1, 1], absolute value, max over the units.
+
+    Args:
+      pre: (N, n_nodes, hid) unit pre-activations over N samples.
+      z: (N, n_nodes) the nodes' latent values.
+
+    Returns:
+      (n_nodes,) best absolute correlations.
+    """
+    zf = z.astype(pre.dtype)
+    pc = pre - jnp.mean(pre, axis=0, keepdims=True)
+    zc = zf - jnp.mean(zf, axis=0, keepdims=True)
+    cross = jnp.mean(pc * zc[:, :, None], axis=0)
+    den = jnp.sqrt(jnp.mean(pc * pc, axis=0) * jnp.mean(zc * zc, axis=0)[:, None])
+    corr = jnp.where(den > 0, cross / jnp.where(den > 0, den, 1.0), 0.0)
+    return jnp.max(jnp.abs(jnp.clip(corr, -1.0, 1.0)), axis=-1)
+
+
+def level_correlations(pre: Sequence[jax.Array], latents: Sequence[jax.Array]) -> jax.Array:
+    """Best absolute correlation averaged over the nodes of each level t = 0 (root) .. depth-1: (depth,).
+
+    ``pre[t]``: (N, n_t, hid) pre-activations of level t; ``latents[t]``: (N, n_t) its latents (the entries of
+    :class:`~stepwise.data.hltm.HLTMViews` ``latents`` for t < depth). The note's tables list the same numbers as
+    [d=depth (root), ..., d=1].
+    """
+    return jnp.stack([jnp.mean(best_unit_correlation(p, z)) for p, z in zip(pre, latents)])
+
+
+# [R] (note 5.3): our own JAX re-run of the official HLTM procedure (depth 5, binary tree, NCE, 20 epochs, seeds
+# 1-3), mean best |corr| per level [root, d4, d3, d2, d1] at initialisation and at the end. Not numbers from the paper.
+REFERENCE_R: dict[tuple[float, int], tuple[tuple[float, ...], tuple[float, ...]]] = {
+    (0.7, 2): ((.46, .47, .55, .73, .84), (.36, .43, .52, .73, .84)),
+    (0.7, 10): ((.55, .58, .73, .84, .92), (.80, .82, .85, .88, .92)),
+    (0.8, 2): ((.60, .61, .65, .81, .88), (.66, .67, .67, .81, .89)),
+    (0.8, 10): ((.70, .70, .82, .90, .95), (.88, .89, .91, .92, .95)),
+    (0.9, 2): ((.78, .78, .77, .90, .93), (.57, .83, .78, .90, .94)),
+    (0.9, 10): ((.86, .84, .91, .95, .98), (.95, .95, .95, .96, .98)),
+}
+
+
+def _trend(values: np.ndarray) -> tuple[float, float]:
+    """(smallest adjacent increase, smallest first-to-last increase) along the last axis, over the other axes."""
+    return float(np.min(np.diff(values, axis=-1))), float(np.min(values[..., -1] - values[..., 0]))
+
+
+def hltm_learning_checks(
+    main: Mapping[str, np.ndarray],
+    sweep: np.ndarray,
+    polarity_lows: Sequence[float],
+    hids: Sequence[int],
+    *,
+    rise_min: float,
+    trend_tol: float,
+    trend_min: float,
+    hardest_tol: float,
+    reference: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> tuple[list[Check], dict[str, Any]]:
+    """Checks of the HLTM learning claims (note checklist 7) on recorded per-level correlations.
+
+    Args:
+      main: per loss name, (E, S, depth) best |corr| per level (root first) over E evaluations of S seeds at the
+        main setting (evaluation 0 = initialisation).
+      sweep: (n_hid, n_low, E, S, depth) the same for the sweep loss over ``hids`` x ``polarity_lows``.
+      polarity_lows, hids: the sweep values (increasing).
+      rise_min, trend_tol, trend_min, hardest_tol: thresholds (see :class:`experiments.hltm.HLTMConfig`).
+      reference: optional [R] (init, final) per-level means at the main setting for the sweep loss.
+
+    Returns:
+      ``(checks, summary)``.
+    """
+    rise = {loss: c[-1, :, 0] - c[0, :, 0] for loss, c in main.items()}
+    final_mean = sweep[:, :, -1].mean(axis=2)  # (n_hid, n_low, depth), seed mean
+    overall = final_mean.mean(axis=-1)  # mean over levels: (n_hid, n_low)
+    pol_step, pol_gain = _trend(overall)  # along the polarity axis, for every hid
+    hid_step, hid_gain = _trend(overall.T)  # along the hid axis, for every polarity
+    init = {loss: c[0].mean(axis=0) for loss, c in main.items()}
+    final = {loss: c[-1].mean(axis=0) for loss, c in main.items()}
+    root_gap = lambda v: float(v[0] - np.min(v[1:])) if v.size > 1 else np.nan
+    losses = ", ".join(main)
+    checks = [
+        check(
+            "root_rise_min_over_seeds", min(float(np.min(r)) for r in rise.values()), rise_min, op=">=",
+            reason="[V-abs] contrastive learning 'amplifies initial random selectivities' and [M] the hidden units "
+            "learn the latents: the root's best |corr| must rise above its initialisation in every seed; the margin "
+            "is 3 standard errors of a correlation near 0.85 on the evaluation set",
+            description=f"min over seeds and losses ({losses}) of final - initial best |corr| of the root at the "
+            "main setting",
+            measured={k: v for k, v in rise.items()},
+        ),
+        check(
+            "corr_vs_polarity_min_step", pol_step, -trend_tol, op=">=",
+            reason="[M] the correlation is higher for larger polarity (signals attenuate as products of "
+            "polarities, [D]); adjacent sweep points may differ by seed-mean noise only",
+            description="min over hid and adjacent polarity ranges of the change in final best |corr| (mean "
+            "over levels and seeds)",
+            measured=overall,
+        ),
+        check(
+            "corr_vs_polarity_total_gain", pol_gain, trend_min, op=">=",
+            reason="[M] same claim; the whole polarity sweep must show a gain beyond noise for every hid",
+            description="min over hid of final best |corr| (mean over levels and seeds) at the largest minus at "
+            "the smallest polarity range",
+        ),
+        check(
+            "corr_vs_hid_min_step", hid_step, -trend_tol, op=">=",
+            reason="[M] over-parameterisation helps: more units per node, more chance of a lucky unit with good "
+            "initial selectivity; adjacent sweep points may differ by noise only",
+            description="min over polarity ranges and adjacent hid values of the change in final best |corr| "
+            "(mean over levels and seeds)",
+        ),
+        check(
+            "corr_vs_hid_total_gain", hid_gain, trend_min, op=">=",
+            reason="[M] same claim; the whole hid sweep must show a gain beyond noise for every polarity range",
+            description="min over polarity ranges of final best |corr| (mean over levels and seeds) at the largest "
+            "minus at the smallest hid",
+        ),
+        check(
+            "root_lowest_initial", max(root_gap(v) for v in init.values()), 0.0,
+            reason="[M] latents near the root are harder: their signal is attenuated by products of polarities "
+            "([D]: corr(z_mu, z0) = rho_0mu), and lower levels start high already at initialisation",
+            description="seed-mean initial best |corr| of the root minus the lowest other level (main setting)",
+            measured=init,
+        ),
+        check(
+            "root_final_gap_to_hardest", max(root_gap(v) for v in final.values()), hardest_tol,
+            reason="[M] 'the top-most latent is the hardest' and [R] (root lowest at the end by ~0.01, e.g. "
+            "[.88, .89, .91, .92, .95]). After training the root and the levels just below it end within ~0.02 of "
+            "each other and their order changes between sets of seeds (measured: 8-seed means with the root 0.006 "
+            "and 0.013 below, and 0.01 above, the next level), so the root may not be easier than the hardest "
+            "other level by more than that seed noise",
+            description=f"max over losses ({losses}) of seed-mean final best |corr| of the root minus the lowest "
+            "other level (main setting; <= 0: the root is the lowest)",
+            measured=final,
+        ),
+    ]
+    if reference is not None:
+        ref_init, ref_final = (np.asarray(v) for v in reference)
+        sweep_loss = next(iter(main))
+        diff = max(float(np.max(np.abs(init[sweep_loss] - ref_init))),
+                   float(np.max(np.abs(final[sweep_loss] - ref_final))))
+        checks.append(check(
+            "reference_R_max_abs_diff", diff, 0.1,
+            reason="note checklist 7: accept within about 0.1 of the [R] means (our re-run of the official code, "
+            "not the paper; single-seed spread up to 0.2). Our loss differs from the code's (see "
+            "reference_differences), and the trees of a seed differ (another random generator)",
+            description=f"max over levels of |ours - [R]| for the {sweep_loss} seed-mean initial and final best "
+            "|corr| at the main setting",
+            predicted={"init": ref_init, "final": ref_final},
+            measured={"init": init[sweep_loss], "final": final[sweep_loss]},
+        ))
+    summary = {
+        "root_rise_per_seed": rise,
+        "main_initial_per_level": init,
+        "main_final_per_level": final,
+        "sweep_final_per_level": {f"lo={lo},hid={h}": final_mean[i, j] for i, h in enumerate(hids)
+                                  for j, lo in enumerate(polarity_lows)},
+        "sweep_initial_per_level": {f"lo={lo},hid={h}": sweep[i, j, 0].mean(axis=0) for i, h in enumerate(hids)
+                                    for j, lo in enumerate(polarity_lows)},
+        "sweep_final_root_per_seed": {f"lo={lo},hid={h}": sweep[i, j, -1, :, 0] for i, h in enumerate(hids)
+                                      for j, lo in enumerate(polarity_lows)},
+        "sweep_overall_final": overall,
+    }
     return checks, summary

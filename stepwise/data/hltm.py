@@ -27,6 +27,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -116,21 +117,36 @@ def make_hltm(depth: int, children: int = 2, polarity_range: tuple[float, float]
 
     Example:
       >>> tree = make_hltm(3, 2, (0.8, 1.0), key=jax.random.key(0))
-      >>> tree.n_leaves, [p.shape for p in tree.polarities]
-      (8, [(2,), (4,), (8,)])
+      >>> tree.n_leaves, tuple(p.shape for p in tree.polarities)
+      (8, ((2,), (4,), (8,)))
     """
     depth = _check_int("depth", depth, 1)
     children = _check_int("children", children, 1)
     lo, hi = _check_range(polarity_range, random_sign)
-    levels = []
-    for t, k in enumerate(jax.random.split(key, depth), start=1):
-        k_u, k_s = jax.random.split(k)
-        u = jax.random.uniform(k_u, (children**t,), dtype=jnp.float32)
-        rho = lo + u * (hi - lo)
-        if random_sign:
-            rho = jnp.where(jax.random.bernoulli(k_s, 0.5, (children**t,)), rho, -rho)
-        levels.append(jnp.clip(rho, -1.0, 1.0))
-    return HLTM(tuple(levels), depth, children)
+    levels = _random_polarities(key, jnp.float32(lo), jnp.float32(hi), depth=depth, children=children,
+                                random_sign=random_sign)
+    return HLTM(levels, depth, children)
+
+
+@functools.partial(jax.jit, static_argnames=("depth", "children", "random_sign"))
+def _random_polarities(key, lo, hi, *, depth: int, children: int, random_sign: bool) -> tuple[jax.Array, ...]:
+    # One compiled program per tree shape, and one random draw for all edges: every threefry call adds
+    # noticeably to the compile time on CPU.
+    u, sign_u = jax.random.uniform(key, (2, _n_below_root(depth, children)), dtype=jnp.float32)
+    rho = lo + u * (hi - lo)
+    if random_sign:
+        rho = jnp.where(sign_u < 0.5, rho, -rho)
+    return _split_levels(jnp.clip(rho, -1.0, 1.0), depth, children)
+
+
+def _n_below_root(depth: int, children: int) -> int:
+    return sum(children**t for t in range(1, depth + 1))
+
+
+def _split_levels(a: jax.Array, depth: int, children: int) -> tuple[jax.Array, ...]:
+    """Split the last axis (all nodes below the root, level by level) into one array per level t = 1..depth."""
+    bounds = np.cumsum([children**t for t in range(1, depth + 1)])[:-1].tolist()
+    return tuple(jnp.split(a, bounds, axis=-1))
 
 
 def _check_range(polarity_range: tuple[float, float], random_sign: bool) -> tuple[float, float]:
@@ -191,11 +207,17 @@ def sample_latents(tree: HLTM, root: jax.Array, *, key: jax.Array) -> tuple[jax.
     """
     if jnp.ndim(root) != 1:
         raise ValueError(f"root must have shape (N,); got {jnp.shape(root)}")
+    u = jax.random.uniform(key, (jnp.shape(root)[0], _n_below_root(tree.depth, tree.children)),
+                           dtype=tree.polarities[0].dtype)
+    return _latents_from_uniforms(tree, root, u)
+
+
+def _latents_from_uniforms(tree: HLTM, root: jax.Array, u: jax.Array) -> tuple[jax.Array, ...]:
+    """Top-down sampling driven by given U[0, 1) numbers u: (N, nodes below the root), one per node."""
     z = jnp.asarray(root, dtype=jnp.int32)[:, None]
     out = [z]
-    for rho, k in zip(tree.polarities, jax.random.split(key, tree.depth)):
-        flip_prob = (1.0 - rho) / 2.0
-        flip = (jax.random.uniform(k, (z.shape[0], rho.shape[0]), dtype=rho.dtype) < flip_prob[None, :])
+    for rho, u_level in zip(tree.polarities, _split_levels(u, tree.depth, tree.children)):
+        flip = u_level < ((1.0 - rho) / 2.0)[None, :]
         z = jnp.repeat(z, tree.children, axis=1) ^ flip.astype(jnp.int32)
         out.append(z)
     return tuple(out)
@@ -216,15 +238,16 @@ def sample_views(tree: HLTM, n: int, *, key: jax.Array, dtype: DTypeLike = jnp.f
     Example:
       >>> tree = make_hltm(2, 2, (0.9, 1.0), key=jax.random.key(0))
       >>> v = sample_views(tree, 5, key=jax.random.key(1))
-      >>> v.x.shape, [z.shape for z in v.latents]
-      ((5, 4), [(5, 1), (5, 2), (5, 4)])
+      >>> v.x.shape, tuple(z.shape for z in v.latents)
+      ((5, 4), ((5, 1), (5, 2), (5, 4)))
     """
     n = _check_int("n", n, 1)
-    k_root, k_neg_root, k_x, k_pos, k_neg = jax.random.split(key, 5)
-    root = jax.random.bernoulli(k_root, 0.5, (n,)).astype(jnp.int32)
-    root_neg = jax.random.bernoulli(k_neg_root, 0.5, (n,)).astype(jnp.int32)
-    lat = sample_latents(tree, root, key=k_x)
-    lat_pos = sample_latents(tree, root, key=k_pos)
-    lat_neg = sample_latents(tree, root_neg, key=k_neg)
+    # One random draw and one top-down pass for the three views (3n independent samples); column 0 gives the
+    # roots: the anchor's (rows :n, shared by the positive) and the negative's (rows 2n:).
+    u = jax.random.uniform(key, (3 * n, 1 + _n_below_root(tree.depth, tree.children)),
+                           dtype=tree.polarities[0].dtype)
+    roots = (u[:, 0] < 0.5).astype(jnp.int32)
+    lat = _latents_from_uniforms(tree, jnp.concatenate([roots[:n], roots[:n], roots[2 * n:]]), u[:, 1:])
+    lat_x, lat_pos, lat_neg = (tuple(z[i * n:(i + 1) * n] for z in lat) for i in range(3))
     leaves = lambda z: z[-1].astype(dtype)
-    return HLTMViews(leaves(lat), leaves(lat_pos), leaves(lat_neg), lat, lat_pos, lat_neg)
+    return HLTMViews(leaves(lat_x), leaves(lat_pos), leaves(lat_neg), lat_x, lat_pos, lat_neg)

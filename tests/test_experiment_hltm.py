@@ -1,0 +1,175 @@
+"""The hltm experiment end to end (smoke config through the CLI), its network, trainer and correlation metric."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.hltm import HLTMConfig
+from stepwise import cli, io
+from stepwise.compare.tian2020 import best_unit_correlation, hltm_learning_checks
+from stepwise.data import hltm as H
+from stepwise.models.tree import init_tree_net, tree_net
+from stepwise.training.hltm import contrastive_loss, train_runs
+
+LEARNING = {"root_rise_min_over_seeds", "corr_vs_polarity_min_step", "corr_vs_polarity_total_gain",
+            "corr_vs_hid_min_step", "corr_vs_hid_total_gain", "root_lowest_initial", "root_final_gap_to_hardest"}
+SAMPLER = {"hltm_corr_root_max_error", "hltm_edge_agreement_max_error", "hltm_positive_corr_max_error",
+           "hltm_root_balance_error", "hltm_negative_root_agreement_error"}
+COVARIANCE = {"op_identity_rel_error", "weighted_identity_rel_error", "aug_weight_residue", "op_min_eigenvalue_rel",
+              "op_rank_excess", "variance_decomposition_rel_error", "loss_weight_formula_rel_error",
+              "binary_root_outer_product_rel_error"}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hltm_smoke")
+    assert cli.main(["run", "hltm", "--smoke", "--out", str(out), "--no-progress"]) == 0
+    return out, io.load_results(out)
+
+
+def test_smoke_checks_pass_with_real_values(smoke_run):
+    _, res = smoke_run
+    checks = {c["name"]: c for c in res["checks"]}
+    assert set(checks) == LEARNING | SAMPLER | COVARIANCE  # depth 3: no [R] reference comparison
+    for c in checks.values():
+        assert c["passed"], f"{c['name']} = {c['value']} (needs {c['op']} {c['threshold']})"
+    assert res["passed"] is True
+    assert checks["op_identity_rel_error"]["value"] < 1e-12
+    assert checks["weighted_identity_rel_error"]["value"] < 1e-12
+    assert checks["aug_weight_residue"]["value"] > 0.1
+    assert checks["root_rise_min_over_seeds"]["value"] >= 0.02
+    # Every seed of both losses is recorded, and the per-depth correlations are real numbers in [0, 1].
+    rise = res["summary"]["root_rise_per_seed"]
+    assert set(rise) == {"infonce", "simple"} and all(len(v) == 3 for v in rise.values())
+    final = np.array(res["summary"]["main_final_per_level"]["infonce"])
+    assert final.shape == (3,) and np.all((final > 0.3) & (final <= 1.0))
+
+
+def test_results_contract_figures_and_data(smoke_run):
+    out, res = smoke_run
+    assert json.loads((out / "results.json").read_text()) == res
+    assert res["figures"] == ["hltm_training.png", "hltm_sweep.png"]
+    for name in res["figures"]:
+        assert (out / name).stat().st_size > 10_000
+    data = io.load_npz(out / "curves.npz")
+    cfg = HLTMConfig.smoke()
+    n_eval = cfg.steps // cfg.eval_every + 1
+    assert data["sweep"].shape == (2, 2, n_eval, 3, 3)  # (hid, polarity, evaluations, seeds, depth)
+    assert data["main_simple"].shape == data["main_infonce"].shape == (n_eval, 3, 3)
+    np.testing.assert_array_equal(data["step"], np.arange(0, cfg.steps + 1, cfg.eval_every))
+    # The figure's verdict and the test's come from the same numbers: recompute the learning checks from disk.
+    checks, _ = hltm_learning_checks({"infonce": data["main_infonce"], "simple": data["main_simple"]},
+                                     data["sweep"], cfg.polarity_lows, cfg.hids, rise_min=cfg.rise_min,
+                                     trend_tol=cfg.trend_tol, trend_min=cfg.trend_min,
+                                     hardest_tol=cfg.hardest_tol)
+    stored = {c["name"]: c["value"] for c in res["checks"]}
+    for c in checks:
+        assert c.value == pytest.approx(stored[c.name], abs=1e-12)
+    assert res["summary"]["reference_differences"] and res["config"]["depth"] == 3
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_learning_checks_can_fail():
+    """Flat, untrained curves fail the rise and trend checks; a root above the other levels fails 'hardest'."""
+    flat = np.full((3, 3, 4), 0.5)  # (E, S, depth)
+    sweep = np.full((2, 2, 3, 3, 4), 0.5)
+    checks, _ = hltm_learning_checks({"infonce": flat}, sweep, (0.7, 0.9), (2, 10), rise_min=0.02,
+                                     trend_tol=0.02, trend_min=0.02, hardest_tol=0.02)
+    failed = {c.name for c in checks if not c.passed}
+    assert {"root_rise_min_over_seeds", "corr_vs_polarity_total_gain", "corr_vs_hid_total_gain"} <= failed
+    high_root = flat.copy()
+    high_root[..., 0] = 0.9
+    checks, _ = hltm_learning_checks({"infonce": high_root}, sweep, (0.7, 0.9), (2, 10), rise_min=0.02,
+                                     trend_tol=0.02, trend_min=0.02, hardest_tol=0.02)
+    assert {"root_lowest_initial", "root_final_gap_to_hardest"} <= {c.name for c in checks if not c.passed}
+
+
+def test_tree_net_against_a_per_node_loop(rng):
+    """The batched network against the definition: one Linear per node on its children's ReLU outputs."""
+    depth, children, hid = 3, 2, 4
+    params = init_tree_net(jax.random.key(0), depth, children, hid, dtype=jnp.float64)
+    x = jnp.asarray(rng.integers(0, 2, size=(5, children**depth)).astype(np.float64))
+    out, pre = tree_net(params, x)
+    w, b = [np.asarray(a) for a in params["w"]], [np.asarray(a) for a in params["b"]]
+    xn = np.asarray(x)
+    ref = {}
+    for t in range(depth - 1, -1, -1):
+        for j in range(children**t):
+            if t == depth - 1:
+                inp = xn[:, j * children:(j + 1) * children]
+            else:
+                inp = np.concatenate([np.maximum(ref[(t + 1, j * children + c)], 0) for c in range(children)], axis=1)
+            ref[(t, j)] = inp @ w[t][j].T + b[t][j]
+    for t in range(depth):
+        for j in range(children**t):
+            np.testing.assert_allclose(pre[t][:, j], ref[(t, j)], rtol=1e-12)
+    np.testing.assert_allclose(out, ref[(0, 0)], rtol=1e-12)
+    # PyTorch-default initialisation bounds, and the bias-free variant.
+    assert float(jnp.max(jnp.abs(params["w"][0]))) <= 1 / np.sqrt(children * hid)
+    assert float(jnp.max(jnp.abs(params["w"][-1]))) <= 1 / np.sqrt(children)
+    assert init_tree_net(jax.random.key(0), depth, children, hid, bias=False)["b"] == ()
+    with pytest.raises(ValueError, match="x must have shape"):
+        tree_net(params, x[:, :4])
+    with pytest.raises(ValueError, match="hid must be a positive integer"):
+        init_tree_net(jax.random.key(0), depth, children, 0)
+
+
+def test_best_unit_correlation_against_numpy(rng):
+    pre = rng.normal(size=(200, 3, 4))
+    z = rng.integers(0, 2, size=(200, 3))
+    pre[:, 1, 2] += 2.0 * z[:, 1]  # one informative unit
+    pre[:, 2, :] = 1.0  # a dead node: 0/0 -> 0
+    got = np.asarray(best_unit_correlation(jnp.asarray(pre), jnp.asarray(z)))
+    for j in range(3):
+        corr = [0.0 if pre[:, j, k].std() == 0 else abs(np.corrcoef(pre[:, j, k], z[:, j])[0, 1]) for k in range(4)]
+        assert got[j] == pytest.approx(max(corr), abs=1e-12)
+    assert got[1] > 0.5 and got[2] == 0.0
+
+
+def test_mixed_losses_equal_separate_runs_and_eager_equals_jit():
+    """One vmapped step with a loss per run trains exactly as separate single-loss trainings."""
+    tree = H.make_hltm(2, 2, (0.7, 1.0), key=jax.random.key(1))
+    x_eval = H.sample_views(tree, 64, key=jax.random.key(2))
+    data = {"tree": tree, "x": x_eval.x, "lat": x_eval.latents[:-1]}
+    stack = lambda *xs: jax.tree.map(lambda *a: jnp.stack(a), *xs)
+    params = stack(*(init_tree_net(jax.random.key(s), 2, 2, 3) for s in (3, 4)))
+    keys = jax.random.split(jax.random.key(5), 2)
+
+    def sample(d, key, b):
+        v = H.sample_views(d["tree"], b, key=key)
+        return v.x, v.x_pos, v.x_neg
+
+    apply_fn = lambda p, x: tree_net(p, x)[0]
+    eval_fn = lambda p, d: jnp.stack([jnp.mean(best_unit_correlation(q, z)) for q, z in zip(tree_net(p, d["x"])[1],
+                                                                                            d["lat"])])
+    kw = dict(tau=0.1, lr=0.1, batch_size=8, steps=4, eval_every=2)
+    both = train_runs(apply_fn, sample, eval_fn, params, stack(data, data), keys, loss=["infonce", "simple"], **kw)
+    # The simple-loss run alone (the InfoNCE branch is the same selection; one compile less).
+    one = train_runs(apply_fn, sample, eval_fn, jax.tree.map(lambda a: a[1:], params), stack(data), keys[1:],
+                     loss="simple", **kw)
+    np.testing.assert_allclose(one.train_loss[:, 0], both.train_loss[:, 1], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(both.params)):
+        np.testing.assert_allclose(a[0], b[1], rtol=1e-5, atol=1e-7)
+    assert both.metrics.shape == (3, 2, 2) and list(both.step) == [0, 2, 4]
+    # The batch loss eager == jit.
+    h = jax.random.normal(jax.random.key(6), (3, 8, 3))
+    for loss in ("simple", "infonce"):
+        eager = contrastive_loss(*h, loss=loss, tau=0.1)
+        assert float(jax.jit(contrastive_loss, static_argnames=("loss", "tau"))(*h, loss=loss, tau=0.1)) == \
+            pytest.approx(float(eager), rel=1e-6)
+    with pytest.raises(ValueError, match="one of them per run"):
+        train_runs(apply_fn, sample, eval_fn, params, stack(data, data), keys, loss=["infonce"], **kw)
+
+
+def test_config_validation_and_registry():
+    for bad in (dict(depth=0), dict(polarity_lows=(0.8,)), dict(polarity_lows=(0.9, 0.7)), dict(hids=(2, 2)),
+                dict(main_hid=7), dict(seeds=0), dict(lr=0.0), dict(sweep_loss="byol"), dict(cov_widths=())):
+        with pytest.raises(ValueError, match="invalid hltm config"):
+            HLTMConfig(**bad)
+    assert dataclasses.replace(HLTMConfig.smoke(), seeds=4).seeds == 4
+    config_cls, _, doc = cli._experiments()["hltm"]
+    assert config_cls is HLTMConfig and "Tian" in doc
