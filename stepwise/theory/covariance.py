@@ -35,6 +35,11 @@ With alpha = 1 this is OP. When beta depends on the augmented views (soft-triple
 
 Everything is a JAX function; use float64 (``jax.enable_x64``) for the identities, which hold to round-off.
 
+The reference code ([V-code] ``ssl/hltm``) logs a related diagnostic, ``conn_<node>``: the Frobenius norm of
+sum_c p_c (Kbar_c - Kbar)(Kbar_c - Kbar)^T over the root label c, but with its connection contracted over the node's
+units and reshaped to (in x hid_root, hid_node), and with biases and l2-normalised outputs, for which the identity is
+only approximate (note 2.1 and 5.2). Here OP_l is the paper's (n_l n_{l-1})-square operator of a bias-free network.
+
 References:
     Y. Tian, L. Yu, X. Chen, S. Ganguli. Understanding Self-supervised Learning with Dual Deep Networks.
     arXiv 2010.00578 (2020), Theorems 1-2 and the exact-covariance objective (numbering depends on the version).
