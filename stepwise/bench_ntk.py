@@ -196,7 +196,25 @@ def run(out_dir: str | os.PathLike, *, models: Sequence[str] | None = None, size
     for name in method_names:
         if name not in all_methods:
             raise ValueError(f"unknown or non-working method {name!r}; expected one of {list(all_methods)}")
-    cases = []
+    header = _results_header(models, sizes, method_names, table, all_methods, quick, max_case_seconds)
+    cases: list[dict[str, Any]] = []
+
+    def _write(out_dir, cases, *, complete: bool) -> dict[str, Any]:
+        """Writes what has been measured so far (after every case: a long run keeps its results if stopped)."""
+        results = {**header, "cases": cases, "complete": complete, "wall_time_s": time.perf_counter() - t_start}
+        if complete:
+            env = environment()
+            results.update(
+                machine={"gemm_flops_per_s": _gemm_flops_per_s(512 if quick else 2048),
+                         "available_memory_bytes_at_end": ntk.available_memory_bytes(),
+                         "default_budget_fraction": ntk.DEFAULT_BUDGET_FRACTION, "cpu_count": os.cpu_count(),
+                         "jax_devices": [str(d) for d in jax.devices()],
+                         "load_average_at_end": list(os.getloadavg())},
+                versions=env["versions"], device=env["device"], host=env["host"],
+            )
+        write_json_atomic(Path(out_dir) / "bench_ntk.json", results)
+        return results
+
     for model in models:
         for method in method_names:
             previous: dict[str, Any] | None = None
@@ -219,28 +237,21 @@ def run(out_dir: str | os.PathLike, *, models: Sequence[str] | None = None, size
                 else:
                     log(f"{model:<7} {method:<26} n={n:<5} {case.get('skipped') or case.get('error')}")
                     previous = previous if "skipped" in case else None
-    env = environment()
-    results = {
+                _write(out_dir, cases, complete=False)
+    return _write(out_dir, cases, complete=True)
+
+
+def _results_header(models, sizes, method_names, table, all_methods, quick, max_case_seconds):
+    return {
         "benchmark": "empirical_ntk",
         "what": " ".join((__doc__ or "").split("\n\n")[0].split()),
         "models": {name: {**dataclasses.asdict(table[name]), "input_shape": list(table[name].input_shape)}
                    for name in models},
-        "sizes": sizes,
+        "sizes": list(sizes),
         "methods": {name: list(all_methods[name]) for name in method_names},
-        "cases": cases,
-        "machine": {"gemm_flops_per_s": _gemm_flops_per_s(512 if quick else 2048),
-                    "available_memory_bytes_at_end": ntk.available_memory_bytes(),
-                    "default_budget_fraction": ntk.DEFAULT_BUDGET_FRACTION, "cpu_count": os.cpu_count(),
-                    "jax_devices": [str(d) for d in jax.devices()], "load_average_at_end": list(os.getloadavg())},
         "max_case_seconds": max_case_seconds,
         "quick": quick,
-        "versions": env["versions"],
-        "device": env["device"],
-        "host": env["host"],
-        "wall_time_s": time.perf_counter() - t_start,
     }
-    write_json_atomic(Path(out_dir) / "bench_ntk.json", results)
-    return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -697,4 +697,4 @@ def infinite_ntk(module, x1: Any, x2: Any | None = None, *, init_scale: float = 
     from stepwise._compat import standard_dtype_promotion
 
     with standard_dtype_promotion():  # stax mixes integer and float arrays internally
-        return kernel_fn(x1, x2, "ntk")
+        return jax.jit(kernel_fn, static_argnames="get")(x1, x2, get="ntk")

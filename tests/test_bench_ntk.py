@@ -33,7 +33,7 @@ def test_cli_quick_writes_the_json_and_skips_what_would_take_too_long(tmp_path):
     assert ran["n"] == 8 and ran["dtype"] == "float32" and ran["within_budget"]  # workers run without x64
     assert ran["peak_rss_bytes"] > ran["baseline_rss_bytes"] > 0
     assert skipped["n"] == 4096 and "predicted" in skipped["skipped"]
-    assert data["machine"]["gemm_flops_per_s"] > 0 and data["quick"] is True
+    assert data["machine"]["gemm_flops_per_s"] > 0 and data["quick"] is True and data["complete"] is True
     assert set(data["methods"]) == {"jax"} and "versions" in data
 
 

@@ -1,6 +1,8 @@
 """stepwise.ntk: the project's Jacobian contraction against an independent forward-mode reference, neural-tangents
 against it, blocking, symmetry, jit, the memory plan and the errors (float64: conftest enables x64)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,8 +23,21 @@ def make(kind: str, seed: int = 0):
     elif kind == "cnn":
         module = SmallCNN((6, 6, 2), channels=(3, 4), embed_dim=3, param_dtype=F64, rngs=nnx.Rngs(seed))
     else:  # GroupNorm ResNet-18 at width 0.125 on 8x8 images: 175k parameters, d = 2
-        module = ResNet18((8, 8, 3), width=0.125, embed_dim=2, param_dtype=F64, rngs=nnx.Rngs(seed))
+        return resnet_with_random_params(seed), (8, 8, 3)
     return pure_model(module), module.input_shape
+
+
+def resnet_with_random_params(seed):
+    """The tiny ResNet-18's pure function with random float64 parameters (kernels N(0, 1/fan_in), vectors
+    1 + N(0, 0.1^2)): built abstractly, since running Flax's initialisers costs ~20 s of CPU for its 60 arrays."""
+    abstract = nnx.eval_shape(lambda: ResNet18((8, 8, 3), width=0.125, embed_dim=2, param_dtype=F64,
+                                               rngs=nnx.Rngs(seed)))
+    pure = pure_model(abstract)
+    leaves, treedef = jax.tree.flatten(pure.params)
+    rng = np.random.default_rng(seed)
+    drawn = [rng.normal(size=leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1])) if len(leaf.shape) >= 2
+             else 1 + 0.1 * rng.normal(size=leaf.shape) for leaf in leaves]
+    return dataclasses.replace(pure, params=jax.tree.unflatten(treedef, [jnp.asarray(a, F64) for a in drawn]))
 
 
 def inputs(shape, n, seed=1):
