@@ -7,7 +7,7 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: bench-ntk install test test-slow reproduce fig-linear fig-deep fig-noncontrastive-linear fig-hltm report bench bench-train clean help
+.PHONY: bench-ntk install test test-slow reproduce fig-linear fig-deep fig-noncontrastive-linear fig-hltm fig-grassmann report bench bench-train clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
@@ -17,6 +17,7 @@ help:
 	@echo "make fig-deep    Simon et al. 2023 Fig. 1C/D: MLP on digits with Barlow Twins, SimCLR, VICReg"
 	@echo "make fig-noncontrastive-linear  Tian et al. 2021: linear BYOL/SimSiam theory checks A1-A9"
 	@echo "make fig-hltm    Tian et al. 2020: tree ReLU net learns HLTM latents; covariance-operator identities"
+	@echo "make fig-grassmann  Esser et al. 2023: linear SSL collapse, exact Grassmann flow, SSL vs supervised NTK vs width"
 	@echo "make report      rebuild reports/index.html from $(RUNS)/*/results.json"
 	@echo "make bench       timing benchmarks -> bench/*.json"
 	@echo "make bench-train time per training step, JAX vs PyTorch (installs torch, bench-only) -> bench/bench_train.json"
@@ -60,7 +61,10 @@ report: $(STAMP)
 fig-hltm: $(STAMP)
 	$(VENV)/bin/stepwise run hltm --out $(RUNS)/hltm
 
-reproduce: fig-linear fig-deep fig-noncontrastive-linear fig-hltm
+fig-grassmann: $(STAMP)
+	$(VENV)/bin/stepwise run grassmann --out $(RUNS)/grassmann
+
+reproduce: fig-linear fig-deep fig-noncontrastive-linear fig-hltm fig-grassmann
 	$(MAKE) --no-print-directory report
 
 bench: $(STAMP)

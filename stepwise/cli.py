@@ -16,6 +16,7 @@ from pathlib import Path
 
 
 def _experiments():
+    from experiments.grassmann import GrassmannConfig, run as run_grassmann
     from experiments.hltm import HLTMConfig, run as run_hltm
     from experiments.linear_bt import LinearBTConfig, run as run_linear_bt
     from experiments.noncontrastive_linear import NoncontrastiveLinearConfig, run as run_noncontrastive_linear
@@ -27,6 +28,8 @@ def _experiments():
         "noncontrastive_linear": (NoncontrastiveLinearConfig, run_noncontrastive_linear,
                                   "Tian et al. 2021: linear BYOL/SimSiam vs Theorems 1-3, fixed points, basins (A1-A9)"),
         "hltm": (HLTMConfig, run_hltm, "Tian et al. 2020: latent-tree (HLTM) learning, covariance operator, sampler"),
+        "grassmann": (GrassmannConfig, run_grassmann,
+                      "Esser et al. 2023: linear SSL collapse, exact Grassmann flow, SSL vs supervised NTK with width"),
     }
 
 

@@ -322,6 +322,17 @@ def test_rgd_converges_to_flow_at_first_order(problem):
     assert abs(order - 1) < 0.1, (order, errs)
 
 
+def test_riemannian_gd_compiles_once_per_record_count(problem):
+    """Runs that differ in lr and record_every (same number of records) reuse one compilation."""
+    c, _, rng = problem
+    w0 = jnp.asarray(orth(rng, c.shape[0], 2))
+    R.riemannian_gd(G.loss, w0, 0.01, 40, args=(jnp.asarray(c),), record_every=4)
+    size = R._gd._cache_size()
+    ws = R.riemannian_gd(G.loss, w0, 0.02, 20, args=(jnp.asarray(c),), record_every=2)
+    assert R._gd._cache_size() == size
+    assert ws.shape == (11, c.shape[0], 2)
+
+
 def test_projected_gd_without_retraction_drifts(problem):
     """Checklist 3: the same step without the retraction leaves W^T W = I (so the retraction is what holds it)."""
     c, _, rng = problem

@@ -105,8 +105,9 @@ def riemannian_step(w: jax.Array, egrad: jax.Array, lr: float | jax.Array, *,
     return retract(w - lr * horizontal_gradient(w, egrad), retraction)
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "steps", "record_every", "retraction"))
-def _gd(w0, lr, args, *, loss_fn, steps, record_every, retraction):
+@functools.partial(jax.jit, static_argnames=("loss_fn", "n_records", "retraction"))
+def _gd(w0, lr, args, record_every, *, loss_fn, n_records, retraction):
+    # record_every is traced (a while loop inside), so runs that differ only in it share one compilation.
     grad = jax.grad(lambda w: loss_fn(w, *args))
     inner = functools.partial(riemannian_step, lr=lr, retraction=retraction)
 
@@ -114,7 +115,7 @@ def _gd(w0, lr, args, *, loss_fn, steps, record_every, retraction):
         w = jax.lax.fori_loop(0, record_every, lambda _, v: inner(v, grad(v)), w)
         return w, w
 
-    _, ws = jax.lax.scan(block, w0, None, length=steps // record_every)
+    _, ws = jax.lax.scan(block, w0, None, length=n_records)
     return jnp.concatenate([w0[None], ws])
 
 
@@ -131,7 +132,7 @@ def riemannian_gd(loss_fn: Callable[..., jax.Array], w0: jax.Array, lr: float, s
       steps: number of updates, a multiple of ``record_every``.
       args: arrays passed to ``loss_fn`` after W (traced, not static).
       retraction: ``"qr"`` or ``"polar"``.
-      record_every: keep W every this many steps.
+      record_every: keep W every this many steps. Runs with the same number of records share one compilation.
 
     Returns:
       (steps // record_every + 1, m, h) W after 0, record_every, 2 record_every, ... updates.
@@ -155,8 +156,8 @@ def riemannian_gd(loss_fn: Callable[..., jax.Array], w0: jax.Array, lr: float, s
     if err > tol:
         raise ValueError(f"w0 must have orthonormal columns; max |W0^T W0 - I| = {err:.3e} > {tol:.1e} "
                          "(orthonormalise it with qr_retraction(w0))")
-    return _gd(w0, jnp.asarray(lr, w0.dtype), tuple(args), loss_fn=loss_fn, steps=int(steps), record_every=int(record_every),
-               retraction=retraction)
+    return _gd(w0, jnp.asarray(lr, w0.dtype), tuple(args), jnp.asarray(record_every, jnp.int32), loss_fn=loss_fn,
+               n_records=int(steps) // int(record_every), retraction=retraction)
 
 
 class RiemannianState(NamedTuple):

@@ -1,0 +1,200 @@
+"""The grassmann experiment (Esser et al. 2023) end to end on its smoke config: every check on real values, the
+results.json contract, checks recomputed from the saved data, checks that fail when the physics is wrong."""
+
+import importlib
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.grassmann import GrassmannConfig, run
+from stepwise import cli, io
+from stepwise.compare import esser2023
+from stepwise.plots.report import build_report
+from stepwise.theory import grassmann as theory
+
+runner = importlib.import_module("experiments.grassmann.run")
+
+REQUIRED_CHECKS = {
+    "naive_collapse_rate_rel_error",
+    "naive_final_sv_ratio",
+    "naive_top_direction_cosine",
+    "naive_norm_growth_rate_rel_error",
+    "flow_projector_max_error",
+    "flow_orthonormality_max",
+    "rgd_orthonormality_max",
+    "rgd_qr_polar_projector_max",
+    "rgd_first_order_error",
+    "principal_angle_rate_rel_error",
+    "final_loss_error",
+    "ssl_param_change_slope",
+    "sup_param_change_slope",
+    "sup_ntk_change_slope",
+    "ssl_ntk_change_infinite_width_fraction",
+    "ssl_vs_sup_ntk_change_ratio",
+    "network_projector_error_max",
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grassmann") / "grassmann_smoke"
+    return out, run(GrassmannConfig.smoke(), out)
+
+
+def by_name(results):
+    return {c["name"]: c for c in results["checks"]}
+
+
+def test_smoke_run_passes_every_check(smoke_run):
+    _, res = smoke_run
+    for c in res["checks"]:
+        assert c["passed"], f"{c['name']} = {c['value']} (needs {c['op']} {c['threshold']})"
+    assert res["passed"] is True
+    assert {c["name"] for c in res["checks"]} == REQUIRED_CHECKS
+    checks = by_name(res)
+    # The acceptance numbers, on the real run: closed form vs ODE far below 1e-6, rates within 5%.
+    assert checks["flow_projector_max_error"]["value"] < 1e-9
+    assert checks["naive_collapse_rate_rel_error"]["value"] < 0.05
+    assert checks["principal_angle_rate_rel_error"]["value"] < 0.05
+    # Every reason keeps the note's provenance labels visible.
+    for c in res["checks"]:
+        assert any(tag in c["reason"] for tag in ("[D]", "[V-abs]", "[R?]", "NTK theory")), c["name"]
+
+
+def test_results_json_contract_and_figures(smoke_run):
+    out, res = smoke_run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk == res
+    for c in on_disk["checks"]:
+        assert {"name", "value", "threshold", "passed", "op", "reason", "description"} <= set(c)
+        if isinstance(c["value"], float) and math.isfinite(c["value"]):
+            ok = {"<=": c["value"] <= c["threshold"], ">=": c["value"] >= c["threshold"]}[c["op"]]
+            assert ok == c["passed"]
+    assert on_disk["config"]["widths"] == list(GrassmannConfig.smoke().widths)
+    assert on_disk["versions"]["jax"] and on_disk["device"]["platform"] == "cpu" and on_disk["wall_time_s"] > 0
+    assert on_disk["figures"] == ["grassmann.png", "grassmann_width.png"]
+    for name in on_disk["figures"]:
+        assert (out / name).stat().st_size > 10_000
+    assert sorted(on_disk["data"]) == ["constrained.npz", "naive.npz", "width.npz"]
+    assert not list(out.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_checks_recomputed_from_saved_data(smoke_run):
+    """The verdict in results.json is exactly what the compare functions give on the saved arrays."""
+    out, res = smoke_run
+    saved = by_name(res)
+    for name, fn in (("naive", esser2023.naive_checks), ("constrained", esser2023.constrained_checks),
+                     ("width", esser2023.width_checks)):
+        for c in fn(io.load_npz(out / f"{name}.npz"))[0]:
+            assert saved[c.name]["value"] == pytest.approx(c.value, rel=1e-12, abs=1e-300)
+            assert saved[c.name]["passed"] == c.passed
+
+
+def test_measured_trajectories_follow_the_closed_forms(smoke_run):
+    """Beyond the gated statistics: GD's singular-value ratio and principal sines track the closed forms."""
+    out, _ = smoke_run
+    nv, cs = io.load_npz(out / "naive.npz"), io.load_npz(out / "constrained.npz")
+    ratio = nv["sv"][:, 1] / nv["sv"][:, 0]
+    inside = (ratio > 1e-10) & (nv["t"] > 0)
+    # the O(lr) GD bias accumulates along t: log-ratio error grows linearly, << 1 over the run
+    assert np.max(np.abs(np.log(ratio[inside] / nv["sv_closed"][inside, 1]))) < 0.5
+    inside = cs["sines_closed"] > 1e-10
+    assert np.max(np.abs(np.log(cs["sines"][inside] / cs["sines_closed"][inside]))) < 0.2
+    assert float(cs["projected_gd_drift"]) > 1e3 * np.max(cs["rgd_ortho"])  # no retraction -> drift
+
+
+def test_checks_fail_when_the_physics_is_wrong(smoke_run):
+    out, _ = smoke_run
+    # Swap SSL and supervised: a lazy "SSL" must fail the SSL checks, a moving "supervised" the NTK-theory ones.
+    width = io.load_npz(out / "width.npz")
+    swapped = dict(width, ssl_param=width["sup_param"], sup_param=width["ssl_param"], ssl_ntk=width["sup_ntk"],
+                   sup_ntk=width["ssl_ntk"])
+    failed = {c.name for c in esser2023.width_checks(swapped)[0] if not c.passed}
+    assert {"ssl_param_change_slope", "sup_param_change_slope", "sup_ntk_change_slope",
+            "ssl_ntk_change_infinite_width_fraction", "ssl_vs_sup_ntk_change_ratio"} <= failed
+    # The constrained run's W keeps all singular values at 1: fed to the collapse checks, they fail.
+    naive = io.load_npz(out / "naive.npz")
+    flat = dict(naive, sv=np.ones_like(naive["sv"]), top_cos=np.full_like(naive["top_cos"], 0.5))
+    failed = {c.name for c in esser2023.naive_checks(flat)[0] if not c.passed}
+    assert {"naive_collapse_rate_rel_error", "naive_final_sv_ratio", "naive_top_direction_cosine"} <= failed
+    # A wrong spectrum (lambda_h and lambda_h+1 moved apart) must fail the rate check.
+    cons = io.load_npz(out / "constrained.npz")
+    lam = cons["lam"].copy()
+    h = int(cons["h"])
+    lam[h:] -= 0.5 * (lam[h - 1] - lam[h])
+    failed = {c.name for c in esser2023.constrained_checks(dict(cons, lam=lam))[0] if not c.passed}
+    assert "principal_angle_rate_rel_error" in failed
+
+
+def test_the_network_is_the_linear_model_on_its_frozen_features():
+    """Training W = a / sqrt(m) on cached features is training the network: same outputs, same loss, same grad."""
+    rng = np.random.default_rng(0)
+    m, d, h, n = 32, 6, 2, 5
+    b = jnp.asarray(rng.normal(size=(m, d)))
+    w = runner._orthonormal(rng, m, h)
+    x1, x2 = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+    params = {"a": jnp.asarray(math.sqrt(m) * w), "b": b}
+    f1, f2 = runner.hidden_features(b, x1), runner.hidden_features(b, x2)
+    np.testing.assert_allclose(runner.two_layer(params, x1), f1 @ params["a"], atol=1e-13)
+
+    def net_loss(a):
+        p = {"a": a, "b": b}
+        return -jnp.mean(jnp.sum(runner.two_layer(p, x1) * runner.two_layer(p, x2), axis=-1))
+
+    assert float(net_loss(params["a"])) == pytest.approx(m * float(theory.ssl_loss(w, f1, f2)), rel=1e-12)
+    # A step lr on a moves W = a / sqrt(m) by -lr grad_a / sqrt(m) = -lr grad_W L_lin: the runner's update.
+    np.testing.assert_allclose(jax.grad(net_loss)(params["a"]) / math.sqrt(m), jax.grad(theory.ssl_loss)(
+        jnp.asarray(w), f1, f2), atol=1e-12)
+    # and the network's MSE is the runner's _mse on the features
+    y = rng.normal(size=(n, h))
+    mse = 0.5 * jnp.mean(jnp.sum((runner.two_layer(params, x1) - y) ** 2, axis=-1))
+    assert float(runner._mse(params["a"], f1, y)) == pytest.approx(float(mse), rel=1e-12)
+
+
+def test_statistics_on_known_inputs():
+    t = np.linspace(0, 10, 21)
+    rate, n = esser2023.decay_rate(t, 3 * np.exp(-0.7 * t), lo=1e-3, hi=1.0)
+    assert rate == pytest.approx(0.7, rel=1e-12) and n > 3
+    assert math.isnan(esser2023.decay_rate(t, np.ones_like(t), lo=1e-3, hi=0.5)[0])
+    assert esser2023.loglog_slope([1, 10, 100], [2, 0.2, 0.02]) == pytest.approx(-1.0)
+    m = np.array([64.0, 256, 1024, 4096])
+    frac, a2, b2 = esser2023.infinite_width_fraction(m, np.sqrt(0.01 + 0.5 / m))
+    assert a2 == pytest.approx(0.01, rel=1e-8) and b2 == pytest.approx(0.5, rel=1e-8)
+    assert frac == pytest.approx(0.01 / (0.01 + 0.5 / 4096))
+    assert esser2023.infinite_width_fraction(m, 1.0 / m)[0] < 0.1  # lazy: nothing survives
+    assert esser2023.discrete_rate(1.0, 0.5, 1e-6) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_config_validation():
+    for bad in (dict(lr=0.5), dict(widths=(64, 32, 128)), dict(widths=(64, 128)), dict(window=(1e-3, 1e-6)),
+                dict(ssl_lr=1.5), dict(ssl_steps=150, ssl_record=100), dict(width_h=100, widths=(64, 128, 256)),
+                dict(order_lrs=(0.01,)), dict(h=0)):
+        with pytest.raises(ValueError, match="invalid grassmann config"):
+            GrassmannConfig(**bad)
+
+
+def test_input_errors_come_before_compute_and_write_nothing(tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match="must be < m"):
+        run(GrassmannConfig(dataset="gaussian", gaussian_dim=4, ode_hs=(1, 8)), out)
+    assert not out.exists()
+
+
+def test_registered_in_cli_and_report(smoke_run, tmp_path, capsys):
+    assert "grassmann" in cli._experiments()
+    assert cli.main(["list"]) == 0 and "grassmann" in capsys.readouterr().out
+    out, _ = smoke_run
+    html, n, n_pass = build_report(out.parent, tmp_path / "index.html")
+    text = html.read_text()
+    assert n == 1 and n_pass == 1
+    assert text.count("data:image/png;base64,") >= 2 and "principal_angle_rate_rel_error" in text
+
+
+@pytest.mark.slow
+def test_full_default_config_passes(tmp_path):
+    res = run(GrassmannConfig(), tmp_path)
+    assert res["passed"], [c for c in res["checks"] if not c["passed"]]
