@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 # The JAX versions on which the neural-tangents shim is supported (pyproject.toml states the same range): from the
-# project's lower bound to the newest minor release it was tested on. Tested: 0.10.2.
+# project's lower bound to the newest minor release it was tested on. Tested (import, the implementation probe,
+# a stax kernel): 0.6.2, 0.8.0, 0.10.2.
 SUPPORTED_JAX = ((0, 6), (0, 11))
 NT_VERSION = "0.6.5"
 # neural-tangents' NtkImplementation members by the names stepwise uses.
@@ -160,7 +161,10 @@ def import_neural_tangents() -> types.ModuleType:
     if "neural_tangents" in sys.modules and "neural_tangents.stax" in sys.modules:
         return sys.modules["neural_tangents"]
     try:
-        with _nt_import_shims():
+        # On JAX 0.6 the names still exist behind deprecation warnings ("safe_map was deprecated in JAX v0.6.0"):
+        # neural-tangents' own imports of them are not ours to fix, so those warnings are silenced for this import.
+        with _nt_import_shims(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
             import neural_tangents
     except ModuleNotFoundError as err:
         if err.name not in (None, "neural_tangents"):
