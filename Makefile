@@ -7,13 +7,14 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: bench-ntk install test test-slow reproduce fig-linear fig-deep fig-noncontrastive-linear fig-hltm fig-grassmann report bench bench-train clean help
+.PHONY: bench-ntk install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-hltm fig-grassmann report bench bench-train clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
 	@echo "make test        fast test suite (CI)"
 	@echo "make install     create/refresh .venv with stepwise and its test tools"
 	@echo "make fig-linear  Simon et al. 2023 Fig. 1A/B (linear Barlow Twins) on patches and digits"
+	@echo "make fig-kernel  Simon et al. 2023 kernel extension: kernel machines (NTK, RBF) vs kernel PCA theory"
 	@echo "make fig-deep    Simon et al. 2023 Fig. 1C/D: MLP on digits with Barlow Twins, SimCLR, VICReg"
 	@echo "make fig-noncontrastive-linear  Tian et al. 2021: linear BYOL/SimSiam theory checks A1-A9"
 	@echo "make fig-hltm    Tian et al. 2020: tree ReLU net learns HLTM latents; covariance-operator identities"
@@ -58,13 +59,17 @@ fig-noncontrastive-linear: $(STAMP)
 report: $(STAMP)
 	$(VENV)/bin/stepwise report --runs $(RUNS) --out reports/index.html
 
+fig-kernel: $(STAMP)
+	$(VENV)/bin/stepwise run kernel_bt --kernel ntk --out $(RUNS)/kernel_bt_ntk
+	$(VENV)/bin/stepwise run kernel_bt --kernel rbf --d 6 --out $(RUNS)/kernel_bt_rbf
+
 fig-hltm: $(STAMP)
 	$(VENV)/bin/stepwise run hltm --out $(RUNS)/hltm
 
 fig-grassmann: $(STAMP)
 	$(VENV)/bin/stepwise run grassmann --out $(RUNS)/grassmann
 
-reproduce: fig-linear fig-deep fig-noncontrastive-linear fig-hltm fig-grassmann
+reproduce: fig-linear fig-kernel fig-deep fig-noncontrastive-linear fig-hltm fig-grassmann
 	$(MAKE) --no-print-directory report
 
 bench: $(STAMP)

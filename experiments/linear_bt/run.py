@@ -18,6 +18,7 @@ import numpy as np
 
 from experiments.linear_bt.config import LinearBTConfig
 from stepwise import compare, io
+from stepwise.compare.exact import compare_exact_steps
 from stepwise.data import Augmentation, augment_batch, load_images, make_pairs
 from stepwise.theory import linear as theory
 from stepwise.training import train_linear_bt
@@ -25,7 +26,8 @@ from stepwise.training import train_linear_bt
 EXPERIMENT = "linear_bt"
 
 
-def _images(cfg: LinearBTConfig) -> np.ndarray:
+def fixed_pair_images(cfg) -> np.ndarray:
+    """n_pairs + n_test images of ``cfg.dataset``; raises before any compute if the crop does not fit."""
     ds = load_images(cfg.dataset, cfg.n_pairs + cfg.n_test, seed=cfg.seed, data_dir=cfg.data_dir)
     h, w, _ = ds.image_shape
     if cfg.crop_size > min(h, w):
@@ -33,7 +35,8 @@ def _images(cfg: LinearBTConfig) -> np.ndarray:
     return ds.images
 
 
-def _views(cfg: LinearBTConfig, images: np.ndarray, key: jax.Array):
+def fixed_pair_views(cfg, images: np.ndarray, key: jax.Array):
+    """One fixed pair of random crops per training image, one crop per test image, flattened, float64."""
     k_pairs, k_test = jax.random.split(key)
     aug = Augmentation(crop=(cfg.crop_size, cfg.crop_size))
     train, test = images[: cfg.n_pairs], images[cfg.n_pairs :]
@@ -53,10 +56,10 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    images = _images(cfg)  # every input error is raised here, before any compute
+    images = fixed_pair_images(cfg)  # every input error is raised here, before any compute
     key = jax.random.key(cfg.seed)
     k_data, k_w = jax.random.split(key)
-    x1, x2, xt = _views(cfg, images, k_data)
+    x1, x2, xt = fixed_pair_views(cfg, images, k_data)
     gamma = theory.cross_correlation(x1, x2)
     g, v = theory.eigh_desc(gamma)
     n_pos = int(np.sum(g > 0))
@@ -71,67 +74,18 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
     steps = cfg.steps or int(math.ceil(pred.mode_steps[last] + 6 * pred.widths[last]))
     traj = train_linear_bt(gamma, w0, lr, steps, basis=cfg.basis, progress=progress, eig=(g, v))
 
-    measured = compare.crossing_times(traj.step, traj.eigenvalues, 0.5, interp="logit")
-    predicted = pred.step_times
-    rel = compare.relative_errors(predicted, measured)
     gated = theory.separated_modes(g, cfg.d, cfg.gate_ratio)
-
-    # Loss plateaus at the midpoints between consecutive predicted steps, where the steps are distinct.
-    sep = pred.separation()
-    mids = 0.5 * (predicted[:-1] + predicted[1:])
-    plateau_ok = sep >= cfg.plateau_separation
-    plateau_expected = cfg.d - np.arange(1, cfg.d)
-    plateau_loss = compare.values_at(traj.step, traj.loss, mids)
-
+    cmp = compare_exact_steps(
+        traj.step, traj.eigenvalues, traj.loss, pred, gated, plateau_separation=cfg.plateau_separation,
+        gate_ratio=cfg.gate_ratio, amplitude_reason="Gram-Schmidt amplitudes + the exact per-mode GD map are exact "
+        "up to mode-interaction terms that vanish with the initial scale",
+    )
+    measured, predicted, rel = cmp.measured, cmp.predicted, cmp.rel_errors
     w_final = traj.w_final
     angles = compare.principal_angles(w_final.T, v[:, : cfg.d])
-    rank = compare.rank_trajectory(traj.eigenvalues, 0.5)
 
     checks = [
-        compare.check(
-            "step_time_rel_error_median",
-            np.median(np.abs(rel[gated])) if gated.any() else np.nan,
-            0.02,
-            reason="Gram-Schmidt amplitudes + the exact per-mode GD map are exact up to mode-interaction terms "
-            "that vanish with the initial scale; the issue's acceptance bound is 2%",
-            description="median |predicted - measured| / measured half-rise step over gated modes",
-            predicted=predicted[gated],
-            measured=measured[gated],
-        ),
-        compare.check(
-            "step_time_rel_error_max",
-            np.max(np.abs(rel[gated])) if gated.any() else np.nan,
-            0.05,
-            reason="theory note 6.3: <= 5% for modes whose neighbours have gamma_{j+1}/gamma_j <= 0.93-0.95 "
-            "(observed <= 1.5% on synthetic spectra)",
-            description="largest |relative error| of the half-rise step over gated modes",
-        ),
-        compare.check(
-            "gated_modes",
-            int(gated.sum()),
-            min(3, cfg.d),
-            op=">=",
-            reason="the step-time checks must test several modes to mean anything",
-            description=f"modes whose neighbours satisfy gamma_(j+1)/gamma_j <= {cfg.gate_ratio}",
-            measured=np.flatnonzero(gated) + 1,
-        ),
-        compare.check(
-            "loss_plateau_max_abs_error",
-            np.max(np.abs(plateau_loss - plateau_expected)[plateau_ok]) if plateau_ok.any() else np.nan,
-            0.1,
-            reason=f"between steps separated by >= {cfg.plateau_separation} rise-widths both neighbouring "
-            "logistics are within ~1% of their plateau, so L = d - k to ~0.03 if the theory holds",
-            description="max |L - (d - k)| at midpoints between predicted steps k and k+1 that are distinct",
-            predicted=plateau_expected[plateau_ok],
-            measured=plateau_loss[plateau_ok],
-        ),
-        compare.check(
-            "final_whitening_error",
-            math.sqrt(max(traj.loss[-1], 0.0)),
-            1e-3,
-            reason="theory note 6.7: the minimum reached has C = W Gamma W^T = I exactly",
-            description="||C - I||_F at the end of training",
-        ),
+        *cmp.checks,
         compare.check(
             "final_rowspace_max_angle",
             float(np.max(angles)),
@@ -139,14 +93,6 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
             reason="theory note 6.7: small initialisation selects exactly the top-d eigenvectors of Gamma; "
             "leakage of mode d+1 is ~ lambda_d(0)^((1 - gamma_(d+1)/gamma_d)/2)",
             description="largest principal angle (rad) between the row space of W and span(v_1..v_d)",
-        ),
-        compare.check(
-            "rank_max_increment",
-            int(np.max(np.diff(rank))) if rank.size > 1 else 0,
-            1,
-            reason="theory note 6.6: the number of eigenvalues of C above 1/2 grows by exactly one per step",
-            description="largest increase of rank(C >= 1/2) between consecutive steps (final rank "
-            f"{int(rank[-1])} of {cfg.d})",
         ),
     ]
     if cfg.n_test:
@@ -182,14 +128,9 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
         loss=traj.loss,
         predicted_eigenvalues=pred_curves,
         predicted_loss=theory.predicted_loss(pred_curves),
-        predicted_steps=predicted,
-        measured_steps=measured,
-        gated=gated,
         gammas=g[: cfg.d + 5],
-        plateau_midpoints=mids,
-        plateau_loss=plateau_loss,
-        plateau_checked=plateau_ok,
         lr=np.float64(lr),
+        **cmp.arrays(),
     )
     figure = plot_linear_bt(out_dir)
     summary = {
@@ -203,7 +144,7 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
         "measured_steps": measured,
         "rel_errors": rel,
         "gated": gated,
-        "separation_ratios": sep,
+        "separation_ratios": cmp.separation,
         "principal_angles": angles,
         "diagnostics": diagnostics,
     }

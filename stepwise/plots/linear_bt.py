@@ -17,8 +17,12 @@ from stepwise.plots._mpl import pyplot, save_atomic
 FIGURE = "linear_bt.png"
 
 
-def plot_linear_bt(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Draw the figure for ``run_dir`` and save it (default ``run_dir/linear_bt.png``). Returns its path."""
+def plot_linear_bt(run_dir: str | Path, out: str | Path | None = None, *, title: str | None = None) -> Path:
+    """Draw the figure for ``run_dir`` and save it (default ``run_dir/linear_bt.png``). Returns its path.
+
+    Any run directory whose ``trajectory.npz`` has these arrays can use it (the kernel experiment does), with
+    ``title`` over the panels.
+    """
     run_dir = Path(run_dir)
     data = load_npz(run_dir / "trajectory.npz")
     plt = pyplot()
@@ -65,7 +69,8 @@ def plot_linear_bt(run_dir: str | Path, out: str | Path | None = None) -> Path:
             ax.legend(loc="upper left", frameon=False)
 
     ax = axes[3]
-    rel = np.abs(t_pred - t_meas) / t_meas
+    with np.errstate(divide="ignore", invalid="ignore"):  # a mode above 1/2 from the start has t_meas = 0
+        rel = np.abs(t_pred - t_meas) / t_meas
     gated = data["gated"].astype(bool)
     idx = np.arange(1, d + 1)
     ax.axhline(0.05, color="tab:orange", ls="--", label="max threshold 5%")
@@ -81,6 +86,8 @@ def plot_linear_bt(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax.set_ylabel("|predicted - measured| / measured")
     ax.set_title("D. step-time error")
     ax.legend(loc="upper right", frameon=False, fontsize=8, ncol=2)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
 
     out = Path(out) if out is not None else run_dir / FIGURE

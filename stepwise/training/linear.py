@@ -81,6 +81,45 @@ def _chunk(w, gamma, lr, n_valid, *, length: int, diagonal: bool):
     return jax.lax.scan(body, w, jnp.arange(length))
 
 
+def run_in_chunks(chunk_fn, record_fn, state, lr: float, steps: int, *, chunk: int, progress: bool, desc: str):
+    """Drive a jitted scan ``chunk_fn(state, lr, n_valid, length) -> (state, (eigs, loss))`` over ``steps`` updates.
+
+    One compilation (every call has the same ``length``; only the first ``n_valid`` updates apply); the host checks
+    each chunk for divergence and appends the record ``record_fn(state) -> (eigs, loss)`` after the last update.
+    Call inside ``jax.enable_x64(True)``. Returns ``(state, eigenvalues (steps + 1, d), loss (steps + 1,))``.
+
+    Raises:
+      DivergenceError: the loss became NaN/inf; says at which step and what to try.
+    """
+    from tqdm.auto import tqdm
+
+    hint = (f"lower the learning rate (now {lr:.6g}; the stability limit is 1/(4 gamma_1)) or the initial scale")
+    chunk = max(1, min(chunk, steps))
+    eig_chunks, loss_chunks = [], []
+    done = 0
+    lr_j = jnp.asarray(lr, dtype=jnp.float64)
+    with tqdm(total=steps, desc=desc, unit="step", disable=not progress, leave=False) as bar:
+        while done < steps:  # records 0..steps-1 here; the record after the last update comes below
+            n_valid = min(chunk, steps - done)
+            state, (eigs, loss) = chunk_fn(state, lr_j, jnp.asarray(n_valid), chunk)
+            eigs, loss = np.asarray(eigs)[:n_valid], np.asarray(loss)[:n_valid]
+            bad = np.flatnonzero(~np.isfinite(loss) | ~np.all(np.isfinite(eigs), axis=1))
+            if bad.size:
+                raise DivergenceError(step=done + int(bad[0]), quantity="loss ||C - I||_F^2",
+                                      value=float(loss[bad[0]]), hint=hint)
+            eig_chunks.append(eigs)
+            loss_chunks.append(loss)
+            done += n_valid
+            bar.update(n_valid)
+        eigs_last, loss_last = record_fn(state)
+    eig_chunks.append(np.asarray(eigs_last)[None])
+    loss_chunks.append(np.asarray(loss_last)[None])
+    loss = np.concatenate(loss_chunks)
+    if not np.isfinite(loss[-1]):
+        raise DivergenceError(step=steps, quantity="loss ||C - I||_F^2", value=float(loss[-1]), hint=hint)
+    return state, np.concatenate(eig_chunks), loss
+
+
 def train_linear_bt(
     gamma: np.ndarray,
     w0: np.ndarray,
@@ -110,8 +149,6 @@ def train_linear_bt(
     Raises:
       DivergenceError: the loss or C became NaN/inf; says at which step and what to try.
     """
-    from tqdm.auto import tqdm
-
     gamma = np.asarray(gamma, dtype=np.float64)
     w0 = np.asarray(w0, dtype=np.float64)
     if steps < 0:
@@ -124,44 +161,20 @@ def train_linear_bt(
         op, w_init = gamma, w0
     else:
         raise ValueError(f"basis must be 'eigen' or 'pixel'; got {basis!r}")
-    chunk = max(1, min(chunk, steps))
-    eig_chunks, loss_chunks = [], []
-    done = 0
+    diagonal = basis == "eigen"
     with jax.enable_x64(True):
-        w = jnp.asarray(w_init, dtype=jnp.float64)
         op_j = jnp.asarray(op, dtype=jnp.float64)
-        lr_j = jnp.asarray(lr, dtype=jnp.float64)
-        with tqdm(total=steps, desc="linear BT (GD)", unit="step", disable=not progress, leave=False) as bar:
-            while done < steps:  # records 0..steps-1 here; the record after the last update comes below
-                n_valid = min(chunk, steps - done)
-                w, (eigs, loss) = _chunk(w, op_j, lr_j, jnp.asarray(n_valid), length=chunk, diagonal=basis == "eigen")
-                eigs, loss = np.asarray(eigs)[:n_valid], np.asarray(loss)[:n_valid]
-                bad = np.flatnonzero(~np.isfinite(loss) | ~np.all(np.isfinite(eigs), axis=1))
-                if bad.size:
-                    raise DivergenceError(
-                        step=done + int(bad[0]),
-                        quantity="loss ||C - I||_F^2",
-                        value=float(loss[bad[0]]),
-                        hint=f"lower the learning rate (now {lr:.6g}; the stability limit is 1/(4 gamma_1)) "
-                        "or the initial scale",
-                    )
-                eig_chunks.append(eigs)
-                loss_chunks.append(loss)
-                done += n_valid
-                bar.update(n_valid)
-            _, _, eigs_last, loss_last = _record(w, _gamma_apply(op_j, basis == "eigen"))
+        w, eigs, loss = run_in_chunks(
+            lambda w, lr_j, n_valid, length: _chunk(w, op_j, lr_j, n_valid, length=length, diagonal=diagonal),
+            lambda w: _record(w, _gamma_apply(op_j, diagonal))[2:],
+            jnp.asarray(w_init, dtype=jnp.float64), lr, steps, chunk=chunk, progress=progress, desc="linear BT (GD)",
+        )
         w_final = np.asarray(w)
-    eig_chunks.append(np.asarray(eigs_last)[None])
-    loss_chunks.append(np.asarray(loss_last)[None])
-    loss = np.concatenate(loss_chunks)
-    if not np.isfinite(loss[-1]):
-        raise DivergenceError(step=steps, quantity="loss ||C - I||_F^2", value=float(loss[-1]),
-                              hint="lower the learning rate or the initial scale")
     if v is not None:
         w_final = w_final @ v.T
     return LinearRun(
         step=np.arange(steps + 1, dtype=np.float64),
-        eigenvalues=np.concatenate(eig_chunks),
+        eigenvalues=eigs,
         loss=loss,
         w_final=w_final,
         lr=float(lr),

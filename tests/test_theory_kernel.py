@@ -1,0 +1,166 @@
+"""Kernel theory (stepwise.theory.kernel) and the kernel GD loop (stepwise.training.train_kernel_bt).
+
+References: the linear theory (the linear kernel K = X X^T must give back every linear prediction), the symmetric
+form of the eigenproblem with K^(1/2) (theory note 3, form 1), naive loops, and GD on explicit features.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from stepwise.compare import gram_relative_error
+from stepwise.theory import kernel as kt
+from stepwise.theory import linear
+from stepwise.training import train_kernel_bt, train_linear_bt
+
+
+def _pairs(rng, n=12, m=5, noise=0.3):
+    x1 = rng.normal(size=(n, m)) * np.linspace(2.0, 0.5, m)  # distinct scales -> distinct eigenvalues
+    x2 = x1 + noise * rng.normal(size=(n, m))
+    return x1, x2
+
+
+def _rbf_setup(rng, n=10, m=3):
+    x1, x2 = _pairs(rng, n, m)
+    x = np.concatenate([x1, x2])
+    xt = rng.normal(size=(7, m))
+    return kt.rbf_kernel(x, bandwidth=2.0), kt.rbf_kernel(xt, x, bandwidth=2.0)
+
+
+def test_swap_matrix():
+    z = kt.swap_matrix(3)
+    assert z.shape == (6, 6)
+    np.testing.assert_array_equal(z @ np.arange(6), [3, 4, 5, 0, 1, 2])
+    np.testing.assert_array_equal(z, z.T)
+    with pytest.raises(ValueError, match="at least one pair"):
+        kt.swap_matrix(0)
+
+
+def test_kernels_match_loops(rng):
+    a, b = rng.normal(size=(4, 2, 3)), rng.normal(size=(5, 2, 3))
+    want_rbf = np.array([[math.exp(-np.sum((u - v) ** 2) / (2 * 1.5**2)) for v in b] for u in a])
+    np.testing.assert_allclose(kt.rbf_kernel(a, b, bandwidth=1.5), want_rbf, rtol=1e-12)
+    want_lin = np.array([[float(np.sum(u * v)) for v in b] for u in a])
+    np.testing.assert_allclose(kt.linear_kernel(a, b), want_lin, rtol=1e-12)
+    np.testing.assert_allclose(np.diag(kt.rbf_kernel(a, bandwidth=0.3)), 1.0)
+    with pytest.raises(ValueError, match="bandwidth"):
+        kt.rbf_kernel(a, bandwidth=0.0)
+
+
+def test_linear_kernel_gives_the_linear_theory_eigenvalues(rng):
+    x1, x2 = _pairs(rng)
+    k = kt.linear_kernel(np.concatenate([x1, x2]))  # (24, 24) of rank 5: singular, needs the ridge
+    g_lin, _ = linear.eigh_desc(linear.cross_correlation(x1, x2))
+    g_ker = kt.contrastive_eigenvalues(k)
+    np.testing.assert_allclose(g_ker[:5], g_lin, rtol=1e-8)
+    # The null space of K: round-off in K Z K over the ridge; at the default ridge far below the learned modes.
+    np.testing.assert_allclose(g_ker[5:], 0.0, atol=1e-6 * g_lin[0])
+
+
+def test_generalised_form_matches_symmetric_square_root_form(rng):
+    k, kt_rows = _rbf_setup(rng)
+    two_n = k.shape[0]
+    s, u = np.linalg.eigh(k)
+    root = (u * np.sqrt(s)) @ u.T
+    sym = root @ kt.swap_matrix(two_n // 2) @ root / two_n
+    g_ref, q = np.linalg.eigh(sym)
+    g_ref, q = g_ref[::-1], q[:, ::-1]
+    g, a = kt.contrastive_eigh(k, ridge=0.0)
+    np.testing.assert_allclose(g, g_ref, atol=1e-10 * g_ref[0])
+    np.testing.assert_allclose(a.T @ k @ a, np.eye(two_n), atol=1e-7)  # a_j^T K a_j = 1, orthogonal in K
+    d = 3
+    f_ref = kt_rows @ np.linalg.solve(root, q[:, :d]) / np.sqrt(g_ref[:d])  # U Lambda^-1/2 Q^T K^-1/2 k(x)
+    f = kt.predict_embeddings(k, kt_rows, d, ridge=0.0)
+    assert gram_relative_error(f, f_ref) < 1e-8
+
+
+def test_predicted_training_embeddings_are_whitened(rng):
+    k, _ = _rbf_setup(rng)
+    n = k.shape[0] // 2
+    f = kt.predict_embeddings(k, k, 4)
+    c = (f[:n].T @ f[n:] + f[n:].T @ f[:n]) / (2 * n)
+    np.testing.assert_allclose(c, np.eye(4), atol=1e-8)
+
+
+def test_linear_kernel_predicts_the_linear_final_embedding(rng):
+    x1, x2 = _pairs(rng)
+    xt = rng.normal(size=(9, 5))
+    x = np.concatenate([x1, x2])
+    f_kernel = kt.predict_embeddings(kt.linear_kernel(x), kt.linear_kernel(xt, x), 3)
+    f_linear = linear.final_embedding(linear.cross_correlation(x1, x2), 3, xt)
+    assert gram_relative_error(f_kernel, f_linear) < 1e-7
+
+
+def test_contrastive_kernel_is_phi_gamma_phi(rng):
+    x1, x2 = _pairs(rng)
+    x = np.concatenate([x1, x2])
+    a, b = rng.normal(size=(3, 5)), rng.normal(size=(4, 5))
+    got = kt.contrastive_kernel(kt.linear_kernel(a, x), kt.linear_kernel(b, x))
+    np.testing.assert_allclose(got, a @ linear.cross_correlation(x1, x2) @ b.T, rtol=1e-12)
+
+
+def test_step_times_and_amplitudes_match_the_linear_theory(rng):
+    x1, x2 = _pairs(rng)
+    x = np.concatenate([x1, x2])
+    gamma = linear.cross_correlation(x1, x2)
+    w0 = 1e-6 * rng.normal(size=(3, 5))
+    lr = 0.3 * linear.stability_limit(linear.eigh_desc(gamma)[0][0])
+    f0 = x @ w0.T  # the initial embeddings of the training views
+    k = kt.linear_kernel(x)
+    np.testing.assert_allclose(kt.initial_amplitudes(k, f0), linear.initial_amplitudes(gamma, w0), rtol=1e-6)
+    np.testing.assert_allclose(kt.step_times(k, f0, lr), linear.step_times(gamma, w0, lr), rtol=1e-6)
+    pred = kt.predict(k, f0, lr)
+    assert pred.d == 3 and np.all(np.diff(pred.step_times) >= 0) and np.all(pred.widths > 0)
+    assert pred.eigenvalue_curves(10).shape == (11, 3) and pred.separation().shape == (2,)
+
+
+def test_kernel_gd_equals_gd_on_explicit_features(rng):
+    # f(x) = B k(x) with the linear kernel is f(x) = W x with W = B X: the two loops must agree step by step.
+    x1, x2 = _pairs(rng)
+    x = np.concatenate([x1, x2])
+    b0 = 1e-3 * rng.normal(size=(3, x.shape[0]))
+    gamma = linear.cross_correlation(x1, x2)
+    lr = 0.3 * linear.stability_limit(linear.eigh_desc(gamma)[0][0])
+    ker = train_kernel_bt(kt.linear_kernel(x), b0, lr, 300, chunk=128)
+    lin = train_linear_bt(gamma, b0 @ x, lr, 300, basis="pixel")
+    np.testing.assert_allclose(ker.eigenvalues, lin.eigenvalues, atol=1e-12)
+    np.testing.assert_allclose(ker.loss, lin.loss, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(ker.b_final @ x, lin.w_final, atol=1e-12)
+    assert ker.step.shape == (301,) and ker.lr == lr
+
+
+def test_kernel_gd_reaches_the_predicted_embedding(rng):
+    k, kt_rows = _rbf_setup(rng, n=15)
+    g, _ = kt.contrastive_eigh(k)
+    b0 = 1e-10 * rng.normal(size=(2, k.shape[0]))
+    lr = 0.5 * linear.stability_limit(g[0])
+    pred = kt.predict(k, (b0 @ k).T, lr)
+    run = train_kernel_bt(k, b0, lr, int(pred.step_times[-1] * 1.5) + 50)
+    assert run.loss[-1] < 1e-10
+    assert gram_relative_error(kt_rows @ run.b_final.T, kt.predict_embeddings(k, kt_rows, 2)) < 1e-2
+
+
+def test_bad_input_is_refused(rng):
+    k, kt_rows = _rbf_setup(rng)
+    with pytest.raises(ValueError, match="symmetric"):
+        kt.contrastive_eigh(k + np.triu(np.ones_like(k), 1))
+    with pytest.raises(ValueError, match=r"\(2n, 2n\)"):
+        kt.contrastive_eigh(k[:-1, :-1])
+    with pytest.raises(ValueError, match="ridge"):
+        kt.contrastive_eigh(k, ridge=-1.0)
+    with pytest.raises(ValueError, match="n_test, 2n"):
+        kt.predict_embeddings(k, kt_rows[:, :-1], 2)
+    with pytest.raises(ValueError, match="positive"):
+        kt.predict_embeddings(k, kt_rows, k.shape[0])
+    with pytest.raises(ValueError, match="f0_train"):
+        kt.predict(k, np.zeros((3, 2)), 0.1)
+    g = kt.contrastive_eigenvalues(k)
+    with pytest.raises(ValueError, match="stable GD"):
+        kt.predict(k, 1e-6 * np.ones((k.shape[0], 2)), 1.0 / (4 * g[0]))
+    with pytest.raises(ValueError, match="b0"):
+        train_kernel_bt(k, np.zeros((2, 3)), 0.1, 5)
+    with pytest.raises(ValueError, match="positive definite"):
+        kt.contrastive_eigh(-k, ridge=0.0)
+    assert scipy.linalg.issymmetric(k)
