@@ -54,7 +54,8 @@ class TrainConfig:
       optimizer: ``sgd``, ``momentum`` (heavy ball, ``momentum``) or ``adam``. Plain SGD keeps the theory's time
         axis t = lr x step (theory note 7.2).
       momentum: momentum coefficient for ``momentum``.
-      weight_decay: decoupled weight decay (0 = none).
+      weight_decay: weight decay in the coupled (L2) form: ``weight_decay * param`` is added to the gradient before
+        the optimizer (PyTorch's ``weight_decay``; 0 = none).
       track_every: steps between tracking points.
       n_snapshot: evaluation embeddings kept per tracking point (for PCA pictures and probes).
       checkpoint_every: steps between checkpoints (0 = only at the end when a run directory is given).
@@ -178,6 +179,18 @@ def _eig_desc(matrices: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 _MATRICES = ("cov_out", "bt_out", "cov_feat", "bt_feat")
 
 
+def _spectra_matrices(z1: jax.Array, z2: jax.Array, f1: jax.Array, f2: jax.Array) -> dict[str, jax.Array]:
+    """The four d x d matrices whose eigenvalues are tracked (keys :data:`_MATRICES`)."""
+    return {"cov_out": _covariance(z1), "bt_out": _cross_correlation(z1, z2), "cov_feat": _covariance(f1),
+            "bt_feat": _cross_correlation(f1, f2)}
+
+
+def _with_eigenvalues(out: dict) -> dict[str, np.ndarray]:
+    """Host arrays of a tracking point, with each of :data:`_MATRICES` replaced by its eigenvalues (descending)."""
+    out = {k: np.asarray(v) for k, v in out.items()}
+    return out | _eig_desc({k: out[k] for k in _MATRICES})
+
+
 def _tracker(apply: ApplyFn, features: ApplyFn | None, loss_fn: LossFn, n_snapshot: int):
     """Jitted: the four d x d matrices whose eigenvalues are tracked, the loss and a snapshot."""
 
@@ -185,29 +198,27 @@ def _tracker(apply: ApplyFn, features: ApplyFn | None, loss_fn: LossFn, n_snapsh
     def track(params, x1, x2):
         z1, z2 = apply(params, x1), apply(params, x2)
         f1, f2 = (z1, z2) if features is None else (features(params, x1), features(params, x2))
-        return {
-            "cov_out": _covariance(z1),
-            "bt_out": _cross_correlation(z1, z2),
-            "cov_feat": _covariance(f1),
-            "bt_feat": _cross_correlation(f1, f2),
-            "eval_loss": loss_fn(z1, z2),
-            "snapshots": z1[:n_snapshot],
-        }
+        return _spectra_matrices(z1, z2, f1, f2) | {"eval_loss": loss_fn(z1, z2), "snapshots": z1[:n_snapshot]}
 
     return track
 
 
+def _views(state, data: jax.Array, aug: Augmentation, batch_size: int, batch_sharding) -> tuple[jax.Array, jax.Array]:
+    """The step's batch and its two views, drawn from ``fold_in(state.key, state.step)`` (inside the jitted step)."""
+    key = jax.random.fold_in(state.key, state.step)
+    k_idx, k_aug = jax.random.split(key)
+    if batch_size == data.shape[0]:
+        batch = data
+    else:
+        idx = jax.random.choice(k_idx, data.shape[0], (batch_size,), replace=False)
+        batch = data[idx]
+    batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+    return make_pairs(aug, k_aug, batch)
+
+
 def _make_step(apply: ApplyFn, loss_fn: LossFn, tx, aug: Augmentation, batch_size: int, batch_sharding):
     def step(state: TrainState, data: jax.Array):
-        key = jax.random.fold_in(state.key, state.step)
-        k_idx, k_aug = jax.random.split(key)
-        if batch_size == data.shape[0]:
-            batch = data
-        else:
-            idx = jax.random.choice(k_idx, data.shape[0], (batch_size,), replace=False)
-            batch = data[idx]
-        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-        v1, v2 = make_pairs(aug, k_aug, batch)
+        v1, v2 = _views(state, data, aug, batch_size, batch_sharding)
 
         def loss_of(params):
             return loss_fn(apply(params, v1), apply(params, v2))
@@ -220,12 +231,13 @@ def _make_step(apply: ApplyFn, loss_fn: LossFn, tx, aug: Augmentation, batch_siz
     return jax.jit(step, donate_argnums=0)
 
 
-def _state_tree(state: TrainState) -> dict:
-    return {"params": state.params, "opt_state": state.opt_state, "step": state.step,
-            "key": jax.random.key_data(state.key)}
+def _state_tree(state) -> dict:
+    """A train-state dataclass (``TrainState`` or another engine's) as a dict of its fields, the key as raw data."""
+    tree = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    return tree | {"key": jax.random.key_data(state.key)}
 
 
-def _save_checkpoint(path: Path, state: TrainState, history: dict[str, list], train_loss: list[np.ndarray]):
+def _save_checkpoint(path: Path, state, history: dict[str, list], train_loss: list[np.ndarray]):
     """Leaves of the state (any pytree: dicts, nnx.State, optax states) plus the tracked history, atomically."""
     from flax import serialization
 
@@ -240,7 +252,7 @@ def _save_checkpoint(path: Path, state: TrainState, history: dict[str, list], tr
         tmp.write_bytes(serialization.msgpack_serialize(payload))
 
 
-def _load_checkpoint(path: Path, template: TrainState):
+def _load_checkpoint(path: Path, template):
     """Restore into the structure of ``template`` (the freshly initialised state of the same run)."""
     from flax import serialization
 
@@ -250,10 +262,148 @@ def _load_checkpoint(path: Path, template: TrainState):
     if len(leaves) != treedef.num_leaves:
         raise ValueError(f"checkpoint {path} holds {len(leaves)} arrays; this run's state has {treedef.num_leaves}")
     restored = jax.tree.unflatten(treedef, [jnp.asarray(x) for x in leaves])
-    state = TrainState(params=restored["params"], opt_state=restored["opt_state"], step=restored["step"],
-                       key=jax.random.wrap_key_data(restored["key"]))
+    state = type(template)(**(restored | {"key": jax.random.wrap_key_data(restored["key"])}))
     history = {k: list(np.asarray(v)) for k, v in payload["history"].items()}
     return state, history, [np.asarray(payload["train_loss"])]
+
+
+def _check_inputs(images, eval_images, aug: Augmentation, cfg: TrainConfig, devices: list) -> tuple[np.ndarray, np.ndarray]:
+    """Shapes, batch size against images and devices, and the augmentation's fit, before any compute."""
+    images = np.asarray(images)
+    eval_images = np.asarray(eval_images)
+    if images.ndim != 4 or eval_images.ndim != 4 or images.shape[1:] != eval_images.shape[1:]:
+        raise ValueError(f"images must be (N, H, W, C) with equal shapes; got {images.shape} and {eval_images.shape}")
+    if cfg.batch_size > images.shape[0]:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {images.shape[0]} training images")
+    if cfg.batch_size % len(devices):
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is not divisible by the {len(devices)} devices it is split over; "
+            f"use a multiple of {len(devices)}"
+        )
+    aug.output_shape(images.shape[1:])  # raises if the augmentation does not fit the images
+    return images, eval_images
+
+
+def _shardings(devices: list) -> tuple[NamedSharding, NamedSharding]:
+    """(replicated, batch-sharded) placements over a 1-D ``data`` mesh of ``devices``."""
+    mesh = Mesh(np.array(devices), ("data",))
+    return NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+
+def _eval_views(aug: Augmentation, seed: int, eval_images: np.ndarray, replicated,
+                pairs: Callable = make_pairs) -> tuple[jax.Array, jax.Array]:
+    """The fixed pair of views of the evaluation images, independent of the training keys (``pairs``: how
+    :func:`make_pairs` is called, eagerly by default)."""
+    eval_key = jax.random.fold_in(jax.random.key(seed), 2**31 - 1)
+    e1, e2 = pairs(aug, eval_key, jnp.asarray(eval_images))
+    return jax.device_put(e1, replicated), jax.device_put(e2, replicated)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fit:
+    """What the host loop returns: the final state, the tracked history and the timings."""
+
+    state: Any
+    history: dict[str, list]
+    train_loss: np.ndarray
+    train_time_s: float
+    tracking_time_s: float
+
+
+def _fit(
+    step_fn: Callable,
+    state,
+    data: jax.Array,
+    track: Callable,
+    cfg: TrainConfig,
+    *,
+    replicated,
+    checkpoint: str | Path | None,
+    resume: bool,
+    progress: bool,
+    rank_threshold: float,
+    desc: str,
+) -> _Fit:
+    """The host loop shared by the SSL engines: steps, tracking, divergence, progress and checkpoints.
+
+    Args:
+      step_fn: jitted ``(state, data) -> (state, loss)`` donating its state.
+      state: the freshly initialised state (a dataclass with ``step`` and ``key`` fields); also the template a
+        checkpoint is restored into.
+      track: ``state -> dict`` of device arrays for one tracking point; each of :data:`_MATRICES` in it is replaced
+        by its eigenvalues (descending, float64, on the host).
+    """
+    from tqdm.auto import tqdm
+
+    history: dict[str, list] = {}
+    train_loss: list[np.ndarray] = []
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if resume and ckpt is not None and ckpt.is_file():
+        state, history, train_loss = _load_checkpoint(ckpt, state)
+    state = jax.device_put(state, replicated)
+
+    start = int(state.step)
+    jax.block_until_ready(track(state))  # compile outside the timed tracking
+    track_time = 0.0
+    t0 = time.perf_counter()
+
+    def record(state, step):
+        nonlocal track_time
+        t = time.perf_counter()
+        out = _with_eigenvalues(jax.device_get(track(state)))
+        track_time += time.perf_counter() - t
+        history.setdefault("step", []).append(step)
+        for k, v in out.items():
+            history.setdefault(k, []).append(v)
+        return out
+
+    if start == 0 and not history.get("step"):
+        record(state, 0)
+    with tqdm(total=cfg.steps, initial=start, desc=desc, unit="step", disable=not progress) as bar:
+        step = start
+        while step < cfg.steps:
+            n = min(cfg.track_every - step % cfg.track_every, cfg.steps - step)
+            losses = []
+            for _ in range(n):
+                state, loss = step_fn(state, data)
+                losses.append(loss)
+            block = np.asarray(jax.device_get(jnp.stack(losses)))
+            bad = np.flatnonzero(~np.isfinite(block))
+            if bad.size:
+                raise DivergenceError(
+                    step=step + int(bad[0]), quantity="training loss", value=float(block[bad[0]]),
+                    hint=f"lower the learning rate (now {cfg.lr:g}) or the initial scale",
+                )
+            train_loss.append(block)
+            step += n
+            out = record(state, step)
+            cov = out["cov_out"]
+            rank = int(np.sum(cov > rank_threshold * max(float(cov[0]), 1e-30)))
+            bar.set_postfix(loss=f"{float(block[-1]):.4g}", rank=rank)
+            bar.update(n)
+            if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                _save_checkpoint(ckpt, state, history, train_loss)
+    jax.block_until_ready(state)
+    train_time = time.perf_counter() - t0
+    if ckpt is not None:
+        _save_checkpoint(ckpt, state, history, train_loss)
+    return _Fit(state=state, history=history,
+                train_loss=np.concatenate(train_loss) if train_loss else np.zeros((0,)),
+                train_time_s=train_time, tracking_time_s=track_time)
+
+
+def _stacked(fit: _Fit, extra: tuple[str, ...]) -> dict[str, Any]:
+    """The run fields every engine shares (steps, spectra, losses, timings) plus ``extra`` tracked arrays, stacked
+    over the tracking points."""
+    h = fit.history
+    return {
+        "step": np.asarray(h["step"], dtype=np.int64),
+        **{k: np.stack(h[k]) for k in (*_MATRICES, *extra)},
+        "eval_loss": np.asarray(h["eval_loss"]),
+        "train_loss": fit.train_loss,
+        "train_time_s": fit.train_time_s,
+        "tracking_time_s": fit.tracking_time_s,
+    }
 
 
 def train_ssl(
@@ -294,98 +444,19 @@ def train_ssl(
       ValueError: bad shapes or sizes (before any compute).
       DivergenceError: a training loss became NaN/inf (with the step and what to try).
     """
-    from tqdm.auto import tqdm
-
     devices = list(jax.devices()) if devices is None else list(devices)
-    images = np.asarray(images)
-    eval_images = np.asarray(eval_images)
-    if images.ndim != 4 or eval_images.ndim != 4 or images.shape[1:] != eval_images.shape[1:]:
-        raise ValueError(f"images must be (N, H, W, C) with equal shapes; got {images.shape} and {eval_images.shape}")
-    if cfg.batch_size > images.shape[0]:
-        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {images.shape[0]} training images")
-    if cfg.batch_size % len(devices):
-        raise ValueError(
-            f"batch_size {cfg.batch_size} is not divisible by the {len(devices)} devices it is split over; "
-            f"use a multiple of {len(devices)}"
-        )
-    aug.output_shape(images.shape[1:])  # raises if the augmentation does not fit the images
-
-    mesh = Mesh(np.array(devices), ("data",))
-    replicated = NamedSharding(mesh, P())
+    images, eval_images = _check_inputs(images, eval_images, aug, cfg, devices)
+    replicated, batch_sharding = _shardings(devices)
     tx = make_optimizer(cfg)
-    step_fn = _make_step(apply, loss_fn, tx, aug, cfg.batch_size, NamedSharding(mesh, P("data")))
+    step_fn = _make_step(apply, loss_fn, tx, aug, cfg.batch_size, batch_sharding)
     track = _tracker(apply, features, loss_fn, cfg.n_snapshot)
 
     params = jax.tree.map(jnp.copy, params)  # the step donates its state; never delete the caller's arrays
     state = TrainState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
                        key=jax.random.key(cfg.seed))
-    history: dict[str, list] = {k: [] for k in ("step", "cov_out", "bt_out", "cov_feat", "bt_feat", "eval_loss", "snapshots")}
-    train_loss: list[np.ndarray] = []
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    if resume and ckpt is not None and ckpt.is_file():
-        state, history, train_loss = _load_checkpoint(ckpt, state)
-    state = jax.device_put(state, replicated)
     data = jax.device_put(jnp.asarray(images), replicated)
-    eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2**31 - 1)  # fixed views, independent of training keys
-    e1, e2 = make_pairs(aug, eval_key, jnp.asarray(eval_images))
-    e1, e2 = jax.device_put(e1, replicated), jax.device_put(e2, replicated)
-
-    start = int(state.step)
-    jax.block_until_ready(track(state.params, e1, e2))  # compile outside the timed tracking
-    track_time = 0.0
-    t0 = time.perf_counter()
-
-    def record(params, step):
-        nonlocal track_time
-        t = time.perf_counter()
-        out = jax.device_get(track(params, e1, e2))
-        out = {k: np.asarray(v) for k, v in out.items()} | _eig_desc({k: out[k] for k in _MATRICES})
-        track_time += time.perf_counter() - t
-        history["step"].append(step)
-        for k, v in out.items():
-            history[k].append(v)
-        return out
-
-    if start == 0 and not history["step"]:
-        record(state.params, 0)
-    with tqdm(total=cfg.steps, initial=start, desc="SSL training", unit="step", disable=not progress) as bar:
-        step = start
-        while step < cfg.steps:
-            n = min(cfg.track_every - step % cfg.track_every, cfg.steps - step)
-            losses = []
-            for _ in range(n):
-                state, loss = step_fn(state, data)
-                losses.append(loss)
-            block = np.asarray(jax.device_get(jnp.stack(losses)))
-            bad = np.flatnonzero(~np.isfinite(block))
-            if bad.size:
-                raise DivergenceError(
-                    step=step + int(bad[0]), quantity="training loss", value=float(block[bad[0]]),
-                    hint=f"lower the learning rate (now {cfg.lr:g}) or the initial scale",
-                )
-            train_loss.append(block)
-            step += n
-            out = record(state.params, step)
-            cov = out["cov_out"]
-            rank = int(np.sum(cov > rank_threshold * max(float(cov[0]), 1e-30)))
-            bar.set_postfix(loss=f"{float(block[-1]):.4g}", rank=rank)
-            bar.update(n)
-            if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                _save_checkpoint(ckpt, state, history, train_loss)
-    jax.block_until_ready(state.params)
-    train_time = time.perf_counter() - t0
-    if ckpt is not None:
-        _save_checkpoint(ckpt, state, history, train_loss)
-    return SSLRun(
-        step=np.asarray(history["step"], dtype=np.int64),
-        cov_out=np.stack(history["cov_out"]),
-        bt_out=np.stack(history["bt_out"]),
-        cov_feat=np.stack(history["cov_feat"]),
-        bt_feat=np.stack(history["bt_feat"]),
-        eval_loss=np.asarray(history["eval_loss"]),
-        snapshots=np.stack(history["snapshots"]),
-        train_loss=np.concatenate(train_loss) if train_loss else np.zeros((0,)),
-        params=jax.device_get(state.params),
-        train_time_s=train_time,
-        tracking_time_s=track_time,
-    )
+    e1, e2 = _eval_views(aug, cfg.seed, eval_images, replicated)
+    fit = _fit(step_fn, state, data, lambda s: track(s.params, e1, e2), cfg, replicated=replicated,
+               checkpoint=checkpoint, resume=resume, progress=progress, rank_threshold=rank_threshold,
+               desc="SSL training")
+    return SSLRun(**_stacked(fit, ("snapshots",)), params=jax.device_get(fit.state.params))
