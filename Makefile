@@ -7,7 +7,7 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: bench-ntk install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-hltm fig-grassmann report bench bench-train clean help
+.PHONY: bench-ntk install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann report bench bench-train clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
@@ -17,6 +17,8 @@ help:
 	@echo "make fig-kernel  Simon et al. 2023 kernel extension: kernel machines (NTK, RBF) vs kernel PCA theory"
 	@echo "make fig-deep    Simon et al. 2023 Fig. 1C/D: MLP on digits with Barlow Twins, SimCLR, VICReg"
 	@echo "make fig-noncontrastive-linear  Tian et al. 2021: linear BYOL/SimSiam theory checks A1-A9"
+	@echo "make fig-noncontrastive-deep  Tian et al. 2021 Fig. 2: BYOL predictor alignment/symmetry on an MLP (B1-B3)"
+	@echo "make fig-directpred  Tian et al. 2021 Sec. 6: DirectPred vs trained predictors, 3 seeds, eps sweep"
 	@echo "make fig-hltm    Tian et al. 2020: tree ReLU net learns HLTM latents; covariance-operator identities"
 	@echo "make fig-grassmann  Esser et al. 2023: linear SSL collapse, exact Grassmann flow, SSL vs supervised NTK vs width"
 	@echo "make report      rebuild reports/index.html from $(RUNS)/*/results.json"
@@ -56,6 +58,12 @@ fig-deep: $(STAMP)
 fig-noncontrastive-linear: $(STAMP)
 	$(VENV)/bin/stepwise run noncontrastive_linear --out $(RUNS)/noncontrastive_linear
 
+fig-noncontrastive-deep: $(STAMP)
+	$(VENV)/bin/stepwise run noncontrastive_deep --out $(RUNS)/noncontrastive_deep
+
+fig-directpred: $(STAMP)
+	$(VENV)/bin/stepwise run directpred --out $(RUNS)/directpred
+
 report: $(STAMP)
 	$(VENV)/bin/stepwise report --runs $(RUNS) --out reports/index.html
 
@@ -69,7 +77,7 @@ fig-hltm: $(STAMP)
 fig-grassmann: $(STAMP)
 	$(VENV)/bin/stepwise run grassmann --out $(RUNS)/grassmann
 
-reproduce: fig-linear fig-kernel fig-deep fig-noncontrastive-linear fig-hltm fig-grassmann
+reproduce: fig-linear fig-kernel fig-deep fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann
 	$(MAKE) --no-print-directory report
 
 bench: $(STAMP)

@@ -16,11 +16,13 @@ from pathlib import Path
 
 
 def _experiments():
+    from experiments.directpred import DirectPredConfig, run as run_directpred
     from experiments.grassmann import GrassmannConfig, run as run_grassmann
     from experiments.hltm import HLTMConfig, run as run_hltm
     from experiments.kernel_bt import KernelBTConfig, run as run_kernel_bt
     from experiments.linear_bt import LinearBTConfig, run as run_linear_bt
     from experiments.noncontrastive_linear import NoncontrastiveLinearConfig, run as run_noncontrastive_linear
+    from experiments.noncontrastive_deep import NoncontrastiveDeepConfig, run as run_noncontrastive_deep
     from experiments.stepwise_deep import DeepConfig, run as run_deep
 
     return {
@@ -28,6 +30,10 @@ def _experiments():
         "stepwise_deep": (DeepConfig, run_deep, "Simon et al. 2023 Fig. 1C/D: networks trained with BT/SimCLR/VICReg step"),
         "noncontrastive_linear": (NoncontrastiveLinearConfig, run_noncontrastive_linear,
                                   "Tian et al. 2021: linear BYOL/SimSiam vs Theorems 1-3, fixed points, basins (A1-A9)"),
+        "noncontrastive_deep": (NoncontrastiveDeepConfig, run_noncontrastive_deep,
+                                "Tian et al. 2021 Fig. 2: BYOL's linear predictor aligns with F, turns symmetric (B1-B3)"),
+        "directpred": (DirectPredConfig, run_directpred,
+                       "Tian et al. 2021 Sec. 6: DirectPred vs trained linear / two-layer predictors, eps sweep"),
         "kernel_bt": (KernelBTConfig, run_kernel_bt, "Simon et al. 2023 kernel extension: kernel machine vs kernel PCA theory"),
         "hltm": (HLTMConfig, run_hltm, "Tian et al. 2020: latent-tree (HLTM) learning, covariance operator, sampler"),
         "grassmann": (GrassmannConfig, run_grassmann,

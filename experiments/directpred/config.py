@@ -1,0 +1,119 @@
+"""Configuration of the DirectPred experiment (Tian, Chen & Ganguli 2021, Section 6, Tables 6 and 8; note B5-B6).
+
+Command:   make fig-directpred   (or `stepwise run directpred --out DIR`)
+Runtime:   CPU default (BYOL, MLP on digits, 1000 steps; DirectPred, a trained linear and a two-layer predictor, 3
+           seeds each, plus the eps sweep, 2 seeds): 170 s wall, 87 s CPU on the 2-core machine shared with other jobs
+           (load 9-11); three compiled programs (eps is data). smoke(): ~80 s wall / ~38 s CPU there.
+           GPU scale: :meth:`DirectPredConfig.gpu` (not run: no GPU was lent to this work; estimate in its docstring:
+           about 2-3 hours on one H100 for the whole comparison).
+Verdict:   DirectPred keeps its representation from collapsing and its linear-probe accuracy is not more than 2 points
+           below the trained linear predictor's (the paper: it is 0.7-3 points above) nor below the untrained
+           network's.
+
+DirectPred (``formula="code"``, the reference code's): p_j = max(sqrt(s_j / s_max) + eps, 1e-4), F_hat with momentum
+rho, W_p set every ``freq`` steps; see :mod:`stepwise.training.noncontrastive` for the paper's formula.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from experiments.noncontrastive_deep.config import NetSetup
+
+METHODS = ("directpred", "linear", "mlp")
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectPredConfig:
+    """DirectPred against SGD-trained linear and two-layer predictors, and DirectPred's eps sweep.
+
+    Attributes:
+      setup: data, network, optimiser and BYOL settings shared by every run (see
+        :class:`experiments.noncontrastive_deep.NetSetup`).
+      seeds: runs per method (network initialisation, predictor, batches, views).
+      rho, eps, freq, formula: DirectPred's F_hat momentum, regulariser, update period and eigenvalue formula.
+      eps_sweep: DirectPred's eps values of the sweep (Table 6: 0, 0.01, 0.1, 0.5), each with ``sweep_seeds`` runs
+        (the run at ``eps`` is shared with the method comparison).
+      sweep_seeds: runs per eps of the sweep.
+      margin: accuracy margin of the comparisons (fraction; ours).
+      min_modes: fewest non-null modes of F (s_j > 1e-3 s_max) for DirectPred's representation to count as not
+        collapsed.
+    """
+
+    setup: NetSetup = dataclasses.replace(NetSetup(), steps=1000, track_every=200)
+    seeds: int = 3
+    rho: float = 0.3
+    eps: float = 0.1
+    freq: int = 1
+    formula: Literal["code", "paper"] = "code"
+    eps_sweep: tuple[float, ...] = (0.0, 0.01, 0.1, 0.5)
+    sweep_seeds: int = 2
+    margin: float = 0.02
+    min_modes: int = 4
+
+    def __post_init__(self):
+        errors = []
+        if self.seeds < 1 or self.sweep_seeds < 1:
+            errors.append(f"seeds and sweep_seeds must be >= 1 (got {self.seeds}, {self.sweep_seeds})")
+        if self.sweep_seeds > self.seeds:
+            errors.append(f"sweep_seeds ({self.sweep_seeds}) cannot exceed seeds ({self.seeds}): the eps run is shared")
+        if not 0 <= self.rho < 1:
+            errors.append(f"rho must be in [0, 1) (got {self.rho})")
+        if not self.eps >= 0 or any(not e >= 0 for e in self.eps_sweep):
+            errors.append(f"eps and eps_sweep must be >= 0 (got {self.eps}, {self.eps_sweep})")
+        if self.freq < 1:
+            errors.append(f"freq must be >= 1 (got {self.freq})")
+        if self.formula not in ("code", "paper"):
+            errors.append(f"formula must be 'code' or 'paper' (got {self.formula!r})")
+        if not 0 <= self.margin < 1:
+            errors.append(f"margin must be in [0, 1) (got {self.margin})")
+        if not 1 <= self.min_modes <= self.setup.d:
+            errors.append(f"min_modes must be in [1, d = {self.setup.d}] (got {self.min_modes})")
+        if errors:
+            raise ValueError("invalid directpred config: " + "; ".join(errors))
+
+    @property
+    def sweep(self) -> tuple[float, ...]:
+        """The sweep's eps values, with ``eps`` included, sorted."""
+        return tuple(sorted(set(self.eps_sweep) | {self.eps}))
+
+    @classmethod
+    def smoke(cls) -> "DirectPredConfig":
+        """Seconds-long run for the tests: tiny MLP, 2 seeds, a 2-point sweep."""
+        return cls(setup=dataclasses.replace(NetSetup().tiny(), steps=200, track_every=100), seeds=2,
+                   eps_sweep=(0.5,), sweep_seeds=1, min_modes=2)
+
+    @classmethod
+    def gpu(cls, dataset: Literal["cifar10", "stl10"] = "cifar10", data_dir: str | None = None) -> "DirectPredConfig":
+        """The paper's setting (App. C; note section 4) at GPU scale, from a local dataset folder.
+
+        ResNet-18 (CIFAR stem; GroupNorm instead of BatchNorm, the project's design), projector 512 -> 512 -> 128,
+        linear 128 x 128 predictor without bias, SGD lr 0.03, momentum 0.9, coupled weight decay 4e-4 on every
+        parameter, EMA gamma_a = 0.996 (beta = 0.004 / 0.03), batch 128, 100 epochs (CIFAR-10: 45000 training
+        images, 5000 held out for the probe, 35100 steps), DirectPred rho 0.3, eps 0.1, freq 1; the two-layer
+        predictor has 512 hidden units; 5 seeds as the paper. Augmentations: pad-4 shift, flip, brightness and
+        contrast 0.4 (no hue/saturation jitter, grayscale or blur: not in :mod:`stepwise.data`). STL-10: the 5000
+        labelled training images (4000 to train, 1000 held out), 64 x 64 random crops of the 96 x 96 images, 3200
+        steps (100 epochs); the paper's 105k train+unlabeled images are not read.
+
+        Expected runtime (estimate, not measured: no GPU was lent to this work). XLA's cost analysis of this
+        step (lowered on CPU, CIFAR-10 shapes) gives 0.99 TFLOP per step: 124 GFLOP per forward pass of 128 images,
+        times 6 for the online network (two views, forward and backward) and 2 for the target. At 100-200 TFLOP/s
+        achieved on one H100 (TF32 convolutions on 32 x 32 images at batch 128 stay far below the peak) plus the
+        128 x 128 eigendecomposition, about 6-12 ms per step, 4-7 min per 35100-step run. 3 predictors x 5 seeds
+        plus 3 further eps x 2 seeds = 21 runs: about 1.5-2.5 hours of training, plus about 1 min of compilation
+        per predictor (eps is data, not a new program) and the host's logistic-regression probes (36 tracking
+        points x 21 runs on 2500 x 512 features: tens of minutes on the host CPU).
+        """
+        if dataset == "cifar10":
+            data = dict(n_train=45000, n_eval=5000, shift=4, crop=None, steps=35100)
+        else:
+            data = dict(n_train=4000, n_eval=1000, shift=0, crop=64, steps=3200)
+        setup = dataclasses.replace(
+            NetSetup(), dataset=dataset, data_dir=data_dir, model="resnet18", width=1.0, embed_dim=512,
+            projector=(512, 128), flip=True, noise_std=0.0, brightness=0.4, contrast=0.4, optimizer="momentum",
+            lr=0.03, momentum=0.9, weight_decay=4e-4, batch_size=128, track_every=1000, beta=0.004 / 0.03,
+            alpha_p=1.0, pred_hidden=512, **data,
+        )
+        return cls(setup=setup, seeds=5, min_modes=32)

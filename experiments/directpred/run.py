@@ -1,0 +1,95 @@
+"""Runner for the DirectPred experiment (Tian, Chen & Ganguli 2021, Section 6; theory note B5-B6).
+
+BYOL with three predictors on the same setup and seeds: DirectPred (W_p set from the running F_hat), an SGD-trained
+linear predictor and a two-layer predictor; linear-probe accuracy of the backbone features of held-out images at
+every tracking point; then DirectPred's eps sweep. Writes to ``out_dir``, each atomically: ``directpred.npz``
+(probe accuracies per method and seed over training, the sweep's final accuracies, F's spectra at the end), then the
+figure drawn from it (``directpred.png``), then ``results.json`` last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from experiments.directpred.config import METHODS, DirectPredConfig
+from experiments.noncontrastive_deep.run import load_data, train
+from experiments.stepwise_deep.run import linear_probe_accuracy
+from stepwise import io
+from stepwise.compare import tian2021
+
+EXPERIMENT = "directpred"
+DATA = "directpred.npz"
+
+
+def _method(cfg: DirectPredConfig, name: str, eps: float | None = None) -> dict:
+    """The :class:`NoncontrastiveConfig` overrides of a method."""
+    if name == "directpred":
+        return {"direct": "directpred", "rho": cfg.rho, "eps": cfg.eps if eps is None else eps, "freq": cfg.freq,
+                "formula": cfg.formula}
+    return {"predictor": name}
+
+
+def _non_null(s: np.ndarray) -> int:
+    return int(np.sum(s > tian2021.ALIGN_FLOOR * s[0]))
+
+
+def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
+    """Run the experiment and write its files to ``out_dir``. Returns the results dictionary."""
+    from stepwise.plots.directpred import plot_directpred
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    data = load_data(cfg.setup)  # input errors surface here, before any compute
+    probe = {m: [] for m in METHODS}
+    spectra = {m: [] for m in METHODS}
+    seconds: dict[str, float] = {}
+    sweep = {eps: [] for eps in cfg.sweep}
+    step = None
+    for name in METHODS:
+        t = time.perf_counter()
+        for seed in range(cfg.seeds):
+            r = train(cfg.setup, data, seed, progress=progress, **_method(cfg, name))
+            acc = linear_probe_accuracy(r.snapshots, data.eval_labels, seed=seed)
+            probe[name].append(acc)
+            spectra[name].append(np.linalg.eigvalsh(r.corr[-1].astype(np.float64))[::-1])
+            step = r.step
+            if name == "directpred" and seed < cfg.sweep_seeds:
+                sweep[cfg.eps].append(acc[-1])
+        seconds[name] = time.perf_counter() - t
+    t = time.perf_counter()
+    for eps in cfg.sweep:
+        for seed in range(len(sweep[eps]), cfg.sweep_seeds):
+            r = train(cfg.setup, data, seed, progress=progress, **_method(cfg, "directpred", eps))
+            sweep[eps].append(linear_probe_accuracy(r.snapshots, data.eval_labels, seed=seed)[-1])
+    seconds["eps_sweep"] = time.perf_counter() - t
+
+    acc = {m: np.stack(v) for m, v in probe.items()}  # (seeds, T)
+    final = {m: a[:, -1] for m, a in acc.items()}
+    initial = acc["linear"][:, 0]  # the untrained network (the predictor does not enter the features)
+    n_modes = {m: [_non_null(s) for s in v] for m, v in spectra.items()}
+    checks = tian2021.directpred_checks(final, initial, n_modes, min_modes=cfg.min_modes, margin=cfg.margin)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sweep_eps = np.array(cfg.sweep)
+    io.save_npz_atomic(
+        out_dir / DATA, step=step, lr=np.float64(cfg.setup.lr), methods=np.array(METHODS),
+        **{f"probe_{m}": acc[m] for m in METHODS}, **{f"spectrum_{m}": np.stack(spectra[m]) for m in METHODS},
+        sweep_eps=sweep_eps, sweep_final=np.stack([np.asarray(sweep[e]) for e in cfg.sweep]),
+        eps=np.float64(cfg.eps), rho=np.float64(cfg.rho),
+    )
+    figure = plot_directpred(out_dir)
+    summary = {
+        "probe_final_mean_std": {m: [float(x) for x in tian2021.mean_spread(final[m])] for m in METHODS},
+        "probe_initial_mean_std": [float(x) for x in tian2021.mean_spread(initial)],
+        "eps_sweep_final_mean_std": {
+            f"{e:g}": [float(x) for x in tian2021.mean_spread(np.asarray(sweep[e]))] for e in cfg.sweep},
+        "non_null_modes_end": n_modes,
+        "seconds": seconds,
+    }
+    return io.write_results(
+        out_dir, experiment=EXPERIMENT, config=dataclasses.asdict(cfg), checks=checks,
+        wall_time_s=time.perf_counter() - t0, extra={"summary": summary, "figures": [figure.name], "data": [DATA]},
+    )

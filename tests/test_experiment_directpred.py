@@ -1,0 +1,78 @@
+"""The directpred experiment (Tian et al. 2021, Section 6; note B5-B6): the smoke run through the CLI, its files,
+real probe accuracies and check values, the checks on constructed cases, the GPU config and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments.directpred import DirectPredConfig, run
+from experiments.directpred.run import DATA
+from stepwise import cli, io
+from stepwise.compare import tian2021
+
+CHECKS = ["directpred_modes_min", "directpred_modes_vs_linear", "directpred_vs_linear", "directpred_learns"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "directpred_smoke"
+    assert cli.main(["run", "directpred", "--smoke", "--out", str(out)]) == 0
+    return out, io.load_results(out)
+
+
+def test_smoke_run_files_and_real_values(smoke_run):
+    out, res = smoke_run
+    assert json.loads((out / "results.json").read_text()) == res
+    assert [c["name"] for c in res["checks"]] == CHECKS and all(c["reason"] for c in res["checks"])
+    assert res["figures"] == ["directpred.png"] and (out / "directpred.png").stat().st_size > 20_000
+    d = io.load_npz(out / DATA)
+    cfg = DirectPredConfig.smoke()
+    t = cfg.setup.steps // cfg.setup.track_every + 1
+    for m in ("directpred", "linear", "mlp"):
+        acc = d[f"probe_{m}"]
+        assert acc.shape == (cfg.seeds, t) and np.all((acc > 0.3) & (acc <= 1.0))  # 10 classes: chance is 0.1
+    np.testing.assert_array_equal(d["probe_directpred"][:, 0], d["probe_linear"][:, 0])  # same untrained network
+    assert d["sweep_final"].shape == (2, 1) and list(d["sweep_eps"]) == [0.1, 0.5]
+    # The sweep's eps = 0.1 entry is the method comparison's seed-0 run.
+    assert d["sweep_final"][0, 0] == d["probe_directpred"][0, -1]
+    v = {c["name"]: c for c in res["checks"]}
+    final = {m: d[f"probe_{m}"][:, -1] for m in ("directpred", "linear")}
+    np.testing.assert_allclose(v["directpred_vs_linear"]["value"], final["directpred"].mean() - final["linear"].mean())
+    assert v["directpred_modes_min"]["passed"] and v["directpred_modes_min"]["value"] >= 2
+    mean, std = res["summary"]["probe_final_mean_std"]["directpred"]
+    assert mean == pytest.approx(final["directpred"].mean()) and std == pytest.approx(final["directpred"].std(ddof=1))
+
+
+def test_checks_fail_when_directpred_is_worse():
+    n = {"directpred": [6, 7], "linear": [8, 8]}
+    checks = {c.name: c for c in tian2021.directpred_checks(
+        {"directpred": np.array([0.70, 0.72]), "linear": np.array([0.80, 0.82])}, np.array([0.78, 0.78]), n,
+        min_modes=7)}
+    assert not any(c.passed for c in checks.values()), [c.explain() for c in checks.values()]
+    ok = tian2021.directpred_checks({"directpred": np.array([0.81, 0.8]), "linear": np.array([0.8, 0.8])},
+                                    np.array([0.7, 0.7]), {"directpred": [8, 9], "linear": [8, 8]}, min_modes=7)
+    assert all(c.passed for c in ok)
+
+
+def test_gpu_config_is_the_papers_setting():
+    cfg = DirectPredConfig.gpu()
+    s = cfg.setup
+    assert (s.model, s.projector, s.batch_size, s.lr, s.weight_decay) == ("resnet18", (512, 128), 128, 0.03, 4e-4)
+    assert 1 - s.lr * s.beta == pytest.approx(0.996) and (cfg.rho, cfg.eps, cfg.freq) == (0.3, 0.1, 1)
+    assert s.steps * s.batch_size == pytest.approx(100 * s.n_train, rel=0.01)  # 100 epochs
+    assert DirectPredConfig.gpu("stl10").setup.crop == 64
+
+
+def test_config_validation():
+    for kwargs in (dict(seeds=0), dict(sweep_seeds=4), dict(rho=1.0), dict(eps=-0.1), dict(eps_sweep=(-1.0,)),
+                   dict(freq=0), dict(formula="book"), dict(min_modes=0)):
+        with pytest.raises(ValueError, match="invalid directpred config"):
+            DirectPredConfig(**kwargs)
+    assert DirectPredConfig(eps=0.2, eps_sweep=(0.0, 0.5)).sweep == (0.0, 0.2, 0.5)
+
+
+@pytest.mark.slow
+def test_cpu_default_passes_every_check(tmp_path):
+    res = run(DirectPredConfig(), tmp_path)
+    assert res["passed"], [c for c in res["checks"] if not c["passed"]]

@@ -1,0 +1,116 @@
+"""The noncontrastive_deep experiment (Tian et al. 2021, Fig. 2 / note B1-B3): the smoke run through the CLI, its
+files and real check values, the check functions on constructed cases (so that each check can fail), bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments.noncontrastive_deep import NetSetup, NoncontrastiveDeepConfig, run
+from experiments.noncontrastive_deep.run import DATA
+from stepwise import cli, io
+from stepwise.compare import tian2021
+
+CHECKS = ["b1_alignment_cos_min", "b1_aligned_modes_min", "b1_alignment_gain", "b2_asymmetry_ratio",
+          "b2_min_eigenvalue_ratio", "b3_spectrum_split_decades", "b3_null_modes_shrink_decades"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "noncontrastive_deep_smoke"
+    assert cli.main(["run", "noncontrastive_deep", "--smoke", "--out", str(out)]) == 0
+    return out, io.load_results(out)
+
+
+def test_smoke_run_files_and_contract(smoke_run):
+    out, res = smoke_run
+    assert json.loads((out / "results.json").read_text()) == res
+    assert [c["name"] for c in res["checks"]] == CHECKS
+    for c in res["checks"]:
+        assert c["reason"] and {"value", "threshold", "passed", "op"} <= set(c)
+    assert res["figures"] == ["noncontrastive_deep.png"] and (out / "noncontrastive_deep.png").stat().st_size > 20_000
+    assert res["config"]["setup"]["projector"] == [16, 8] and res["versions"]["jax"] and res["wall_time_s"] > 0
+    data = io.load_npz(out / DATA)
+    t = data["step"].size
+    assert data["corr"].shape == (1, t, 8, 8) and data["wp"].shape == (1, t, 8, 8) and data["cos"].shape == (1, t, 8)
+
+
+def test_smoke_check_values_are_real(smoke_run):
+    """Even 300 steps of the tiny MLP show the paper's trends: W_p's cosines with F's eigenvectors rise from ~0,
+    its asymmetry falls several-fold and its negative eigenvalues vanish."""
+    out, res = smoke_run
+    v = {c["name"]: c for c in res["checks"]}
+    assert v["b1_alignment_gain"]["passed"] and v["b1_alignment_gain"]["value"] > 0.5
+    assert v["b2_asymmetry_ratio"]["passed"] and v["b2_asymmetry_ratio"]["value"] < 0.25
+    assert v["b2_min_eigenvalue_ratio"]["passed"]
+    assert v["b1_aligned_modes_min"]["value"] >= 2
+    # The verdicts are recomputed from the saved data by the same function.
+    d = io.load_npz(out / DATA)
+    again = tian2021.deep_checks([tian2021.alignment_trajectory(d["corr"][0], d["wp"][0])], min_modes=2)
+    for c in again:
+        np.testing.assert_allclose(c.value, v[c.name]["value"], rtol=1e-9)
+        assert c.passed == v[c.name]["passed"]
+    assert res["summary"]["b3_loglog_slope"]["gated"] is False
+
+
+def _trajectory(rng, aligned: bool, t=5, d=6):
+    """F with a split spectrum (4 modes hold, 2 shrink) and W_p either built on F's eigenvectors (aligned,
+    symmetric) or random."""
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    s = np.array([[1.0, 0.5, 0.2, 0.1, 1e-4 * 10.0 ** -k, 1e-5 * 10.0 ** -k] for k in range(t)])
+    corr = np.einsum("ij,tj,kj->tik", q, s, q)
+    if aligned:
+        p = np.sqrt(s) + 0.05
+        wp = np.einsum("ij,tj,kj->tik", q, p, q)
+        wp[0] = rng.normal(size=(d, d))  # starts random, ends aligned
+    else:
+        wp = np.broadcast_to(rng.normal(size=(d, d)), (t, d, d))  # random and never learning
+    return tian2021.alignment_trajectory(corr, wp)
+
+
+def test_checks_pass_on_an_aligned_case_and_fail_on_a_random_one(rng):
+    good = {c.name: c for c in tian2021.deep_checks([_trajectory(rng, True)])}
+    assert all(c.passed for c in good.values()), [c.explain() for c in good.values() if not c.passed]
+    np.testing.assert_allclose(good["b1_alignment_cos_min"].value, 1.0, rtol=1e-12)
+    assert good["b1_aligned_modes_min"].value == 4
+    bad = {c.name: c for c in tian2021.deep_checks([_trajectory(rng, False)])}
+    for name in ("b1_alignment_cos_min", "b1_alignment_gain", "b2_asymmetry_ratio", "b2_min_eigenvalue_ratio"):
+        assert not bad[name].passed, bad[name].explain()
+
+
+def test_alignment_statistics_match_numpy(rng):
+    corr = np.stack([(a := rng.normal(size=(5, 5))) @ a.T for _ in range(3)])
+    wp = rng.normal(size=(3, 5, 5))
+    al = tian2021.alignment_trajectory(corr, wp)
+    for t in range(3):
+        s, u = np.linalg.eigh(corr[t])
+        s, u = s[::-1], u[:, ::-1]
+        wu = wp[t] @ u
+        np.testing.assert_allclose(al.s[t], s, rtol=1e-10)
+        np.testing.assert_allclose(al.cos[t], np.sum(u * wu, 0) / np.linalg.norm(wu, axis=0), rtol=1e-9)
+        np.testing.assert_allclose(al.p[t], np.diag(u.T @ wp[t] @ u), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(al.asymmetry[t], np.linalg.norm(wp[t] - wp[t].T) / np.linalg.norm(wp[t]))
+    s = np.geomspace(1, 1e-2, 6)
+    assert tian2021.loglog_slope(s, 3 * np.sqrt(s)) == pytest.approx(0.5)
+    sep, null = tian2021.spectrum_split(np.array([[1.0, 0.9, 0.1, 0.1], [1.0, 0.5, 1e-3, 1e-4],
+                                                   [1.0, 0.4, 1e-4, 1e-6]]), floor=1e-3)  # middle: index 1
+    assert null == pytest.approx(-1.0) and sep == pytest.approx(np.log10(0.4 / 0.5) + 1.0)
+    assert np.isnan(tian2021.spectrum_split(np.ones((3, 4)))[0])  # no null mode: no split
+    with pytest.raises(ValueError, match=r"\(T, d, d\)"):
+        tian2021.alignment_trajectory(corr[0], wp[0])
+
+
+def test_config_validation():
+    for kwargs in (dict(beta=0.0), dict(beta=1.5), dict(weight_decay=-0.01), dict(lr=0.0), dict(alpha_p=0.0),
+                   dict(projector=(8, 1)), dict(batch_size=2000), dict(lr=2.0, beta=1.0)):
+        with pytest.raises(ValueError, match="invalid network setup"):
+            NetSetup(**kwargs)
+    for kwargs in (dict(seeds=0), dict(min_cos=1.5), dict(min_modes=99)):
+        with pytest.raises(ValueError, match="invalid noncontrastive_deep config"):
+            NoncontrastiveDeepConfig(**kwargs)
+
+
+@pytest.mark.slow
+def test_cpu_default_passes_every_check(tmp_path):
+    res = run(NoncontrastiveDeepConfig(), tmp_path)
+    assert res["passed"], [c for c in res["checks"] if not c["passed"]]
