@@ -35,7 +35,7 @@ REQUIRED_CHECKS = {
     "sup_ntk_change_slope",
     "ssl_ntk_change_infinite_width_fraction",
     "ssl_vs_sup_ntk_change_ratio",
-    "network_projector_error_max",
+    "network_vs_grassmann_model_max",
 }
 
 

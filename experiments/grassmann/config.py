@@ -41,7 +41,8 @@ class GrassmannConfig:
       width_seeds: seeds (network initialisations) per width.
       width_h: output dimension of the network (SSL representation, supervised targets).
       ntk_points: inputs the empirical NTK is evaluated on.
-      ssl_lr: SSL step, in units of 1 / lambda_1 of the network's C (= C_phi / m).
+      ssl_lr: SSL step, in units of 1 / (lambda_1 - lambda_min) of the network's C (= C_phi / m); Riemannian GD
+        near its limit is stable for ssl_lr < 1.
       ssl_steps: SSL Riemannian GD steps.
       ssl_record: record the SSL subspace every this many steps (closed-form comparison).
       sup_lr: supervised step, in units of the stability limit 2 / lambda_max(K_a / n) (times 2: 1.0 = 1/lambda).

@@ -9,7 +9,8 @@ Three parts, each written to its own data file in ``out_dir`` before the figures
 - ``width.npz``: a two-layer ReLU network f(x) = a^T relu(b x / sqrt(d)) / sqrt(m) (NTK parametrisation, hidden
   layer b frozen so its features are computed once) trained on the output layer a, either with the SSL loss under
   a^T a = m I (Riemannian GD on W = a / sqrt(m)) or with supervised MSE (plain GD); relative change of a and of the
-  empirical NTK (all parameters, :func:`stepwise.ntk.empirical_ntk`, jax backend) per width and seed.
+  empirical NTK (all parameters, :func:`stepwise.ntk.empirical_ntk`, jax backend) per width and seed; the SSL
+  subspace against Riemannian GD on the linear Grassmann model of the network's own C and against its closed form.
 
 Then ``grassmann.png`` and ``grassmann_width.png`` (from the data files) and ``results.json`` last.
 """
@@ -257,13 +258,18 @@ def run_width_one(cfg: GrassmannConfig, data: dict[str, np.ndarray], m: int, see
     c_red = 0.5 * (c_red + c_red.T)
     eig = theory.eigh_desc(c_red)
     lam1 = float(eig.values[0])
-    lr = cfg.ssl_lr / lam1
+    lr = cfg.ssl_lr / (lam1 - float(eig.values[-1]))  # GD on the Grassmannian is stable for lr (l_1 - l_min) < 1
     # NTK parametrisation: step lr on a (the network's loss) is step lr on W for the linear loss on phi
     # (see hidden_features): the same iterates.
     ws = np.asarray(riemannian_gd(theory.ssl_loss, jnp.asarray(w0), lr, cfg.ssl_steps, args=ssl_args,
                                   record_every=cfg.ssl_record))
     t = lr * cfg.ssl_record * np.arange(ws.shape[0])
     w_red = np.einsum("mk,tmh->tkh", basis, ws)
+    # The same Riemannian GD on the linear Grassmann model -tr(W^T C W) with the network's C, in the reduced basis:
+    # a different loss, dimension and gradient path, the same iterates if the network is that model.
+    model = np.asarray(riemannian_gd(theory.loss, jnp.asarray(basis.T @ w0), lr, cfg.ssl_steps,
+                                     args=(jnp.asarray(c_red),), record_every=cfg.ssl_record))
+    net_vs_model = float(np.max(np.linalg.norm(_proj(w_red) - _proj(model), axis=(1, 2))))
     closed = np.asarray(theory.projector_trajectory(c_red, basis.T @ w0, t))
     net_err = float(np.max(np.linalg.norm(_proj(w_red) - closed, axis=(1, 2))))
     final_sine = float(_max_sine(np.asarray(eig.vectors)[:, h:], w_red[-1]))
@@ -279,7 +285,7 @@ def run_width_one(cfg: GrassmannConfig, data: dict[str, np.ndarray], m: int, see
     return {
         "ssl_param": _relative(ws[-1], w0), "ssl_ntk": _relative(k_ssl, k0),
         "sup_param": _relative(a_sup, a0), "sup_ntk": _relative(k_sup_t, k0),
-        "net_projector_error": net_err, "net_final_sine": final_sine,
+        "net_vs_model": net_vs_model, "net_projector_error": net_err, "net_final_sine": final_sine,
         "ssl_final_loss": float(theory.ssl_loss(ws[-1], *ssl_args)), "ssl_limit_loss": -float(np.sum(
             np.asarray(eig.values)[:h])), "sup_final_mse": float(_mse(a_sup, f0, data["y"])),
         "net_lam1": lam1, "net_gap_rate": float(2 * (eig.values[h - 1] - eig.values[h])),
