@@ -24,6 +24,7 @@ def _experiments():
     from experiments.noncontrastive_linear import NoncontrastiveLinearConfig, run as run_noncontrastive_linear
     from experiments.noncontrastive_deep import NoncontrastiveDeepConfig, run as run_noncontrastive_deep
     from experiments.stepwise_deep import DeepConfig, run as run_deep
+    from experiments.width_sweep import WidthSweepConfig, run as run_width_sweep
 
     return {
         "linear_bt": (LinearBTConfig, run_linear_bt, "Simon et al. 2023 Fig. 1A/B: linear Barlow Twins vs exact theory"),
@@ -38,6 +39,8 @@ def _experiments():
         "hltm": (HLTMConfig, run_hltm, "Tian et al. 2020: latent-tree (HLTM) learning, covariance operator, sampler"),
         "grassmann": (GrassmannConfig, run_grassmann,
                       "Esser et al. 2023: linear SSL collapse, exact Grassmann flow, SSL vs supervised NTK with width"),
+        "width_sweep": (WidthSweepConfig, run_width_sweep,
+                        "Simon et al. 2023 NTK extension: ReLU MLPs of growing width approach the NTK prediction"),
     }
 
 
