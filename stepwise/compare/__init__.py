@@ -9,8 +9,10 @@ from stepwise.compare.metrics import (
     principal_angles,
     procrustes_error,
     projector_distance,
+    random_subspace_similarity,
     rank_trajectory,
     relative_errors,
+    subspace_similarity,
     unit_rank_increments,
     values_at,
 )
@@ -27,8 +29,10 @@ __all__ = [
     "principal_angles",
     "procrustes_error",
     "projector_distance",
+    "random_subspace_similarity",
     "rank_trajectory",
     "relative_errors",
+    "subspace_similarity",
     "unit_rank_increments",
     "values_at",
 ]

@@ -19,8 +19,10 @@ __all__ = [
     "principal_angles",
     "procrustes_error",
     "projector_distance",
+    "random_subspace_similarity",
     "rank_trajectory",
     "relative_errors",
+    "subspace_similarity",
     "unit_rank_increments",
     "values_at",
 ]
@@ -154,3 +156,26 @@ def gram_relative_error(x: np.ndarray, y: np.ndarray) -> float:
     xx, yy, xy = x.T @ x, y.T @ y, x.T @ y
     diff2 = np.sum(xx**2) + np.sum(yy**2) - 2.0 * np.sum(xy**2)
     return float(np.sqrt(max(diff2, 0.0)) / np.linalg.norm(yy))
+
+
+def subspace_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """||Q_a^T Q_b||_F^2 / min(p, q) in [0, 1]: the mean squared cosine of the principal angles between the column
+    spans of a (n, p) and b (n, q) (1: one span contains the other; 0: orthogonal).
+
+    Rotation-invariant, and blind to the scale of each direction: it compares *which* functions of the n points two
+    embeddings span (the learned subspace), not their lengths. For independent uniformly random subspaces its
+    expectation is max(p, q) / n (:func:`random_subspace_similarity`).
+    """
+    qa, qb = _orth(a), _orth(b)
+    if qa.shape[1] == 0 or qb.shape[1] == 0:
+        raise ValueError(f"both spans must be non-trivial; got ranks {qa.shape[1]} and {qb.shape[1]}")
+    return float(np.sum((qa.T @ qb) ** 2) / min(qa.shape[1], qb.shape[1]))
+
+
+def random_subspace_similarity(n: int, p: int, q: int | None = None) -> float:
+    """Expected :func:`subspace_similarity` of a uniformly random p-dimensional subspace of R^n and any fixed
+    q-dimensional one: E ||Q_a^T Q_b||_F^2 = p q / n, so max(p, q) / n (d / n for equal dimensions)."""
+    q = p if q is None else q
+    if not (1 <= p <= n and 1 <= q <= n):
+        raise ValueError(f"need 1 <= p, q <= n; got n = {n}, p = {p}, q = {q}")
+    return max(p, q) / n

@@ -42,6 +42,7 @@ from stepwise.theory import linear
 
 __all__ = [
     "KernelPrediction",
+    "center_kernel",
     "contrastive_eigh",
     "contrastive_eigenvalues",
     "contrastive_kernel",
@@ -193,6 +194,31 @@ def predict_embeddings(
     gammas, a = contrastive_eigh(k, ridge=ridge) if eig is None else eig
     _validate_d(gammas, d)
     return kt @ (a[:, :d] / np.sqrt(gammas[:d]))
+
+
+def center_kernel(k_train, k_test_train=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The kernel of the centred feature map phi_c(x) = phi(x) - mean_a phi(x~_a) over the 2n training points.
+
+    A loss on centred embeddings (the centred Barlow Twins form, VICReg's covariance term) sees f(x) - mean_a f(x~_a)
+    = W phi_c(x): the kernel theory then applies with K_c = H K H (H = I - 1/2n) and
+    k_c(x) = k(x) - mean_a K(x, x~_a) - mean_b K(x~_b, .) + mean K (kernel PCA's usual centring).
+
+    Args:
+      k_train: (2n, 2n) training kernel; k_test_train: optional (n_test, 2n) rows of new inputs.
+
+    Returns:
+      ``(k_train_c, k_test_train_c)`` (the second None when ``k_test_train`` is None).
+    """
+    k = _validate_k_train(k_train)
+    col = k.mean(axis=0)
+    mean = float(col.mean())
+    kc = k - col[None, :] - col[:, None] + mean
+    if k_test_train is None:
+        return 0.5 * (kc + kc.T), None
+    kt = np.asarray(k_test_train, dtype=np.float64)
+    if kt.ndim != 2 or kt.shape[1] != k.shape[0]:
+        raise ValueError(f"k_test_train must be (n_test, 2n = {k.shape[0]}); got shape {kt.shape}")
+    return 0.5 * (kc + kc.T), kt - kt.mean(axis=1, keepdims=True) - col[None, :] + mean
 
 
 def contrastive_kernel(k_x_train, k_y_train) -> np.ndarray:

@@ -1,0 +1,120 @@
+"""Networks vs the kernel theory of their NTK (stepwise.compare.ntk) on constructed cases with known answers."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from stepwise import compare
+from stepwise.compare import ntk as cn
+from stepwise.theory import kernel as theory
+
+
+def _pairs_kernel(rng, n=40, m=12, n_eval=30, noise=0.1):
+    """A linear kernel over 2n augmented points (pairs = shared signal + noise) then n_eval held-out points."""
+    scales = np.linspace(2.0, 0.3, m)
+    base = rng.standard_normal((n, m)) * scales
+    x1 = base + noise * rng.standard_normal((n, m))
+    x2 = base + noise * rng.standard_normal((n, m))
+    xe = rng.standard_normal((n_eval, m)) * scales
+    feats = np.concatenate([x1, x2, xe])
+    return feats @ feats.T, feats
+
+
+def test_subspace_similarity_reference_and_invariances(rng):
+    a, b = rng.standard_normal((30, 3)), rng.standard_normal((30, 3))
+    angles = scipy.linalg.subspace_angles(a, b)
+    assert compare.subspace_similarity(a, b) == pytest.approx(np.mean(np.cos(angles) ** 2), rel=1e-12)
+    rot = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    assert compare.subspace_similarity(a @ rot * 5.0, b) == pytest.approx(compare.subspace_similarity(a, b), rel=1e-12)
+    assert compare.subspace_similarity(a, a @ rot) == pytest.approx(1.0, abs=1e-12)
+    q = np.linalg.qr(rng.standard_normal((30, 6)))[0]
+    assert compare.subspace_similarity(q[:, :3], q[:, 3:]) == pytest.approx(0.0, abs=1e-12)
+    assert compare.subspace_similarity(q[:, :2], q) == pytest.approx(1.0, abs=1e-12)  # contained span: 1
+
+
+def test_random_subspace_similarity_matches_monte_carlo(rng):
+    n, p = 40, 3
+    fixed = rng.standard_normal((n, p))
+    draws = [compare.subspace_similarity(rng.standard_normal((n, p)), fixed) for _ in range(3000)]
+    assert np.mean(draws) == pytest.approx(compare.random_subspace_similarity(n, p), rel=0.05)
+    with pytest.raises(ValueError, match="1 <= p, q <= n"):
+        compare.random_subspace_similarity(3, 4)
+
+
+def test_center_kernel_equals_centred_features(rng):
+    k_all, feats = _pairs_kernel(rng)
+    two_n = 80
+    mu = feats[:two_n].mean(axis=0)
+    kc, ktc = theory.center_kernel(k_all[:two_n, :two_n], k_all[two_n:, :two_n])
+    np.testing.assert_allclose(kc, (feats[:two_n] - mu) @ (feats[:two_n] - mu).T, atol=1e-10)
+    np.testing.assert_allclose(ktc, (feats[two_n:] - mu) @ (feats[:two_n] - mu).T, atol=1e-10)
+    with pytest.raises(ValueError, match="n_test, 2n = 80"):
+        theory.center_kernel(k_all[:two_n, :two_n], k_all[two_n:, :10])
+
+
+def test_kernel_ridge_float32_floor(rng):
+    k_all, _ = _pairs_kernel(rng)
+    k = k_all[:80, :80]
+    top = np.linalg.eigvalsh(k)[-1]
+    assert cn.kernel_ridge(k, np.float64) == pytest.approx(max(theory.DEFAULT_RIDGE, 10 * 2.22e-16 * top / np.mean(np.diag(k))), rel=1e-3)
+    assert cn.kernel_ridge(k, np.float32) == pytest.approx(10 * np.finfo(np.float32).eps * top / np.mean(np.diag(k)), rel=1e-9)
+
+
+def test_kernel_agreement_passes_on_prediction_fails_on_noise(rng):
+    k_all, _ = _pairs_kernel(rng)
+    two_n, k = 80, 3
+    kt, ket = theory.center_kernel(k_all[:two_n, :two_n], k_all[two_n:, :two_n])
+    truth = theory.predict_embeddings(kt, ket, k)
+    mixed = np.concatenate([truth @ np.linalg.qr(rng.standard_normal((k, k)))[0], rng.standard_normal((30, 2)) * 1e-6], 1)
+    good = cn.kernel_agreement(k_all, two_n, mixed, k, dtype=np.float64)
+    assert good.similarity == pytest.approx(1.0, abs=1e-9)
+    assert good.baseline_random == pytest.approx(k / 30)
+    assert cn.final_embedding_check(good, "final", kernel="test").passed
+    bad = cn.kernel_agreement(k_all, two_n, rng.standard_normal((30, 5)), k, dtype=np.float64)
+    assert bad.similarity < good.similarity
+    assert not cn.final_embedding_check(bad, "final", kernel="test").passed
+    with pytest.raises(ValueError, match="evaluation points"):
+        cn.kernel_agreement(k_all, two_n, rng.standard_normal((29, 5)), k)
+
+
+def _stepwise_snapshots(q: np.ndarray, order: list[int], t: np.ndarray, onsets: np.ndarray, d: int, rng) -> np.ndarray:
+    """(T, n, d) snapshots in which direction q[:, order[j]] rises logistically around onsets[j] to size 3 - 0.3 j."""
+    n = q.shape[0]
+    mix = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    snaps = np.zeros((t.size, n, d))
+    for j, i in enumerate(order):
+        amp = (3.0 - 0.3 * j) / (1.0 + np.exp(-(t - onsets[j]) / 2.0))
+        snaps[:, :, j] = amp[:, None] * q[None, :, i]
+    return snaps @ mix + 1e-4 * rng.standard_normal(snaps.shape)
+
+
+@pytest.mark.parametrize("order,tau", [([0, 1, 2, 3], 1.0), ([3, 2, 1, 0], -1.0)])
+def test_step_order_recovers_the_constructed_order(rng, order, tau):
+    k_all, _ = _pairs_kernel(rng)
+    two_n = 80
+    kt, ket = theory.center_kernel(k_all[:two_n, :two_n], k_all[two_n:, :two_n])
+    q = np.linalg.qr(theory.predict_embeddings(kt, ket, 6) - theory.predict_embeddings(kt, ket, 6).mean(0))[0]
+    t = np.arange(0.0, 100.0)
+    onsets = np.array([10.0, 30.0, 50.0, 70.0])
+    snaps = _stepwise_snapshots(q, order, t, onsets, 8, rng)
+    dirs = cn.learned_directions(t, snaps, onsets)
+    np.testing.assert_allclose(dirs.T @ dirs, np.eye(4), atol=1e-10)
+    res = cn.step_order(dirs, k_all, two_n, onsets, dtype=np.float64)
+    np.testing.assert_array_equal(res.assigned, order)
+    assert res.kendall_tau == pytest.approx(tau)
+    assert np.all(res.captured > 0.99)
+    checks = {c.name: c for c in cn.step_order_checks(res, kernel="test")}
+    assert checks["step_order_kendall_tau"].passed == (tau > 0)
+    assert checks["onset_vs_gamma_loglog_slope"].passed == (tau > 0)  # reversed order: larger gamma, later step
+    assert res.slope == pytest.approx(np.polyfit(np.log(res.gammas[order]), np.log(onsets), 1)[0])
+
+
+def test_cross_similarity_symmetric_unit_diagonal(rng):
+    z = {"a": rng.standard_normal((30, 4)), "b": rng.standard_normal((30, 4))}
+    z["c"] = z["a"] @ np.linalg.qr(rng.standard_normal((4, 4)))[0]
+    names, m = cn.cross_similarity(z, 3)
+    assert names == ["a", "b", "c"]
+    np.testing.assert_allclose(m, m.T)
+    np.testing.assert_allclose(np.diag(m), 1.0)
+    assert m[0, 2] == pytest.approx(1.0, abs=1e-10)
+    assert m[0, 1] < 0.9
