@@ -2,6 +2,8 @@
 
 ``stepwise bench train --out DIR``: the training-step benchmark, JAX vs PyTorch (:mod:`stepwise.bench`).
 ``stepwise bench ntk --out DIR``: empirical-NTK time and peak memory per backend and size (:mod:`stepwise.bench_ntk`).
+``stepwise verify --model path/to/file.py:make_model [--loss ...] [--out DIR]``: check a new architecture against the
+stepwise theory and its own NTK (:mod:`stepwise.verify`).
 
 Experiment flags come from the experiment's config dataclass (via tyro), e.g.
 ``stepwise run linear_bt --dataset digits --d 8 --out runs/digits``; ``stepwise run linear_bt --help`` lists them.
@@ -54,6 +56,15 @@ def _peek(argv: list[str], flag: str) -> str | None:
     return None
 
 
+def _print_verdict(name: str, results: dict, seconds: float, where: Path) -> None:
+    verdict = "PASSED" if results["passed"] else "FAILED"
+    print(f"{name}: {verdict} ({sum(c['passed'] for c in results['checks'])}/{len(results['checks'])} checks) "
+          f"in {seconds:.1f} s -> {where}")
+    for c in results["checks"]:
+        mark = "ok  " if c["passed"] else "FAIL"
+        print(f"  {mark} {c['name']:<32} {c['value']!s:<24} {c['op']} {c['threshold']}")
+
+
 def _run(name: str, argv: list[str]) -> int:
     import tyro
 
@@ -75,13 +86,31 @@ def _run(name: str, argv: list[str]) -> int:
     out = ours.out or Path("runs") / f"{name}_{tag}{'_smoke' if ours.smoke else ''}"
     t0 = time.perf_counter()
     results = run_fn(cfg, out, progress=not ours.no_progress and sys.stderr.isatty())
-    verdict = "PASSED" if results["passed"] else "FAILED"
-    print(f"{name}: {verdict} ({sum(c['passed'] for c in results['checks'])}/{len(results['checks'])} checks) "
-          f"in {time.perf_counter() - t0:.1f} s -> {out / 'results.json'}")
-    for c in results["checks"]:
-        mark = "ok  " if c["passed"] else "FAIL"
-        print(f"  {mark} {c['name']:<32} {c['value']!s:<24} {c['op']} {c['threshold']}")
+    _print_verdict(name, results, time.perf_counter() - t0, out / "results.json")
     return 0
+
+
+def _verify(argv: list[str]) -> int:
+    import tyro
+
+    from stepwise.verify import VerifyConfig, verify
+
+    parser = argparse.ArgumentParser(prog="stepwise verify", add_help=False)
+    parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/verify_<model file>)")
+    parser.add_argument("--smoke", action="store_true", help="tiny config used by the tests")
+    parser.add_argument("--no-progress", action="store_true")
+    ours, rest = parser.parse_known_args(argv)
+    model = _peek(rest, "--model")
+    if model is None and not any(a in ("-h", "--help") for a in rest):
+        raise ValueError("stepwise verify needs --model path/to/file.py:make_model (or package.module:make_model); "
+                         "see `stepwise verify --help` and the README section 'Verify your own architecture'")
+    default = VerifyConfig.smoke(model) if ours.smoke and model else None
+    cfg = tyro.cli(VerifyConfig, default=default, args=rest, prog="stepwise verify [--out DIR] [--smoke]")
+    out = ours.out or Path("runs") / f"verify_{Path(cfg.model.rpartition(':')[0]).stem.replace('.', '_')}"
+    t0 = time.perf_counter()
+    results = verify(cfg, out, progress=not ours.no_progress and sys.stderr.isatty())
+    _print_verdict(f"verify {cfg.model}", results, time.perf_counter() - t0, out / "report.html")
+    return 0 if results["passed"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     p_rep.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run directories")
     p_rep.add_argument("--out", type=Path, default=Path("reports/index.html"))
     sub.add_parser("list", help="list the experiments")
+    sub.add_parser("verify", help="check a new architecture: `stepwise verify --model path/to/file.py:make_model`",
+                   add_help=False)
     p_bench = sub.add_parser("bench", help="`stepwise bench train|ntk --out DIR`: training step JAX vs PyTorch; "
                              "empirical NTK", add_help=False)
     p_bench.add_argument("benchmark")
@@ -101,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args.experiment, rest)
+        if args.command == "verify":
+            return _verify(rest)
         if args.command == "bench" and args.benchmark == "ntk":
             from stepwise.bench_ntk import main as bench_ntk_main
 

@@ -118,25 +118,7 @@ def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, resume:
     det = compare.detect_steps(t, res.cov_out, res.eval_loss)
     det_feat = compare.detect_steps(t, res.cov_feat, None)
     probe = linear_probe_accuracy(res.snapshots, eval_labels, seed=cfg.seed)
-    checks = [
-        compare.check(
-            "steps_detected", det.n_steps, cfg.min_steps, op=">=",
-            reason="theory note 6.10: with small initialisation the embedding-covariance eigenvalues rise one at a "
-            "time; a step counts when its onset follows the previous one by at least one rise-width",
-            description="number of well-separated steps in the output covariance spectrum",
-            measured=det.onsets,
-        ),
-        compare.check(
-            "rank_max_increment", int(np.max(np.diff(det.rank))) if det.rank.size > 1 else 0, 1,
-            reason="theory note 6.10: the number of learned eigenvalues grows in unit increments",
-            description="largest increase between tracking points of the number of eigenvalues above the onset level",
-        ),
-        compare.check(
-            "onsets_strictly_ordered", int(det.strictly_ordered), 1, op=">=",
-            reason="theory note 6.10: onset times of successive eigenvalues are strictly ordered",
-            description="1 if the onsets of the learned eigenvalues are strictly increasing",
-        ),
-    ]
+    checks = compare.stepwise_checks(det, cfg.min_steps)
     out_dir.mkdir(parents=True, exist_ok=True)
     io.save_npz_atomic(
         out_dir / "spectrum.npz",

@@ -1,7 +1,7 @@
 """Theory-vs-experiment comparisons: named statistics with thresholds (:class:`Check`) and the metrics behind them."""
 
 from stepwise.compare.checks import Check, all_passed, check
-from stepwise.compare.steps import StepDetection, detect_steps
+from stepwise.compare.steps import StepDetection, detect_steps, stepwise_checks
 from stepwise.compare.metrics import (
     crossing_times,
     gram_relative_error,
@@ -21,6 +21,7 @@ __all__ = [
     "Check",
     "StepDetection",
     "detect_steps",
+    "stepwise_checks",
     "all_passed",
     "check",
     "crossing_times",

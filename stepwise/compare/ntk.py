@@ -231,7 +231,9 @@ class StepOrder:
       kendall_tau: rank correlation of step index and assigned mode (1: steps in decreasing gamma).
       captured: (k,) sum of each row of ``overlap`` (how much of the direction the top-K modes explain).
       nested: (k,) subspace similarity of the first j+1 step directions and the top j+1 eigenfunctions.
-      slope: least-squares slope of log onset time against log gamma of the assigned mode (theory: about -1).
+      slope: least-squares slope of log onset time against log gamma of the assigned mode (theory: about -1), over
+        the steps with a positive onset (a mode already above the onset level at the first tracking point has
+        onset 0).
       gammas: (K,) contrastive eigenvalues.
       onsets: (k,) sorted onset times.
     """
@@ -249,6 +251,14 @@ class StepOrder:
         return {"assigned_mode": self.assigned + 1, "kendall_tau": self.kendall_tau, "captured": self.captured,
                 "nested_similarity": self.nested, "loglog_slope": self.slope, "gammas": self.gammas,
                 "onsets": self.onsets}
+
+
+def _loglog_slope(gammas: np.ndarray, onsets: np.ndarray) -> float:
+    """Least-squares slope of log onset against log gamma over the steps with both positive (nan if < 2 such)."""
+    ok = (gammas > 0) & (onsets > 0) & np.isfinite(onsets)
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(gammas[ok]), np.log(onsets[ok]), 1)[0])
 
 
 def step_order(
@@ -284,7 +294,7 @@ def step_order(
     tau = float(scipy.stats.kendalltau(np.arange(k), assigned).statistic) if k >= 2 else float("nan")
     nested = np.array([subspace_similarity(directions[:, : j + 1], q[:, : j + 1]) for j in range(k)])
     on = np.sort(np.asarray(onsets, dtype=np.float64))
-    slope = float(np.polyfit(np.log(g[assigned]), np.log(on), 1)[0]) if k >= 2 else float("nan")
+    slope = _loglog_slope(g[assigned], on)
     return StepOrder(overlap=overlap, assigned=assigned, kendall_tau=tau, captured=overlap.sum(axis=1),
                      nested=nested, slope=slope, gammas=g[:big_k], onsets=on)
 

@@ -20,9 +20,10 @@ import dataclasses
 
 import numpy as np
 
+from stepwise.compare.checks import Check, check
 from stepwise.compare.metrics import crossing_times, rank_trajectory, unit_rank_increments, values_at
 
-__all__ = ["StepDetection", "detect_steps"]
+__all__ = ["StepDetection", "detect_steps", "stepwise_checks"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,3 +127,27 @@ def detect_steps(
         plateau_levels=levels,
         plateau_tolerance=plateau_flatness,
     )
+
+
+def stepwise_checks(det: StepDetection, min_steps: int) -> list[Check]:
+    """The qualitative stepwise checks of a real network (theory note 6.10), shared by ``stepwise_deep`` and
+    ``stepwise verify``: enough well-separated steps, unit rank increments, strictly ordered onsets."""
+    return [
+        check(
+            "steps_detected", det.n_steps, min_steps, op=">=",
+            reason="theory note 6.10: with small initialisation the embedding-covariance eigenvalues rise one at a "
+            "time; a step counts when its onset follows the previous one by at least one rise-width",
+            description="number of well-separated steps in the output covariance spectrum",
+            measured=det.onsets,
+        ),
+        check(
+            "rank_max_increment", int(np.max(np.diff(det.rank))) if det.rank.size > 1 else 0, 1,
+            reason="theory note 6.10: the number of learned eigenvalues grows in unit increments",
+            description="largest increase between tracking points of the number of eigenvalues above the onset level",
+        ),
+        check(
+            "onsets_strictly_ordered", int(det.strictly_ordered), 1, op=">=",
+            reason="theory note 6.10: onset times of successive eigenvalues are strictly ordered",
+            description="1 if the onsets of the learned eigenvalues are strictly increasing",
+        ),
+    ]

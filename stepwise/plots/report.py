@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stepwise.io import atomic_path
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "build_run_report"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1500px;margin:2em auto;padding:0 1em;color:#222}
@@ -115,3 +115,22 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike) -> tuple[P
     with atomic_path(out) as tmp:
         tmp.write_text(body)
     return out, len(runs), n_pass
+
+
+def build_run_report(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """One-run report (``stepwise verify``'s ``report.html``): the run's verdicts, checks, reasons and figures."""
+    run_dir, out = Path(run_dir), Path(out)
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no results.json in {run_dir.resolve()}; nothing to report")
+    with open(path) as f:
+        res = json.load(f)
+    n_pass = sum(c["passed"] for c in res["checks"])
+    body = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>stepwise: {html.escape(res.get('experiment', ''))}"
+        f"</title><style>{_CSS}</style></head><body><h1>stepwise: theory vs experiment</h1>"
+        f"<p class='sub'>{n_pass} of {len(res['checks'])} checks passed.</p>{_section(run_dir, res)}</body></html>\n"
+    )
+    with atomic_path(out) as tmp:
+        tmp.write_text(body)
+    return out

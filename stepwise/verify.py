@@ -1,0 +1,426 @@
+"""``stepwise verify``: check a new architecture against the stepwise theory (Simon et al. 2023) and its own NTK.
+
+The user supplies ``make_model(rngs: flax.nnx.Rngs) -> nnx.Module`` mapping a batch of images (N, H, W, C) to (N, d)
+embeddings, as ``path/to/file.py:make_model`` or ``package.module:make_model``. :func:`verify`
+
+1. validates everything before any training: the model path imports, the factory takes one ``rngs`` argument and
+   returns an NNX module, and the module maps batches of the dataset's augmented views to (batch, d) finite arrays
+   for two batch sizes;
+2. makes the initialisation small (``init="head"``: the output layer's kernel, found as the matrix parameter used
+   last in the forward computation, is multiplied by ``init_scale``);
+3. computes the empirical NTK at initialisation (:func:`stepwise.ntk.empirical_ntk`) over fixed augmented training
+   pairs and the evaluation views; its top contrastive eigenvalue gamma_1 sets the learning rate (a per-loss
+   fraction of the GD stability limit 1/(4 gamma_1), unless ``lr`` is given) and the kernel theory with that kernel
+   held fixed predicts the step times (reported next to the measured ones; not gated: a finite network's kernel
+   moves during training);
+4. trains it with a joint-embedding loss on resampled augmented pairs (:func:`stepwise.training.train_ssl`),
+   tracking the embedding covariance spectrum and evaluation snapshots, and computes the NTK again after training;
+5. runs every check that applies (:mod:`stepwise.compare.steps`, :mod:`stepwise.compare.ntk`): steps present and
+   well separated, unit rank increments, ordered onsets; step order against the after-training NTK's contrastive
+   eigenvalue order; step times against 1/gamma_j (sign gated, slope reported); the final embedding against the
+   after-training NTK's prediction (E6), beyond a same-kernel random baseline (the same statistics with the NTK at
+   initialisation are reported);
+6. writes ``verify.npz``, ``verify.png`` (drawn from it), ``results.json`` and a one-page ``report.html``.
+
+Runtime: the example architecture (``experiments/custom_architecture.py``, ``make verify-example``) on digits: 178 s
+on a 2-core CPU (training 51 s, two NTKs of 897 points 116 s; measured, also in its results.json).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import inspect
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stepwise import compare, io
+from stepwise.compare import ntk as cntk
+from stepwise.theory import kernel as theory
+from stepwise.theory import linear
+
+__all__ = ["VerifyConfig", "ModelSpecError", "load_factory", "output_layer", "build_model_checked", "verify"]
+
+Loss = Literal["barlow_twins", "simclr", "vicreg"]
+
+# Per-loss settings measured on the built-in MLP (experiments/stepwise_deep/config.py): the centred theory form of
+# Barlow Twins; SimCLR with the norm floor that restores steps (see stepwise.losses.simclr); VICReg's usual weights.
+# ``lr_fraction``: the learning rate as a fraction of the kernel theory's GD stability limit 1/(4 gamma_1), gamma_1
+# the top contrastive eigenvalue of the model's centred NTK at initialisation. The built-in MLP's defaults (lr 0.02,
+# 0.15, 0.02 at its gamma_1 = 0.749 on 300 digit pairs) are fractions 0.06, 0.45, 0.06; they diverged on the example
+# ConvMixer (experiments/custom_architecture.py, step 745), whose NTK grows 15x during training (gamma_1 0.21 -> 3.3)
+# against the MLP's 4.4x, so the defaults are 0.4 of those fractions: the limit at the end of training is what counts.
+LOSS_DEFAULTS: dict[str, dict] = {
+    "barlow_twins": {"lr_fraction": 0.025},
+    "simclr": {"lr_fraction": 0.19, "temperature": 0.2, "norm_floor": 3.0},
+    "vicreg": {"lr_fraction": 0.025},
+}
+
+
+class ModelSpecError(ValueError):
+    """The ``--model`` path, the factory or the module it returns is not usable (raised before any training)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyConfig:
+    """What ``stepwise verify`` trains and checks.
+
+    Attributes:
+      model: ``path/to/file.py:make_model`` or ``package.module:make_model``; ``make_model(rngs: nnx.Rngs)`` returns
+        an NNX module mapping images (N, H, W, C) to (N, d).
+      loss: joint-embedding loss.
+      dataset: image source (``cifar10`` / ``stl10`` read from ``data_dir`` or the environment variables).
+      steps: SGD steps.
+      lr: learning rate (None: ``lr_fraction`` of LOSS_DEFAULTS times the stability limit 1/(4 gamma_1) of the
+        model's NTK at initialisation, so that it transfers across architectures).
+      init: ``head`` multiplies the output layer's kernel by ``init_scale`` (small initialisation, the theory's
+        regime); ``none`` keeps the factory's initialisation (build a small init into make_model yourself).
+      init_scale: the factor for ``init="head"``.
+      batch_size: SGD batch.
+      track_every: tracking interval (steps).
+      n_train: training images.
+      n_eval: held-out images whose fixed views are tracked and used for the NTK checks.
+      n_pairs: fixed augmented training pairs over which the NTK (2 n_pairs + n_eval points) is computed.
+      ntk_backend: ``jax`` or ``neural_tangents`` (:func:`stepwise.ntk.empirical_ntk`).
+      shift: augmentation: random shift by up to this many pixels.
+      noise_std: augmentation: Gaussian pixel noise.
+      min_steps: ``steps_detected`` threshold.
+      min_tau: ``step_order_kendall_tau`` threshold.
+      seed: seeds the factory's ``nnx.Rngs``, the batches, the views and the NTK pairs.
+      data_dir: local dataset folder.
+    """
+
+    model: str
+    loss: Loss = "barlow_twins"
+    dataset: Literal["digits", "patches", "cifar10", "stl10"] = "digits"
+    steps: int = 3000
+    lr: float | None = None
+    init: Literal["head", "none"] = "head"
+    init_scale: float = 1e-12
+    batch_size: int = 256
+    track_every: int = 25
+    n_train: int = 1500
+    n_eval: int = 297
+    n_pairs: int = 300
+    ntk_backend: Literal["jax", "neural_tangents"] = "jax"
+    shift: int = 1
+    noise_std: float = 0.1
+    min_steps: int = 3
+    min_tau: float = 0.5
+    seed: int = 0
+    data_dir: str | None = None
+
+    def __post_init__(self):
+        errors = []
+        if ":" not in self.model:
+            errors.append(f"model must be 'path/to/file.py:make_model' or 'package.module:make_model'; got {self.model!r}")
+        for name in ("steps", "batch_size", "track_every", "n_train", "n_eval", "n_pairs", "min_steps"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.lr is not None and not self.lr > 0:
+            errors.append(f"lr must be positive (got {self.lr})")
+        if not self.init_scale > 0:
+            errors.append(f"init_scale must be > 0 (got {self.init_scale})")
+        if self.batch_size > self.n_train:
+            errors.append(f"batch_size {self.batch_size} exceeds n_train {self.n_train}")
+        if self.n_pairs > self.n_train:
+            errors.append(f"n_pairs {self.n_pairs} exceeds n_train {self.n_train}")
+        if self.steps < 2 * self.track_every:
+            errors.append(f"steps {self.steps} must cover at least two tracking intervals of {self.track_every}")
+        if errors:
+            raise ValueError("invalid verify config: " + "; ".join(errors))
+
+    @classmethod
+    def smoke(cls, model: str) -> "VerifyConfig":
+        """Seconds-long run for the tests (the checks are computed, not expected to pass)."""
+        return cls(model=model, steps=60, batch_size=64, track_every=10, n_train=200, n_eval=48, n_pairs=24,
+                   min_steps=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading and validating the user's model (everything here runs before any training).
+
+
+def load_factory(spec: str) -> Callable:
+    """Import ``path/to/file.py:name`` or ``package.module:name`` and return the callable ``name``.
+
+    Raises:
+      ModelSpecError: malformed spec, missing file, import failure (with the original error), missing or
+        non-callable attribute.
+    """
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise ModelSpecError(f"--model must be 'path/to/file.py:make_model' or 'package.module:make_model'; got {spec!r}")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise ModelSpecError(f"model file {target!r} not found (looked at {path.resolve()})")
+        name = f"_stepwise_user_model_{abs(hash(str(path.resolve())))}"
+        try:
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module  # dataclasses and pickling look the module up by name
+            module_spec.loader.exec_module(module)
+        except Exception as err:  # noqa: BLE001 - any error in user code is reported the same way
+            sys.modules.pop(name, None)
+            raise ModelSpecError(f"could not import {path.resolve()}: {type(err).__name__}: {err}") from err
+        where = str(path.resolve())
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as err:  # noqa: BLE001
+            raise ModelSpecError(f"could not import module {target!r} (sys.path[0] = {sys.path[0]!r}): "
+                                 f"{type(err).__name__}: {err}") from err
+        where = target
+    if not hasattr(module, attr):
+        found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        raise ModelSpecError(f"{where} has no attribute {attr!r}; its public callables are {found}")
+    factory = getattr(module, attr)
+    if not callable(factory):
+        raise ModelSpecError(f"{where}:{attr} is a {type(factory).__name__}, not a callable make_model(rngs)")
+    return factory
+
+
+def _check_signature(factory: Callable, spec: str) -> None:
+    from flax import nnx
+
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return  # builtins / C callables: let the call decide
+    try:
+        sig.bind(nnx.Rngs(0))
+    except TypeError as err:
+        raise ModelSpecError(f"{spec} must take exactly one argument, make_model(rngs: flax.nnx.Rngs); its signature "
+                             f"is {attr_name(factory)}{sig} ({err})") from err
+
+
+def attr_name(obj) -> str:
+    return getattr(obj, "__qualname__", getattr(obj, "__name__", type(obj).__name__))
+
+
+def build_model_checked(factory: Callable, spec: str, view_shape: tuple[int, int, int], seed: int):
+    """Call the factory, check the module, and return ``(module, d)``.
+
+    The module must be an ``nnx.Module`` mapping (N, H, W, C) float32 views to a finite (N, d) array with d >= 2,
+    for N = 2 and N = 3 (so a batch size baked into the model is caught here).
+    """
+    from flax import nnx
+
+    _check_signature(factory, spec)
+    try:
+        module = factory(nnx.Rngs(seed))
+    except Exception as err:  # noqa: BLE001
+        raise ModelSpecError(f"{spec}(rngs) raised {type(err).__name__}: {err}") from err
+    if not isinstance(module, nnx.Module):
+        raise ModelSpecError(f"{spec}(rngs) returned a {type(module).__name__}; expected a flax.nnx.Module")
+    d = None
+    for n in (2, 3):
+        x = jnp.zeros((n, *view_shape), jnp.float32) + jnp.linspace(0.0, 1.0, n, dtype=jnp.float32)[:, None, None, None]
+        try:
+            y = module(x)
+        except Exception as err:  # noqa: BLE001
+            raise ModelSpecError(f"the module from {spec} failed on a batch of shape {x.shape} (N, H, W, C) of the "
+                                 f"dataset's views: {type(err).__name__}: {err}") from err
+        shape = tuple(getattr(y, "shape", ()))
+        if len(shape) != 2 or shape[0] != n:
+            raise ModelSpecError(f"the module from {spec} maps images of shape {x.shape} to shape {shape}; expected "
+                                 f"(batch, d) = ({n}, d)")
+        if shape[1] < 2:
+            raise ModelSpecError(f"the module from {spec} outputs d = {shape[1]}; the stepwise checks need d >= 2")
+        if not bool(jnp.all(jnp.isfinite(y))):
+            raise ModelSpecError(f"the module from {spec} produced non-finite outputs on a batch of shape {x.shape}")
+        d = shape[1]
+    return module, d
+
+
+def output_layer(apply: Callable, params, x) -> str:
+    """Key path of the output layer's kernel: the parameter with >= 2 dimensions used last in ``apply(params, x)``.
+
+    Found from the forward computation's jaxpr (the equation index at which each parameter is first consumed), so it
+    does not depend on attribute names or on the order of the parameter tree.
+    """
+    flat, tree = jax.tree_util.tree_flatten_with_path(params)
+    leaves = [leaf for _, leaf in flat]
+    closed = jax.make_jaxpr(lambda *ls: apply(jax.tree.unflatten(tree, ls), x))(*leaves)
+    position = {id(v): i for i, v in enumerate(closed.jaxpr.invars)}
+    first_use: dict[int, int] = {}
+    for e, eqn in enumerate(closed.jaxpr.eqns):
+        for v in eqn.invars:
+            i = position.get(id(v))
+            if i is not None and i not in first_use:
+                first_use[i] = e
+    candidates = [i for i, leaf in enumerate(leaves) if jnp.ndim(leaf) >= 2 and i in first_use]
+    if not candidates:
+        raise ModelSpecError("the model has no matrix parameter (ndim >= 2) used in its forward pass; use --init none")
+    head = max(candidates, key=lambda i: (first_use[i], i))
+    return jax.tree_util.keystr(flat[head][0])
+
+
+def scale_leaf(params, path: str, factor: float):
+    """``params`` with the leaf at key path ``path`` multiplied by ``factor``."""
+    flat, tree = jax.tree_util.tree_flatten_with_path(params)
+    leaves = [leaf * factor if jax.tree_util.keystr(p) == path else leaf for p, leaf in flat]
+    return jax.tree.unflatten(tree, leaves)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run.
+
+
+def _data(cfg: VerifyConfig):
+    from stepwise.data import load_images
+
+    ds = load_images(cfg.dataset, cfg.n_train + cfg.n_eval, seed=cfg.seed, data_dir=cfg.data_dir)
+    train = ds.images[: cfg.n_train]
+    images = (ds.images - train.mean(axis=0)) / max(float(train.std()), 1e-12)  # per-pixel standardisation
+    return images[: cfg.n_train].astype(np.float32), images[cfg.n_train :].astype(np.float32)
+
+
+def _loss(cfg: VerifyConfig):
+    from stepwise.losses import get_loss
+
+    if cfg.loss == "barlow_twins":
+        return get_loss("barlow_twins_theory", center=True)
+    if cfg.loss == "simclr":
+        d = LOSS_DEFAULTS["simclr"]
+        return get_loss("simclr", temperature=d["temperature"], norm_floor=d["norm_floor"])
+    return get_loss("vicreg")
+
+
+def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
+    """Validate, train, compute the NTKs, run the checks and write the run directory. Returns results.json's dict."""
+    from flax import nnx
+
+    from stepwise.data import Augmentation
+    from stepwise.data.augment import make_pairs
+    from stepwise.ntk import empirical_ntk
+    from stepwise.plots.report import build_run_report
+    from stepwise.plots.verify import plot_verify
+    from stepwise.training import TrainConfig, train_ssl
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    factory = load_factory(cfg.model)  # every input error below is raised before any training
+    train, evals = _data(cfg)
+    aug = Augmentation(shift=cfg.shift, noise_std=cfg.noise_std)
+    view_shape = aug.output_shape(train.shape[1:])
+    module, d = build_model_checked(factory, cfg.model, view_shape, cfg.seed)
+    if d > cfg.n_eval:
+        raise ModelSpecError(f"the embedding has d = {d} > n_eval = {cfg.n_eval} outputs; raise n_eval")
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+
+    def apply(p, x):
+        return nnx.merge(graphdef, p, rest)(x)
+
+    probe = jnp.zeros((2, *view_shape), jnp.float32)
+    head = None
+    if cfg.init == "head":
+        head = output_layer(apply, params, probe)
+        before = float(jnp.sqrt(jnp.mean(apply(params, jnp.asarray(train[:64])) ** 2)))
+        params = scale_leaf(params, head, cfg.init_scale)
+        after = float(jnp.sqrt(jnp.mean(apply(params, jnp.asarray(train[:64])) ** 2)))
+        if not after <= max(1e3 * cfg.init_scale, 1e-3) * max(before, 1e-30):
+            raise ModelSpecError(
+                f"scaling the output layer {head} by init_scale = {cfg.init_scale:g} left the output rms at {after:.3g} "
+                f"(was {before:.3g}): the model's output is not linear in that parameter (a bias or normalisation "
+                "after it?). End the model with a linear layer, or pass --init none and build a small init into "
+                "make_model"
+            )
+
+    # The NTK at initialisation comes first: it sets the learning rate and predicts the step times.
+    t_ntk = time.perf_counter()
+    x1, x2 = make_pairs(aug, jax.random.fold_in(jax.random.key(cfg.seed), 2**31 - 2), jnp.asarray(train[: cfg.n_pairs]))
+    e1 = jnp.asarray(_eval_view(aug, cfg.seed, evals))
+    xs = jnp.concatenate([x1, x2, e1])
+    two_n = 2 * cfg.n_pairs
+    k_init = np.asarray(empirical_ntk(apply, params, xs, backend=cfg.ntk_backend), np.float64)
+    ntk_time = time.perf_counter() - t_ntk
+    kc, _ = theory.center_kernel(0.5 * (k_init[:two_n, :two_n] + k_init[:two_n, :two_n].T))
+    eig = theory.contrastive_eigh(kc, ridge=cntk.kernel_ridge(kc, np.float32))
+    limit = linear.stability_limit(eig[0][0])
+    lr = float(LOSS_DEFAULTS[cfg.loss]["lr_fraction"] * limit if cfg.lr is None else cfg.lr)  # weakly typed
+    f0 = np.asarray(apply(params, xs[:two_n]), np.float64)
+    try:  # the kernel theory's step times with the initial NTK held fixed (lazy regime); reported, not gated
+        predicted = theory.predict(kc, f0 - f0.mean(axis=0), lr, ridge=cntk.kernel_ridge(kc, np.float32), eig=eig)
+        predicted_steps = predicted.mode_steps
+    except ValueError:  # fewer positive modes than d, or lr beyond the limit: nothing to predict
+        predicted_steps = np.full(d, np.nan)
+
+    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=lr, optimizer="sgd",
+                       track_every=cfg.track_every, n_snapshot=cfg.n_eval, seed=cfg.seed)
+    res = train_ssl(apply, None, params, _loss(cfg), train, aug, tcfg, eval_images=evals, progress=progress)
+
+    t_ntk = time.perf_counter()
+    k_final = np.asarray(empirical_ntk(apply, res.params, xs, backend=cfg.ntk_backend), np.float64)
+    ntk_time += time.perf_counter() - t_ntk
+    z_eval = np.asarray(res.snapshots[-1], np.float64)
+
+    t = res.step.astype(np.float64)
+    det = compare.detect_steps(t, res.cov_out, res.eval_loss)
+    onsets = np.sort(det.onsets[np.isfinite(det.onsets)])
+    k = int(onsets.size)
+    checks = compare.stepwise_checks(det, cfg.min_steps)
+    summary: dict = {"d": d, "k_learned": k, "n_steps": det.n_steps, "onsets": det.onsets, "widths": det.widths,
+                     "separations": det.separations, "output_layer": head, "two_n": two_n,
+                     "train_time_s": res.train_time_s, "ntk_time_s": ntk_time, "lr": lr,
+                     "lr_stability_limit": limit, "gammas_init_ntk": eig[0][: d + 2],
+                     "predicted_half_steps_lazy": np.sort(predicted_steps), "measured_half_steps": det.half_times}
+    arrays: dict = {}
+    if k >= 2:
+        dirs = cntk.learned_directions(t, res.snapshots, onsets)
+        order_init = cntk.step_order(dirs, k_init, two_n, onsets)
+        order_final = cntk.step_order(dirs, k_final, two_n, onsets)
+        agree_final = cntk.kernel_agreement(k_final, two_n, z_eval, k, seed=cfg.seed)
+        agree_init = cntk.kernel_agreement(k_init, two_n, z_eval, k, seed=cfg.seed)
+        # Gated with the after-training NTK: a finite network's kernel moves (the example's gamma_1 grows 15x), and
+        # the theory note's finite-width heuristics (6.11, E6) use the trained network's NTK; the initial NTK's
+        # order and its lazy-regime step times are reported next to them.
+        checks += cntk.step_order_checks(order_final, kernel="after-training", min_tau=cfg.min_tau)
+        checks.append(cntk.final_embedding_check(agree_final, "final_embedding_ntk_similarity", kernel="after-training"))
+        summary |= {"order_init_ntk": order_init.summary(), "order_final_ntk": order_final.summary(),
+                    "agreement_final_ntk": agree_final.summary(), "agreement_init_ntk": agree_init.summary()}
+        arrays = {"overlap_init": order_init.overlap, "overlap_final": order_final.overlap,
+                  "gammas_init": order_init.gammas, "gammas_final": order_final.gammas,
+                  "assigned_init": order_init.assigned, "assigned_final": order_final.assigned,
+                  "similarity": np.array([agree_init.similarity, agree_final.similarity]),
+                  "baseline_kernel": np.stack([agree_init.baseline_kernel, agree_final.baseline_kernel]),
+                  "baseline_random": np.float64(agree_final.baseline_random)}
+    else:
+        checks.append(compare.check(
+            "learned_modes", k, 2, op=">=",
+            reason="the order and kernel checks need at least two learned modes; train longer or raise lr",
+            description="modes whose eigenvalue reached 10% of the top one",
+        ))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    io.save_npz_atomic(out_dir / DATA, step=res.step, eigenvalues=res.cov_out, eval_loss=res.eval_loss,
+                       onsets=onsets, well_separated=det.well_separated, lr=np.float64(lr),
+                       predicted_half_steps=np.sort(predicted_steps), half_times=det.half_times, **arrays)
+    figure = plot_verify(out_dir, title=f"{cfg.model} - {cfg.loss} on {cfg.dataset}")
+    results = io.write_results(
+        out_dir, experiment=f"verify/{Path(cfg.model.rpartition(':')[0]).stem}:{cfg.model.rpartition(':')[2]}",
+        config=dataclasses.asdict(cfg) | {"learning_rate": lr},
+        checks=checks, wall_time_s=time.perf_counter() - t0,
+        extra={"summary": summary, "figures": [figure.name], "data": [DATA], "report": "report.html"},
+    )
+    build_run_report(out_dir, out_dir / "report.html")
+    return results
+
+
+DATA = "verify.npz"
+
+
+def _eval_view(aug, seed: int, evals: np.ndarray) -> np.ndarray:
+    """The first fixed view of the evaluation images, exactly as :func:`stepwise.training.train_ssl` tracks them."""
+    from stepwise.data.augment import make_pairs
+
+    e1, _ = make_pairs(aug, jax.random.fold_in(jax.random.key(seed), 2**31 - 1), jnp.asarray(evals))
+    return np.asarray(e1)

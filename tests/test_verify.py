@@ -1,0 +1,157 @@
+"""`stepwise verify`: clear errors before any training, output-layer detection, and a smoke run of the example."""
+
+import json
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from stepwise import cli
+from stepwise import verify as V
+
+EXAMPLE = "experiments/custom_architecture.py:make_model"
+VIEW = (8, 8, 1)
+
+
+def _write(tmp_path, body: str, name: str = "model.py") -> str:
+    path = tmp_path / name
+    path.write_text(body)
+    return str(path)
+
+
+GOOD = textwrap.dedent("""
+    from flax import nnx
+    import jax.numpy as jnp
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.lin = nnx.Linear(64, 4, rngs=rngs)
+        def __call__(self, x):
+            return self.lin(x.reshape(x.shape[0], -1))
+""")
+
+
+@pytest.mark.parametrize(
+    "body,spec_attr,match",
+    [
+        (None, "make_model", "not found"),
+        ("def make_model(rngs):\n    return (\n", "make_model", "could not import"),
+        (GOOD + "\ndef other(rngs):\n    return Net(rngs)\n", "make_model", "no attribute 'make_model'.*other"),
+        (GOOD + "\nmake_model = 3\n", "make_model", "not a callable"),
+        (GOOD + "\ndef make_model():\n    return Net(nnx.Rngs(0))\n", "make_model", "exactly one argument"),
+        (GOOD + "\ndef make_model(rngs, width):\n    return Net(rngs)\n", "make_model", "exactly one argument"),
+        (GOOD + "\ndef make_model(rngs):\n    raise RuntimeError('boom')\n", "make_model", "raised RuntimeError: boom"),
+        (GOOD + "\ndef make_model(rngs):\n    return lambda x: x\n", "make_model", "expected a flax.nnx.Module"),
+        (GOOD.replace("return self.lin(x.reshape(x.shape[0], -1))", "return self.lin(x.reshape(x.shape[0], -1))[:, 0]")
+         + "\ndef make_model(rngs):\n    return Net(rngs)\n", "make_model", r"to shape \(2,\); expected \(batch, d\)"),
+        (GOOD.replace("x.reshape(x.shape[0], -1)", "x.reshape(2, -1)")
+         + "\ndef make_model(rngs):\n    return Net(rngs)\n", "make_model", "failed on a batch of shape"),
+        (GOOD.replace("nnx.Linear(64, 4", "nnx.Linear(64, 1")
+         + "\ndef make_model(rngs):\n    return Net(rngs)\n", "make_model", "d >= 2"),
+        (GOOD.replace("return self.lin(", "return jnp.log(-jnp.abs(x[:, 0, 0, :2])) + 0 * self.lin(")
+         + "\ndef make_model(rngs):\n    return Net(rngs)\n", "make_model", "non-finite"),
+    ],
+)
+def test_bad_models_fail_before_training(tmp_path, body, spec_attr, match):
+    path = str(tmp_path / "missing.py") if body is None else _write(tmp_path, body)
+    spec = f"{path}:{spec_attr}"
+    with pytest.raises(V.ModelSpecError, match=match):
+        factory = V.load_factory(spec)
+        V.build_model_checked(factory, spec, VIEW, 0)
+
+
+def test_cli_reports_bad_model_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main(["verify", "--model", f"{tmp_path}/nope.py:make_model", "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "nope.py" in err
+    assert not out.exists()
+    assert cli.main(["verify", "--out", str(out)]) == 2
+    assert "needs --model" in capsys.readouterr().err
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError, match="path/to/file.py:make_model"):
+        V.VerifyConfig(model="no_colon")
+    with pytest.raises(ValueError, match="n_pairs 5000 exceeds n_train"):
+        V.VerifyConfig(model=EXAMPLE, n_pairs=5000)
+
+
+def test_module_spec_form_loads_the_same_factory():
+    a = V.load_factory("experiments.custom_architecture:make_model")
+    b = V.load_factory(EXAMPLE)
+    ya = a(nnx.Rngs(0))(jnp.ones((3, *VIEW), jnp.float32))
+    yb = b(nnx.Rngs(0))(jnp.ones((3, *VIEW), jnp.float32))
+    np.testing.assert_allclose(np.asarray(ya), np.asarray(yb), rtol=1e-6)
+
+
+class _Reversed(nnx.Module):
+    """Attribute names sort opposite to the forward order: the output layer must be found by use, not by name."""
+
+    def __init__(self, rngs):
+        self.z_first = nnx.Linear(64, 8, rngs=rngs)
+        self.m_middle = nnx.Linear(8, 8, rngs=rngs)
+        self.a_last = nnx.Linear(8, 3, rngs=rngs)
+
+    def __call__(self, x):
+        h = jax.nn.relu(self.z_first(x.reshape(x.shape[0], -1)))
+        return self.a_last(jax.nn.relu(self.m_middle(h)))
+
+
+def test_output_layer_is_the_last_matrix_used():
+    g, params, rest = nnx.split(_Reversed(nnx.Rngs(0)), nnx.Param, ...)
+
+    def apply(p, x):
+        return nnx.merge(g, p, rest)(x)
+
+    x = jnp.ones((2, *VIEW), jnp.float32)
+    head = V.output_layer(apply, params, x)
+    assert head.startswith("['a_last']['kernel']")
+    small = V.scale_leaf(params, head, 1e-6)
+    y0, y1 = np.asarray(apply(params, x)), np.asarray(apply(small, x))
+    bias = np.asarray(params["a_last"]["bias"][...])[None, :]
+    np.testing.assert_allclose(y1 - bias, 1e-6 * (y0 - bias), rtol=1e-4, atol=1e-12)
+    np.testing.assert_array_equal(np.asarray(small["z_first"]["kernel"][...]), np.asarray(params["z_first"]["kernel"][...]))
+
+
+def test_eval_view_is_the_tracked_view():
+    from stepwise.data import Augmentation
+    from stepwise.training.ssl import _eval_views
+
+    aug = Augmentation(shift=1, noise_std=0.1)
+    images = np.random.default_rng(0).random((5, *VIEW)).astype(np.float32)
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    np.testing.assert_array_equal(V._eval_view(aug, 3, images), np.asarray(_eval_views(aug, 3, images, sharding)[0]))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("verify")
+    results = V.verify(V.VerifyConfig.smoke(EXAMPLE), out)
+    return out, results
+
+
+def test_smoke_run_writes_results_figure_and_report(smoke_run):
+    out, results = smoke_run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["passed"] == results["passed"] == all(c["passed"] for c in results["checks"])
+    names = {c["name"] for c in on_disk["checks"]}
+    assert {"steps_detected", "rank_max_increment", "onsets_strictly_ordered"} <= names
+    for c in on_disk["checks"]:
+        assert {"name", "value", "threshold", "passed", "reason"} <= set(c)
+    assert on_disk["config"]["model"] == EXAMPLE and on_disk["config"]["learning_rate"] > 0
+    s = on_disk["summary"]
+    assert s["output_layer"].startswith("['out']['kernel']")
+    assert s["lr"] == pytest.approx(V.LOSS_DEFAULTS["barlow_twins"]["lr_fraction"] * s["lr_stability_limit"])
+    assert (out / "verify.png").stat().st_size > 10_000
+    html = (out / "report.html").read_text()
+    assert "steps_detected" in html and "data:image/png;base64" in html
+    data = np.load(out / "verify.npz")
+    assert data["eigenvalues"].shape[0] == data["step"].shape[0]
+    if "step_order_kendall_tau" in names:  # at least two modes were learned in the smoke run
+        assert data["overlap_final"].shape[0] == s["k_learned"]
+        assert np.all((data["overlap_final"] >= 0) & (data["overlap_final"] <= 1 + 1e-9))
