@@ -7,7 +7,7 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: bench-ntk verify-example install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep report bench bench-train clean help
+.PHONY: bench-ntk verify-example fig-ntk-after-training install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep report bench bench-train clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench       timing benchmarks -> bench/*.json"
 	@echo "make bench-train time per training step, JAX vs PyTorch (installs torch, bench-only) -> bench/bench_train.json"
 	@echo "make bench-ntk   empirical NTK time / peak memory per backend, n = 250..2000 (MLP, ResNet) -> bench/bench_ntk.json"
+	@echo "make fig-ntk-after-training  Simon et al. 2023 E6: BT/SimCLR/VICReg embeddings vs their after-training NTK"
 	@echo "make verify-example  stepwise verify on experiments/custom_architecture.py (a new architecture vs its NTK)"
 	@echo "make test-slow   full-size runs marked slow"
 
@@ -82,13 +83,16 @@ fig-grassmann: $(STAMP)
 fig-width-sweep: $(STAMP)
 	$(VENV)/bin/stepwise run width_sweep --out $(RUNS)/width_sweep
 
+fig-ntk-after-training: $(STAMP)
+	$(VENV)/bin/stepwise run ntk_after_training --out $(RUNS)/ntk_after_training
+
 # `stepwise verify` exits 1 when a check fails; the report still shows it, so go on when results.json was written.
 verify-example: $(STAMP)
 	rm -f $(RUNS)/verify_example/results.json
 	$(VENV)/bin/stepwise verify --model experiments/custom_architecture.py:make_model --out $(RUNS)/verify_example \
 		|| test -f $(RUNS)/verify_example/results.json
 
-reproduce: fig-linear fig-kernel fig-deep fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep verify-example
+reproduce: fig-linear fig-kernel fig-deep fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep fig-ntk-after-training verify-example
 	$(MAKE) --no-print-directory report
 
 bench: $(STAMP)

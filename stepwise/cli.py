@@ -25,6 +25,7 @@ def _experiments():
     from experiments.linear_bt import LinearBTConfig, run as run_linear_bt
     from experiments.noncontrastive_linear import NoncontrastiveLinearConfig, run as run_noncontrastive_linear
     from experiments.noncontrastive_deep import NoncontrastiveDeepConfig, run as run_noncontrastive_deep
+    from experiments.ntk_after_training import NtkAfterTrainingConfig, run as run_ntk_after_training
     from experiments.stepwise_deep import DeepConfig, run as run_deep
     from experiments.width_sweep import WidthSweepConfig, run as run_width_sweep
 
@@ -43,6 +44,8 @@ def _experiments():
                       "Esser et al. 2023: linear SSL collapse, exact Grassmann flow, SSL vs supervised NTK with width"),
         "width_sweep": (WidthSweepConfig, run_width_sweep,
                         "Simon et al. 2023 NTK extension: ReLU MLPs of growing width approach the NTK prediction"),
+        "ntk_after_training": (NtkAfterTrainingConfig, run_ntk_after_training,
+                               "Simon et al. 2023 E6: BT/SimCLR/VICReg embeddings vs their after-training NTK, cross-method"),
     }
 
 

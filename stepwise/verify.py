@@ -306,6 +306,7 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False) ->
     from stepwise.plots.report import build_run_report
     from stepwise.plots.verify import plot_verify
     from stepwise.training import TrainConfig, train_ssl
+    from stepwise.training.ssl import eval_key
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -339,7 +340,7 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False) ->
     # The NTK at initialisation comes first: it sets the learning rate and predicts the step times.
     t_ntk = time.perf_counter()
     x1, x2 = make_pairs(aug, jax.random.fold_in(jax.random.key(cfg.seed), 2**31 - 2), jnp.asarray(train[: cfg.n_pairs]))
-    e1 = jnp.asarray(_eval_view(aug, cfg.seed, evals))
+    e1, _ = make_pairs(aug, eval_key(cfg.seed), jnp.asarray(evals))  # the views train_ssl tracks
     xs = jnp.concatenate([x1, x2, e1])
     two_n = 2 * cfg.n_pairs
     k_init = np.asarray(empirical_ntk(apply, params, xs, backend=cfg.ntk_backend), np.float64)
@@ -416,11 +417,3 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False) ->
 
 
 DATA = "verify.npz"
-
-
-def _eval_view(aug, seed: int, evals: np.ndarray) -> np.ndarray:
-    """The first fixed view of the evaluation images, exactly as :func:`stepwise.training.train_ssl` tracks them."""
-    from stepwise.data.augment import make_pairs
-
-    e1, _ = make_pairs(aug, jax.random.fold_in(jax.random.key(seed), 2**31 - 1), jnp.asarray(evals))
-    return np.asarray(e1)

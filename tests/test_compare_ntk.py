@@ -118,3 +118,18 @@ def test_cross_similarity_symmetric_unit_diagonal(rng):
     np.testing.assert_allclose(np.diag(m), 1.0)
     assert m[0, 2] == pytest.approx(1.0, abs=1e-10)
     assert m[0, 1] < 0.9
+
+
+def test_cross_similarity_own_dimensions_and_random_function_baseline(rng):
+    a = rng.standard_normal((30, 4)) * np.array([4.0, 3.0, 2.0, 1.0])
+    z = {"a": a, "part": a[:, :2] + 1e-9 * rng.standard_normal((30, 2))}
+    _, m = cn.cross_similarity(z, {"a": 4, "part": 2})
+    assert m[0, 1] == pytest.approx(1.0, abs=1e-9)  # a 2-d span inside a 4-d one: contained
+    k_all, feats = _pairs_kernel(rng)
+    rows = cn.kernel_rows(k_all, 80)
+    _, ktc = theory.center_kernel(k_all[:80, :80], k_all[80:, :80])
+    np.testing.assert_allclose(rows, ktc)
+    same = cn.random_function_similarity(rows, 3, rows, 3, n_draws=50, seed=1)
+    assert same.shape == (50,) and np.all((same >= 0) & (same <= 1 + 1e-12))
+    # Random functions of a kernel concentrate on its dominant eigenspaces: far more similar than random subspaces.
+    assert same.mean() > 3 * compare.random_subspace_similarity(30, 3)

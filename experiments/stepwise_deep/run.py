@@ -92,13 +92,30 @@ def linear_probe_accuracy(embeddings: np.ndarray, labels: np.ndarray, *, seed: i
     return acc
 
 
-def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, resume: bool = False) -> dict:
-    """Train, track, detect steps and write the run directory. Returns the results dictionary."""
-    from stepwise.plots.deep import plot_stepwise_deep
+@dataclasses.dataclass(frozen=True)
+class TrainedNetwork:
+    """One trained network of this experiment and what it was trained on (shared with ``ntk_after_training``).
 
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    train, evals, eval_labels = _data(cfg)  # input errors surface here, before any compute
+    Attributes:
+      model: the :class:`stepwise.models.PureModel` at initialisation (``model.params``: the initial parameters).
+      result: the :class:`stepwise.training.SSLRun` (final parameters, tracked spectra, evaluation snapshots).
+      train, evals: (n_train, H, W, C) training and (n_eval, H, W, C) evaluation images (normalised, float32).
+      eval_labels: (n_eval,) labels of the evaluation images.
+      aug: the augmentation producing the views.
+    """
+
+    model: object
+    result: object
+    train: np.ndarray
+    evals: np.ndarray
+    eval_labels: np.ndarray
+    aug: Augmentation
+
+
+def train_network(cfg: DeepConfig, *, checkpoint: Path | None = None, resume: bool = False,
+                  progress: bool = False) -> TrainedNetwork:
+    """Build the data, model, loss and augmentation of ``cfg`` and train (input errors raise before any compute)."""
+    train, evals, eval_labels = _data(cfg)
     aug = Augmentation(
         crop=None if cfg.crop is None else (cfg.crop, cfg.crop), shift=cfg.shift, flip=cfg.flip,
         noise_std=cfg.noise_std, brightness=cfg.brightness, contrast=cfg.contrast,
@@ -109,11 +126,22 @@ def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, resume:
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, momentum=cfg.momentum,
         track_every=cfg.track_every, n_snapshot=cfg.n_eval, seed=cfg.seed,
     )
+    train, evals = train.astype(np.float32), evals.astype(np.float32)
     res = train_ssl(
-        model.apply, model.features if cfg.projector else None, model.params, _loss(cfg), train.astype(np.float32), aug, tcfg,
-        eval_images=evals.astype(np.float32), checkpoint=out_dir / "checkpoint.msgpack", resume=resume,
-        progress=progress,
+        model.apply, model.features if cfg.projector else None, model.params, _loss(cfg), train, aug, tcfg,
+        eval_images=evals, checkpoint=checkpoint, resume=resume, progress=progress,
     )
+    return TrainedNetwork(model=model, result=res, train=train, evals=evals, eval_labels=eval_labels, aug=aug)
+
+
+def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, resume: bool = False) -> dict:
+    """Train, track, detect steps and write the run directory. Returns the results dictionary."""
+    from stepwise.plots.deep import plot_stepwise_deep
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    net = train_network(cfg, checkpoint=out_dir / "checkpoint.msgpack", resume=resume, progress=progress)
+    res, eval_labels = net.result, net.eval_labels
     t = res.step.astype(np.float64)
     det = compare.detect_steps(t, res.cov_out, res.eval_loss)
     det_feat = compare.detect_steps(t, res.cov_feat, None)

@@ -16,7 +16,8 @@ and the order (decreasing gamma_j) in which it should learn them. Three comparis
   kernel mode each step is assigned to, the Kendall tau between step index and assigned mode, and the log-log
   slope of the onset times against the assigned gamma_j (theory: steps in decreasing gamma_j; t_j ~ 1/gamma_j).
 - :func:`cross_similarity`: the matrix of subspace similarities between several embeddings (methods, and their NTK
-  predictions).
+  predictions), each at its own learned dimension, and :func:`random_function_similarity`, its baseline: random
+  functions of the two kernels.
 
 Kernels computed in float32 carry round-off of ~1e-7 of their largest eigenvalue, which the generalised eigenproblem
 would amplify: :func:`kernel_ridge` raises the ridge above that level.
@@ -41,8 +42,10 @@ __all__ = [
     "final_embedding_check",
     "kernel_agreement",
     "kernel_ridge",
+    "kernel_rows",
     "learned_directions",
     "learned_subspace",
+    "random_function_similarity",
     "step_order",
     "step_order_checks",
 ]
@@ -254,11 +257,15 @@ class StepOrder:
 
 
 def _loglog_slope(gammas: np.ndarray, onsets: np.ndarray) -> float:
-    """Least-squares slope of log onset against log gamma over the steps with both positive (nan if < 2 such)."""
+    """Least-squares slope of log onset against log gamma over the steps with both positive (nan if fewer than two
+    such steps, or if they were all assigned to one mode)."""
     ok = (gammas > 0) & (onsets > 0) & np.isfinite(onsets)
     if ok.sum() < 2:
         return float("nan")
-    return float(np.polyfit(np.log(gammas[ok]), np.log(onsets[ok]), 1)[0])
+    x, y = np.log(gammas[ok]), np.log(onsets[ok])
+    x = x - x.mean()
+    var = float(x @ x)
+    return float(x @ (y - y.mean()) / var) if var > 0 else float("nan")  # all steps on one mode: no slope
 
 
 def step_order(
@@ -322,15 +329,43 @@ def step_order_checks(order: StepOrder, *, kernel: str, min_tau: float = 0.5) ->
     ]
 
 
-def cross_similarity(embeddings: Mapping[str, np.ndarray], k: int) -> tuple[list[str], np.ndarray]:
-    """Matrix of subspace similarities between the top-k principal subspaces of several (n, d) embeddings.
+def cross_similarity(embeddings: Mapping[str, np.ndarray], k: int | Mapping[str, int]) -> tuple[list[str], np.ndarray]:
+    """Matrix of subspace similarities between the learned subspaces of several (n, d) embeddings.
+
+    Args:
+      embeddings: name -> (n, d) embedding of the same n points.
+      k: the learned dimension of every embedding, or of each (a mapping). Each embedding is reduced to its top-k
+        principal subspace; two subspaces of different dimensions are compared by :func:`subspace_similarity`
+        (normalised by the smaller dimension: 1 when one contains the other). Comparing whitened embeddings (Barlow
+        Twins) at a common smaller k would be ill-posed: their learned eigenvalues are nearly equal, so which k of
+        them are "top" is arbitrary.
 
     Returns the names (in the mapping's order) and the symmetric (m, m) matrix with ones on the diagonal.
     """
     names: Sequence[str] = list(embeddings)
-    subs = [learned_subspace(embeddings[name], k) for name in names]
+    ks = {name: (k if isinstance(k, int) else k[name]) for name in names}
+    subs = [learned_subspace(embeddings[name], ks[name]) for name in names]
     m = np.eye(len(names))
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
             m[i, j] = m[j, i] = subspace_similarity(subs[i], subs[j])
     return list(names), m
+
+
+def kernel_rows(k_all: np.ndarray, two_n: int, *, center: bool = True) -> np.ndarray:
+    """(n_eval, 2n) rows k(x) of the evaluation points against the training points (centred as in
+    :func:`kernel_agreement`): random functions of the kernel are ``kernel_rows(...) @ B``."""
+    return _split_kernel(k_all, two_n, center)[1]
+
+
+def random_function_similarity(rows_a: np.ndarray, k_a: int, rows_b: np.ndarray, k_b: int, *, n_draws: int = 20,
+                               seed: int = 0) -> np.ndarray:
+    """(n_draws,) subspace similarities of random functions B_a k_a(x) (k_a of them) and B_b k_b(x) (k_b): how
+    similar two embeddings drawn from two kernels are by the kernels' shared dominant eigenspaces alone - the
+    baseline the cross-method similarity of the networks must beat."""
+    rng = np.random.default_rng(seed)
+    return np.array([
+        subspace_similarity(_centred(rows_a @ rng.standard_normal((rows_a.shape[1], k_a))),
+                            _centred(rows_b @ rng.standard_normal((rows_b.shape[1], k_b))))
+        for _ in range(n_draws)
+    ])

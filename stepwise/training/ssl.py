@@ -290,12 +290,17 @@ def _shardings(devices: list) -> tuple[NamedSharding, NamedSharding]:
     return NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
 
+def eval_key(seed: int) -> jax.Array:
+    """The key of the fixed evaluation views :func:`train_ssl` tracks (``make_pairs(aug, eval_key(seed), images)``),
+    independent of every training step's key."""
+    return jax.random.fold_in(jax.random.key(seed), 2**31 - 1)
+
+
 def _eval_views(aug: Augmentation, seed: int, eval_images: np.ndarray, replicated,
                 pairs: Callable = make_pairs) -> tuple[jax.Array, jax.Array]:
     """The fixed pair of views of the evaluation images, independent of the training keys (``pairs``: how
     :func:`make_pairs` is called, eagerly by default)."""
-    eval_key = jax.random.fold_in(jax.random.key(seed), 2**31 - 1)
-    e1, e2 = pairs(aug, eval_key, jnp.asarray(eval_images))
+    e1, e2 = pairs(aug, eval_key(seed), jnp.asarray(eval_images))
     return jax.device_put(e1, replicated), jax.device_put(e2, replicated)
 
 
