@@ -50,6 +50,7 @@ from stepwise.theory import linear
 __all__ = ["VerifyConfig", "ModelSpecError", "load_factory", "output_layer", "build_model_checked", "verify"]
 
 Loss = Literal["barlow_twins", "simclr", "vicreg"]
+DATA = "verify.npz"
 
 # Per-loss settings measured on the built-in MLP (experiments/stepwise_deep/config.py): the centred theory form of
 # Barlow Twins; SimCLR with the norm floor that restores steps (see stepwise.losses.simclr); VICReg's usual weights.
@@ -200,10 +201,10 @@ def _check_signature(factory: Callable, spec: str) -> None:
         sig.bind(nnx.Rngs(0))
     except TypeError as err:
         raise ModelSpecError(f"{spec} must take exactly one argument, make_model(rngs: flax.nnx.Rngs); its signature "
-                             f"is {attr_name(factory)}{sig} ({err})") from err
+                             f"is {_attr_name(factory)}{sig} ({err})") from err
 
 
-def attr_name(obj) -> str:
+def _attr_name(obj) -> str:
     return getattr(obj, "__qualname__", getattr(obj, "__name__", type(obj).__name__))
 
 
@@ -415,5 +416,3 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False) ->
     build_run_report(out_dir, out_dir / "report.html")
     return results
 
-
-DATA = "verify.npz"
