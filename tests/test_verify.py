@@ -146,3 +146,24 @@ def test_smoke_run_writes_results_figure_and_report(smoke_run):
     if "step_order_kendall_tau" in names:  # at least two modes were learned in the smoke run
         assert data["overlap_final"].shape[0] == s["k_learned"]
         assert np.all((data["overlap_final"] >= 0) & (data["overlap_final"] <= 1 + 1e-9))
+
+
+def test_kernel_statistics_that_cannot_be_computed_become_a_failed_check(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("only 1 contrastive eigenvalues are positive")
+
+    monkeypatch.setattr(V.cntk, "step_order", broken)
+    res = V.verify(V.VerifyConfig.smoke(EXAMPLE), tmp_path)
+    names = {c["name"]: c for c in res["checks"]}
+    if "learned_modes" not in names:  # two or more modes learned: the kernel statistics were attempted
+        assert names["kernel_checks_computable"]["passed"] is False
+        assert "only 1 contrastive" in names["kernel_checks_computable"]["reason"]
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "report.html").is_file()
+
+
+def test_divergence_stops_with_step_and_quantity(tmp_path):
+    from stepwise.errors import DivergenceError
+
+    with pytest.raises(DivergenceError, match=r"diverged at step \d+: .* Try: lower the learning rate \(now 0.5\)"):
+        V.verify(V.dataclasses.replace(V.VerifyConfig.smoke(EXAMPLE), steps=100, lr=0.5), tmp_path / "run")
+    assert not (tmp_path / "run" / "results.json").exists()

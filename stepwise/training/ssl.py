@@ -355,7 +355,14 @@ def _fit(
     def record(state, step):
         nonlocal track_time
         t = time.perf_counter()
-        out = _with_eigenvalues(jax.device_get(track(state)))
+        raw = jax.device_get(track(state))
+        for name in _MATRICES:  # the training loss can still be finite while the embeddings overflow
+            if not np.all(np.isfinite(raw[name])):
+                raise DivergenceError(
+                    step=step, quantity=f"tracked {name} on the evaluation views", value=float("nan"),
+                    hint=f"lower the learning rate (now {cfg.lr:g}) or the initial scale",
+                )
+        out = _with_eigenvalues(raw)
         track_time += time.perf_counter() - t
         history.setdefault("step", []).append(step)
         for k, v in out.items():
