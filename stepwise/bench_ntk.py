@@ -238,7 +238,11 @@ def run(out_dir: str | os.PathLike, *, models: Sequence[str] | None = None, size
                     log(f"{model:<7} {method:<26} n={n:<5} {case.get('skipped') or case.get('error')}")
                     previous = previous if "skipped" in case else None
                 _write(out_dir, cases, complete=False)
-    return _write(out_dir, cases, complete=True)
+    results = _write(out_dir, cases, complete=True)
+    from stepwise.plots.bench_ntk import plot_bench_ntk
+
+    plot_bench_ntk(Path(out_dir) / "bench_ntk.json")  # bench_ntk.png next to it, drawn from the JSON
+    return results
 
 
 def _results_header(models, sizes, method_names, table, all_methods, quick, max_case_seconds):

@@ -35,6 +35,7 @@ def test_cli_quick_writes_the_json_and_skips_what_would_take_too_long(tmp_path):
     assert skipped["n"] == 4096 and "predicted" in skipped["skipped"]
     assert data["machine"]["gemm_flops_per_s"] > 0 and data["quick"] is True and data["complete"] is True
     assert set(data["methods"]) == {"jax"} and "versions" in data
+    assert (tmp_path / "bench_ntk.png").stat().st_size > 10_000  # the figure, drawn from the JSON
 
 
 def test_unknown_model_or_method_is_refused(tmp_path):
