@@ -22,8 +22,8 @@ embeddings, as ``path/to/file.py:make_model`` or ``package.module:make_model``. 
    initialisation are reported);
 6. writes ``verify.npz``, ``verify.png`` (drawn from it), ``results.json`` and a one-page ``report.html``.
 
-Runtime: the example architecture (``experiments/custom_architecture.py``, ``make verify-example``) on digits: 178 s
-on a 2-core CPU (training 51 s, two NTKs of 897 points 116 s; measured, also in its results.json).
+Runtime: the example architecture (``experiments/custom_architecture.py``, ``make verify-example``) on digits: 161 s
+on an idle 2-core CPU (training 45 s, two NTKs of 897 points 105 s; measured, also in its results.json).
 """
 
 from __future__ import annotations
