@@ -34,8 +34,8 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	# neural-tangents 0.6.5 declares tensorflow and tf2jax as requirements, used only by its `experimental`
-	# TensorFlow port, which stepwise never imports (stepwise._compat): install it without them, plus its one
+	# neural-tangents 0.6.5 declares the TF runtime and tf2jax as requirements, used only by its `experimental`
+	# TF port, which stepwise never imports (stepwise._compat): install it without them, plus its one
 	# real runtime dependency besides jax.
 	$(PY) -m pip install --quiet --no-deps neural-tangents==0.6.5
 	$(PY) -m pip install --quiet 'frozendict>=2.3.8'
