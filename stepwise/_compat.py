@@ -42,18 +42,23 @@ from collections.abc import Callable, Iterator
 import jax
 
 __all__ = [
+    "MIN_JAX",
     "NT_IMPLEMENTATIONS",
-    "SUPPORTED_JAX",
+    "TESTED_JAX",
+    "UntestedJaxWarning",
+    "check_jax_version",
     "import_neural_tangents",
     "nt_empirical_ntk_fn",
+    "nt_unavailable_reason",
     "nt_working_implementations",
     "standard_dtype_promotion",
 ]
 
-# The JAX versions on which the neural-tangents shim is supported (pyproject.toml states the same range): from the
-# project's lower bound to the newest minor release it was tested on. Tested (import, the implementation probe,
-# a stax kernel): 0.6.2, 0.8.0, 0.10.2.
-SUPPORTED_JAX = ((0, 6), (0, 11))
+# JAX versions: the oldest supported (pyproject.toml's lower bound) and every minor release the compatibility
+# matrix (`make test-compat`, docs/compat.json) has run. Older JAX is refused; a JAX newer than the newest tested
+# minor is not refused: a warning says so once, the implementation probe runs, and what works is used.
+MIN_JAX = (0, 6)
+TESTED_JAX = ("0.6.2", "0.7.2", "0.8.3", "0.9.2", "0.10.2", "0.11.2", "0.12.0.1")
 NT_VERSION = "0.6.5"
 # neural-tangents' NtkImplementation members by the names stepwise uses.
 NT_IMPLEMENTATIONS = {
@@ -74,13 +79,42 @@ def standard_dtype_promotion() -> Iterator[None]:
 # neural-tangents 0.6.5 on current JAX, without TensorFlow.
 
 
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+
+
 def _jax_version() -> tuple[int, ...]:
-    return tuple(int(part) for part in jax.__version__.split(".")[:2] if part.isdigit())
+    return _version_tuple(jax.__version__)
 
 
-def _supported_range() -> str:
-    (lo_major, lo_minor), (hi_major, hi_minor) = SUPPORTED_JAX
-    return f"jax>={lo_major}.{lo_minor},<{hi_major}.{hi_minor}"
+class UntestedJaxWarning(UserWarning):
+    """The JAX in use is newer than every version stepwise's compatibility matrix has tested."""
+
+
+_warned_untested: set[str] = set()
+
+
+def check_jax_version() -> None:
+    """Refuse a JAX older than :data:`MIN_JAX`; warn once (:class:`UntestedJaxWarning`) for one newer than tested.
+
+    Raises:
+      ImportError: JAX older than :data:`MIN_JAX` (the message says which versions are supported).
+    """
+    version = _jax_version()
+    if version < MIN_JAX:
+        raise ImportError(
+            f"stepwise needs jax>={MIN_JAX[0]}.{MIN_JAX[1]} (tested: {', '.join(TESTED_JAX)}), but jax "
+            f"{jax.__version__} is installed: `pip install -U jax`"
+        )
+    newest = max(_version_tuple(v) for v in TESTED_JAX)
+    if version > newest and jax.__version__ not in _warned_untested:
+        _warned_untested.add(jax.__version__)
+        warnings.warn(
+            f"jax {jax.__version__} is newer than every version stepwise has tested (newest: {TESTED_JAX[-1]}); "
+            f"neural-tangents' implementations are probed and only those that compute the right kernel are used "
+            f"(stepwise.ntk falls back to its own Jacobian contraction if none does)",
+            UntestedJaxWarning, stacklevel=3,
+        )
 
 
 def _safe_map(f: Callable, *iterables):
@@ -148,16 +182,11 @@ def import_neural_tangents() -> types.ModuleType:
     """``import neural_tangents`` (0.6.5) on the JAX in use, without TensorFlow.
 
     Raises:
-      ImportError: JAX outside :data:`SUPPORTED_JAX` (the message gives the range), or neural-tangents missing
-        (the message gives the install command: ``make install`` installs it without its TensorFlow requirement).
+      ImportError: JAX older than :data:`MIN_JAX`, or neural-tangents missing (the message gives the install
+        command: ``make install`` installs it without its TensorFlow requirement), or its import failing on this
+        JAX (the message says what failed and that the ``"jax"`` NTK backend works without it).
     """
-    version = _jax_version()
-    lo, hi = SUPPORTED_JAX
-    if not lo <= version < hi:
-        raise ImportError(
-            f"stepwise's neural-tangents {NT_VERSION} shim supports {_supported_range()}, but jax "
-            f"{jax.__version__} is installed; use the 'jax' NTK backend or a JAX in that range"
-        )
+    check_jax_version()
     if "neural_tangents" in sys.modules and "neural_tangents.stax" in sys.modules:
         return sys.modules["neural_tangents"]
     try:
@@ -173,7 +202,28 @@ def import_neural_tangents() -> types.ModuleType:
             f"neural-tangents is not installed: `make install`, or `{sys.executable} -m pip install --no-deps "
             f"neural-tangents=={NT_VERSION} frozendict` (without --no-deps pip would install TensorFlow)"
         ) from err
+    except Exception as err:  # noqa: BLE001 - a JAX newer than the shim knows may break the import in any way
+        for name in [m for m in sys.modules if m == "neural_tangents" or m.startswith("neural_tangents.")]:
+            del sys.modules[name]  # no half-imported package left behind
+        raise ImportError(
+            f"neural-tangents {NT_VERSION} does not import on jax {jax.__version__} through stepwise's shim "
+            f"({type(err).__name__}: {err}); stepwise.ntk.empirical_ntk works without it (backend='jax', or "
+            f"backend='auto', which falls back to it); infinite-width (stax) kernels need a JAX listed in "
+            f"stepwise._compat.TESTED_JAX"
+        ) from err
     return neural_tangents
+
+
+def nt_unavailable_reason() -> str | None:
+    """None if neural-tangents imports and at least one of its NTK implementations works, else why not."""
+    try:
+        import_neural_tangents()
+    except ImportError as err:
+        return str(err)
+    if not nt_working_implementations():
+        return (f"no neural-tangents NTK implementation computes the right kernel on jax {jax.__version__} "
+                f"(stepwise._compat.nt_working_implementations probes them)")
+    return None
 
 
 def nt_empirical_ntk_fn(apply_fn: Callable, implementation: str) -> Callable:
@@ -190,8 +240,7 @@ def nt_empirical_ntk_fn(apply_fn: Callable, implementation: str) -> Callable:
 
     def ntk(x1, x2, params):
         # NTK_VECTOR_PRODUCTS calls jnp.size on a jax.ShapeDtypeStruct, deprecated in JAX 0.10 ("In a future JAX
-        # release this will be an error": one reason for the upper bound of SUPPORTED_JAX). Only that warning is
-        # silenced, and only inside neural-tangents' call; its internal dtype mixing gets the standard rules.
+        # release this will be an error"). Only that warning is silenced, and only inside neural-tangents' call; its internal dtype mixing gets the standard rules.
         with warnings.catch_warnings(), standard_dtype_promotion():
             warnings.filterwarnings("ignore", message="size requires ndarray or scalar arguments",
                                     category=DeprecationWarning)

@@ -94,6 +94,14 @@ def environment() -> dict[str, Any]:
     }
 
 
+def _ntk_backends_used() -> list[dict[str, str]]:
+    """What computed the empirical NTKs of this process (``stepwise.ntk.backends_used``), [] if none ran."""
+    import sys
+
+    ntk = sys.modules.get("stepwise.ntk")  # not imported: no NTK was computed
+    return [] if ntk is None else ntk.backends_used()
+
+
 def write_results(
     run_dir: str | os.PathLike,
     *,
@@ -116,6 +124,7 @@ def write_results(
         "versions": env["versions"],
         "device": env["device"],
         "host": env["host"],
+        "ntk_backends": _ntk_backends_used(),
         **(extra or {}),
     }
     results = _jsonable_tree(results)

@@ -9,7 +9,10 @@ so the (n1, n2) kernel matrix is ``J1 J2^T / d`` with ``J`` the per-example Jaco
 
 Backends:
 
-* ``"neural_tangents"`` (default): ``neural_tangents.empirical_ntk_fn`` with ``trace_axes=(-1,)``,
+* ``"auto"`` (default): ``"neural_tangents"`` where neural-tangents imports on the JAX in use and at least one of
+  its implementations passes the probe of :func:`stepwise._compat.nt_working_implementations`, else ``"jax"``.
+  Which one ran is in :attr:`NtkPlan.backend` and in :func:`backends_used` (``results.json`` records it).
+* ``"neural_tangents"``: ``neural_tangents.empirical_ntk_fn`` with ``trace_axes=(-1,)``,
   ``vmap_axes=0``, imported through :func:`stepwise._compat.import_neural_tangents` (neural-tangents 0.6.5 on
   current JAX, without TensorFlow). ``implementation`` is ``"jacobian_contraction"``, ``"ntk_vector_products"``
   or ``"auto"`` (the one of those two that XLA's cost analysis says needs fewer FLOPs, as neural-tangents' own
@@ -57,13 +60,17 @@ __all__ = [
     "RUNTIME_OVERHEAD",
     "NtkPlan",
     "available_memory_bytes",
+    "backends_used",
     "empirical_ntk",
     "ntk_fn",
     "plan_ntk",
+    "resolve_backend",
 ]
 
-Backend = Literal["neural_tangents", "jax"]
-BACKENDS: tuple[str, ...] = ("neural_tangents", "jax")
+Backend = Literal["auto", "neural_tangents", "jax"]
+BACKENDS: tuple[str, ...] = ("auto", "neural_tangents", "jax")
+# (backend, implementation) pairs that computed a kernel in this process, in order of first use.
+_USED: dict[tuple[str, str], None] = {}
 # Implementations a caller may name; "structured_derivatives" is recognised only to be refused with a reason.
 _IMPLEMENTATION_NAMES = ("auto", "jacobian_contraction", "ntk_vector_products", "structured_derivatives")
 
@@ -140,6 +147,29 @@ def _leaf_dtype(leaf: Any, dtype: np.dtype) -> np.dtype:
 def _cast(tree: Any, dtype: np.dtype) -> Any:
     """Floating leaves of ``tree`` as ``dtype`` arrays; other leaves unchanged (as arrays)."""
     return jax.tree.map(lambda a: jnp.asarray(a, _leaf_dtype(a, dtype)), tree)
+
+
+def resolve_backend(backend: str = "auto", implementation: str = "auto") -> str:
+    """The backend that ``backend`` means here: ``"auto"`` becomes ``"neural_tangents"`` where neural-tangents
+    imports and one of its implementations passes the probe (always when ``implementation`` names one of them),
+    else ``"jax"``; the others are returned as they are.
+
+    Raises:
+      ValueError: unknown backend or implementation (see :func:`empirical_ntk`).
+    """
+    from stepwise._compat import nt_unavailable_reason
+
+    _check_backend(backend, implementation)
+    if backend != "auto":
+        return backend
+    if implementation != "auto":
+        return "neural_tangents"
+    return "neural_tangents" if nt_unavailable_reason() is None else "jax"
+
+
+def backends_used() -> list[dict[str, str]]:
+    """``[{"backend": ..., "implementation": ...}, ...]`` that computed an NTK in this process (first use first)."""
+    return [{"backend": b, "implementation": i} for b, i in _USED]
 
 
 def _check_backend(backend: str, implementation: str) -> None:
@@ -244,7 +274,7 @@ def _nt_block_fn(apply_fn: Callable, implementation: str) -> Callable:
     return block
 
 
-def ntk_fn(apply_fn: Callable, *, backend: Backend = "neural_tangents",
+def ntk_fn(apply_fn: Callable, *, backend: Backend = "auto",
            implementation: str = "auto") -> Callable:
     """The unblocked kernel as a pure function ``(params, x1: (n1, ...), x2: (n2, ...)) -> (n1, n2)``.
 
@@ -255,7 +285,7 @@ def ntk_fn(apply_fn: Callable, *, backend: Backend = "neural_tangents",
     Raises:
       ValueError: unknown backend or implementation, or ``"structured_derivatives"`` (see :mod:`stepwise._compat`).
     """
-    _check_backend(backend, implementation)
+    backend = resolve_backend(backend, implementation)
     if backend == "jax":
 
         def fn(params, x1, x2):
@@ -501,7 +531,7 @@ def _resolve_implementation(apply_fn, params, x_shape, dtype, implementation: st
 
 
 def plan_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = None, *,
-             backend: Backend = "neural_tangents", implementation: str = "auto",
+             backend: Backend = "auto", implementation: str = "auto",
              memory_budget: int | None = None) -> NtkPlan:
     """The block sizes and estimated peak memory :func:`empirical_ntk` would use for this request (no kernel is
     computed; the block functions are compiled, which takes seconds for a ResNet).
@@ -509,7 +539,7 @@ def plan_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = None, *,
     ``x1`` and ``x2`` may be arrays or ``jax.ShapeDtypeStruct``. Raises ValueError exactly where
     :func:`empirical_ntk` would, including when even one block does not fit ``memory_budget``.
     """
-    _check_backend(backend, implementation)
+    backend = resolve_backend(backend, implementation)
     return _plan(apply_fn, params, x1, x2, backend=backend, implementation=implementation,
                  memory_budget=memory_budget)[0]
 
@@ -547,7 +577,7 @@ def _pad_rows(x: jax.Array, multiple: int) -> jax.Array:
 
 
 def empirical_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = None, *,
-                  backend: Backend = "neural_tangents", implementation: str = "auto",
+                  backend: Backend = "auto", implementation: str = "auto",
                   memory_budget: int | None = None) -> jax.Array:
     """Empirical NTK averaged over the output dimension, computed in blocks within a memory budget.
 
@@ -558,7 +588,8 @@ def empirical_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = Non
       x1: (n1, ...) inputs.
       x2: (n2, ...) inputs of the same shape, or None for ``x2 = x1`` (then only blocks on and above the diagonal
         are computed and the result is exactly symmetric).
-      backend: ``"neural_tangents"`` or ``"jax"`` (the project's own Jacobian contraction, the reference).
+      backend: ``"auto"`` (neural-tangents where it works on this JAX, else ``"jax"``), ``"neural_tangents"`` or
+        ``"jax"`` (the project's own Jacobian contraction, the reference).
       implementation: neural-tangents backend only: ``"auto"``, ``"jacobian_contraction"`` or
         ``"ntk_vector_products"``.
       memory_budget: bytes the computation may use (default: ``DEFAULT_BUDGET_FRACTION`` of
@@ -581,9 +612,10 @@ def empirical_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = Non
       >>> empirical_ntk(pure.apply, pure.params, x, backend="jax").shape
       (5, 5)
     """
-    _check_backend(backend, implementation)
+    backend = resolve_backend(backend, implementation)
     plan, blocks = _plan(apply_fn, params, x1, x2, backend=backend, implementation=implementation,
                          memory_budget=memory_budget)
+    _USED.setdefault((plan.backend, plan.implementation), None)
     dtype = np.dtype(plan.dtype)
     params = _cast(params, dtype)
     rows, cols = plan.block_rows, plan.block_cols

@@ -90,7 +90,7 @@ class VerifyConfig:
       n_train: training images.
       n_eval: held-out images whose fixed views are tracked and used for the NTK checks.
       n_pairs: fixed augmented training pairs over which the NTK (2 n_pairs + n_eval points) is computed.
-      ntk_backend: ``jax`` or ``neural_tangents`` (:func:`stepwise.ntk.empirical_ntk`).
+      ntk_backend: ``jax`` (the default: faster than neural-tangents on these models, bench-ntk), ``neural_tangents`` or ``auto`` (:func:`stepwise.ntk.empirical_ntk`).
       shift: augmentation: random shift by up to this many pixels.
       noise_std: augmentation: Gaussian pixel noise.
       min_steps: ``steps_detected`` threshold.
@@ -111,7 +111,7 @@ class VerifyConfig:
     n_train: int = 1500
     n_eval: int = 297
     n_pairs: int = 300
-    ntk_backend: Literal["jax", "neural_tangents"] = "jax"
+    ntk_backend: Literal["jax", "neural_tangents", "auto"] = "jax"
     shift: int = 1
     noise_std: float = 0.1
     min_steps: int = 3

@@ -45,7 +45,7 @@ class NtkAfterTrainingConfig:
     n_pairs: int = 300
     center: bool = True
     ntk_at_init: bool = True
-    backend: Literal["jax", "neural_tangents"] = "jax"
+    backend: Literal["jax", "neural_tangents", "auto"] = "jax"
     n_draws: int = 20
     seed: int = 0
     smoke_networks: bool = False
