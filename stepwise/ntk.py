@@ -24,8 +24,8 @@ Memory: the kernel is computed in blocks of rows and columns. Before any compute
 block functions for abstract inputs and reads XLA's own memory analysis (arguments, outputs and temporaries of
 each compiled block), multiplies it by :data:`RUNTIME_OVERHEAD` and adds :data:`RUNTIME_FIXED_BYTES` (what the runtime and the
 compiler allocate outside XLA's buffers, measured), adds what the driver holds (parameters, inputs, the kernel, a cached row block of the
-Jacobian), and picks the largest blocks whose estimated peak fits the budget (default: half of the memory the
-operating system reports as available). If even a 1 x 1 block does not fit, it raises a ValueError with the numbers.
+Jacobian), and picks the largest blocks whose estimated peak fits the budget (default: on a CPU half of the memory
+the operating system reports as available, on an accelerator 80% of what its allocator has free). If even a 1 x 1 block does not fit, it raises a ValueError with the numbers.
 The jax backend keeps the Jacobian of one block of rows and streams the column blocks past it, so the Jacobian of
 each row is computed once and that of each column once per row block; for ``x2=None`` only the blocks on and above
 the diagonal are computed.
@@ -55,10 +55,12 @@ import numpy as np
 
 __all__ = [
     "BACKENDS",
+    "ACCELERATOR_BUDGET_FRACTION",
     "DEFAULT_BUDGET_FRACTION",
     "RUNTIME_FIXED_BYTES",
     "RUNTIME_OVERHEAD",
     "NtkPlan",
+    "accelerator_memory_bytes",
     "available_memory_bytes",
     "backends_used",
     "empirical_ntk",
@@ -77,6 +79,9 @@ _IMPLEMENTATION_NAMES = ("auto", "jacobian_contraction", "ntk_vector_products", 
 # The default budget is this fraction of MemAvailable: other processes share the machine, and XLA's compile-time
 # memory and the Python process itself are not in the estimate.
 DEFAULT_BUDGET_FRACTION = 0.5
+# On an accelerator the blocks are computed in device memory, which the JAX allocator manages alone (its limit
+# already leaves room for the runtime): the default budget is this fraction of what the allocator has free.
+ACCELERATOR_BUDGET_FRACTION = 0.8
 # Column blocks are at most this wide when the Jacobians do not all fit at once: wide enough for an efficient
 # matrix product, small enough to leave the memory to the cached row block (whose size sets how often the column
 # Jacobians are recomputed).
@@ -116,7 +121,25 @@ def available_memory_bytes() -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
 
 
+def accelerator_memory_bytes(device: Any = None) -> int | None:
+    """Bytes the JAX allocator of ``device`` (default: the first default device) can still give, or None on a CPU
+    or where the runtime reports no memory statistics: ``bytes_limit - bytes_in_use`` of ``device.memory_stats()``.
+    """
+    device = jax.devices()[0] if device is None else device
+    if device.platform == "cpu":
+        return None
+    stats = device.memory_stats() or {}
+    if "bytes_limit" not in stats:
+        return None
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+
+
 def _default_budget() -> int:
+    """On an accelerator, ACCELERATOR_BUDGET_FRACTION of its allocator's free memory (the blocks live there);
+    on a CPU, DEFAULT_BUDGET_FRACTION of the memory the operating system reports available."""
+    device_free = accelerator_memory_bytes()
+    if device_free is not None:
+        return int(ACCELERATOR_BUDGET_FRACTION * device_free)
     return int(DEFAULT_BUDGET_FRACTION * available_memory_bytes())
 
 

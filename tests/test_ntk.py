@@ -195,6 +195,46 @@ def test_neural_tangents_blocked_symmetric_and_auto():
     assert rel(blocked, full) < 1e-12
 
 
+def test_auto_backend_is_neural_tangents_where_it_works_and_is_recorded(tmp_path):
+    from stepwise._compat import nt_unavailable_reason
+    from stepwise.io import load_results, write_results
+
+    expected = "neural_tangents" if nt_unavailable_reason() is None else "jax"
+    assert ntk.resolve_backend() == expected == ntk.resolve_backend("auto", "auto")
+    assert ntk.resolve_backend("auto", "jacobian_contraction") == "neural_tangents"  # naming one selects NT
+    assert ntk.resolve_backend("jax") == "jax"
+    pure, shape = make("mlp")
+    x = inputs(shape, 5)
+    plan = ntk.plan_ntk(pure.apply, pure.params, x)  # default backend: "auto"
+    assert plan.backend == expected
+    k = ntk.empirical_ntk(pure.apply, pure.params, x)
+    assert rel(k, ntk.empirical_ntk(pure.apply, pure.params, x, backend="jax")) < 1e-12
+    assert {"backend": plan.backend, "implementation": plan.implementation} in ntk.backends_used()
+    write_results(tmp_path, experiment="t", config={}, checks=[], wall_time_s=0.0)
+    assert load_results(tmp_path)["ntk_backends"] == ntk.backends_used()
+
+
+def test_auto_backend_falls_back_to_jax_when_neural_tangents_is_unavailable(monkeypatch):
+    import stepwise._compat as compat
+
+    monkeypatch.setattr(compat, "nt_unavailable_reason", lambda: "neural-tangents does not import (simulated)")
+    assert ntk.resolve_backend() == "jax"
+    pure, shape = make("mlp")
+    x = inputs(shape, 4)
+    assert ntk.plan_ntk(pure.apply, pure.params, x).backend == "jax"
+    assert rel(ntk.empirical_ntk(pure.apply, pure.params, x),
+               reference_ntk(pure.apply, pure.params, x, x)) < 1e-12
+    with pytest.raises(ValueError, match="unknown NTK backend"):
+        ntk.resolve_backend("torch")
+
+
+def test_default_budget_uses_host_memory_on_a_cpu():
+    assert ntk.accelerator_memory_bytes(jax.devices("cpu")[0]) is None
+    if jax.devices()[0].platform == "cpu":  # MemAvailable moves between two reads: 10% (GBs) is far from 80%
+        expected = ntk.DEFAULT_BUDGET_FRACTION * ntk.available_memory_bytes()
+        assert abs(ntk._default_budget() - expected) <= 0.1 * expected
+
+
 def test_structured_derivatives_is_refused():
     pure, shape = make("mlp")
     for call in (lambda: ntk.empirical_ntk(pure.apply, pure.params, inputs(shape, 2),
