@@ -7,7 +7,7 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: bench-ntk verify-example fig-ntk-after-training install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep report bench bench-train clean help
+.PHONY: gpu-wheels gpu-check bench-ntk verify-example fig-ntk-after-training install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep report bench bench-train clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
@@ -29,6 +29,8 @@ help:
 	@echo "make fig-ntk-after-training  Simon et al. 2023 E6: BT/SimCLR/VICReg embeddings vs their after-training NTK"
 	@echo "make verify-example  stepwise verify on experiments/custom_architecture.py (a new architecture vs its NTK)"
 	@echo "make test-slow   full-size runs marked slow"
+	@echo "make gpu-wheels  download into .whl/ the wheels the GPU image lacks (carried by the device tool)"
+	@echo "make gpu-check   the prepared GPU check (benchmarks/gpu/check.sh; GPU_DRYRUN=1: a few iterations here)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -106,6 +108,16 @@ bench-train: $(STAMP)
 # Each case runs in its own process (honest peak RSS); about an hour on a 2-core CPU. Quick look: --quick.
 bench-ntk: $(STAMP)
 	$(VENV)/bin/stepwise bench ntk --out bench
+
+# The GPU machine reaches no registry: carry what its image lacks (benchmarks/gpu/wheels.py says which) as wheels.
+gpu-wheels:
+	$(PYTHON) benchmarks/gpu/wheels.py --dest .whl
+
+# On the GPU machine (device tool, carrying .whl): `make gpu-check` or `bash benchmarks/gpu/check.sh`; its files land
+# in $$OUT and are committed under docs/gpu/. GPU_DRYRUN=1 runs every step for a few iterations with the venv here.
+GPU_DRYRUN ?= 0
+gpu-check: $(if $(filter 1,$(GPU_DRYRUN)),$(STAMP),)
+	GPU_DRYRUN=$(GPU_DRYRUN) $(if $(filter 1,$(GPU_DRYRUN)),PY=$(abspath $(PY)),) bash benchmarks/gpu/check.sh
 
 clean:
 	rm -rf $(RUNS) reports bench .pytest_cache

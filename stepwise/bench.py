@@ -439,7 +439,7 @@ def torch_bt_loss(z1, z2):
     z1 = z1 - z1.mean(dim=0, keepdim=True)
     z2 = z2 - z2.mean(dim=0, keepdim=True)
     g = z1.T @ z2
-    r = (g + g.T) * (0.5 / n) - torch.eye(d, dtype=z1.dtype)
+    r = (g + g.T) * (0.5 / n) - torch.eye(d, dtype=z1.dtype, device=z1.device)
     return (r * r).sum()
 
 
@@ -452,12 +452,14 @@ def torch_augment(x, generator=None):
     n, c, h, w = x.shape
     s = SHIFT
     padded = F.pad(x, (s, s, s, s), mode="replicate")
-    oy = torch.randint(0, 2 * s + 1, (n, 1), generator=generator)
-    ox = torch.randint(0, 2 * s + 1, (n, 1), generator=generator)
-    rows = (oy + torch.arange(h))[:, None, :, None]
-    cols = (ox + torch.arange(w))[:, None, None, :]
-    out = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
-    noise = torch.randn(out.shape, generator=generator, dtype=out.dtype)
+    dev = x.device  # the generator must live on the same device (a CUDA generator for a GPU batch)
+    oy = torch.randint(0, 2 * s + 1, (n, 1), generator=generator, device=dev)
+    ox = torch.randint(0, 2 * s + 1, (n, 1), generator=generator, device=dev)
+    rows = (oy + torch.arange(h, device=dev))[:, None, :, None]
+    cols = (ox + torch.arange(w, device=dev))[:, None, None, :]
+    out = padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
+                 rows, cols]
+    noise = torch.randn(out.shape, generator=generator, dtype=out.dtype, device=dev)
     return out + NOISE_STD * noise
 
 
@@ -479,19 +481,24 @@ class TorchBench:
         return time.perf_counter() - t0
 
 
-def make_torch_step(module, cfg: BenchConfig, *, images: np.ndarray | None = None, seed: int = 0) -> TorchBench:
-    """The PyTorch twin of :func:`make_jax_step`: same network and weights, loss, augmentation, batch and SGD."""
+def make_torch_step(module, cfg: BenchConfig, *, images: np.ndarray | None = None, seed: int = 0,
+                    device: str = "cpu") -> TorchBench:
+    """The PyTorch twin of :func:`make_jax_step`: same network and weights, loss, augmentation, batch and SGD.
+
+    ``device="cuda"`` puts the network, the images and the random generator on the GPU (``run`` then returns
+    after the queued work is enqueued: callers synchronise, see ``benchmarks/gpu/bench_train.py``).
+    """
     torch = _import_torch()
 
-    net = torch_network(module, cfg.input_shape)
+    net = torch_network(module, cfg.input_shape).to(device)
     images = _images(cfg) if images is None else np.asarray(images, np.float32)
-    data = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())  # NCHW, contiguous
-    gen = torch.Generator().manual_seed(seed)
+    data = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).to(device)  # NCHW, contiguous
+    gen = torch.Generator(device=device).manual_seed(seed)
     opt = torch.optim.SGD(net.parameters(), lr=LR)
     n = data.shape[0]
 
     def views():
-        idx = torch.randperm(n, generator=gen)[: cfg.batch]  # sampling without replacement, as jax.random.choice
+        idx = torch.randperm(n, generator=gen, device=device)[: cfg.batch]  # without replacement, as jax.random.choice
         batch = data[idx]
         return torch_augment(batch, gen), torch_augment(batch, gen)
 

@@ -113,8 +113,16 @@ def run_case(model: str, method: str, n: int, *, quick: bool = False, seed: int 
                                                 implementation=implementation))
     t2 = time.perf_counter()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    device = jax.devices()[0]
+    # On an accelerator the blocks live in its memory: its allocator's peak is the figure the plan budgets.
+    stats = (device.memory_stats() or {}) if device.platform != "cpu" else {}
+    device_peak = stats.get("peak_bytes_in_use")
     k = np.asarray(k, np.float64)
     flops = 2.0 * n * n * param_count(pure.params) * plan.out_dim
+    accelerator = {} if device_peak is None else {
+        "device_peak_bytes": int(device_peak), "device_bytes_limit": int(stats.get("bytes_limit", 0)),
+        "within_budget": int(device_peak) <= plan.budget_bytes,
+    }
     return {
         "model": model, "method": method, "backend": backend, "implementation": plan.implementation, "n": n,
         "params": param_count(pure.params), "out_dim": plan.out_dim, "dtype": plan.dtype,
@@ -123,7 +131,8 @@ def run_case(model: str, method: str, n: int, *, quick: bool = False, seed: int 
         "within_budget": peak - baseline <= plan.budget_bytes,
         "flops_lower_bound": flops, "achieved_flops_per_s": flops / (t2 - t1),
         "kernel_trace": float(np.trace(k)), "kernel_fro": float(np.linalg.norm(k)),
-        "kernel_finite": bool(np.all(np.isfinite(k))), "plan": plan.to_dict(),
+        "kernel_finite": bool(np.all(np.isfinite(k))), "plan": plan.to_dict(), "device": device.device_kind,
+        **accelerator,
     }
 
 
@@ -175,6 +184,13 @@ def _gemm_flops_per_s(size: int = 2048, repeats: int = 5) -> float:
     return 2.0 * size**3 / best
 
 
+def _gemm_size() -> int:
+    """2048 on a CPU; 8192 on an accelerator, where a 2048 product is too short to reach the chip's rate."""
+    import jax
+
+    return 2048 if jax.devices()[0].platform == "cpu" else 8192
+
+
 def run(out_dir: str | os.PathLike, *, models: Sequence[str] | None = None, sizes: Sequence[int] | None = None,
         method_names: Sequence[str] | None = None, quick: bool = False,
         max_case_seconds: float = MAX_CASE_SECONDS, log=print) -> dict[str, Any]:
@@ -205,7 +221,7 @@ def run(out_dir: str | os.PathLike, *, models: Sequence[str] | None = None, size
         if complete:
             env = environment()
             results.update(
-                machine={"gemm_flops_per_s": _gemm_flops_per_s(512 if quick else 2048),
+                machine={"gemm_flops_per_s": _gemm_flops_per_s(512 if quick else _gemm_size()),
                          "available_memory_bytes_at_end": ntk.available_memory_bytes(),
                          "default_budget_fraction": ntk.DEFAULT_BUDGET_FRACTION, "cpu_count": os.cpu_count(),
                          "jax_devices": [str(d) for d in jax.devices()],
