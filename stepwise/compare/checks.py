@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+from stepwise._precision import float64
+
 __all__ = ["Check", "all_passed", "check"]
 
 Op = Literal["<=", "<", ">=", ">", "=="]
@@ -49,6 +51,7 @@ class Check:
         return f"[{verdict}] {self.name} = {self.value:.6g} (needs {self.op} {self.threshold:.6g}): {self.description}"
 
 
+@float64
 def check(
     name: str,
     value: float,
@@ -74,6 +77,7 @@ def check(
     return Check(name, value, threshold, op, passed, reason, description, predicted, measured)
 
 
+@float64
 def all_passed(checks: Iterable[Check]) -> bool:
     """True when there is at least one check and every check passed."""
     checks = list(checks)

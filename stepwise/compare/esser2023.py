@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from stepwise._precision import float64
 from stepwise.compare.checks import Check, check
 
 __all__ = [
@@ -36,6 +37,7 @@ ODE_TOL = 1e-6  # the issue's bound on closed form vs a fine ODE solution
 # Statistics.
 
 
+@float64
 def decay_rate(t: np.ndarray, y: np.ndarray, *, lo: float, hi: float) -> tuple[float, int]:
     """Exponential decay rate -d log(y)/dt, least-squares over the samples with lo <= y <= hi.
 
@@ -50,6 +52,7 @@ def decay_rate(t: np.ndarray, y: np.ndarray, *, lo: float, hi: float) -> tuple[f
     return float(-np.polyfit(t[keep], np.log(y[keep]), 1)[0]), int(keep.sum())
 
 
+@float64
 def discrete_rate(gap_from: float, gap_to: float, lr: float) -> float:
     """Per-unit-time rate of a ratio that gradient descent multiplies by (1 + 2 lr a) / (1 + 2 lr b) per step.
 
@@ -61,11 +64,13 @@ def discrete_rate(gap_from: float, gap_to: float, lr: float) -> float:
     return float((math.log1p(2 * lr * gap_from) - math.log1p(2 * lr * gap_to)) / lr)
 
 
+@float64
 def loglog_slope(x: np.ndarray, y: np.ndarray) -> float:
     """Least-squares slope of log(y) against log(x)."""
     return float(np.polyfit(np.log(np.asarray(x, np.float64)), np.log(np.asarray(y, np.float64)), 1)[0])
 
 
+@float64
 def infinite_width_fraction(widths: np.ndarray, change: np.ndarray) -> tuple[float, float, float]:
     """Fraction of a change at the largest width that survives m -> infinity, from change^2 = alpha^2 + beta^2 / m.
 
@@ -90,6 +95,7 @@ def infinite_width_fraction(widths: np.ndarray, change: np.ndarray) -> tuple[flo
 # The naive (unconstrained) flow.
 
 
+@float64
 def naive_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dict[str, Any]]:
     """Dimension collapse of unconstrained gradient descent on L = -tr(W^T C W).
 
@@ -147,6 +153,7 @@ def naive_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dict[str,
 # The orthogonality-constrained flow.
 
 
+@float64
 def constrained_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dict[str, Any]]:
     """The constrained flow and Riemannian GD against the closed-form projector and the predicted rate.
 
@@ -230,6 +237,7 @@ def constrained_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dic
 # Width: SSL with the constraint vs supervised training of the same network.
 
 
+@float64
 def width_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dict[str, Any]]:
     """How far parameters and the empirical NTK move as the hidden width m grows, SSL (constrained) vs supervised.
 

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from stepwise._precision import float64
 from stepwise.compare.checks import Check, check
 from stepwise.compare.metrics import crossing_times, rank_trajectory, relative_errors, values_at
 
@@ -65,6 +66,7 @@ class ExactComparison:
         }
 
 
+@float64
 def compare_exact_steps(
     step: np.ndarray,
     eigenvalues: np.ndarray,

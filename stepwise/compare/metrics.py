@@ -12,6 +12,8 @@ from typing import Literal
 import numpy as np
 import scipy.linalg
 
+from stepwise._precision import float64
+
 __all__ = [
     "crossing_times",
     "gram_relative_error",
@@ -41,6 +43,7 @@ def _transform(x: np.ndarray, interp: Interp) -> np.ndarray:
     return x
 
 
+@float64
 def crossing_times(t: np.ndarray, series: np.ndarray, level: float | np.ndarray, interp: Interp = "linear") -> np.ndarray:
     """First time each column of ``series`` reaches ``level``, interpolated between samples.
 
@@ -77,12 +80,14 @@ def crossing_times(t: np.ndarray, series: np.ndarray, level: float | np.ndarray,
     return out
 
 
+@float64
 def onset_times(t: np.ndarray, eigenvalues: np.ndarray, fraction: float = 0.1, interp: Interp = "log") -> np.ndarray:
     """Onset of each eigenvalue: first crossing of ``fraction`` x the final top eigenvalue (theory note 6.10)."""
     eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
     return crossing_times(t, eigenvalues, fraction * eigenvalues[-1, 0], interp)
 
 
+@float64
 def relative_errors(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
     """(predicted - measured) / |measured|, elementwise (nan where either is not finite)."""
     predicted = np.asarray(predicted, dtype=np.float64)
@@ -92,22 +97,26 @@ def relative_errors(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(predicted) & np.isfinite(measured), err, np.nan)
 
 
+@float64
 def values_at(t: np.ndarray, series: np.ndarray, at: np.ndarray) -> np.ndarray:
     """Linear interpolation of a 1-D ``series`` sampled at ``t`` to the times ``at`` (e.g. loss at plateau midpoints)."""
     return np.interp(np.asarray(at, dtype=np.float64), np.asarray(t, dtype=np.float64), np.asarray(series, dtype=np.float64))
 
 
+@float64
 def rank_trajectory(eigenvalues: np.ndarray, level: float) -> np.ndarray:
     """(T,) number of eigenvalues at or above ``level`` at each sample."""
     return np.sum(np.asarray(eigenvalues) >= level, axis=-1)
 
 
+@float64
 def unit_rank_increments(rank: np.ndarray) -> bool:
     """True when the rank never decreases and never grows by more than one between consecutive samples."""
     steps = np.diff(np.asarray(rank))
     return bool(np.all((steps == 0) | (steps == 1)))
 
 
+@float64
 def principal_angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Principal angles (radians, decreasing) between the column spans of a (n, p) and b (n, q).
 
@@ -121,6 +130,7 @@ def _orth(a: np.ndarray) -> np.ndarray:
     return scipy.linalg.orth(np.asarray(a, dtype=np.float64))
 
 
+@float64
 def projector_distance(a: np.ndarray, b: np.ndarray) -> float:
     """||P_a - P_b||_F between the orthogonal projectors onto the column spans of a and b.
 
@@ -130,6 +140,7 @@ def projector_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(qa @ qa.T - qb @ qb.T))
 
 
+@float64
 def procrustes_error(x: np.ndarray, y: np.ndarray) -> float:
     """min over orthogonal R of ||x R - y||_F / ||y||_F, for embeddings x, y of shape (n, d).
 
@@ -143,6 +154,7 @@ def procrustes_error(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.linalg.norm(x @ r - y) / np.linalg.norm(y))
 
 
+@float64
 def gram_relative_error(x: np.ndarray, y: np.ndarray) -> float:
     """||x x^T - y y^T||_F / ||y y^T||_F: rotation-invariant distance of embeddings x, y (n, d) of the same points.
 
@@ -158,6 +170,7 @@ def gram_relative_error(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sqrt(max(diff2, 0.0)) / np.linalg.norm(yy))
 
 
+@float64
 def subspace_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """||Q_a^T Q_b||_F^2 / min(p, q) in [0, 1]: the mean squared cosine of the principal angles between the column
     spans of a (n, p) and b (n, q) (1: one span contains the other; 0: orthogonal).
@@ -172,6 +185,7 @@ def subspace_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum((qa.T @ qb) ** 2) / min(qa.shape[1], qb.shape[1]))
 
 
+@float64
 def random_subspace_similarity(n: int, p: int, q: int | None = None) -> float:
     """Expected :func:`subspace_similarity` of a uniformly random p-dimensional subspace of R^n and any fixed
     q-dimensional one: E ||Q_a^T Q_b||_F^2 = p q / n, so max(p, q) / n (d / n for equal dimensions)."""

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import scipy.stats
 
+from stepwise._precision import float64
 from stepwise.compare.checks import Check, check
 from stepwise.compare.metrics import random_subspace_similarity, subspace_similarity
 from stepwise.theory import kernel as theory
@@ -53,6 +54,7 @@ __all__ = [
 ROUNDOFF_FACTOR = 10.0  # ridge >= this many machine epsilons of the kernel's dtype, relative to its top eigenvalue
 
 
+@float64
 def kernel_ridge(k_train: np.ndarray, dtype, ridge: float = theory.DEFAULT_RIDGE) -> float:
     """The ridge (in units of the mean diagonal, as :func:`stepwise.theory.kernel.contrastive_eigh` takes it) for a
     kernel computed in ``dtype``: at least ``ridge`` and at least ROUNDOFF_FACTOR x eps(dtype) x lambda_max(K).
@@ -74,6 +76,7 @@ def _centred(z: np.ndarray) -> np.ndarray:
     return z - z.mean(axis=0, keepdims=True)
 
 
+@float64
 def learned_subspace(z: np.ndarray, k: int) -> np.ndarray:
     """(n, k) top-k principal components (scores U_k S_k) of the embeddings z (n, d), centred over the n points."""
     z = _centred(z)
@@ -134,6 +137,7 @@ def _split_kernel(k_all: np.ndarray, two_n: int, center: bool) -> tuple[np.ndarr
     return kt, ket
 
 
+@float64
 def kernel_agreement(
     k_all: np.ndarray,
     two_n: int,
@@ -179,6 +183,7 @@ def kernel_agreement(
     )
 
 
+@float64
 def final_embedding_check(agreement: KernelAgreement, name: str, *, kernel: str) -> Check:
     """The learned subspace must match the kernel prediction better than random functions of the same kernel."""
     return check(
@@ -193,6 +198,7 @@ def final_embedding_check(agreement: KernelAgreement, name: str, *, kernel: str)
     )
 
 
+@float64
 def learned_directions(t: np.ndarray, snapshots: np.ndarray, onsets: np.ndarray) -> np.ndarray:
     """The direction (a function on the evaluation points) each step added, in the order the steps happened.
 
@@ -268,6 +274,7 @@ def _loglog_slope(gammas: np.ndarray, onsets: np.ndarray) -> float:
     return float(x @ (y - y.mean()) / var) if var > 0 else float("nan")  # all steps on one mode: no slope
 
 
+@float64
 def step_order(
     directions: np.ndarray,
     k_all: np.ndarray,
@@ -306,6 +313,7 @@ def step_order(
                      nested=nested, slope=slope, gammas=g[:big_k], onsets=on)
 
 
+@float64
 def step_order_checks(order: StepOrder, *, kernel: str, min_tau: float = 0.5) -> list[Check]:
     """The order check (gated) and the step-time vs 1/gamma sign check (the note's item 11: only the sign gated)."""
     return [
@@ -329,6 +337,7 @@ def step_order_checks(order: StepOrder, *, kernel: str, min_tau: float = 0.5) ->
     ]
 
 
+@float64
 def cross_similarity(embeddings: Mapping[str, np.ndarray], k: int | Mapping[str, int]) -> tuple[list[str], np.ndarray]:
     """Matrix of subspace similarities between the learned subspaces of several (n, d) embeddings.
 
@@ -352,12 +361,14 @@ def cross_similarity(embeddings: Mapping[str, np.ndarray], k: int | Mapping[str,
     return list(names), m
 
 
+@float64
 def kernel_rows(k_all: np.ndarray, two_n: int, *, center: bool = True) -> np.ndarray:
     """(n_eval, 2n) rows k(x) of the evaluation points against the training points (centred as in
     :func:`kernel_agreement`): random functions of the kernel are ``kernel_rows(...) @ B``."""
     return _split_kernel(k_all, two_n, center)[1]
 
 
+@float64
 def random_function_similarity(rows_a: np.ndarray, k_a: int, rows_b: np.ndarray, k_b: int, *, n_draws: int = 20,
                                seed: int = 0) -> np.ndarray:
     """(n_draws,) subspace similarities of random functions B_a k_a(x) (k_a of them) and B_b k_b(x) (k_b): how

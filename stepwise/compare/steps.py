@@ -20,6 +20,7 @@ import dataclasses
 
 import numpy as np
 
+from stepwise._precision import float64
 from stepwise.compare.checks import Check, check
 from stepwise.compare.metrics import crossing_times, rank_trajectory, unit_rank_increments, values_at
 
@@ -54,6 +55,7 @@ class StepDetection:
         return int(np.sum(self.plateau_flatness <= self.plateau_tolerance))
 
 
+@float64
 def detect_steps(
     t: np.ndarray,
     eigenvalues: np.ndarray,
@@ -129,6 +131,7 @@ def detect_steps(
     )
 
 
+@float64
 def stepwise_checks(det: StepDetection, min_steps: int) -> list[Check]:
     """The qualitative stepwise checks of a real network (theory note 6.10), shared by ``stepwise_deep`` and
     ``stepwise verify``: enough well-separated steps, unit rank increments, strictly ordered onsets."""

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
+from stepwise._precision import float64
 from stepwise.compare.checks import Check, check
 from stepwise.theory import covariance as cov
 
@@ -83,6 +84,7 @@ def _covariance_quantities(weights, views, clean, probs, *, tau: float, linear_t
     return out
 
 
+@float64
 def covariance_checks(
     weights: Sequence[jax.Array],
     views: jax.Array,
@@ -94,8 +96,9 @@ def covariance_checks(
 ) -> tuple[list[Check], dict[str, Any]]:
     """The covariance-operator identities of a bias-free ReLU net on an exact finite population, every layer.
 
-    Use float64 (``jax.enable_x64``): the identities hold to round-off. The reference for every expected update
-    is ``jax.grad`` of the enumerated population loss (:func:`stepwise.theory.covariance.expected_loss`).
+    Pass float64 arrays (computed in float64 whatever the x64 flag): the identities hold to round-off. The reference
+    for every expected update is ``jax.grad`` of the enumerated population loss
+    (:func:`stepwise.theory.covariance.expected_loss`).
 
     Args:
       weights: W_1..W_L of the network (:func:`stepwise.theory.covariance.relu_net`).
@@ -211,6 +214,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide((a * b).mean(axis=0), den, out=np.zeros(a.shape[1]), where=den > 0)
 
 
+@float64
 def hltm_sampler_checks(
     edge_polarities: Sequence[np.ndarray],
     path_polarities: Sequence[np.ndarray],
@@ -287,6 +291,7 @@ def hltm_sampler_checks(
 # HLTM learning: the measured quantity.
 
 
+@float64
 def best_unit_correlation(pre: jax.Array, z: jax.Array) -> jax.Array:
     """max over a node's units of |Pearson corr(unit, z_mu)|, for every node of a level (note 5.2 [V-code]).
 
@@ -309,6 +314,7 @@ def best_unit_correlation(pre: jax.Array, z: jax.Array) -> jax.Array:
     return jnp.max(jnp.abs(jnp.clip(corr, -1.0, 1.0)), axis=-1)
 
 
+@float64
 def level_correlations(pre: Sequence[jax.Array], latents: Sequence[jax.Array]) -> jax.Array:
     """Best absolute correlation averaged over the nodes of each level t = 0 (root) .. depth-1: (depth,).
 
@@ -336,6 +342,7 @@ def _trend(values: np.ndarray) -> tuple[float, float]:
     return float(np.min(np.diff(values, axis=-1))), float(np.min(values[..., -1] - values[..., 0]))
 
 
+@float64
 def hltm_learning_checks(
     main: Mapping[str, np.ndarray],
     sweep: np.ndarray,

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 import jax
 import numpy as np
 
+from stepwise import _compat
+from stepwise._precision import float64
 from stepwise.compare.checks import Check, check
 from stepwise.theory import noncontrastive as nc
 
@@ -54,6 +56,7 @@ class Alignment:
     min_eig_ratio: np.ndarray
 
 
+@float64
 def alignment_trajectory(corr: np.ndarray, wp: np.ndarray, *, floor: float = ALIGN_FLOOR) -> Alignment:
     """The statistics of :class:`Alignment` for (T, d, d) histories of F and W_p (float64).
 
@@ -65,7 +68,7 @@ def alignment_trajectory(corr: np.ndarray, wp: np.ndarray, *, floor: float = ALI
         raise ValueError(f"corr and wp must both be (T, d, d); got {corr.shape} and {wp.shape}")
     if not 0 < floor < 1:
         raise ValueError(f"floor must be in (0, 1) (got {floor})")
-    with jax.enable_x64(True):
+    with _compat.enable_x64(True):
         s, p = (np.asarray(a) for a in jax.vmap(nc.aligned_spectrum)(corr, wp))
         cos = np.asarray(jax.vmap(nc.alignment_cosines)(corr, wp))
         asym = np.asarray(nc.asymmetry(wp))
@@ -74,6 +77,7 @@ def alignment_trajectory(corr: np.ndarray, wp: np.ndarray, *, floor: float = ALI
     return Alignment(s=s, p=p, cos=cos, alive=s > floor * s[:, :1], asymmetry=asym, min_eig_ratio=ratio)
 
 
+@float64
 def loglog_slope(s: np.ndarray, p: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Least-squares slope of log p_j against log s_j over the masked modes with s_j, p_j > 0 (NaN if < 2)."""
     s, p = np.asarray(s, np.float64), np.asarray(p, np.float64)
@@ -83,6 +87,7 @@ def loglog_slope(s: np.ndarray, p: np.ndarray, mask: np.ndarray | None = None) -
     return float(np.polyfit(np.log(s[ok]), np.log(p[ok]), 1)[0])
 
 
+@float64
 def spectrum_split(s: np.ndarray, *, floor: float = ALIGN_FLOOR) -> tuple[float, float]:
     """How F's spectrum splits into a group that holds and a group going to 0 over the second half of training.
 
@@ -106,6 +111,7 @@ def spectrum_split(s: np.ndarray, *, floor: float = ALIGN_FLOOR) -> tuple[float,
     return float(change[alive].min()) - null_change, null_change
 
 
+@float64
 def mean_spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and sample standard deviation (ddof = 1; 0 for one seed) over the first axis (seeds)."""
     values = np.asarray(values, np.float64)
@@ -117,6 +123,7 @@ def mean_spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # Checks.
 
 
+@float64
 def deep_checks(runs: Sequence[Alignment], *, min_cos: float = 0.9, min_modes: int = 3, min_gain: float = 0.3,
                 max_asym_ratio: float = 0.25, min_eig_ratio: float = -0.05, min_split: float = 0.25,
                 max_null_change: float = -0.2) -> list[Check]:
@@ -187,6 +194,7 @@ def deep_checks(runs: Sequence[Alignment], *, min_cos: float = 0.9, min_modes: i
     ]
 
 
+@float64
 def directpred_checks(final: Mapping[str, np.ndarray], initial: np.ndarray, n_modes: Mapping[str, Sequence[int]], *,
                       min_modes: int, margin: float = 0.02) -> list[Check]:
     """DirectPred against trained predictors at CPU scale (note B5), from final probe accuracies per seed.

@@ -33,7 +33,9 @@ With alpha = 1 this is OP. When beta depends on the augmented views (soft-triple
 :func:`exact_cov_loss` is the loss whose weights depend only on the un-augmented ("clean") views, the exact case
 (note 2.3, [V-code] ``ssl/real-dataset/loss/nt_xent.py`` with ``exact_cov_unaug_sim``).
 
-Everything is a JAX function; use float64 (``jax.enable_x64``) for the identities, which hold to round-off.
+Everything is a JAX function (dtype follows the input); pass float64 inputs for the identities, which hold to
+round-off: called eagerly, every public function computes float64 inputs in float64 even when the process has not
+enabled x64 (:mod:`stepwise._precision`).
 
 The reference code ([V-code] ``ssl/hltm``) logs a related diagnostic, ``conn_<node>``: the Frobenius norm of
 sum_c p_c (Kbar_c - Kbar)(Kbar_c - Kbar)^T over the root label c, but with its connection contracted over the node's
@@ -53,6 +55,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from stepwise._precision import float64
 
 __all__ = [
     "augmentation_variance",
@@ -152,6 +156,7 @@ def _check_alpha(alpha: jax.Array, z: int) -> jax.Array:
 # Network and connection.
 
 
+@float64
 def relu_net(weights: Sequence[jax.Array], x: jax.Array, *, linear_top: bool = True) -> jax.Array:
     """Bias-free ReLU network f_L(x).
 
@@ -173,6 +178,7 @@ def relu_net(weights: Sequence[jax.Array], x: jax.Array, *, linear_top: bool = T
     return f
 
 
+@float64
 def connection(weights: Sequence[jax.Array], x: jax.Array, layer: int, *, linear_top: bool = True) -> jax.Array:
     """The connection K_l(x) = J_l(x)^T (x) f_{l-1}(x) for each input, with f_L(x) = K_l(x)^T vec(W_l).
 
@@ -218,6 +224,7 @@ def connection(weights: Sequence[jax.Array], x: jax.Array, layer: int, *, linear
     return k_l.reshape(n, widths[layer] * widths[layer - 1], widths[-1])
 
 
+@float64
 def view_connections(weights: Sequence[jax.Array], views: jax.Array, layer: int, *,
                      linear_top: bool = True) -> jax.Array:
     """K_l at every view of a finite population: (Z, A, n_0) -> (Z, A, n_l n_{l-1}, n_L)."""
@@ -227,6 +234,7 @@ def view_connections(weights: Sequence[jax.Array], views: jax.Array, layer: int,
     return k.reshape(z, a, *k.shape[1:])
 
 
+@float64
 def mean_connection(weights: Sequence[jax.Array], views: jax.Array, layer: int, *,
                     linear_top: bool = True) -> jax.Array:
     """Kbar_l(z) = E_aug[K_l(x) | z] over the A equally likely views of each instance: (Z, n_l n_{l-1}, n_L)."""
@@ -242,6 +250,7 @@ def _outer_sum(d: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.einsum("m,mpo,mqo->pq", w, d, d)
 
 
+@float64
 def covariance_operator(kbar: jax.Array, probs: jax.Array | None = None) -> jax.Array:
     """OP = V_z[Kbar] = sum_z p_z (Kbar(z) - Kbar)(Kbar(z) - Kbar)^T (note 2.1; the paper's Theorem 1 [M]).
 
@@ -260,6 +269,7 @@ def covariance_operator(kbar: jax.Array, probs: jax.Array | None = None) -> jax.
     return _outer_sum(centred, p)
 
 
+@float64
 def weighted_covariance_operator(kbar: jax.Array, alpha: jax.Array, probs: jax.Array | None = None) -> jax.Array:
     """OP^alpha = 1/2 sum_{z,z'} p_z p_z' alpha(z,z') (Kbar(z) - Kbar(z'))(Kbar(z) - Kbar(z'))^T (note 2.2).
 
@@ -284,6 +294,7 @@ def weighted_covariance_operator(kbar: jax.Array, alpha: jax.Array, probs: jax.A
     return _outer_sum(diff, w)
 
 
+@float64
 def total_variance(k: jax.Array, probs: jax.Array | None = None) -> jax.Array:
     """V[K] over all views, sum_{z,a} (p_z / A) (K - E K)(K - E K)^T, for k: (Z, A, P, n_L)."""
     if jnp.ndim(k) != 4:
@@ -294,6 +305,7 @@ def total_variance(k: jax.Array, probs: jax.Array | None = None) -> jax.Array:
     return _outer_sum(flat - jnp.einsum("m,mpo->po", w, flat)[None], w)
 
 
+@float64
 def augmentation_variance(k: jax.Array, probs: jax.Array | None = None) -> jax.Array:
     """E_z V_aug[K | z] = sum_z p_z (1/A) sum_a (K_za - Kbar(z))(K_za - Kbar(z))^T, for k: (Z, A, P, n_L)."""
     if jnp.ndim(k) != 4:
@@ -304,6 +316,7 @@ def augmentation_variance(k: jax.Array, probs: jax.Array | None = None) -> jax.A
     return _outer_sum(centred, w)
 
 
+@float64
 def predicted_update(op: jax.Array, w: jax.Array) -> jax.Array:
     """The expected update E[-grad_{W_l} L] = 2 OP vec(W_l), returned with the shape of ``w`` (row-major vec).
 
@@ -316,6 +329,7 @@ def predicted_update(op: jax.Array, w: jax.Array) -> jax.Array:
     return (2.0 * op @ w.reshape(-1)).reshape(jnp.shape(w))
 
 
+@float64
 def rank_bound(n_instances: int, n_out: int, n_params: int) -> int:
     """rank(OP) <= min(P, (Z - 1) n_L): Z centred mean connections of n_L columns each sum to zero (note 2.5 [D])."""
     return int(min(n_params, (n_instances - 1) * n_out))
@@ -325,17 +339,20 @@ def rank_bound(n_instances: int, n_out: int, n_params: int) -> int:
 # Losses on distances and their weights (note 1.2).
 
 
+@float64
 def pair_distance(f1: jax.Array, f2: jax.Array) -> jax.Array:
     """r = 1/2 ||f1 - f2||^2 over the last axis (note 1.1; = 1 - cos for unit-norm outputs)."""
     return 0.5 * jnp.sum(jnp.square(f1 - f2), axis=-1)
 
 
+@float64
 def simple_loss(r_pos: jax.Array, r_neg: jax.Array) -> jax.Array:
     """L_simp = r+ - r- (H = 1), elementwise for r_pos: (...,) and r_neg: (..., 1) or (...,)."""
     r_neg = r_neg[..., 0] if jnp.ndim(r_neg) == jnp.ndim(r_pos) + 1 else r_neg
     return r_pos - r_neg
 
 
+@float64
 def soft_triplet_loss(r_pos: jax.Array, r_neg: jax.Array, *, tau: float, margin: float = 0.0) -> jax.Array:
     """L_tri = tau log(1 + exp((r+ - r- + r_0) / tau)) for r_pos: (...,), r_neg: (...,) (H = 1)."""
     if not tau > 0 or margin < 0:
@@ -343,6 +360,7 @@ def soft_triplet_loss(r_pos: jax.Array, r_neg: jax.Array, *, tau: float, margin:
     return tau * jax.nn.softplus((r_pos - r_neg + margin) / tau)
 
 
+@float64
 def infonce_loss(r_pos: jax.Array, r_neg: jax.Array, *, tau: float) -> jax.Array:
     """L_nce = -tau log[e^{-r+/tau} / (e^{-r+/tau} + sum_k e^{-r-_k/tau})] for r_pos: (...,), r_neg: (..., H).
 
@@ -357,6 +375,7 @@ def infonce_loss(r_pos: jax.Array, r_neg: jax.Array, *, tau: float) -> jax.Array
     return tau * (jax.scipy.special.logsumexp(logits, axis=-1) + r_pos / tau)
 
 
+@float64
 def contrastive_weights(loss: WeightLoss, r_pos: jax.Array, r_neg: jax.Array, *, tau: float = 1.0,
                         margin: float = 0.0) -> jax.Array:
     """The weights beta_k >= 0 of the common gradient form dL = sum_k beta_k d(r+ - r-_k) (note 1.2 [D]).
@@ -386,6 +405,7 @@ def contrastive_weights(loss: WeightLoss, r_pos: jax.Array, r_neg: jax.Array, *,
     raise ValueError(f"unknown loss {loss!r}; expected 'simple', 'soft_triplet' or 'infonce'")
 
 
+@float64
 def exact_cov_loss(r_pos: jax.Array, r_neg: jax.Array, r_neg_clean: jax.Array, *, tau: float) -> jax.Array:
     """Exact-covariance loss: sum_k sg[w_k] (r+ - r-_k) with w_k = sigmoid(-r-_clean,k / tau) (note 2.3 [V-code]).
 
@@ -411,6 +431,7 @@ def exact_cov_loss(r_pos: jax.Array, r_neg: jax.Array, r_neg_clean: jax.Array, *
     return jnp.sum(w * (r_pos[..., None] - r_neg), axis=-1)
 
 
+@float64
 def between_pair_weights(weights: Sequence[jax.Array], clean: jax.Array, *, tau: float,
                          linear_top: bool = True) -> jax.Array:
     """alpha(z, z') = sigmoid(-r(clean_z, clean_z') / tau): the exact-cov weights of :func:`exact_cov_loss`, (Z, Z)."""
@@ -435,6 +456,7 @@ def _triplet_distances(weights, views, linear_top: bool) -> tuple[jax.Array, jax
     return jnp.broadcast_to(r_pos[:, :, :, None, None], shape), jnp.broadcast_to(r_neg[:, :, None, :, :], shape)
 
 
+@float64
 def expected_loss(weights: Sequence[jax.Array], views: jax.Array, *, probs: jax.Array | None = None,
                   alpha: jax.Array | None = None, weight_fn: TripletWeight | None = None,
                   loss_fn: TripletWeight | None = None, linear_top: bool = True) -> jax.Array:
@@ -476,6 +498,7 @@ def expected_loss(weights: Sequence[jax.Array], views: jax.Array, *, probs: jax.
     return jnp.sum(prob * beta * (r_pos5 - r_neg5))
 
 
+@float64
 def mean_triplet_weight(weights: Sequence[jax.Array], views: jax.Array, weight_fn: TripletWeight, *,
                         linear_top: bool = True) -> jax.Array:
     """alpha_bar(z, z') = E[beta | z, z'], symmetrised: the instance-pair weight an augmentation-dependent beta
@@ -485,6 +508,7 @@ def mean_triplet_weight(weights: Sequence[jax.Array], views: jax.Array, weight_f
     return 0.5 * (mean + mean.T)
 
 
+@float64
 def population_gradient(weights: Sequence[jax.Array], views: jax.Array, **kwargs) -> list[jax.Array]:
     """jax.grad of :func:`expected_loss` with respect to every W_l (same keyword arguments)."""
     return list(jax.grad(lambda ws: expected_loss(ws, views, **kwargs))(list(weights)))

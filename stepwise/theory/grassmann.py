@@ -39,9 +39,10 @@ underflows, with a QR after each: span(exp(2tC) W0) = span(exp(2(t/k)C) ... exp(
 result against an independent graph-coordinate formula to ~1e-13 absolute for the projector, and principal sines
 to ~1e-13 relative down to 1e-60 (t where exp(2tC) itself would overflow by hundreds of orders of magnitude).
 
-The flows, projectors and diagnostics are JAX functions (dtype follows the input; eager == jit == vmap); value
-checks (symmetry, orthonormality, t >= 0) run only on concrete inputs, shape checks always. :func:`integrate` runs
-diffrax's adaptive Runge-Kutta solvers (float64) and returns NumPy arrays.
+The flows, projectors and diagnostics are JAX functions (dtype follows the input; eager == jit == vmap); called
+eagerly, float64 inputs give float64 results even when the process has not enabled x64 (:mod:`stepwise._precision`).
+Value checks (symmetry, orthonormality, t >= 0) run only on concrete inputs, shape checks always. :func:`integrate`
+runs diffrax's adaptive Runge-Kutta solvers (float64) and returns NumPy arrays.
 
 References:
     P. Esser, S. Mukherjee, D. Ghoshdastidar. Representation Learning Dynamics of Self-Supervised Models.
@@ -61,6 +62,9 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from stepwise import _compat
+from stepwise._precision import float64
 
 __all__ = [
     "Eig",
@@ -193,6 +197,7 @@ def _check_h(h, m: int) -> int:
 # The matrix C, the loss and the vector fields.
 
 
+@float64
 def ssl_matrix(x: jax.Array, x_pos: jax.Array, x_neg: jax.Array | None = None) -> jax.Array:
     """C of the linear SSL loss L(W) = -tr(W^T C W) from n pairs (and optional negatives), rows = samples.
 
@@ -218,6 +223,7 @@ def ssl_matrix(x: jax.Array, x_pos: jax.Array, x_neg: jax.Array | None = None) -
     return (g + g.T) / (2 * n)
 
 
+@float64
 def ssl_loss(w: jax.Array, x: jax.Array, x_pos: jax.Array, x_neg: jax.Array | None = None) -> jax.Array:
     """The loss written on representations f(x) = W^T x (the form autodiff of a model would see).
 
@@ -230,16 +236,19 @@ def ssl_loss(w: jax.Array, x: jax.Array, x_pos: jax.Array, x_neg: jax.Array | No
     return out
 
 
+@float64
 def loss(w: jax.Array, c: jax.Array) -> jax.Array:
     """L(W) = -tr(W^T C W) for (m, h) W and symmetric (m, m) C; its gradient is -2 C W."""
     return -jnp.sum(w * (c @ w))
 
 
+@float64
 def naive_field(w: jax.Array, c: jax.Array) -> jax.Array:
     """Unconstrained gradient flow dW/dt = -grad L = 2 C W [D]."""
     return 2.0 * (c @ w)
 
 
+@float64
 def constrained_field(w: jax.Array, c: jax.Array) -> jax.Array:
     """Riemannian gradient flow on the Grassmannian dW/dt = 2 (I - W W^T) C W [D].
 
@@ -250,6 +259,7 @@ def constrained_field(w: jax.Array, c: jax.Array) -> jax.Array:
     return 2.0 * (cw - w @ (w.T @ cw))
 
 
+@float64
 def riccati_field(p: jax.Array, c: jax.Array) -> jax.Array:
     """The same flow for the projector P = W W^T: dP/dt = 2 (C P + P C - 2 P C P) [D]."""
     cp = c @ p
@@ -260,6 +270,7 @@ def riccati_field(p: jax.Array, c: jax.Array) -> jax.Array:
 # Spectrum and predicted rates.
 
 
+@float64
 def eigh_desc(c: jax.Array) -> Eig:
     """Eigendecomposition of symmetric C with eigenvalues in decreasing order."""
     c = _check_c(c)
@@ -267,6 +278,7 @@ def eigh_desc(c: jax.Array) -> Eig:
     return Eig(vals[::-1], vecs[:, ::-1])
 
 
+@float64
 def collapse_rate(c: jax.Array) -> jax.Array:
     """Predicted decay rate of sigma_2(W(t)) / sigma_1(W(t)) under the naive flow: 2 (lambda_1 - lambda_2) [D].
 
@@ -279,6 +291,7 @@ def collapse_rate(c: jax.Array) -> jax.Array:
     return 2.0 * (lam[0] - lam[1])
 
 
+@float64
 def principal_angle_rate(c: jax.Array, h: int) -> jax.Array:
     """Predicted decay rate of the largest principal angle between span W(t) and the top-h eigenspace [D].
 
@@ -291,12 +304,14 @@ def principal_angle_rate(c: jax.Array, h: int) -> jax.Array:
     return 2.0 * (lam[h - 1] - lam[h])
 
 
+@float64
 def limit_loss(c: jax.Array, h: int) -> jax.Array:
     """The constrained minimum -sum_{k<=h} lambda_k (Ky Fan), reached when W(0)^T U_h is non-singular [D]."""
     lam = eigh_desc(c).values
     return -jnp.sum(lam[: _check_h(h, lam.shape[0])])
 
 
+@float64
 def top_eigenspace(c: jax.Array, h: int) -> jax.Array:
     """(m, h) orthonormal basis U_h of the top-h eigenspace of C (the constrained optimum's span)."""
     vecs = eigh_desc(c).vectors
@@ -332,6 +347,7 @@ def _projector(eig: Eig, w0: jax.Array, t: jax.Array) -> jax.Array:
     return q @ q.T
 
 
+@float64
 def projector(c: jax.Array, w0: jax.Array, t: jax.Array | float) -> jax.Array:
     """Closed-form projector of the orthogonality-constrained flow, P(t) = Y (Y^T Y)^{-1} Y^T, Y = exp(2tC) W0 [D].
 
@@ -366,6 +382,7 @@ def projector(c: jax.Array, w0: jax.Array, t: jax.Array | float) -> jax.Array:
     return _projector(eigh_desc(c.astype(dtype)), w0.astype(dtype), t.astype(dtype))
 
 
+@float64
 def projector_trajectory(c: jax.Array, w0: jax.Array, ts: jax.Array) -> jax.Array:
     """:func:`projector` at many times with one eigendecomposition: (T,) times -> (T, m, m)."""
     c = _check_c(c)
@@ -376,6 +393,7 @@ def projector_trajectory(c: jax.Array, w0: jax.Array, ts: jax.Array) -> jax.Arra
     return jax.vmap(lambda t: _projector(eig, w0.astype(dtype), t))(ts.astype(dtype))
 
 
+@float64
 def principal_sines(c: jax.Array, w0: jax.Array, t: jax.Array | float) -> jax.Array:
     """Sines of the principal angles between the closed-form span W(t) and the top-h eigenspace, decreasing.
 
@@ -398,6 +416,7 @@ def principal_sines(c: jax.Array, w0: jax.Array, t: jax.Array | float) -> jax.Ar
     return jnp.concatenate([s, jnp.zeros((h - s.shape[0],), dtype)]) if s.shape[0] < h else s
 
 
+@float64
 def naive_flow(c: jax.Array, w0: jax.Array, t: jax.Array | float) -> jax.Array:
     """W(t) = exp(2tC) W0, the unconstrained flow [D], via the eigendecomposition (overflows once 2 t lambda_1 >~ 709).
 
@@ -411,6 +430,7 @@ def naive_flow(c: jax.Array, w0: jax.Array, t: jax.Array | float) -> jax.Array:
     return eig.vectors @ (jnp.exp(2.0 * t * eig.values)[:, None] * (eig.vectors.T @ w0.astype(dtype)))
 
 
+@float64
 def naive_singular_ratios(c: jax.Array, w0: jax.Array, t: jax.Array | float) -> jax.Array:
     """sigma_k(W(t)) / sigma_1(W(t)) of the naive flow, k = 1..h, computed without overflow (graded form) [D].
 
@@ -441,6 +461,7 @@ def _solve(w0, c, ts, *, constrained, solver, rtol, atol, max_steps):
     return sol.ys, sol.stats["num_accepted_steps"], sol.result == diffrax.RESULTS.successful
 
 
+@float64
 def integrate(
     c: np.ndarray,
     w0: np.ndarray,
@@ -484,7 +505,7 @@ def integrate(
     ts = np.asarray(ts, np.float64)
     if ts.ndim != 1 or ts.size < 2 or not np.all(np.isfinite(ts)) or np.any(np.diff(ts) <= 0):
         raise ValueError(f"ts must be a 1-D strictly increasing array of >= 2 finite times; got shape {ts.shape}")
-    with jax.enable_x64(True):
+    with _compat.enable_x64(True):
         c = _check_c(np.asarray(c, np.float64))
         w0 = _check_w0(np.asarray(w0, np.float64), c.shape[0], orthonormal=constrained)
         if constrained:

@@ -38,6 +38,7 @@ from typing import Literal
 import numpy as np
 import scipy.linalg
 
+from stepwise._precision import float64
 from stepwise.theory import linear
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
 DEFAULT_RIDGE = 1e-9  # measured: 1e-12 lets round-off eigenvalues of a rank-36 linear kernel (2n = 400) into the top 20
 
 
+@float64
 def swap_matrix(n: int) -> np.ndarray:
     """Z = [[0, I_n], [I_n, 0]] (2n, 2n): row a has a single 1 at the partner of augmented point a."""
     if n < 1:
@@ -92,6 +94,7 @@ def _validate_ridge(ridge: float) -> float:
     return float(ridge)
 
 
+@float64
 def contrastive_eigh(k_train, *, ridge: float = DEFAULT_RIDGE) -> tuple[np.ndarray, np.ndarray]:
     """Solve the contrastive eigenproblem (1/2n) K Z K a = gamma (K + r I) a, a^T (K + r I) a = 1.
 
@@ -127,6 +130,7 @@ def contrastive_eigh(k_train, *, ridge: float = DEFAULT_RIDGE) -> tuple[np.ndarr
     return g[order], a[:, order]
 
 
+@float64
 def contrastive_eigenvalues(k_train, *, ridge: float = DEFAULT_RIDGE) -> np.ndarray:
     """The (2n,) eigenvalues gamma_j of the contrastive eigenproblem, decreasing (see :func:`contrastive_eigh`).
 
@@ -144,6 +148,7 @@ def contrastive_eigenvalues(k_train, *, ridge: float = DEFAULT_RIDGE) -> np.ndar
 POSITIVE_TOL = 1e-6  # eigenvalues below POSITIVE_TOL * gamma_1 are round-off over the ridge (null space of K)
 
 
+@float64
 def positive_modes(gammas: np.ndarray) -> int:
     """Number of contrastive eigenvalues that are numerically positive (> POSITIVE_TOL * gamma_1).
 
@@ -165,6 +170,7 @@ def _validate_d(gammas: np.ndarray, d: int) -> None:
         )
 
 
+@float64
 def predict_embeddings(
     k_train, k_test_train, d: int, *, ridge: float = DEFAULT_RIDGE, eig: tuple[np.ndarray, np.ndarray] | None = None
 ) -> np.ndarray:
@@ -196,6 +202,7 @@ def predict_embeddings(
     return kt @ (a[:, :d] / np.sqrt(gammas[:d]))
 
 
+@float64
 def center_kernel(k_train, k_test_train=None) -> tuple[np.ndarray, np.ndarray | None]:
     """The kernel of the centred feature map phi_c(x) = phi(x) - mean_a phi(x~_a) over the 2n training points.
 
@@ -221,6 +228,7 @@ def center_kernel(k_train, k_test_train=None) -> tuple[np.ndarray, np.ndarray | 
     return 0.5 * (kc + kc.T), kt - kt.mean(axis=1, keepdims=True) - col[None, :] + mean
 
 
+@float64
 def contrastive_kernel(k_x_train, k_y_train) -> np.ndarray:
     """Two-point contrastive kernel K_Gamma(x, y) = phi(x)^T Gamma_phi phi(y) = (1/2n) k(x)^T Z k(y).
 
@@ -249,6 +257,7 @@ def contrastive_kernel(k_x_train, k_y_train) -> np.ndarray:
 AmplitudeMethod = Literal["gram_schmidt", "projection", "isotropic"]
 
 
+@float64
 def initial_amplitudes(
     k_train,
     f0_train,
@@ -279,6 +288,7 @@ def initial_amplitudes(
     return linear.eigenbasis_amplitudes(gammas, a, f0.T, method)
 
 
+@float64
 def step_times(k_train, f0_train, lr: float, *, ridge: float = DEFAULT_RIDGE) -> np.ndarray:
     """Predicted GD half-rise steps of the kernel model (sorted), as :func:`stepwise.theory.linear.step_times`.
 
@@ -324,6 +334,7 @@ class KernelPrediction:
         return linear.separation_ratios(self.mode_steps[order], self.widths[order])
 
 
+@float64
 def predict(
     k_train, f0_train, lr: float, *, ridge: float = DEFAULT_RIDGE, eig: tuple[np.ndarray, np.ndarray] | None = None
 ) -> KernelPrediction:
@@ -374,6 +385,7 @@ def _flat(x, name: str) -> np.ndarray:
     return x.reshape(x.shape[0], -1)
 
 
+@float64
 def linear_kernel(x1, x2=None) -> np.ndarray:
     """K(x, y) = x . y on flattened inputs (n1, ...), (n2, ...) -> (n1, n2). The kernel of the linear theory."""
     a = _flat(x1, "x1")
@@ -381,6 +393,7 @@ def linear_kernel(x1, x2=None) -> np.ndarray:
     return a @ b.T
 
 
+@float64
 def rbf_kernel(x1, x2=None, *, bandwidth: float) -> np.ndarray:
     """K(x, y) = exp(-|x - y|^2 / (2 bandwidth^2)) on flattened inputs -> (n1, n2)."""
     if not (np.isfinite(bandwidth) and bandwidth > 0):

@@ -33,6 +33,8 @@ from typing import Literal
 
 import numpy as np
 
+from stepwise._precision import float64
+
 __all__ = [
     "LinearPrediction",
     "aligned_eigenvalues",
@@ -67,6 +69,7 @@ _MAX_EXACT_ITERATIONS = 50_000_000
 # Inputs, validation and the loss itself.
 
 
+@float64
 def cross_correlation(x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
     """Symmetrised feature cross-correlation Gamma of n positive pairs.
 
@@ -114,6 +117,7 @@ def _validate_w0(w0: np.ndarray, m: int) -> np.ndarray:
     return w0
 
 
+@float64
 def stability_limit(gamma_1: float) -> float:
     """Largest stable GD learning rate near convergence, 1 / (4 gamma_1).
 
@@ -138,6 +142,7 @@ def _validate_lr(lr: float, gamma_1: float) -> float:
     return lr
 
 
+@float64
 def eigh_desc(gamma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigendecomposition of a symmetric matrix with eigenvalues sorted in decreasing order.
 
@@ -149,12 +154,14 @@ def eigh_desc(gamma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return g[::-1].copy(), v[:, ::-1].copy()
 
 
+@float64
 def loss(w: np.ndarray, gamma: np.ndarray) -> float:
     """L(W) = ||W Gamma W^T - I||_F^2."""
     c = w @ gamma @ w.T
     return float(np.sum((c - np.eye(c.shape[0])) ** 2))
 
 
+@float64
 def gradient(w: np.ndarray, gamma: np.ndarray) -> np.ndarray:
     """dL/dW = 4 (C - I) W Gamma for symmetric Gamma."""
     c = w @ gamma @ w.T
@@ -165,6 +172,7 @@ def gradient(w: np.ndarray, gamma: np.ndarray) -> np.ndarray:
 # Trajectories.
 
 
+@float64
 def aligned_eigenvalues(gammas: np.ndarray, a0: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Gradient-flow embedding eigenvalues from aligned initialisation (exact logistic curves).
 
@@ -184,6 +192,7 @@ def aligned_eigenvalues(gammas: np.ndarray, a0: np.ndarray, t: np.ndarray) -> np
     return _expit(logit)
 
 
+@float64
 def aligned_eigenvalues_gd(gammas: np.ndarray, a0: np.ndarray, lr: float, steps: int) -> np.ndarray:
     """Embedding eigenvalues under gradient descent from aligned initialisation, by the exact per-mode map.
 
@@ -203,6 +212,7 @@ def aligned_eigenvalues_gd(gammas: np.ndarray, a0: np.ndarray, lr: float, steps:
     return out
 
 
+@float64
 def predicted_loss(eigenvalues: np.ndarray, d: int | None = None) -> np.ndarray:
     """Loss sum_j (1 - lambda_j)^2 of an aligned state with embedding eigenvalues ``eigenvalues`` (..., k).
 
@@ -217,6 +227,7 @@ def predicted_loss(eigenvalues: np.ndarray, d: int | None = None) -> np.ndarray:
 # Initial amplitudes and step times.
 
 
+@float64
 def initial_amplitudes(gamma: np.ndarray, w0: np.ndarray, method: AmplitudeMethod = "gram_schmidt") -> np.ndarray:
     """Effective initial embedding eigenvalue a_j = gamma_j r_j^2 of each of the top-d modes.
 
@@ -237,6 +248,7 @@ def initial_amplitudes(gamma: np.ndarray, w0: np.ndarray, method: AmplitudeMetho
     return eigenbasis_amplitudes(g, v, w0, method)
 
 
+@float64
 def eigenbasis_amplitudes(
     g: np.ndarray, v: np.ndarray, w0: np.ndarray, method: AmplitudeMethod = "gram_schmidt"
 ) -> np.ndarray:
@@ -255,6 +267,7 @@ def eigenbasis_amplitudes(
     return np.where(gd > 0, gd * r2, np.nan)
 
 
+@float64
 def flow_crossing_times(gammas: np.ndarray, a0: np.ndarray, level: float = 0.5) -> np.ndarray:
     """Gradient-flow time at which an aligned mode's eigenvalue first reaches ``level``.
 
@@ -268,6 +281,7 @@ def flow_crossing_times(gammas: np.ndarray, a0: np.ndarray, level: float = 0.5) 
     return np.where((gammas > 0) & np.isfinite(a0), t, np.inf)
 
 
+@float64
 def map_crossing_steps(gammas: np.ndarray, a0: np.ndarray, lr: float, level: float = 0.5) -> np.ndarray:
     """Real-valued number of GD updates after which an aligned mode's eigenvalue first reaches ``level``.
 
@@ -322,6 +336,7 @@ def map_crossing_steps(gammas: np.ndarray, a0: np.ndarray, lr: float, level: flo
     return out
 
 
+@float64
 def step_times(gamma: np.ndarray, w0: np.ndarray, lr: float) -> np.ndarray:
     """Predicted GD step times of the linear Barlow Twins model from an initialisation ``w0``.
 
@@ -353,6 +368,7 @@ def step_times(gamma: np.ndarray, w0: np.ndarray, lr: float) -> np.ndarray:
     return predict(gamma, w0, lr).step_times
 
 
+@float64
 def separated_modes(gammas: np.ndarray, d: int, ratio: float = 0.95) -> np.ndarray:
     """Which of the top-d modes have both neighbours separated: gamma_{j+1}/gamma_j <= ratio on each side.
 
@@ -373,6 +389,7 @@ def separated_modes(gammas: np.ndarray, d: int, ratio: float = 0.95) -> np.ndarr
     return ok
 
 
+@float64
 def separation_ratios(times: np.ndarray, widths: np.ndarray) -> np.ndarray:
     """Step-separation ratio R_j = (t_{j+1} - t_j) / width_{j+1} for j = 1..d-1 (section 2.7).
 
@@ -387,6 +404,7 @@ def separation_ratios(times: np.ndarray, widths: np.ndarray) -> np.ndarray:
 # Final representation.
 
 
+@float64
 def final_weights(gamma: np.ndarray, d: int, rotation: np.ndarray | None = None) -> np.ndarray:
     """W(inf) = U Lambda_d^{-1/2} V_d^T: the whitened projection onto the top-d eigenvectors of Gamma.
 
@@ -403,6 +421,7 @@ def final_weights(gamma: np.ndarray, d: int, rotation: np.ndarray | None = None)
     return w if rotation is None else np.asarray(rotation) @ w
 
 
+@float64
 def final_embedding(gamma: np.ndarray, d: int, x: np.ndarray) -> np.ndarray:
     """Predicted final embeddings f(x) = Lambda_d^{-1/2} V_d^T x of inputs x (n, m), up to a rotation of d axes."""
     return np.asarray(x, dtype=np.float64) @ final_weights(gamma, d).T
@@ -454,6 +473,7 @@ class LinearPrediction:
         return separation_ratios(self.mode_steps[order], self.widths[order])
 
 
+@float64
 def predict(
     gamma: np.ndarray, w0: np.ndarray, lr: float, *, eig: tuple[np.ndarray, np.ndarray] | None = None
 ) -> LinearPrediction:

@@ -57,6 +57,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stepwise import _compat
+from stepwise._precision import float64
+
 __all__ = [
     "Hyper",
     "ModeTrajectory",
@@ -219,6 +222,7 @@ class ModeTrajectory:
 # The matrix model (Lemma 1).
 
 
+@float64
 def isotropic(n1: int, sigma2: float) -> tuple[np.ndarray, np.ndarray]:
     """Assumption 2: X = I and X' = sigma2 I (float64, (n1, n1) each)."""
     if not isinstance(n1, (int, np.integer)) or n1 < 1:
@@ -249,6 +253,7 @@ def _matrix_field(y: Weights, x, x_aug, c) -> Weights:
     return Weights(dw, dwp, dwa)
 
 
+@float64
 def vector_field(y: Weights, x: jax.Array, x_aug: jax.Array, hyper: Hyper) -> Weights:
     """Right-hand side of Lemma 1 (Eqns 2-4) for the matrix model.
 
@@ -270,6 +275,7 @@ def vector_field(y: Weights, x: jax.Array, x_aug: jax.Array, hyper: Hyper) -> We
     return _matrix_field(y, x, x_aug, c)
 
 
+@float64
 def loss(y: Weights, x: jax.Array, x_aug: jax.Array, hyper: Hyper) -> jax.Array:
     """Population loss J = 1/2 E ||W_p W x1 - sg(W_a x2)||^2 (Eqn 1) in terms of X and X'.
 
@@ -285,6 +291,7 @@ def loss(y: Weights, x: jax.Array, x_aug: jax.Array, hyper: Hyper) -> jax.Array:
     return 0.5 * jnp.trace(a @ s @ a.T) - jnp.trace(a @ x @ target.T) + 0.5 * jnp.trace(target @ s @ target.T)
 
 
+@float64
 def balance(w: jax.Array, wp: jax.Array, t: jax.Array, *, alpha_p: float, eta: float) -> jax.Array:
     """Theorem 1's conserved matrix C = e^{2 eta t} (W W^T - alpha_p^-1 W_p^T W_p) (Eqn 5).
 
@@ -304,6 +311,7 @@ def balance(w: jax.Array, wp: jax.Array, t: jax.Array, *, alpha_p: float, eta: f
     return jnp.exp(2.0 * eta * jnp.asarray(t, dtype=d.dtype))[..., None, None] * d
 
 
+@float64
 def theorem2_operator(wp: jax.Array, x: jax.Array, x_aug: jax.Array, hyper: Hyper) -> jax.Array:
     """The matrix H of Theorem 2 (Eqn 6): without stop-gradient, d vec(W)/dt = -H vec(W).
 
@@ -328,6 +336,7 @@ def theorem2_operator(wp: jax.Array, x: jax.Array, x_aug: jax.Array, hyper: Hype
     return h + hyper.eta * jnp.eye(h.shape[0], dtype=h.dtype)
 
 
+@float64
 def isotropic_decay_rate(sigma2: float, eta: float, tau: float = 1.0) -> float:
     """Lower bound sigma2 tau^2 + eta on lambda_min(H) under isotropy: ||W(t)|| <= e^{-rate t} ||W(0)|| (Thm 2)."""
     if not (_finite(sigma2) and sigma2 >= 0 and _finite(eta) and eta >= 0 and _finite(tau) and tau > 0):
@@ -339,6 +348,7 @@ def isotropic_decay_rate(sigma2: float, eta: float, tau: float = 1.0) -> float:
 # Isotropic, aligned and per-mode reductions (Eqn 7, Theorem 3, Eqns 11-16).
 
 
+@float64
 def symmetric_flow(wp: jax.Array, f: jax.Array, tau, hyper: Hyper) -> tuple[jax.Array, jax.Array]:
     """Eqn 7: the (W_p, F) flow under isotropy, W_a = tau W and a symmetric predictor, F = W W^T.
 
@@ -359,11 +369,13 @@ def symmetric_flow(wp: jax.Array, f: jax.Array, tau, hyper: Hyper) -> tuple[jax.
     return dwp, df
 
 
+@float64
 def commutator(f: jax.Array, wp: jax.Array) -> jax.Array:
     """L = [F, W_p] = F W_p - W_p F (Theorem 3); (..., n, n)."""
     return f @ wp - wp @ f
 
 
+@float64
 def alignment_operator(f: jax.Array, wp: jax.Array, tau, hyper: Hyper) -> jax.Array:
     """K of Theorem 3 (Eqn 9): dL/dt = -(L K + K L) for L = [F, W_p] under Eqn 7.
 
@@ -392,6 +404,7 @@ def _mode_field(m: Modes, c) -> Modes:
     return Modes(dp, ds, dtau)
 
 
+@float64
 def mode_field(m: Modes, hyper: Hyper) -> Modes:
     """Decoupled per-mode dynamics (Eqns 11-13), valid once W_p and F share eigenvectors (isotropic data).
 
@@ -416,6 +429,7 @@ def mode_field(m: Modes, hyper: Hyper) -> Modes:
     return _mode_field(m, c)
 
 
+@float64
 def mode_invariant(p: jax.Array, s: jax.Array, t: jax.Array, *, alpha_p: float, eta: float) -> jax.Array:
     """Eqn 14's constant c_j = e^{2 eta t} (s_j - p_j^2 / alpha_p): conserved along Eqns 11-12 (any tau(t)).
 
@@ -429,6 +443,7 @@ def mode_invariant(p: jax.Array, s: jax.Array, t: jax.Array, *, alpha_p: float, 
     return jnp.exp(2.0 * eta * t) * (s - p**2 / alpha_p)
 
 
+@float64
 def parabola_velocity(p: jax.Array, *, tau: float, sigma2: float, eta: float) -> jax.Array:
     """Eqn 16: dp/dt = p^2 [tau - (1+sigma2) p] - eta p on the invariant parabola s = p^2 / alpha_p, fixed tau.
 
@@ -444,6 +459,7 @@ def _check_tau_sigma2(tau, sigma2):
         raise ValueError(f"sigma2 must be a finite number >= 0 (got {sigma2})")
 
 
+@float64
 def collapse_threshold(tau: float, sigma2: float) -> float:
     """The weight decay eta_c = tau^2 / (4 (1 + sigma2)) above which every mode collapses (Eqn 16, Obs#5).
 
@@ -454,6 +470,7 @@ def collapse_threshold(tau: float, sigma2: float) -> float:
     return float(tau) ** 2 / (4.0 * (1.0 + float(sigma2)))
 
 
+@float64
 def fixed_points(tau: float, sigma2: float, eta: float) -> tuple[float, float]:
     """The non-zero fixed points (p_-, p_+) of Eqn 16 (the per-mode predictor eigenvalue on the parabola).
 
@@ -487,6 +504,7 @@ def fixed_points(tau: float, sigma2: float, eta: float) -> tuple[float, float]:
     return 2.0 * eta / (tau + root), (tau + root) / (2.0 * (1.0 + sigma2))
 
 
+@float64
 def parabola_limit(p0: float, tau: float, sigma2: float, eta: float) -> float:
     """Where Eqn 16 takes p(0) = p0 as t -> infinity (the basins): 0 if p0 < p_- (or eta above the threshold),
     p_+ if p0 > p_-, p_- if p0 = p_- exactly. At eta = 0 every p0 > 0 goes to p_+ = tau / (1 + sigma2)."""
@@ -507,6 +525,7 @@ def parabola_limit(p0: float, tau: float, sigma2: float, eta: float) -> float:
 # Diagnostics of alignment and symmetry (Theorem 3, Fig. 2, Fig. 8).
 
 
+@float64
 def aligned_spectrum(f: jax.Array, wp: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Eigenvalues s_j of F (descending) and the predictor's eigenvalues on them, p_j = u_j^T W_p u_j.
 
@@ -521,6 +540,7 @@ def aligned_spectrum(f: jax.Array, wp: jax.Array) -> tuple[jax.Array, jax.Array]
     return s, jnp.einsum("ij,ik,kj->j", u, wp, u)
 
 
+@float64
 def alignment_cosines(f: jax.Array, wp: jax.Array) -> jax.Array:
     """cos_j = u_j^T W_p u_j / ||W_p u_j|| for the eigenvectors u_j of F, descending s_j (Fig. 2, note B1)."""
     _, u = jnp.linalg.eigh(f)
@@ -529,6 +549,7 @@ def alignment_cosines(f: jax.Array, wp: jax.Array) -> jax.Array:
     return jnp.sum(u * wu, axis=0) / jnp.linalg.norm(wu, axis=0)
 
 
+@float64
 def asymmetry(wp: jax.Array) -> jax.Array:
     """||W_p - W_p^T||_F / ||W_p||_F (the replication's asymmetry measure, note B2); (...) for (..., n, n)."""
     diff = wp - jnp.swapaxes(wp, -1, -2)
@@ -618,6 +639,7 @@ def _raise_unsuccessful(what: str, ts: np.ndarray, max_steps_reached: bool, max_
     raise FloatingPointError(f"the ODE solver did not reach t = {ts[-1]:.6g} for {what}. Try: {hint}")
 
 
+@float64
 def integrate(
     y0: Weights,
     x: np.ndarray,
@@ -664,7 +686,7 @@ def integrate(
         raise ValueError("symmetric_predictor=True needs a symmetric W_p(0) (Assumption 3); got an asymmetric one")
     ts = _check_times(t)
     _check_solver(solver, rtol, atol, max_steps)
-    with jax.enable_x64(True):
+    with _compat.enable_x64(True):
         ys, n_steps, ok, hit_max = _solve_matrix(
             Weights(*(jnp.asarray(a, dtype=jnp.float64) for a in (w0, wp0, wa0))),
             jnp.asarray(x), jnp.asarray(x_aug), jnp.asarray(hyper._coefficients()), jnp.asarray(ts),
@@ -676,6 +698,7 @@ def integrate(
     return Trajectory(t=ts, w=ys.w, wp=ys.wp, wa=ys.wa, num_steps=int(n_steps))
 
 
+@float64
 def integrate_modes(
     p0: np.ndarray,
     s0: np.ndarray,
@@ -729,7 +752,7 @@ def integrate_modes(
     k = p0.size
     pad = np.zeros(max(8, 1 << (k - 1).bit_length()) - k, dtype=int)
     padded = [np.concatenate([a, a[pad]]) for a in (p0, s0, tau0)]
-    with jax.enable_x64(True):
+    with _compat.enable_x64(True):
         state = Modes(*(jnp.asarray(a, dtype=jnp.float64) for a in padded))
         ys, n_steps, ok, hit_max = _solve_modes(state, jnp.asarray(hyper._coefficients()), jnp.asarray(ts),
                                                 solver=solver, rtol=float(rtol), atol=float(atol),
