@@ -2,8 +2,9 @@
 
 The training step runs entirely on the device: the dataset lives on the device, each step draws its batch and
 both augmented views from ``fold_in(run_key, step)`` (so a resumed or re-run step sees the same randomness), and
-the state is donated. The batch axis is sharded over all local devices with ``jax.sharding`` (data parallel);
-parameters are replicated.
+the state is donated. The batch axis is sharded over all devices with ``jax.sharding`` (data parallel);
+parameters are replicated. After :func:`stepwise.training.distributed.initialize` the devices of several processes
+(hosts) form one mesh and the same call trains across them (:mod:`stepwise.training.distributed`).
 
 Every ``track_every`` steps a jitted tracking function evaluates a fixed evaluation set (one fixed pair of views of
 fixed images) and records:
@@ -36,6 +37,7 @@ from jax.sharding import PartitionSpec as P
 
 from stepwise.data.augment import Augmentation, make_pairs
 from stepwise.errors import DivergenceError
+from stepwise.training import distributed
 
 __all__ = ["SSLRun", "TrainConfig", "TrainState", "make_optimizer", "train_ssl"]
 
@@ -238,13 +240,18 @@ def _state_tree(state) -> dict:
 
 
 def _save_checkpoint(path: Path, state, history: dict[str, list], train_loss: list[np.ndarray]):
-    """Leaves of the state (any pytree: dicts, nnx.State, optax states) plus the tracked history, atomically."""
+    """Leaves of the state (any pytree: dicts, nnx.State, optax states) plus the tracked history, atomically.
+
+    Across processes every process calls this (the state is read collectively) and only process 0 writes."""
     from flax import serialization
 
     from stepwise.io import atomic_path
 
+    leaves = jax.tree.leaves(distributed.fetch(_state_tree(state)))
+    if not distributed.is_main_process():
+        return
     payload = {
-        "leaves": {str(i): np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(jax.device_get(_state_tree(state))))},
+        "leaves": {str(i): np.asarray(leaf) for i, leaf in enumerate(leaves)},
         "history": {k: np.asarray(v) for k, v in history.items()},
         "train_loss": np.concatenate(train_loss) if train_loss else np.zeros((0,)),
     }
@@ -252,11 +259,12 @@ def _save_checkpoint(path: Path, state, history: dict[str, list], train_loss: li
         tmp.write_bytes(serialization.msgpack_serialize(payload))
 
 
-def _load_checkpoint(path: Path, template):
-    """Restore into the structure of ``template`` (the freshly initialised state of the same run)."""
+def _load_checkpoint(path: Path, template, raw: bytes | None = None):
+    """Restore into the structure of ``template`` (the freshly initialised state of the same run) from ``path``, or
+    from ``raw``, its bytes (as process 0 read them)."""
     from flax import serialization
 
-    payload = serialization.msgpack_restore(path.read_bytes())
+    payload = serialization.msgpack_restore(path.read_bytes() if raw is None else raw)
     treedef = jax.tree.structure(_state_tree(template))
     leaves = [payload["leaves"][str(i)] for i in range(len(payload["leaves"]))]
     if len(leaves) != treedef.num_leaves:
@@ -301,6 +309,8 @@ def _eval_views(aug: Augmentation, seed: int, eval_images: np.ndarray, replicate
     """The fixed pair of views of the evaluation images, independent of the training keys (``pairs``: how
     :func:`make_pairs` is called, eagerly by default)."""
     e1, e2 = pairs(aug, eval_key(seed), jnp.asarray(eval_images))
+    if jax.process_count() > 1:
+        return distributed.put_global((e1, e2), replicated, what="the evaluation views")
     return jax.device_put(e1, replicated), jax.device_put(e2, replicated)
 
 
@@ -343,9 +353,15 @@ def _fit(
     history: dict[str, list] = {}
     train_loss: list[np.ndarray] = []
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    if resume and ckpt is not None and ckpt.is_file():
-        state, history, train_loss = _load_checkpoint(ckpt, state)
-    state = jax.device_put(state, replicated)
+    if jax.process_count() > 1:  # process 0's checkpoint, broadcast; identical start on every process
+        raw = distributed.broadcast_file(ckpt) if resume and ckpt is not None else None
+        if raw is not None:
+            state, history, train_loss = _load_checkpoint(ckpt, state, raw)
+        state = distributed.put_global(state, replicated, what="the initial (or resumed) training states")
+    else:
+        if resume and ckpt is not None and ckpt.is_file():
+            state, history, train_loss = _load_checkpoint(ckpt, state)
+        state = jax.device_put(state, replicated)
 
     start = int(state.step)
     jax.block_until_ready(track(state))  # compile outside the timed tracking
@@ -355,7 +371,7 @@ def _fit(
     def record(state, step):
         nonlocal track_time
         t = time.perf_counter()
-        raw = jax.device_get(track(state))
+        raw = distributed.fetch(track(state))
         for name in _MATRICES:  # the training loss can still be finite while the embeddings overflow
             if not np.all(np.isfinite(raw[name])):
                 raise DivergenceError(
@@ -371,7 +387,8 @@ def _fit(
 
     if start == 0 and not history.get("step"):
         record(state, 0)
-    with tqdm(total=cfg.steps, initial=start, desc=desc, unit="step", disable=not progress) as bar:
+    show = progress and distributed.is_main_process()
+    with tqdm(total=cfg.steps, initial=start, desc=desc, unit="step", disable=not show) as bar:
         step = start
         while step < cfg.steps:
             n = min(cfg.track_every - step % cfg.track_every, cfg.steps - step)
@@ -379,7 +396,7 @@ def _fit(
             for _ in range(n):
                 state, loss = step_fn(state, data)
                 losses.append(loss)
-            block = np.asarray(jax.device_get(jnp.stack(losses)))
+            block = np.asarray(distributed.fetch(jnp.stack(losses)))
             bad = np.flatnonzero(~np.isfinite(block))
             if bad.size:
                 raise DivergenceError(
@@ -449,7 +466,8 @@ def train_ssl(
       checkpoint: file to checkpoint to (every ``cfg.checkpoint_every`` steps and at the end).
       resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run.
       progress: show a progress bar with the loss and the current rank.
-      devices: devices for data parallelism (default: all local devices).
+      devices: devices for data parallelism (default: ``jax.devices()``: all local devices, or those of every
+        process after :func:`stepwise.training.distributed.initialize`).
       rank_threshold: the progress bar's rank counts covariance eigenvalues above this fraction of the largest.
 
     Raises:
@@ -466,9 +484,9 @@ def train_ssl(
     params = jax.tree.map(jnp.copy, params)  # the step donates its state; never delete the caller's arrays
     state = TrainState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
                        key=jax.random.key(cfg.seed))
-    data = jax.device_put(jnp.asarray(images), replicated)
+    data = distributed.put_global(jnp.asarray(images), replicated, what="the training images")
     e1, e2 = _eval_views(aug, cfg.seed, eval_images, replicated)
     fit = _fit(step_fn, state, data, lambda s: track(s.params, e1, e2), cfg, replicated=replicated,
                checkpoint=checkpoint, resume=resume, progress=progress, rank_threshold=rank_threshold,
                desc="SSL training")
-    return SSLRun(**_stacked(fit, ("snapshots",)), params=jax.device_get(fit.state.params))
+    return SSLRun(**_stacked(fit, ("snapshots",)), params=distributed.fetch(fit.state.params))
