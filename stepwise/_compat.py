@@ -286,7 +286,7 @@ def _nt_get_flops(f: Callable, optimize: bool, *args, **kwargs) -> float:
     analysis = lowered.compile().cost_analysis() if optimize else lowered.cost_analysis()
     if isinstance(analysis, (list, tuple)):  # jax < 0.4.30 returned one dict per device program
         analysis = analysis[0]
-    return float(analysis["flops"])
+    return float(analysis.get("flops", 0.0))  # XLA leaves out zero counts (e.g. a program of only transcendentals)
 
 
 def _nt_std_basis(pytree):
