@@ -15,6 +15,20 @@ from stepwise.theory import kernel as kt
 from stepwise.theory import linear
 from stepwise.training import train_kernel_bt, train_linear_bt
 
+# Tolerances are round-off bounds computed from the data of each test (eps x condition x size), not measured values.
+EPS = np.finfo(np.float64).eps
+
+
+def gram_error(f, f_ref):
+    """||F F^T - G G^T||_F / ||G G^T||_F formed explicitly (n_test x n_test): no cancellation floor.
+
+    stepwise.compare.gram_relative_error goes through d x d products, whose cancellation limits it to about
+    sqrt(eps (n + d^2)) ~ 1e-8..1e-7 relative (2.7e-8 with one BLAS, 0.0 with another on the same data): below that
+    it cannot tell a correct result from a wrong one, so the sharp checks here use this direct form.
+    """
+    gram, ref = f @ f.T, f_ref @ f_ref.T
+    return float(np.linalg.norm(gram - ref) / np.linalg.norm(ref))
+
 
 def _pairs(rng, n=12, m=5, noise=0.3):
     x1 = rng.normal(size=(n, m)) * np.linspace(2.0, 0.5, m)  # distinct scales -> distinct eigenvalues
@@ -41,9 +55,14 @@ def test_swap_matrix():
 def test_kernels_match_loops(rng):
     a, b = rng.normal(size=(4, 2, 3)), rng.normal(size=(5, 2, 3))
     want_rbf = np.array([[math.exp(-np.sum((u - v) ** 2) / (2 * 1.5**2)) for v in b] for u in a])
-    np.testing.assert_allclose(kt.rbf_kernel(a, b, bandwidth=1.5), want_rbf, rtol=1e-12)
+    # exp(-r^2 / 2s^2) with r^2 from |u|^2 + |v|^2 - 2 u.v (or the difference): an absolute error of
+    # (m + 2) eps (|u|^2 + |v|^2) in r^2 is a relative one of that / 2s^2 in the kernel (m = 6 features).
+    sq = np.sum(a.reshape(4, -1) ** 2, 1)[:, None] + np.sum(b.reshape(5, -1) ** 2, 1)[None]
+    np.testing.assert_allclose(kt.rbf_kernel(a, b, bandwidth=1.5), want_rbf, rtol=8 * EPS * sq.max() / (2 * 1.5**2))
     want_lin = np.array([[float(np.sum(u * v)) for v in b] for u in a])
-    np.testing.assert_allclose(kt.linear_kernel(a, b), want_lin, rtol=1e-12)
+    # A dot product of m = 6 terms: |error| <= m eps sum_i |u_i v_i| (relative only when there is no cancellation).
+    dots = np.abs(a.reshape(4, -1)) @ np.abs(b.reshape(5, -1)).T
+    np.testing.assert_allclose(kt.linear_kernel(a, b), want_lin, rtol=0, atol=6 * EPS * dots.max())
     np.testing.assert_allclose(np.diag(kt.rbf_kernel(a, bandwidth=0.3)), 1.0)
     with pytest.raises(ValueError, match="bandwidth"):
         kt.rbf_kernel(a, bandwidth=0.0)
@@ -54,9 +73,17 @@ def test_linear_kernel_gives_the_linear_theory_eigenvalues(rng):
     k = kt.linear_kernel(np.concatenate([x1, x2]))  # (24, 24) of rank 5: singular, needs the ridge
     g_lin, _ = linear.eigh_desc(linear.cross_correlation(x1, x2))
     g_ker = kt.contrastive_eigenvalues(k)
-    np.testing.assert_allclose(g_ker[:5], g_lin, rtol=1e-8)
-    # The null space of K: round-off in K Z K over the ridge; at the default ridge far below the learned modes.
-    np.testing.assert_allclose(g_ker[5:], 0.0, atol=1e-6 * g_lin[0])
+    # The ridge r = ridge * tr(K) / 2n on the right-hand K lowers each gamma_j by at most r a_j^T a_j <= r / s_5
+    # relative (a_j^T K a_j = 1, s_5 the smallest non-zero eigenvalue of K): 1.7e-9 here, measured 1.6e-9 (a
+    # bias, the same on every BLAS). Round-off adds ~eps s_1 / s_5 ~ 5e-15. A float32 path would be off by ~1e-6.
+    s = np.linalg.eigvalsh(k)[::-1]
+    r = kt.DEFAULT_RIDGE * np.trace(k) / k.shape[0]
+    np.testing.assert_allclose(g_ker[:5], g_lin, rtol=r / s[4] + 100 * EPS * s[0] / s[4])
+    # The null space of K: round-off in K Z K / 2n (|E| <= eps ||K||^2 to first order) over the ridge r, so
+    # |gamma| <= eps ||K||^2 / r = 2.4e-4 here, i.e. 7e-5 gamma_1, still 400x below the smallest learned mode
+    # (gamma_5 = 0.027 gamma_1). Measured 3e-6 .. 3.7e-6 across OpenBLAS kernels (1e-6 gamma_1 was exceeded on one).
+    np.testing.assert_allclose(g_ker[5:], 0.0, rtol=0, atol=EPS * s[0] ** 2 / r)
+    assert EPS * s[0] ** 2 / r < 0.01 * g_lin[4]  # the bound stays far below the learned modes
 
 
 def test_generalised_form_matches_symmetric_square_root_form(rng):
@@ -68,12 +95,22 @@ def test_generalised_form_matches_symmetric_square_root_form(rng):
     g_ref, q = np.linalg.eigh(sym)
     g_ref, q = g_ref[::-1], q[:, ::-1]
     g, a = kt.contrastive_eigh(k, ridge=0.0)
-    np.testing.assert_allclose(g, g_ref, atol=1e-10 * g_ref[0])
-    np.testing.assert_allclose(a.T @ k @ a, np.eye(two_n), atol=1e-7)  # a_j^T K a_j = 1, orthogonal in K
+    # Both forms solve against K (cond(K) = 1.6e5 for this RBF kernel, computed here so the bound follows the
+    # data). scipy's eigh(A, B) works with L^-1 A L^-T, B = L L^T: first-order eigenvalue error
+    # eps ||A|| ||B^-1|| <= eps cond(K) ||K|| (||A|| = ||K Z K|| / 2n <= ||K||^2) = 3.4e-10; measured 6e-13.
+    cond = s[-1] / s[0]
+    np.testing.assert_allclose(g, g_ref, rtol=0, atol=EPS * cond * s[-1])
+    # a_j^T K a_j = 1, orthogonal in K: a = L^-T q loses eps cond(K) per entry, summed over 2n: 6.9e-10 (measured
+    # 2e-12; float32 would give ~1e-2).
+    np.testing.assert_allclose(a.T @ k @ a, np.eye(two_n), rtol=0, atol=two_n * EPS * cond)
     d = 3
     f_ref = kt_rows @ np.linalg.solve(root, q[:, :d]) / np.sqrt(g_ref[:d])  # U Lambda^-1/2 Q^T K^-1/2 k(x)
     f = kt.predict_embeddings(k, kt_rows, d, ridge=0.0)
-    assert gram_relative_error(f, f_ref) < 1e-8
+    # Eigenvectors move by eps cond(K) gamma_1 / gap, gap = min_{j <= d} (gamma_j - gamma_{j+1}) (the whitening
+    # separates each of the top d): 5.8e-10 here; measured 1.5e-14 on every OpenBLAS kernel. (The d x d form of
+    # gram_relative_error reads 2.7e-8 or 0.0 on the same data depending on the BLAS: its cancellation floor.)
+    gap = np.min(g_ref[:d] - g_ref[1 : d + 1])
+    assert gram_error(f, f_ref) < EPS * cond * g_ref[0] / gap
 
 
 def test_predicted_training_embeddings_are_whitened(rng):
@@ -81,7 +118,12 @@ def test_predicted_training_embeddings_are_whitened(rng):
     n = k.shape[0] // 2
     f = kt.predict_embeddings(k, k, 4)
     c = (f[:n].T @ f[n:] + f[n:].T @ f[:n]) / (2 * n)
-    np.testing.assert_allclose(c, np.eye(4), atol=1e-8)
+    # C = G^-1/2 A^T (K Z K / 2n) A G^-1/2 = I exactly (the ridge cancels), so only round-off: the eigenvectors
+    # carry eps cond(K) relative error, amplified by ||K|| / gamma_4 in A^T (K Z K) A: 2.5e-9 bound here,
+    # measured 4e-15 (float32 would give ~1e-2).
+    s = np.linalg.eigvalsh(k)
+    gammas = kt.contrastive_eigenvalues(k)
+    np.testing.assert_allclose(c, np.eye(4), rtol=0, atol=EPS * (s[-1] / s[0]) * s[-1] / gammas[3])
 
 
 def test_linear_kernel_predicts_the_linear_final_embedding(rng):
@@ -90,7 +132,11 @@ def test_linear_kernel_predicts_the_linear_final_embedding(rng):
     x = np.concatenate([x1, x2])
     f_kernel = kt.predict_embeddings(kt.linear_kernel(x), kt.linear_kernel(xt, x), 3)
     f_linear = linear.final_embedding(linear.cross_correlation(x1, x2), 3, xt)
-    assert gram_relative_error(f_kernel, f_linear) < 1e-7
+    # K = X X^T has rank 5: the default ridge r biases a_j by at most r / s_5 relative (s_5 the smallest non-zero
+    # eigenvalue of K), twice that in a Gram matrix: 3.3e-9 here; measured 6.5e-11 (proportional to the ridge).
+    s = np.linalg.eigvalsh(kt.linear_kernel(x))[::-1]
+    r = kt.DEFAULT_RIDGE * np.trace(kt.linear_kernel(x)) / x.shape[0]
+    assert gram_error(f_kernel, f_linear) < 2 * r / s[4] + 100 * EPS * s[0] / s[4]
 
 
 def test_contrastive_kernel_is_phi_gamma_phi(rng):
@@ -98,7 +144,11 @@ def test_contrastive_kernel_is_phi_gamma_phi(rng):
     x = np.concatenate([x1, x2])
     a, b = rng.normal(size=(3, 5)), rng.normal(size=(4, 5))
     got = kt.contrastive_kernel(kt.linear_kernel(a, x), kt.linear_kernel(b, x))
-    np.testing.assert_allclose(got, a @ linear.cross_correlation(x1, x2) @ b.T, rtol=1e-12)
+    # Two orders of the same triple product a X^T Z X b^T / 2n: each entry within (2n + 2m) eps of
+    # |a| |X|^T |X| |b|^T / 2n (no cancellation assumed, so an absolute bound).
+    scale = np.abs(a) @ np.abs(x).T @ np.abs(x) @ np.abs(b).T / x.shape[0]
+    np.testing.assert_allclose(got, a @ linear.cross_correlation(x1, x2) @ b.T, rtol=0,
+                               atol=2 * (x.shape[0] + 2 * x.shape[1]) * EPS * scale.max())
 
 
 def test_step_times_and_amplitudes_match_the_linear_theory(rng):
@@ -125,9 +175,14 @@ def test_kernel_gd_equals_gd_on_explicit_features(rng):
     lr = 0.3 * linear.stability_limit(linear.eigh_desc(gamma)[0][0])
     ker = train_kernel_bt(kt.linear_kernel(x), b0, lr, 300, chunk=128)
     lin = train_linear_bt(gamma, b0 @ x, lr, 300, basis="pixel")
-    np.testing.assert_allclose(ker.eigenvalues, lin.eigenvalues, atol=1e-12)
-    np.testing.assert_allclose(ker.loss, lin.loss, rtol=1e-10, atol=1e-14)
-    np.testing.assert_allclose(ker.b_final @ x, lin.w_final, atol=1e-12)
+    # The same GD in two parametrisations: each step adds O(2n eps) relative round-off, and relative errors are
+    # not amplified (near the origin the map is linear, so a perturbation grows with the state; near the learned
+    # fixed point it contracts): 300 steps stay within ~300 x 2n x eps = 1.6e-12 (measured 1.3e-15). The loss, a
+    # sum of (1 - lambda)^2 terms, is compared relatively with the same allowance.
+    bound = 300 * x.shape[0] * EPS
+    np.testing.assert_allclose(ker.eigenvalues, lin.eigenvalues, rtol=0, atol=bound)
+    np.testing.assert_allclose(ker.loss, lin.loss, rtol=bound, atol=1e-14)
+    np.testing.assert_allclose(ker.b_final @ x, lin.w_final, rtol=0, atol=bound)
     assert ker.step.shape == (301,) and ker.lr == lr
 
 
@@ -138,7 +193,7 @@ def test_kernel_gd_reaches_the_predicted_embedding(rng):
     lr = 0.5 * linear.stability_limit(g[0])
     pred = kt.predict(k, (b0 @ k).T, lr)
     run = train_kernel_bt(k, b0, lr, int(pred.step_times[-1] * 1.5) + 50)
-    assert run.loss[-1] < 1e-10
+    assert run.loss[-1] < 1e-10  # not round-off: both modes learned (loss d - k on a plateau); measured 1e-32
     assert gram_relative_error(kt_rows @ run.b_final.T, kt.predict_embeddings(k, kt_rows, 2)) < 1e-2
 
 
