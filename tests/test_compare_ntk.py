@@ -8,6 +8,8 @@ from stepwise import compare
 from stepwise.compare import ntk as cn
 from stepwise.theory import kernel as theory
 
+EPS = np.finfo(np.float64).eps  # tolerances below are round-off bounds in units of eps, derived per check
+
 
 def _pairs_kernel(rng, n=40, m=12, n_eval=30, noise=0.1):
     """A linear kernel over 2n augmented points (pairs = shared signal + noise) then n_eval held-out points."""
@@ -23,13 +25,18 @@ def _pairs_kernel(rng, n=40, m=12, n_eval=30, noise=0.1):
 def test_subspace_similarity_reference_and_invariances(rng):
     a, b = rng.standard_normal((30, 3)), rng.standard_normal((30, 3))
     angles = scipy.linalg.subspace_angles(a, b)
-    assert compare.subspace_similarity(a, b) == pytest.approx(np.mean(np.cos(angles) ** 2), rel=1e-12)
+    # Both sides orthonormalise (n = 30 rows) and square cosines: absolute error <= 2 n eps (cond(a) + cond(b)),
+    # ~1e-13 here; the value is 0.12 (measured relative error 6e-16 .. 3e-15). An O(1) bound on a wrong value.
+    err = 2 * a.shape[0] * EPS * (np.linalg.cond(a) + np.linalg.cond(b))
+    value = compare.subspace_similarity(a, b)
+    assert value == pytest.approx(np.mean(np.cos(angles) ** 2), abs=err)
     rot = np.linalg.qr(rng.standard_normal((3, 3)))[0]
-    assert compare.subspace_similarity(a @ rot * 5.0, b) == pytest.approx(compare.subspace_similarity(a, b), rel=1e-12)
-    assert compare.subspace_similarity(a, a @ rot) == pytest.approx(1.0, abs=1e-12)
+    assert compare.subspace_similarity(a @ rot * 5.0, b) == pytest.approx(value, abs=2 * err)
+    assert compare.subspace_similarity(a, a @ rot) == pytest.approx(1.0, abs=err)
     q = np.linalg.qr(rng.standard_normal((30, 6)))[0]
-    assert compare.subspace_similarity(q[:, :3], q[:, 3:]) == pytest.approx(0.0, abs=1e-12)
-    assert compare.subspace_similarity(q[:, :2], q) == pytest.approx(1.0, abs=1e-12)  # contained span: 1
+    # Orthonormal q: cosines of orthogonal columns are n eps, squared they vanish; spans inside spans give 1 +- n eps.
+    assert compare.subspace_similarity(q[:, :3], q[:, 3:]) == pytest.approx(0.0, abs=30 * EPS)
+    assert compare.subspace_similarity(q[:, :2], q) == pytest.approx(1.0, abs=4 * 30 * EPS)  # contained span: 1
 
 
 def test_random_subspace_similarity_matches_monte_carlo(rng):
@@ -46,8 +53,12 @@ def test_center_kernel_equals_centred_features(rng):
     two_n = 80
     mu = feats[:two_n].mean(axis=0)
     kc, ktc = theory.center_kernel(k_all[:two_n, :two_n], k_all[two_n:, :two_n])
-    np.testing.assert_allclose(kc, (feats[:two_n] - mu) @ (feats[:two_n] - mu).T, atol=1e-10)
-    np.testing.assert_allclose(ktc, (feats[two_n:] - mu) @ (feats[:two_n] - mu).T, atol=1e-10)
+    # Centring subtracts row, column and grand means of entries up to max|K|: absolute round-off
+    # <= 4 (2n + m) eps max|K| (the feature-side reference adds m eps |f - mu|^2 <= the same); 4e-12 here,
+    # measured 1.4e-14. The centred entries cancel (relative error is meaningless near 0): an absolute bound.
+    atol = 4 * (two_n + feats.shape[1]) * EPS * np.abs(k_all).max()
+    np.testing.assert_allclose(kc, (feats[:two_n] - mu) @ (feats[:two_n] - mu).T, rtol=0, atol=atol)
+    np.testing.assert_allclose(ktc, (feats[two_n:] - mu) @ (feats[:two_n] - mu).T, rtol=0, atol=atol)
     with pytest.raises(ValueError, match="n_test, 2n = 80"):
         theory.center_kernel(k_all[:two_n, :two_n], k_all[two_n:, :10])
 
@@ -57,6 +68,8 @@ def test_kernel_ridge_float32_floor(rng):
     k = k_all[:80, :80]
     top = np.linalg.eigvalsh(k)[-1]
     assert cn.kernel_ridge(k, np.float64) == pytest.approx(max(theory.DEFAULT_RIDGE, 10 * 2.22e-16 * top / np.mean(np.diag(k))), rel=1e-3)
+    # The top eigenvalue of the (80, 80) K from two eigensolvers agrees to ~80 eps relative (2e-14); rel 1e-9 is
+    # that with margin, and the float32 floor differs from the float64 one by 5e8.
     assert cn.kernel_ridge(k, np.float32) == pytest.approx(10 * np.finfo(np.float32).eps * top / np.mean(np.diag(k)), rel=1e-9)
 
 
@@ -67,7 +80,10 @@ def test_kernel_agreement_passes_on_prediction_fails_on_noise(rng):
     truth = theory.predict_embeddings(kt, ket, k)
     mixed = np.concatenate([truth @ np.linalg.qr(rng.standard_normal((k, k)))[0], rng.standard_normal((30, 2)) * 1e-6], 1)
     good = cn.kernel_agreement(k_all, two_n, mixed, k, dtype=np.float64)
-    assert good.similarity == pytest.approx(1.0, abs=1e-9)
+    # The two 1e-6 noise columns tilt the span by <= (1e-6 sqrt(30 x 2) / s_k(truth))^2 (s_k its k-th singular
+    # value), on top of round-off in the same eigensolve (n eps): ~1e-13 here; measured 1e-16.
+    tilt = (1e-6 * np.sqrt(30 * 2) / np.linalg.svd(truth, compute_uv=False)[-1]) ** 2
+    assert good.similarity == pytest.approx(1.0, abs=tilt + 1000 * two_n * EPS)
     assert good.baseline_random == pytest.approx(k / 30)
     assert cn.final_embedding_check(good, "final", kernel="test").passed
     bad = cn.kernel_agreement(k_all, two_n, rng.standard_normal((30, 5)), k, dtype=np.float64)
@@ -98,7 +114,8 @@ def test_step_order_recovers_the_constructed_order(rng, order, tau):
     onsets = np.array([10.0, 30.0, 50.0, 70.0])
     snaps = _stepwise_snapshots(q, order, t, onsets, 8, rng)
     dirs = cn.learned_directions(t, snaps, onsets)
-    np.testing.assert_allclose(dirs.T @ dirs, np.eye(4), atol=1e-10)
+    # Orthonormalised (30 x 4): ||Q^T Q - I|| <= ~n d eps for Householder QR; 10 x that = 2.7e-13 (measured 6e-16).
+    np.testing.assert_allclose(dirs.T @ dirs, np.eye(4), rtol=0, atol=10 * 30 * 4 * EPS)
     res = cn.step_order(dirs, k_all, two_n, onsets, dtype=np.float64)
     np.testing.assert_array_equal(res.assigned, order)
     assert res.kendall_tau == pytest.approx(tau)
@@ -114,6 +131,8 @@ def test_cross_similarity_symmetric_unit_diagonal(rng):
     z["c"] = z["a"] @ np.linalg.qr(rng.standard_normal((4, 4)))[0]
     names, m = cn.cross_similarity(z, 3)
     assert names == ["a", "b", "c"]
+    # Symmetric by construction (measured exactly); self-similarity and a rotated copy are 1 up to ~2 n eps cond
+    # (n = 30): < 1e-13, far inside the default rtol 1e-7 and the 1e-10 below.
     np.testing.assert_allclose(m, m.T)
     np.testing.assert_allclose(np.diag(m), 1.0)
     assert m[0, 2] == pytest.approx(1.0, abs=1e-10)
@@ -124,12 +143,14 @@ def test_cross_similarity_own_dimensions_and_random_function_baseline(rng):
     a = rng.standard_normal((30, 4)) * np.array([4.0, 3.0, 2.0, 1.0])
     z = {"a": a, "part": a[:, :2] + 1e-9 * rng.standard_normal((30, 2))}
     _, m = cn.cross_similarity(z, {"a": 4, "part": 2})
-    assert m[0, 1] == pytest.approx(1.0, abs=1e-9)  # a 2-d span inside a 4-d one: contained
+    # A 2-d span inside a 4-d one: contained. The 1e-9 perturbation tilts it by (1e-9 sqrt(60) / s_min)^2 ~ 1e-17,
+    # round-off adds ~n eps; 1e-9 leaves room for both and still rejects any genuinely different span.
+    assert m[0, 1] == pytest.approx(1.0, abs=1e-9)
     k_all, feats = _pairs_kernel(rng)
     rows = cn.kernel_rows(k_all, 80)
     _, ktc = theory.center_kernel(k_all[:80, :80], k_all[80:, :80])
-    np.testing.assert_allclose(rows, ktc)
+    np.testing.assert_allclose(rows, ktc)  # the same centring (measured identical); default rtol 1e-7
     same = cn.random_function_similarity(rows, 3, rows, 3, n_draws=50, seed=1)
-    assert same.shape == (50,) and np.all((same >= 0) & (same <= 1 + 1e-12))
+    assert same.shape == (50,) and np.all((same >= 0) & (same <= 1 + 1e-12))  # <= 1 up to n eps = 7e-15
     # Random functions of a kernel concentrate on its dominant eigenspaces: far more similar than random subspaces.
     assert same.mean() > 3 * compare.random_subspace_similarity(30, 3)
