@@ -49,7 +49,7 @@ def _traced(jax, args: tuple, kwargs: dict) -> bool:
 
 def _host_outputs(jax, out: Any) -> Any:
     def to_host(leaf):
-        if isinstance(leaf, jax.Array) and np.dtype(leaf.dtype) in _X64_ONLY:
+        if isinstance(leaf, jax.Array) and leaf.dtype in _X64_ONLY:  # (a PRNG key's extended dtype is not)
             return np.asarray(leaf)
         return leaf
 

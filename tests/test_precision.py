@@ -29,6 +29,7 @@ from stepwise._compat import enable_x64
 from stepwise._precision import is_float64
 from stepwise.compare import checks as ck
 from stepwise.compare import esser2023 as es
+from stepwise.compare import exact as ex
 from stepwise.compare import ntk as cn
 from stepwise.compare import steps as st
 from stepwise.compare import tian2020 as t20
@@ -194,6 +195,11 @@ def _data() -> types.SimpleNamespace:
     d.corr = np.stack([(q * s) @ q.T for s in scales])
     d.wp = d.corr + 0.3 * rng.normal(size=(4, 3, 3))
     d.alignment = t21.alignment_trajectory(d.corr, d.wp)
+    # instances of the public result classes, for their methods and properties
+    d.kpred = ke.predict(d.k, d.f0, d.klr)
+    args, kwargs = CASES["stepwise.compare.exact.compare_exact_steps"](d)
+    d.exact = ex.compare_exact_steps(*args, **kwargs)
+    d.check = ck.check("a", np.float64(1 / 3), 0.5, reason="r", predicted=d.g, measured={"x": d.amps})
     return d
 
 
@@ -360,6 +366,27 @@ CASES = {
     "stepwise.compare.tian2021.spectrum_split": lambda d: ((d.alignment.s,), {}),
 }
 
+# Public methods and properties of the public classes (results and hyperparameters): (instance, args) builders.
+METHOD_CASES = {
+    "stepwise.theory.kernel.KernelPrediction.d": lambda d: (d.kpred, None),
+    "stepwise.theory.kernel.KernelPrediction.eigenvalue_curves": lambda d: (d.kpred, (30,)),
+    "stepwise.theory.kernel.KernelPrediction.separation": lambda d: (d.kpred, ()),
+    "stepwise.theory.linear.LinearPrediction.d": lambda d: (d.pred, None),
+    "stepwise.theory.linear.LinearPrediction.eigenvalue_curves": lambda d: (d.pred, (30,)),
+    "stepwise.theory.linear.LinearPrediction.loss_curve": lambda d: (d.pred, (30,)),
+    "stepwise.theory.linear.LinearPrediction.separation": lambda d: (d.pred, ()),
+    "stepwise.theory.noncontrastive.Hyper.eta_pred": lambda d: (d.hyper, None),
+    "stepwise.compare.checks.Check.explain": lambda d: (d.check, ()),
+    "stepwise.compare.checks.Check.to_dict": lambda d: (d.check, ()),
+    "stepwise.compare.exact.ExactComparison.arrays": lambda d: (d.exact, ()),
+    "stepwise.compare.ntk.KernelAgreement.baseline_kernel_mean": lambda d: (d.agreement, None),
+    "stepwise.compare.ntk.KernelAgreement.baseline_threshold": lambda d: (d.agreement, None),
+    "stepwise.compare.ntk.KernelAgreement.summary": lambda d: (d.agreement, ()),
+    "stepwise.compare.ntk.StepOrder.summary": lambda d: (d.order, ()),
+    "stepwise.compare.steps.StepDetection.n_plateaus": lambda d: (d.detection, None),
+    "stepwise.compare.steps.StepDetection.n_steps": lambda d: (d.detection, None),
+}
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Walking and comparing results (arrays, scalars, tuples/lists/dicts, dataclasses such as Check and the predictions).
@@ -416,15 +443,18 @@ def _assert_float64(out, mode):
     for path, leaf in _floating_leaves(out):
         dtype = np.dtype(type(leaf)) if isinstance(leaf, float) else np.dtype(leaf.dtype)
         assert dtype == np.float64, f"{mode}: {path} is {dtype}, not float64"
+        if not jax.config.jax_enable_x64:  # a float64 jax.Array warns ("truncated to float32") on every use
+            assert not isinstance(leaf, jax.Array), f"{mode}: {path} is a float64 jax.Array, not NumPy"
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Tests.
 
 
-def _public_functions():
-    """Every function in the ``__all__`` (or public names) of every module of stepwise.theory / stepwise.compare."""
-    found = {}
+def _public_objects():
+    """Every function, and every public method or property of every class, in the ``__all__`` (or the public names)
+    of every module of stepwise.theory and stepwise.compare: ({name: function}, {name: method or property})."""
+    functions, methods = {}, {}
     for package in (stepwise.theory, stepwise.compare):
         modules = [package] + [importlib.import_module(f"{package.__name__}.{info.name}")
                                for info in pkgutil.iter_modules(package.__path__)]
@@ -432,9 +462,15 @@ def _public_functions():
             names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
             for name in names:
                 obj = getattr(module, name)
-                if inspect.isfunction(obj) and (obj.__module__ or "").startswith("stepwise"):
-                    found[f"{obj.__module__}.{obj.__name__}"] = obj
-    return found
+                if not (getattr(obj, "__module__", None) or "").startswith("stepwise"):
+                    continue
+                if inspect.isfunction(obj):
+                    functions[f"{obj.__module__}.{obj.__name__}"] = obj
+                elif inspect.isclass(obj):
+                    for attr, member in vars(obj).items():
+                        if not attr.startswith("_") and (inspect.isfunction(member) or isinstance(member, property)):
+                            methods[f"{obj.__module__}.{obj.__qualname__}.{attr}"] = member
+    return functions, methods
 
 
 def _resolve(name):
@@ -443,12 +479,14 @@ def _resolve(name):
 
 
 def test_every_public_function_is_wrapped_and_tabled():
-    public = _public_functions()
-    assert len(public) >= 132  # the count at the time of writing; new functions add to it
-    missing = sorted(set(public) - set(CASES))
-    assert not missing, f"public functions without a precision case in CASES: {missing}"
-    stale = sorted(set(CASES) - set(public))
-    assert not stale, f"CASES names that are not public functions (renamed or removed?): {stale}"
+    public, methods = _public_objects()
+    assert len(public) >= 132 and len(methods) >= 17  # the counts at the time of writing; new ones add to them
+    for table, found, what in ((CASES, public, "functions"), (METHOD_CASES, methods, "methods/properties")):
+        missing = sorted(set(found) - set(table))
+        assert not missing, f"public {what} without a precision case: {missing}"
+        stale = sorted(set(table) - set(found))
+        assert not stale, f"precision cases that are not public {what} (renamed or removed?): {stale}"
+    # Module functions carry the wrapper; the methods compute in NumPy on their float64 fields (tested below).
     unwrapped = sorted(name for name, fn in public.items() if not is_float64(fn))
     assert not unwrapped, f"public functions not wrapped in stepwise._precision.float64: {unwrapped}"
 
@@ -462,9 +500,25 @@ def test_float64_without_x64_equals_x64(name):
     raw = fn.__wrapped__(*args, **kwargs)
     with x64_off():  # the process default, as a user's script without jax_enable_x64 runs
         out = fn(*args, **kwargs)
+        _assert_float64(out, "x64 off")
     _assert_float64(ref, "x64 on")
-    _assert_float64(out, "x64 off")
     _assert_same(ref, raw, "wrapper vs unwrapped, x64 on")  # the wrapper changes nothing when x64 is on
+    _assert_same(out, ref)
+
+
+@pytest.mark.parametrize("name", sorted(METHOD_CASES))
+def test_methods_float64_without_x64_equal_x64(name):
+    obj, args = METHOD_CASES[name](D())
+
+    def call():
+        value = getattr(obj, name.rsplit(".", 1)[1])
+        return value if args is None else value(*args)  # args None: a property
+
+    ref = call()
+    with x64_off():
+        out = call()
+        _assert_float64(out, "x64 off")
+    _assert_float64(ref, "x64 on")
     _assert_same(out, ref)
 
 
