@@ -20,7 +20,7 @@ def test_gpu_check_dry_run_runs_every_step_and_writes_at_most_8_flat_files(tmp_p
     assert proc.returncode == 0, log[-3000:]
     summary = json.loads((out / "gpu_check.json").read_text())
     assert summary["ran"] and summary["dry_run"]
-    assert set(summary["steps"]) == {"tests", "train", "ntk_default", "ntk_highest", "deep_barlow_twins"}
+    assert set(summary["steps"]) == {"tests", "train", "ntk_default", "ntk_highest", "deep", "deep_barlow_twins"}
     assert summary["tests"]["passed"] >= 1 and summary["tests"]["failed"] == 0
     assert summary["deep_runs"]["barlow_twins"]["checks"]  # a real results.json, with its checks
     assert summary["headline"]["train_step"]["float32"]["jax_step_ms"] > 0
