@@ -28,7 +28,6 @@ import stepwise.theory
 from stepwise._compat import enable_x64
 from stepwise._precision import is_float64
 from stepwise.compare import checks as ck
-from stepwise.compare import esser2023 as es
 from stepwise.compare import exact as ex
 from stepwise.compare import ntk as cn
 from stepwise.compare import steps as st
@@ -180,7 +179,8 @@ def _data() -> types.SimpleNamespace:
     # tian2020: an SB-HLTM record of depth 2, binary tree, N = 200 (integer latents)
     n = 200
     d.edge_polarities = [np.array([0.9, 0.8]), np.array([0.9, 0.7, 0.8, 0.6])]
-    d.path_polarities = [np.array([1.0]), d.edge_polarities[0], np.repeat(d.edge_polarities[0], 2) * d.edge_polarities[1]]
+    d.path_polarities = [np.array([1.0]), d.edge_polarities[0],
+                         np.repeat(d.edge_polarities[0], 2) * d.edge_polarities[1]]
     d.hltm_views = types.SimpleNamespace(**{
         name: tuple(rng.integers(0, 2, size=(n, 2**t)) for t in range(3))
         for name in ("latents", "latents_pos", "latents_neg")
@@ -297,7 +297,8 @@ CASES = {
     "stepwise.theory.noncontrastive.mode_invariant": lambda d: (
         (d.modes.p, d.modes.s, d.modes.tau), {"alpha_p": 2.0, "eta": 0.1}),
     "stepwise.theory.noncontrastive.parabola_limit": lambda d: ((0.3, 1.0, 0.5, 0.01), {}),
-    "stepwise.theory.noncontrastive.parabola_velocity": lambda d: ((d.modes.p,), {"tau": 1.0, "sigma2": 0.5, "eta": 0.01}),
+    "stepwise.theory.noncontrastive.parabola_velocity": lambda d: (
+        (d.modes.p,), {"tau": 1.0, "sigma2": 0.5, "eta": 0.01}),
     "stepwise.theory.noncontrastive.symmetric_flow": lambda d: ((d.wps, d.f, 0.9, d.hyper), {}),
     "stepwise.theory.noncontrastive.theorem2_operator": lambda d: (
         (d.y.wp, d.ncx, d.ncx_aug, nc.Hyper(method="fixed_tau", tau=0.8, stop_gradient=False)), {}),
