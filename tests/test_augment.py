@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from stepwise._compat import enable_x64
 from stepwise.data import (
     Augmentation,
     augment_batch,
@@ -116,7 +117,7 @@ def test_crop_jit_traced_offsets_and_vmap(image, images):
 
 
 def test_crop_int32_offsets_under_x64(image):
-    with jax.enable_x64(True):
+    with enable_x64(True):
         out = crop(image, (jnp.int32(2), jnp.int32(3)), (4, 5))
     np.testing.assert_array_equal(out, np.asarray(image)[2:6, 3:8])
 
@@ -274,12 +275,12 @@ def test_color_jitter_grayscale():
 
 @pytest.mark.parametrize("kwargs", [dict(brightness=0.2), dict(contrast=0.2), dict(saturation=0.2)])
 def test_color_jitter_keeps_float32_under_x64(image, kwargs):
-    with jax.enable_x64(True):
+    with enable_x64(True):
         assert color_jitter(jax.random.key(0), image, **kwargs).dtype == jnp.float32
 
 
 def test_color_jitter_hue_keeps_float32_under_x64(image):
-    with jax.enable_x64(True):
+    with enable_x64(True):
         assert color_jitter(jax.random.key(0), image, hue=0.1).dtype == jnp.float32
 
 

@@ -116,14 +116,14 @@ def test_training_is_deterministic_on_the_device():
 
 @pytest.mark.parametrize("backend", ["jax", "neural_tangents"])
 def test_ntk_backends_on_the_device_match_the_cpu_jax_backend(backend, resnet):
-    from stepwise._compat import nt_unavailable_reason
+    from stepwise._compat import enable_x64, nt_unavailable_reason
 
     if backend == "neural_tangents" and nt_unavailable_reason() is not None:
         pytest.skip(nt_unavailable_reason())
     pure, x = resnet
     # One named implementation: "auto" would compile both of neural-tangents' to compare their costs.
     impl = "jacobian_contraction" if backend == "neural_tangents" else "auto"
-    with jax.default_matmul_precision("highest"), jax.enable_x64(False):
+    with jax.default_matmul_precision("highest"), enable_x64(False):
         with jax.default_device(CPU):
             ref = np.asarray(ntk.empirical_ntk(pure.apply, jax.device_put(pure.params, CPU), jax.device_put(x, CPU),
                                                backend="jax"))

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stepwise._compat import enable_x64
 from experiments.grassmann.config import GrassmannConfig
 from stepwise import io
 from stepwise.compare import esser2023 as checks_lib
@@ -308,7 +309,7 @@ def run(cfg: GrassmannConfig, out_dir: str | Path, *, progress: bool = False) ->
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    with jax.enable_x64(True):
+    with enable_x64(True):
         data = make_data(cfg, max(cfg.n_pairs, cfg.width_pairs))  # input errors are raised here
         c = ssl_c(cfg, {k: v[: cfg.n_pairs] for k, v in data.items()})
         m = c.shape[0]

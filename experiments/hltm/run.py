@@ -23,6 +23,7 @@ import numpy as np
 
 from experiments.hltm.config import HLTMConfig
 from stepwise import io
+from stepwise._compat import enable_x64
 from stepwise.compare import tian2020 as checks_tian
 from stepwise.data import hltm as hltm_data
 from stepwise.models.tree import init_tree_net, tree_net
@@ -109,7 +110,7 @@ def _train(cfg: HLTMConfig, hid: int, runs, main_start: int | None):
 
 def _covariance(cfg: HLTMConfig, tree: hltm_data.HLTM, key: jax.Array):
     """Covariance-operator checks (float64) on an exact finite population of HLTM samples: Z = 2 root values."""
-    with jax.enable_x64(True):
+    with enable_x64(True):
         k_views, k_net = jax.random.split(key)
         views = jnp.stack([
             hltm_data.sample_latents(tree, jnp.full((cfg.cov_views,), c, jnp.int32),

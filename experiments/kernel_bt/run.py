@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stepwise._compat import enable_x64
 from experiments.kernel_bt.config import KernelBTConfig
 from experiments.linear_bt.run import fixed_pair_images, fixed_pair_views
 from stepwise import compare, io
@@ -50,7 +51,7 @@ def kernel_matrices(cfg: KernelBTConfig, x: np.ndarray, xt: np.ndarray, key: jax
     m = x.shape[1]
     model = pure_model(build_model("mlp", (1, 1, m), hidden=(cfg.ntk_width,), embed_dim=cfg.d or cfg.d_max,
                                    seed=int(jax.random.randint(key, (), 0, 2**31 - 1))))
-    with jax.enable_x64(True):
+    with enable_x64(True):
         params = jax.tree.map(lambda p: np.asarray(p, np.float64), model.params)
         xs, xts = x.reshape(-1, 1, 1, m), xt.reshape(-1, 1, 1, m)
         k = np.asarray(empirical_ntk(model.apply, params, xs, backend="jax"), dtype=np.float64)

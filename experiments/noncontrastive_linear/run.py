@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stepwise._compat import enable_x64
 from experiments.noncontrastive_linear.config import FIXED_POINT_TABLE, NoncontrastiveLinearConfig
 from stepwise import compare, io
 from stepwise.theory import noncontrastive as nc
@@ -569,7 +570,7 @@ def run(cfg: NoncontrastiveLinearConfig, out_dir: str | Path, *, progress: bool 
     checks: list[compare.Check] = []
     parts = (_a1_invariant, _a2_decay, _a3_alignment, _a4_modes, _a5_fixed_points, _a6_no_decay, _a7_matrix,
              _a8_ema, _a9_asymmetry)
-    with jax.enable_x64(True):
+    with enable_x64(True):
         for i, part in enumerate(parts, start=1):
             if progress:
                 print(f"[{EXPERIMENT}] {part.__name__.lstrip('_')} ({i}/{len(parts)}, "

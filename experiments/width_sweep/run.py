@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stepwise._compat import enable_x64
 from experiments.linear_bt.run import fixed_pair_images, fixed_pair_views
 from experiments.width_sweep.config import WidthSweepConfig
 from stepwise import compare, io
@@ -168,7 +169,7 @@ def run(cfg: WidthSweepConfig, out_dir: str | Path, *, progress: bool = False) -
     k_data, k_nets, k_limit = jax.random.split(key, 3)
     x1, x2, xt = fixed_pair_views(cfg, images, k_data)
     m = x1.shape[1]
-    with jax.enable_x64(True):
+    with enable_x64(True):
         xs = jnp.asarray(np.concatenate([x1, x2]).reshape(-1, 1, 1, m))  # (2n, ...) ordered (x_1..x_n, x'_1..x'_n)
         xts = jnp.asarray(xt.reshape(-1, 1, 1, m))
         d, ratios = choose_d(cfg, m, xs)

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stepwise._compat import enable_x64
 from stepwise.training.linear import run_in_chunks
 
 __all__ = ["KernelRun", "train_kernel_bt"]
@@ -97,7 +98,7 @@ def train_kernel_bt(
         raise ValueError(f"b0 must be (d, 2n = {k.shape[0]}); got shape {b0.shape}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0; got {steps}")
-    with jax.enable_x64(True):
+    with enable_x64(True):
         k_j = jnp.asarray(k, dtype=jnp.float64)
         b, eigs, loss = run_in_chunks(
             lambda b, lr_j, n_valid, length: _chunk(b, k_j, lr_j, n_valid, length=length),

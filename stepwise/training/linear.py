@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stepwise._compat import enable_x64
 from stepwise.errors import DivergenceError
 
 __all__ = ["LinearRun", "train_linear_bt"]
@@ -86,7 +87,7 @@ def run_in_chunks(chunk_fn, record_fn, state, lr: float, steps: int, *, chunk: i
 
     One compilation (every call has the same ``length``; only the first ``n_valid`` updates apply); the host checks
     each chunk for divergence and appends the record ``record_fn(state) -> (eigs, loss)`` after the last update.
-    Call inside ``jax.enable_x64(True)``. Returns ``(state, eigenvalues (steps + 1, d), loss (steps + 1,))``.
+    Call inside ``stepwise._compat.enable_x64(True)``. Returns ``(state, eigenvalues (steps + 1, d), loss (steps + 1,))``.
 
     Raises:
       DivergenceError: the loss became NaN/inf; says at which step and what to try.
@@ -162,7 +163,7 @@ def train_linear_bt(
     else:
         raise ValueError(f"basis must be 'eigen' or 'pixel'; got {basis!r}")
     diagonal = basis == "eigen"
-    with jax.enable_x64(True):
+    with enable_x64(True):
         op_j = jnp.asarray(op, dtype=jnp.float64)
         w, eigs, loss = run_in_chunks(
             lambda w, lr_j, n_valid, length: _chunk(w, op_j, lr_j, n_valid, length=length, diagonal=diagonal),
