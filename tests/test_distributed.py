@@ -199,3 +199,84 @@ def test_single_process_helpers_are_the_plain_jax_calls(tmp_path):
     assert distributed.broadcast_file(tmp_path / "missing") is None
     (tmp_path / "f").write_bytes(b"\x00\x01abc")
     assert distributed.broadcast_file(tmp_path / "f") == b"\x00\x01abc"
+
+
+NTK_WORKER = textwrap.dedent(
+    """
+    import sys
+
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", 4)
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    jax.config.update("jax_numpy_dtype_promotion", "strict")
+    import numpy as np
+
+    sys.path.insert(0, {tests!r})
+    from test_ntk import inputs, make, rel
+
+    from stepwise import ntk
+
+    assert len(jax.devices()) == 4
+    for kind in ("mlp", "cnn"):
+        pure, shape = make(kind)
+        x1, x2 = inputs(shape, 11), inputs(shape, 7, seed=3)
+        whole = ntk.plan_ntk(pure.apply, pure.params, x1, x2, backend="jax")
+        small = whole.held_bytes + 3 * whole.jacobian_bytes_per_example * 4  # blocks of 1-2 rows: 3 groups of 4
+        # Whole-kernel plan over 3 devices (row blocks capped at ceil(11 / 3) = 4, the last one padded), and small
+        # blocks over 4 devices (several groups, ragged edges, diagonal blocks inside a group).
+        for budget, devices in ((None, jax.devices()[:3]), (small, jax.devices())):
+            one = ntk.empirical_ntk(pure.apply, pure.params, x1, x2, backend="jax", memory_budget=budget)
+            many = ntk.empirical_ntk(pure.apply, pure.params, x1, x2, memory_budget=budget, devices=devices)
+            sym_one = ntk.empirical_ntk(pure.apply, pure.params, x1, backend="jax", memory_budget=budget)
+            sym = ntk.empirical_ntk(pure.apply, pure.params, x1, memory_budget=budget, devices=devices)
+            # The same per-device program on other row-block boundaries: float64 rounding (1e-13, as the
+            # blocked-vs-unblocked test of test_ntk.py); measured 0 to 1.4e-16.
+            assert rel(many, one) < 1e-13 and rel(sym, sym_one) < 1e-13, (kind, budget, len(devices))
+            np.testing.assert_array_equal(sym, sym.T)
+            assert many.shape == (11, 7) and many.dtype == np.float64
+    print("NTK OK", flush=True)
+    """
+)
+
+
+def test_ntk_row_blocks_over_four_devices_equal_one_device():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    code = NTK_WORKER.format(tests=os.path.dirname(__file__))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0 and "NTK OK" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_ntk_devices_errors():
+    from stepwise import ntk
+    from stepwise.models import MLP, pure_model
+    from flax import nnx
+
+    pure = pure_model(MLP((2, 2, 1), hidden=(4,), embed_dim=2, rngs=nnx.Rngs(0)))
+    x = np.ones((3, 2, 2, 1), np.float32)
+    with pytest.raises(ValueError, match="at least one device"):
+        ntk.empirical_ntk(pure.apply, pure.params, x, devices=[])
+    with pytest.raises(ValueError, match="use backend='jax'"):
+        ntk.empirical_ntk(pure.apply, pure.params, x, backend="neural_tangents", devices=jax.devices())
+    one = ntk.empirical_ntk(pure.apply, pure.params, x, backend="jax")
+    np.testing.assert_array_equal(ntk.empirical_ntk(pure.apply, pure.params, x, devices=jax.devices()[:1]), one)
+
+
+def test_launcher_gives_other_processes_a_throwaway_run_directory(monkeypatch):
+    from stepwise import cli, launch
+
+    seen = []
+    monkeypatch.setattr(cli, "main", lambda argv: seen.append(list(argv)) or 0)
+    monkeypatch.setattr(distributed, "initialize", lambda: False)
+    assert launch.main(["run", "linear_bt", "--out", "runs/x"]) == 0 and seen[-1] == ["run", "linear_bt", "--out",
+                                                                                       "runs/x"]
+    monkeypatch.setattr(distributed, "initialize", lambda: True)
+    monkeypatch.setattr(distributed, "is_main_process", lambda: False)
+    assert launch.main(["run", "linear_bt", "--out", "runs/x"]) == 0
+    assert seen[-1][:4] == ["run", "linear_bt", "--out", "runs/x"] and seen[-1][4] == "--out"
+    assert "stepwise-process" in seen[-1][5] and not os.path.exists(seen[-1][5])  # deleted at exit
+    with pytest.raises(ValueError, match="only `stepwise run` and `stepwise verify`"):
+        launch.main(["report"])

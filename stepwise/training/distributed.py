@@ -21,18 +21,17 @@ One process (no :func:`initialize`, or ``num_processes=1``) takes the single-pro
 Launch (one command per host, the same on each but for the process id)::
 
     JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 \\
-        python -m stepwise.training.distributed run stepwise_deep --loss barlow_twins
+        python -m stepwise.launch run stepwise_deep --loss barlow_twins
 
-:func:`main` initialises from those variables and runs the ``stepwise`` command line; processes other than 0 write
-their run directory (``--out``) into a temporary directory deleted at exit, so only process 0's results remain.
+:mod:`stepwise.launch` initialises from those variables and runs the ``stepwise`` command line; processes other
+than 0 write their run directory (``--out``) into a temporary directory deleted at exit, so only process 0's results
+remain.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["ENV_VARS", "broadcast_file", "fetch", "initialize", "is_main_process", "main", "put_global"]
+__all__ = ["ENV_VARS", "broadcast_file", "fetch", "initialize", "is_main_process", "put_global"]
 
 ENV_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 """What :func:`initialize` reads when an argument is not given (JAX itself reads the first one too)."""
@@ -190,23 +189,3 @@ def broadcast_file(path: str | os.PathLike) -> bytes | None:
         return None
     mine = np.frombuffer(raw, dtype=np.uint8) if raw is not None else np.zeros(n, dtype=np.uint8)
     return np.asarray(multihost_utils.broadcast_one_to_all(mine), dtype=np.uint8).tobytes()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m stepwise.training.distributed <stepwise command line>``: :func:`initialize` from
-    :data:`ENV_VARS`, then ``stepwise.cli.main``; processes other than 0 get ``--out`` in a temporary directory
-    (deleted at exit) for the commands that write a run directory (``run``, ``verify``)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    multi = initialize()
-    from stepwise.cli import main as cli_main
-
-    if not multi or is_main_process():
-        return cli_main(argv)
-    if not argv or argv[0] not in ("run", "verify"):
-        raise ValueError(f"only `run` and `verify` train across processes (got {argv[:1]})")
-    with tempfile.TemporaryDirectory(prefix=f"stepwise-process{jax.process_index()}-") as tmp:
-        return cli_main([*argv, "--out", str(Path(tmp) / "run")])  # argparse: the last --out wins
-
-
-if __name__ == "__main__":
-    sys.exit(main())
