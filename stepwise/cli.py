@@ -1,4 +1,13 @@
-"""Command line: ``stepwise run EXPERIMENT [--smoke] [--out DIR] [config flags]``, ``stepwise report``, ``stepwise list``.
+"""Command line: ``stepwise run EXPERIMENT [--smoke | --scale gpu] [--out DIR] [config flags]``, ``stepwise report``,
+``stepwise list``.
+
+``--scale cpu`` (the default) runs an experiment's CPU configuration; ``--scale gpu`` its accelerator configuration
+(``Config.gpu()``: stepwise_deep, ntk_after_training, directpred, noncontrastive_deep), which reads the embedded
+photographs' patches unless ``--data-dir`` names a local STL-10 or CIFAR-10 folder, and prints its compute plan (FLOPs
+per step from XLA's cost analysis, steps, estimated time on the detected device) before any compute; ``--plan-only``
+prints the plan and stops. Config flags apply on top, e.g. ``--steps 3``; for the experiments whose schedule sits in
+``setup`` (directpred, noncontrastive_deep) ``--steps`` and ``--batch-size`` mean ``--setup.steps`` and
+``--setup.batch-size``.
 
 ``stepwise bench train --out DIR``: the training-step benchmark, JAX vs PyTorch (:mod:`stepwise.bench`).
 ``stepwise bench ntk --out DIR``: empirical-NTK time and peak memory per backend and size (:mod:`stepwise.bench_ntk`).
@@ -49,6 +58,81 @@ def _experiments():
     }
 
 
+SCALES = ("cpu", "gpu")
+
+
+def _plans():
+    """Experiments with a GPU scale -> their plan function ``plan(cfg) -> stepwise.scale.ComputePlan``."""
+    from experiments.directpred.run import plan as plan_directpred
+    from experiments.noncontrastive_deep.run import plan as plan_noncontrastive_deep
+    from experiments.ntk_after_training.run import plan as plan_ntk_after_training
+    from experiments.stepwise_deep.run import plan as plan_deep
+
+    return {"stepwise_deep": plan_deep, "ntk_after_training": plan_ntk_after_training,
+            "directpred": plan_directpred, "noncontrastive_deep": plan_noncontrastive_deep}
+
+
+def _peek_any(argv: list[str], *flags: str) -> str | None:
+    """The value of the first of ``flags`` given (e.g. ``--data-dir`` / ``--data_dir`` / ``--setup.data-dir``)."""
+    for flag in flags:
+        value = _peek(argv, flag)
+        if value is not None:
+            return value
+    return None
+
+
+def _variants(*names: str) -> tuple[str, ...]:
+    """``--name``, ``--setup.name``, with hyphens and with underscores."""
+    out = []
+    for name in names:
+        for prefix in ("--", "--setup."):
+            out += [prefix + name.replace("_", "-"), prefix + name.replace("-", "_")]
+    return tuple(dict.fromkeys(out))
+
+
+def _setup_aliases(config_cls, argv: list[str]) -> list[str]:
+    """For configs that hold their schedule in ``setup``: ``--steps`` / ``--batch-size`` -> ``--setup.<name>``."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    if "setup" not in fields or "steps" in fields:
+        return argv
+    out = []
+    for arg in argv:
+        for short in ("--steps", "--batch-size", "--batch_size"):
+            if arg == short or arg.startswith(short + "="):
+                arg = "--setup." + arg[2:]
+        out.append(arg)
+    return out
+
+
+def _base_config(name: str, config_cls, *, scale: str, smoke: bool, argv: list[str]):
+    """The configuration the flags apply to: CPU default, smoke, or GPU scale (per-loss where the config has losses).
+
+    Raises:
+      ValueError: an unknown scale, ``--smoke`` with ``--scale gpu``, or ``--scale gpu`` for an experiment without one.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"unknown --scale {scale!r}; expected one of {', '.join(SCALES)}")
+    loss = _peek(argv, "--loss")
+    per_loss = hasattr(config_cls, "for_loss")
+    if scale == "gpu":
+        if smoke:
+            raise ValueError("--smoke and --scale gpu exclude each other (--smoke is the tiny CPU configuration); "
+                             "shrink a GPU-scale run with flags instead, e.g. --steps 3")
+        plans = _plans()
+        if name not in plans:
+            raise ValueError(f"experiment {name!r} has no GPU scale; the experiments with one are {sorted(plans)}")
+        kwargs = {"dataset": _peek_any(argv, *_variants("dataset")),
+                  "data_dir": _peek_any(argv, *_variants("data-dir"))}
+        if loss is not None and per_loss:
+            kwargs["loss"] = loss
+        return config_cls.gpu(**kwargs)
+    if loss is not None and per_loss:  # per-loss defaults, then the flags on top
+        return config_cls.smoke(loss) if smoke else config_cls.for_loss(loss)
+    return config_cls.smoke() if smoke else config_cls()
+
+
 def _peek(argv: list[str], flag: str) -> str | None:
     """The value given to ``flag`` (``--flag v`` or ``--flag=v``), if any."""
     for i, arg in enumerate(argv):
@@ -77,18 +161,30 @@ def _run(name: str, argv: list[str]) -> int:
     config_cls, run_fn, _ = experiments[name]
     parser = argparse.ArgumentParser(prog=f"stepwise run {name}", add_help=False)
     parser.add_argument("--smoke", action="store_true", help="tiny config used by the tests")
+    parser.add_argument("--scale", default="cpu", help="cpu (default) or gpu: the accelerator configuration")
+    parser.add_argument("--plan-only", action="store_true", help="print the compute plan and stop")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/<experiment>_<dataset>)")
     parser.add_argument("--no-progress", action="store_true")
     ours, rest = parser.parse_known_args(argv)
-    base = config_cls.smoke() if ours.smoke else config_cls()
-    loss = _peek(rest, "--loss")
-    if loss is not None and hasattr(config_cls, "for_loss"):  # per-loss defaults, then the flags on top
-        base = config_cls.smoke(loss) if ours.smoke else config_cls.for_loss(loss)
-    cfg = tyro.cli(config_cls, default=base, args=rest, prog=f"stepwise run {name} [--smoke] [--out DIR]")
+    rest = _setup_aliases(config_cls, rest)
+    base = _base_config(name, config_cls, scale=ours.scale, smoke=ours.smoke, argv=rest)
+    cfg = tyro.cli(config_cls, default=base, args=rest,
+                   prog=f"stepwise run {name} [--smoke | --scale gpu] [--plan-only] [--out DIR]")
     tag = getattr(cfg, "loss", None) or getattr(cfg, "dataset", "default")
-    out = ours.out or Path("runs") / f"{name}_{tag}{'_smoke' if ours.smoke else ''}"
+    suffix = "_smoke" if ours.smoke else "_gpu" if ours.scale == "gpu" else ""
+    out = ours.out or Path("runs") / f"{name}_{tag}{suffix}"
+    kwargs = {}
+    if ours.scale == "gpu" or ours.plan_only:
+        plans = _plans()
+        if name not in plans:
+            raise ValueError(f"experiment {name!r} has no compute plan; the experiments with one are {sorted(plans)}")
+        plan = plans[name](cfg)
+        print("\n".join(plan.lines()), flush=True)
+        if ours.plan_only:
+            return 0
+        kwargs["plan"] = plan
     t0 = time.perf_counter()
-    results = run_fn(cfg, out, progress=not ours.no_progress and sys.stderr.isatty())
+    results = run_fn(cfg, out, progress=not ours.no_progress and sys.stderr.isatty(), **kwargs)
     _print_verdict(name, results, time.perf_counter() - t0, out / "results.json")
     return 0
 
@@ -101,14 +197,22 @@ def _verify(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="stepwise verify", add_help=False)
     parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/verify_<model file>)")
     parser.add_argument("--smoke", action="store_true", help="tiny config used by the tests")
+    parser.add_argument("--scale", default="cpu", help="cpu (default) or gpu: the accelerator configuration")
     parser.add_argument("--no-progress", action="store_true")
     ours, rest = parser.parse_known_args(argv)
     model = _peek(rest, "--model")
     if model is None and not any(a in ("-h", "--help") for a in rest):
         raise ValueError("stepwise verify needs --model path/to/file.py:make_model (or package.module:make_model); "
                          "see `stepwise verify --help` and the README section 'Verify your own architecture'")
+    if ours.scale not in SCALES:
+        raise ValueError(f"unknown --scale {ours.scale!r}; expected one of {', '.join(SCALES)}")
+    if ours.smoke and ours.scale == "gpu":
+        raise ValueError("--smoke and --scale gpu exclude each other (--smoke is the tiny CPU configuration)")
     default = VerifyConfig.smoke(model) if ours.smoke and model else None
-    cfg = tyro.cli(VerifyConfig, default=default, args=rest, prog="stepwise verify [--out DIR] [--smoke]")
+    if ours.scale == "gpu" and model:
+        default = VerifyConfig.gpu(model, dataset=_peek_any(rest, "--dataset"),
+                                   data_dir=_peek_any(rest, "--data-dir", "--data_dir"))
+    cfg = tyro.cli(VerifyConfig, default=default, args=rest, prog="stepwise verify [--out DIR] [--smoke | --scale gpu]")
     out = ours.out or Path("runs") / f"verify_{Path(cfg.model.rpartition(':')[0]).stem.replace('.', '_')}"
     t0 = time.perf_counter()
     results = verify(cfg, out, progress=not ours.no_progress and sys.stderr.isatty())

@@ -140,6 +140,18 @@ class VerifyConfig:
             raise ValueError("invalid verify config: " + "; ".join(errors))
 
     @classmethod
+    def gpu(cls, model: str, *, dataset: str | None = None, data_dir: str | None = None) -> "VerifyConfig":
+        """Accelerator scale (``stepwise verify --scale gpu``): the embedded photographs' 32x32 RGB patches (or the
+        local STL-10 / CIFAR-10 found in ``data_dir``; ``make_model`` must take that dataset's images), 10000 training
+        images at batch 256, and NTKs over 2 x 500 training views and 500 evaluation views (1500 points)."""
+        from stepwise.data import detect_local_dataset
+
+        if dataset is None:
+            dataset = "patches" if data_dir is None else detect_local_dataset(data_dir)
+        return cls(model=model, dataset=dataset, data_dir=data_dir, n_train=10000, n_eval=500, n_pairs=500,
+                   batch_size=256, track_every=50)
+
+    @classmethod
     def smoke(cls, model: str) -> "VerifyConfig":
         """Seconds-long run for the tests (the checks are computed, not expected to pass)."""
         return cls(model=model, steps=60, batch_size=64, track_every=10, n_train=200, n_eval=48, n_pairs=24,

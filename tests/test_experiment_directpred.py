@@ -55,13 +55,13 @@ def test_checks_fail_when_directpred_is_worse():
     assert all(c.passed for c in ok)
 
 
-def test_gpu_config_is_the_papers_setting():
-    cfg = DirectPredConfig.gpu()
+def test_paper_config_is_the_papers_setting():
+    cfg = DirectPredConfig.paper()
     s = cfg.setup
     assert (s.model, s.projector, s.batch_size, s.lr, s.weight_decay) == ("resnet18", (512, 128), 128, 0.03, 4e-4)
     assert 1 - s.lr * s.beta == pytest.approx(0.996) and (cfg.rho, cfg.eps, cfg.freq) == (0.3, 0.1, 1)
     assert s.steps * s.batch_size == pytest.approx(100 * s.n_train, rel=0.01)  # 100 epochs
-    assert DirectPredConfig.gpu("stl10").setup.crop == 64
+    assert DirectPredConfig.paper("stl10").setup.crop == 64
 
 
 def test_config_validation():

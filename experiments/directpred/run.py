@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from experiments.directpred.config import METHODS, DirectPredConfig
-from experiments.noncontrastive_deep.run import load_data, train
+from experiments.noncontrastive_deep.run import describe, load_data, train, workloads
 from experiments.stepwise_deep.run import linear_probe_accuracy
-from stepwise import io
+from stepwise import io, scale
 from stepwise.compare import tian2021
 
 EXPERIMENT = "directpred"
@@ -37,8 +37,25 @@ def _non_null(s: np.ndarray) -> int:
     return int(np.sum(s > tian2021.ALIGN_FLOOR * s[0]))
 
 
-def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
-    """Run the experiment and write its files to ``out_dir``. Returns the results dictionary."""
+def runs_per_method(cfg: DirectPredConfig) -> dict[str, int]:
+    """How many training runs each method gets: ``seeds``, plus for DirectPred the sweep's runs at the other eps."""
+    return {"directpred": cfg.seeds + (len(cfg.sweep) - 1) * cfg.sweep_seeds, "linear": cfg.seeds, "mlp": cfg.seeds}
+
+
+def plan(cfg: DirectPredConfig, **device) -> scale.ComputePlan:
+    """FLOPs per step and per tracking point of each predictor's BYOL, and the estimated time of every run on the
+    default device (or the one named by ``device_kind=...``, ``platform=...``; :func:`stepwise.scale.make_plan`)."""
+    work = []
+    for name, runs in runs_per_method(cfg).items():
+        work += workloads(cfg.setup, runs, **_method(cfg, name))
+    return scale.make_plan(f"{EXPERIMENT}: {describe(cfg.setup)}, runs {runs_per_method(cfg)}", work,
+                           dtype=cfg.setup.dtype, programs=2 * len(METHODS), **device)
+
+
+def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False,
+        plan: scale.ComputePlan | None = None) -> dict:
+    """Run the experiment and write its files to ``out_dir``. Returns the results dictionary (with ``plan``, computed
+    before the run, next to the measured times)."""
     from stepwise.plots.directpred import plot_directpred
 
     t0 = time.perf_counter()
@@ -89,7 +106,10 @@ def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False) -
         "non_null_modes_end": n_modes,
         "seconds": seconds,
     }
+    extra = {"summary": summary, "figures": [figure.name], "data": [DATA]}
+    if plan is not None:
+        extra["plan"] = plan.to_dict()
     return io.write_results(
         out_dir, experiment=EXPERIMENT, config=dataclasses.asdict(cfg), checks=checks,
-        wall_time_s=time.perf_counter() - t0, extra={"summary": summary, "figures": [figure.name], "data": [DATA]},
+        wall_time_s=time.perf_counter() - t0, extra=extra,
     )

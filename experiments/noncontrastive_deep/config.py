@@ -20,6 +20,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+# Training steps of the GPU scale on 32x32 images (see the module docstring for how they were sized).
+GPU_STEPS = 4000
+
 
 @dataclasses.dataclass(frozen=True)
 class NetSetup:
@@ -38,9 +41,12 @@ class NetSetup:
       alpha_p: predictor learning rate / lr. eta_p: predictor weight decay (None: ``weight_decay``).
       pred_hidden: hidden width of the two-layer predictor.
       loss: ``cosine`` (BYOL's, the paper's networks) or ``l2`` (the linear theory's).
+      patch_size: side of the RGB patches of ``dataset="patches"`` (the embedded photographs).
+      dtype: compute dtype of the network's convolutions and hidden layers (``bfloat16``: mixed precision; the
+        parameters, the output layer, the predictor, F and every tracked spectrum stay float32).
     """
 
-    dataset: Literal["digits", "cifar10", "stl10"] = "digits"
+    dataset: Literal["digits", "patches", "cifar10", "stl10"] = "digits"
     data_dir: str | None = None
     n_train: int = 1297
     n_eval: int = 500
@@ -68,10 +74,13 @@ class NetSetup:
     eta_p: float | None = None
     pred_hidden: int = 64
     loss: Literal["cosine", "l2"] = "cosine"
+    patch_size: int = 32
+    dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self):
         errors = []
-        for name in ("n_train", "n_eval", "embed_dim", "steps", "batch_size", "track_every", "pred_hidden"):
+        for name in ("n_train", "n_eval", "embed_dim", "steps", "batch_size", "track_every", "pred_hidden",
+                     "patch_size"):
             if getattr(self, name) < 1:
                 errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
         if not self.projector or self.projector[-1] < 2:
@@ -90,6 +99,8 @@ class NetSetup:
             errors.append(f"alpha_p must be > 0 (got {self.alpha_p})")
         if self.eta_p is not None and not self.eta_p >= 0:
             errors.append(f"eta_p must be None or >= 0 (got {self.eta_p})")
+        if self.dtype not in ("float32", "bfloat16"):
+            errors.append(f"dtype must be 'float32' or 'bfloat16' (got {self.dtype!r})")
         if errors:
             raise ValueError("invalid network setup: " + "; ".join(errors))
 
@@ -101,6 +112,29 @@ class NetSetup:
         """The same recipe at smoke scale (seconds): a narrow MLP, short run."""
         return dataclasses.replace(self, hidden=(32,), embed_dim=16, projector=(16, 8), n_train=400, n_eval=200,
                                    batch_size=64)
+
+    def on_gpu(self, *, dataset: str | None = None, data_dir: str | None = None, steps: int,
+               projector: tuple[int, ...] = (512, 64)) -> "NetSetup":
+        """This recipe on the GPU-scale network and data: CIFAR-style ResNet-18 (width 1, bf16 convolutions, float32
+        parameters) at batch 256 on the embedded photographs' 32x32 patches (10000 to train, 1000 held out; pad-4
+        shifts, flips, brightness and contrast 0.4), or with ``data_dir`` on the local STL-10 (64x64 crops of its
+        96x96 labelled images, a quarter of the ``steps``: 4x the FLOPs per step) or CIFAR-10 found there.
+        Tracking every ``steps // 40`` steps."""
+        from stepwise.data import detect_local_dataset
+
+        if dataset is None:
+            dataset = "patches" if data_dir is None else detect_local_dataset(data_dir)
+        if dataset not in ("patches", "cifar10", "stl10"):
+            raise ValueError(f"the GPU scale runs on patches, cifar10 or stl10 (got {dataset!r})")
+        if dataset == "stl10":
+            data = dict(crop=64, shift=0, n_train=4000, steps=max(steps // 4, 1))
+        else:
+            data = dict(crop=None, shift=4, n_train=10000, patch_size=32, steps=steps)
+        return dataclasses.replace(
+            self, dataset=dataset, data_dir=data_dir, model="resnet18", width=1.0, embed_dim=512, projector=projector,
+            flip=True, noise_std=0.0, brightness=0.4, contrast=0.4, batch_size=256, n_eval=1000, dtype="bfloat16",
+            track_every=max(data["steps"] // 40, 1), **data,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,3 +175,10 @@ class NoncontrastiveDeepConfig:
     def smoke(cls) -> "NoncontrastiveDeepConfig":
         """Seconds-long run for the tests: tiny MLP, one seed, 300 steps."""
         return cls(setup=dataclasses.replace(NetSetup().tiny(), steps=300, track_every=50), seeds=1, min_modes=2)
+
+    @classmethod
+    def gpu(cls, *, dataset: str | None = None, data_dir: str | None = None) -> "NoncontrastiveDeepConfig":
+        """GPU scale, sized to finish in <= 90 s on one H200 (module docstring): the CPU recipe (plain SGD lr 0.1,
+        weight decay 0.01, beta 0.5, alpha_p 10, cosine loss) on ResNet-18 at width 1 in bf16, batch 256, one seed
+        of :data:`GPU_STEPS` steps (:meth:`NetSetup.on_gpu`)."""
+        return cls(setup=NetSetup().on_gpu(dataset=dataset, data_dir=data_dir, steps=GPU_STEPS), seeds=1)

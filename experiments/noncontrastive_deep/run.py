@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from experiments.noncontrastive_deep.config import NetSetup, NoncontrastiveDeepConfig
-from stepwise import io
+from stepwise import io, scale
 from stepwise.compare import tian2021
-from stepwise.data import Augmentation, load_images
+from stepwise.data import Augmentation, image_shape, load_images
 from stepwise.models import PureModel, build_model, pure_model
 from stepwise.training import TrainConfig
 from stepwise.training.noncontrastive import NoncontrastiveConfig, NoncontrastiveRun, train_noncontrastive
@@ -40,7 +40,8 @@ class Data:
 
 def load_data(setup: NetSetup) -> Data:
     """A fixed subset of the dataset, every pixel standardised with the training images' statistics."""
-    ds = load_images(setup.dataset, setup.n_train + setup.n_eval, seed=0, data_dir=setup.data_dir)
+    ds = load_images(setup.dataset, setup.n_train + setup.n_eval, seed=0, data_dir=setup.data_dir,
+                     patch_size=setup.patch_size)
     train = ds.images[: setup.n_train]
     images = (ds.images - train.mean(axis=0)) / max(float(train.std()), 1e-12)
     return Data(images[: setup.n_train].astype(np.float32), images[setup.n_train :].astype(np.float32),
@@ -55,10 +56,53 @@ def augmentation(setup: NetSetup) -> Augmentation:
 
 def network(setup: NetSetup, input_shape: tuple[int, int, int], seed: int) -> PureModel:
     """The online network for ``seed``."""
-    kwargs: dict = {"projector": setup.projector, "seed": seed, "embed_dim": setup.embed_dim}
+    kwargs: dict = {"projector": setup.projector, "seed": seed, "embed_dim": setup.embed_dim,
+                    "dtype": None if setup.dtype == "float32" else setup.dtype}
     kwargs |= {"mlp": {"hidden": setup.hidden}, "cnn": {"channels": setup.channels},
                "resnet18": {"width": setup.width}}[setup.model]
     return pure_model(build_model(setup.model, input_shape, **kwargs))
+
+
+def _train_config(setup: NetSetup, n_snapshot: int, seed: int) -> TrainConfig:
+    return TrainConfig(steps=setup.steps, batch_size=setup.batch_size, lr=setup.lr, optimizer=setup.optimizer,
+                       momentum=setup.momentum, weight_decay=setup.weight_decay, track_every=setup.track_every,
+                       n_snapshot=n_snapshot, seed=seed)
+
+
+def _method_config(setup: NetSetup, method: dict) -> NoncontrastiveConfig:
+    return NoncontrastiveConfig(**({"beta": setup.beta, "alpha_p": setup.alpha_p, "eta_p": setup.eta_p,
+                                    "pred_hidden": setup.pred_hidden, "loss": setup.loss} | method))
+
+
+def describe(setup: NetSetup) -> str:
+    """One line: the network, data, batch and dtype of a setup."""
+    size = {"mlp": f"hidden {setup.hidden}", "cnn": f"channels {setup.channels}", "resnet18": f"width {setup.width:g}"}
+    view = augmentation(setup).output_shape(image_shape(setup.dataset, patch_size=setup.patch_size))
+    return (f"{setup.model} ({size[setup.model]}, projector {setup.projector}) on {setup.dataset} "
+            f"{view[0]}x{view[1]}x{view[2]}, batch {setup.batch_size}, {setup.dtype}")
+
+
+def workloads(setup: NetSetup, runs: int, **method) -> list[scale.Workload]:
+    """The training step and tracking of ``runs`` runs of one method (``method``: :class:`NoncontrastiveConfig`
+    overrides), from XLA's cost analysis of the programs :func:`train` compiles (no data read, nothing compiled)."""
+    shape = image_shape(setup.dataset, patch_size=setup.patch_size)
+    aug = augmentation(setup)
+    model = _template(setup, aug.output_shape(shape))
+    step, track = scale.noncontrastive_costs(
+        model.apply, model.features, model.params, aug, _train_config(setup, setup.n_eval, 0),
+        _method_config(setup, method), image_shape=shape, n_train=setup.n_train, n_eval=setup.n_eval)
+    points = -(-setup.steps // setup.track_every) + 1
+    name = method.get("direct", method.get("predictor", "linear"))
+    name = "linear" if name == "none" else name
+    return [scale.Workload(f"{name} train step", step, setup.steps * runs, "step", setup.steps),
+            scale.Workload(f"{name} tracking", track, points * runs, "point", points)]
+
+
+def plan(cfg: NoncontrastiveDeepConfig, **device) -> scale.ComputePlan:
+    """FLOPs per step and per tracking point of BYOL, and the estimated time of ``cfg.seeds`` runs on the default
+    device (or the one named by ``device_kind=...``, ``platform=...``; :func:`stepwise.scale.make_plan`)."""
+    return scale.make_plan(f"{EXPERIMENT}: BYOL, {describe(cfg.setup)}, {cfg.seeds} seed(s)",
+                           workloads(cfg.setup, cfg.seeds), dtype=cfg.setup.dtype, programs=2, **device)
 
 
 def train(setup: NetSetup, data: Data, seed: int, *, progress: bool = False, **method) -> NoncontrastiveRun:
@@ -72,11 +116,8 @@ def train(setup: NetSetup, data: Data, seed: int, *, progress: bool = False, **m
     shape = aug.output_shape(data.train.shape[1:])
     template = _template(setup, shape)
     params = template.params if seed == 0 else network(setup, shape, seed).params
-    tcfg = TrainConfig(steps=setup.steps, batch_size=setup.batch_size, lr=setup.lr, optimizer=setup.optimizer,
-                       momentum=setup.momentum, weight_decay=setup.weight_decay, track_every=setup.track_every,
-                       n_snapshot=data.evals.shape[0], seed=seed)
-    nc = NoncontrastiveConfig(**({"beta": setup.beta, "alpha_p": setup.alpha_p, "eta_p": setup.eta_p,
-                                  "pred_hidden": setup.pred_hidden, "loss": setup.loss} | method))
+    tcfg = _train_config(setup, data.evals.shape[0], seed)
+    nc = _method_config(setup, method)
     return train_noncontrastive(template.apply, template.features, params, data.train, aug, tcfg, nc,
                                 eval_images=data.evals, progress=progress)
 
@@ -87,8 +128,10 @@ def _template(setup: NetSetup, shape: tuple[int, int, int]) -> PureModel:
     return network(setup, shape, 0)
 
 
-def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
-    """Run the experiment and write its files to ``out_dir``. Returns the results dictionary."""
+def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = False,
+        plan: scale.ComputePlan | None = None) -> dict:
+    """Run the experiment and write its files to ``out_dir``. Returns the results dictionary (with ``plan``, computed
+    before the run, next to the measured times)."""
     from stepwise.plots.noncontrastive_deep import plot_noncontrastive_deep
 
     t0 = time.perf_counter()
@@ -135,7 +178,10 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
         "train_time_s": [r.train_time_s for r in runs], "run_time_s": timings,
         "time_per_step_ms": [1e3 * (r.train_time_s - r.tracking_time_s) / cfg.setup.steps for r in runs],
     }
+    extra = {"summary": summary, "figures": [figure.name], "data": [DATA]}
+    if plan is not None:
+        extra["plan"] = plan.to_dict()
     return io.write_results(
         out_dir, experiment=EXPERIMENT, config=dataclasses.asdict(cfg), checks=checks,
-        wall_time_s=time.perf_counter() - t0, extra={"summary": summary, "figures": [figure.name], "data": [DATA]},
+        wall_time_s=time.perf_counter() - t0, extra=extra,
     )

@@ -20,6 +20,10 @@ from experiments.stepwise_deep.config import DeepConfig, Loss
 
 LOSSES: tuple[Loss, ...] = ("barlow_twins", "simclr", "vicreg")
 
+# The GPU scale's networks (see the module docstring for how they were sized).
+GPU_WIDTH = 0.25
+GPU_STEPS = 3000
+
 
 @dataclasses.dataclass(frozen=True)
 class NtkAfterTrainingConfig:
@@ -38,6 +42,10 @@ class NtkAfterTrainingConfig:
       seed: seeds the networks (as `stepwise_deep`), the NTK pairs and the baseline draws.
       smoke_networks: use :meth:`DeepConfig.smoke` networks (tests).
       dataset, data_dir: the image source (as `stepwise_deep`).
+      scale: ``cpu`` (each network :meth:`DeepConfig.for_loss`) or ``gpu`` (:meth:`DeepConfig.gpu` on ``dataset`` /
+        ``data_dir``, with the overrides below).
+      width, batch_size, n_eval: overrides of every network's ResNet width, batch size and held-out images (None:
+        the network's own); the NTK is computed over 2 n_pairs + n_eval points.
     """
 
     losses: tuple[Loss, ...] = LOSSES
@@ -51,6 +59,10 @@ class NtkAfterTrainingConfig:
     smoke_networks: bool = False
     dataset: Literal["digits", "patches", "cifar10", "stl10"] = "digits"
     data_dir: str | None = None
+    scale: Literal["cpu", "gpu"] = "cpu"
+    width: float | None = None
+    batch_size: int | None = None
+    n_eval: int | None = None
 
     def __post_init__(self):
         errors = []
@@ -64,6 +76,8 @@ class NtkAfterTrainingConfig:
             errors.append(f"n_pairs must be >= 2 (got {self.n_pairs})")
         if self.n_draws < 2:
             errors.append(f"n_draws must be >= 2 (got {self.n_draws})")
+        if self.scale not in ("cpu", "gpu"):
+            errors.append(f"scale must be 'cpu' or 'gpu' (got {self.scale!r})")
         if not errors:  # the networks' own configs validate the rest (and the pairs against n_train)
             for loss in self.losses:
                 if self.n_pairs > self.deep_config(loss).n_train:
@@ -73,11 +87,29 @@ class NtkAfterTrainingConfig:
 
     def deep_config(self, loss: Loss) -> DeepConfig:
         """The `stepwise_deep` configuration of one network."""
-        cfg = DeepConfig.smoke(loss) if self.smoke_networks else DeepConfig.for_loss(loss)
+        if self.smoke_networks:
+            cfg = DeepConfig.smoke(loss)
+        elif self.scale == "gpu":
+            cfg = DeepConfig.gpu(loss, dataset=self.dataset, data_dir=self.data_dir)
+        else:
+            cfg = DeepConfig.for_loss(loss)
         overrides = {"seed": self.seed, "dataset": self.dataset, "data_dir": self.data_dir}
-        if self.steps is not None:
-            overrides["steps"] = self.steps
+        for name in ("steps", "width", "batch_size", "n_eval"):
+            if getattr(self, name) is not None:
+                overrides[name] = getattr(self, name)
         return dataclasses.replace(cfg, **overrides)
+
+    @classmethod
+    def gpu(cls, *, dataset: str | None = None, data_dir: str | None = None) -> "NtkAfterTrainingConfig":
+        """GPU scale, sized to finish in <= 90 s on one H200 (module docstring): the three :meth:`DeepConfig.gpu`
+        networks (bf16, batch 256, 32x32 patches or a local STL-10 / CIFAR-10) at ResNet width 0.25 for
+        :data:`GPU_STEPS` steps each, and float32 NTKs over 2 x 100 training views and 100 evaluation views."""
+        from stepwise.data import detect_local_dataset
+
+        if dataset is None:
+            dataset = "patches" if data_dir is None else detect_local_dataset(data_dir)
+        return cls(scale="gpu", dataset=dataset, data_dir=data_dir, width=GPU_WIDTH, steps=GPU_STEPS, n_pairs=100,
+                   n_eval=100)
 
     @classmethod
     def smoke(cls) -> "NtkAfterTrainingConfig":

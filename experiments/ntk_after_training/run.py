@@ -19,8 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.ntk_after_training.config import NtkAfterTrainingConfig
-from experiments.stepwise_deep.run import train_network
-from stepwise import compare, io
+from experiments.stepwise_deep.run import _augmentation, _model, describe, train_network
+from experiments.stepwise_deep.run import workloads as deep_workloads
+from stepwise import compare, io, scale
+from stepwise.data import image_shape
 from stepwise.compare import ntk as cntk
 from stepwise.data.augment import make_pairs
 from stepwise.ntk import empirical_ntk
@@ -37,6 +39,7 @@ def _one_network(cfg: NtkAfterTrainingConfig, loss: str, progress: bool) -> dict
     t0 = time.perf_counter()
     net = train_network(cfg.deep_config(loss), progress=progress)
     res, model = net.result, net.model
+    ntk_apply = _ntk_model(cfg.deep_config(loss), net.train.shape[1:]).apply
     t = res.step.astype(np.float64)
     det = compare.detect_steps(t, res.cov_out, res.eval_loss)
     onsets = np.sort(det.onsets[np.isfinite(det.onsets)])
@@ -48,9 +51,9 @@ def _one_network(cfg: NtkAfterTrainingConfig, loss: str, progress: bool) -> dict
     e1, _ = make_pairs(net.aug, eval_key(cfg.deep_config(loss).seed), jnp.asarray(net.evals))  # the tracked views
     xs = jnp.concatenate([x1, x2, e1])
     two_n = 2 * cfg.n_pairs
-    kernels = {"final": np.asarray(empirical_ntk(model.apply, res.params, xs, backend=cfg.backend), np.float64)}
+    kernels = {"final": np.asarray(empirical_ntk(ntk_apply, res.params, xs, backend=cfg.backend), np.float64)}
     if cfg.ntk_at_init:
-        kernels["init"] = np.asarray(empirical_ntk(model.apply, model.params, xs, backend=cfg.backend), np.float64)
+        kernels["init"] = np.asarray(empirical_ntk(ntk_apply, model.params, xs, backend=cfg.backend), np.float64)
     ntk_time = time.perf_counter() - t1
     z_eval = np.asarray(res.snapshots[-1], np.float64)
     z_check = np.asarray(model.apply(res.params, e1), np.float64)  # the NTK's evaluation points are the tracked views
@@ -67,6 +70,32 @@ def _one_network(cfg: NtkAfterTrainingConfig, loss: str, progress: bool) -> dict
             dirs = cntk.learned_directions(t, res.snapshots, onsets)
             out[f"order_{name}"] = cntk.step_order(dirs, kern, two_n, onsets, center=cfg.center)
     return out
+
+
+def _ntk_model(dcfg, image_shape_: tuple[int, int, int]):
+    """The network of ``dcfg`` computing in float32 (the NTK is a float32 spectrum even when training ran in bf16;
+    the parameters are float32 in both)."""
+    return _model(dataclasses.replace(dcfg, dtype="float32"), _augmentation(dcfg).output_shape(image_shape_))
+
+
+def plan(cfg: NtkAfterTrainingConfig, **device) -> scale.ComputePlan:
+    """FLOPs of each network's training step and tracking (XLA's cost analysis) and of its NTKs (a lower bound:
+    :func:`stepwise.scale.ntk_flops`), and the estimated time on the default device (or the one named by
+    ``device_kind=...``, ``platform=...``; :func:`stepwise.scale.make_plan`). The NTKs run in float32 at HIGHEST
+    precision, so their share of the estimate uses the float32 peak."""
+    work: list[scale.Workload] = []
+    for loss in cfg.losses:
+        dcfg = cfg.deep_config(loss)
+        work += [dataclasses.replace(w, name=f"{loss} {w.name}") for w in deep_workloads(dcfg)]
+        shape = image_shape(dcfg.dataset, patch_size=dcfg.patch_size)
+        model = _ntk_model(dcfg, shape)
+        n = 2 * cfg.n_pairs + dcfg.n_eval
+        kernels = 2 if cfg.ntk_at_init else 1
+        flops = scale.ntk_flops(model.apply, model.params, n, _augmentation(dcfg).output_shape(shape))
+        work.append(scale.Workload(f"{loss} NTK ({n} points)", flops, kernels, "kernel", dtype="float32"))
+    first = cfg.deep_config(cfg.losses[0])
+    return scale.make_plan(f"{EXPERIMENT}: {describe(first)}, {len(cfg.losses)} networks", work, dtype=first.dtype,
+                           programs=3 * len(cfg.losses), **device)
 
 
 def _cross(cfg: NtkAfterTrainingConfig, nets: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -87,8 +116,10 @@ def _cross(cfg: NtkAfterTrainingConfig, nets: list[dict]) -> tuple[list[str], np
     return names, matrix, baseline
 
 
-def run(cfg: NtkAfterTrainingConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
-    """Run the experiment and write its files to ``out_dir``. Returns the results dictionary."""
+def run(cfg: NtkAfterTrainingConfig, out_dir: str | Path, *, progress: bool = False,
+        plan: scale.ComputePlan | None = None) -> dict:
+    """Run the experiment and write its files to ``out_dir``. Returns the results dictionary (with ``plan``, computed
+    before the run, next to the measured times)."""
     from stepwise.plots.ntk_after_training import plot_ntk_after_training
 
     t0 = time.perf_counter()
@@ -153,5 +184,6 @@ def run(cfg: NtkAfterTrainingConfig, out_dir: str | Path, *, progress: bool = Fa
         config={**dataclasses.asdict(cfg), "networks": {loss: dataclasses.asdict(cfg.deep_config(loss))
                                                          for loss in cfg.losses}},
         checks=checks, wall_time_s=time.perf_counter() - t0,
-        extra={"summary": summary, "figures": [figure.name], "data": [DATA]},
+        extra={"summary": summary, "figures": [figure.name], "data": [DATA]}
+        | ({} if plan is None else {"plan": plan.to_dict()}),
     )

@@ -20,6 +20,16 @@ from typing import Literal
 
 Loss = Literal["barlow_twins", "simclr", "vicreg"]
 
+# Training steps of the GPU scale on 32x32 images (see the module docstring for how they were sized).
+GPU_STEPS = 6000
+# Top contrastive eigenvalue of the GPU network's NTK at initialisation (with a tiny output layer the NTK is the
+# kernel of the output layer's inputs): the symmetrised cross-view covariance of those 512 features over 512 pairs
+# of augmented 32x32 patch views, measured on the CPU (the MLP default's is 0.69). Its GD stability limit
+# 1/(4 gamma_1) = 0.017 bounds the learning rate; the next eigenvalues are 0.74, 0.39, 0.27, 0.22, 0.08.
+GPU_GAMMA_1 = 14.5
+# Learning rate as a fraction of that limit (the MLP defaults run at 0.06 (BT, VICReg) and 0.45 (SimCLR) of theirs).
+GPU_LR_FRACTION = {"barlow_twins": 0.35, "vicreg": 0.35, "simclr": 0.45}
+
 
 @dataclasses.dataclass(frozen=True)
 class DeepConfig:
@@ -51,6 +61,10 @@ class DeepConfig:
       min_steps: the ``steps_detected`` threshold.
       seed: seeds the model, batches and views.
       data_dir: local dataset folder.
+      patch_size: side of the RGB patches of ``dataset="patches"`` (32 or 64 for the GPU scale).
+      dtype: compute dtype of the network's convolutions and hidden layers (``bfloat16``: mixed precision, the
+        parameters, the output layer, the losses and every tracked spectrum stay float32; see
+        :mod:`stepwise.models.nets`).
     """
 
     loss: Loss = "barlow_twins"
@@ -86,10 +100,12 @@ class DeepConfig:
     min_steps: int = 4
     seed: int = 0
     data_dir: str | None = None
+    patch_size: int = 32
+    dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self):
         errors = []
-        for name in ("steps", "batch_size", "track_every", "n_train", "n_eval", "embed_dim"):
+        for name in ("steps", "batch_size", "track_every", "n_train", "n_eval", "embed_dim", "patch_size"):
             if getattr(self, name) < 1:
                 errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
         if not self.lr > 0:
@@ -104,6 +120,8 @@ class DeepConfig:
             errors.append(f"temperature must be > 0 (got {self.temperature})")
         if not self.norm_floor > 0:
             errors.append(f"norm_floor must be > 0 (got {self.norm_floor})")
+        if self.dtype not in ("float32", "bfloat16"):
+            errors.append(f"dtype must be 'float32' or 'bfloat16' (got {self.dtype!r})")
         if errors:
             raise ValueError("invalid stepwise_deep config: " + "; ".join(errors))
 
@@ -138,10 +156,45 @@ class DeepConfig:
         )
 
     @classmethod
-    def gpu(cls, loss: Loss = "barlow_twins") -> "DeepConfig":
-        """GPU scale: CIFAR-style ResNet-18 on STL-10 (unlabeled split not needed; train split, 64x64 crops)."""
+    def gpu(cls, loss: Loss = "barlow_twins", *, dataset: str | None = None,
+            data_dir: str | None = None) -> "DeepConfig":
+        """GPU scale, sized to finish in <= 90 s on one H200 (module docstring): CIFAR-style ResNet-18 at width 1,
+        projector 512 -> 512 -> 64, batch 256, bf16 convolutions (float32 parameters, output layer, losses and spectra).
+
+        The loss's own settings (form, temperature, norm floor) are kept; the learning rate is
+        ``GPU_LR_FRACTION[loss]`` of the stability limit of this network's NTK (:data:`GPU_GAMMA_1`), and the output
+        layer starts at 1e-6 of its initialisation (the MLP's 1e-12 halves the time each mode takes to rise, which 6000
+        steps need: the ResNet's kernel is stiff, gamma_1 / gamma_4 = 55 against the MLP's 2).
+
+        Data: with no folder, the embedded photographs' 32x32 RGB patches (10000 to train, 1000 held out) with pad-4
+        shifts, flips, brightness and contrast 0.4; with ``data_dir``, the local STL-10 (its 5000 labelled training
+        images: 64x64 random crops of the 96x96 images, a quarter of the steps for 4x the FLOPs per step) or CIFAR-10
+        (as the patches) found there (:func:`stepwise.data.detect_local_dataset`); ``dataset`` forces one.
+        """
+        from stepwise.data import detect_local_dataset
+
+        if dataset is None:
+            dataset = "patches" if data_dir is None else detect_local_dataset(data_dir)
+        if dataset not in ("patches", "cifar10", "stl10"):
+            raise ValueError(f"the GPU scale runs on patches, cifar10 or stl10 (got {dataset!r})")
+        base = dataclasses.replace(
+            cls.for_loss(loss), dataset=dataset, data_dir=data_dir, model="resnet18", width=1.0, embed_dim=512,
+            projector=(512, 64), flip=True, noise_std=0.0, brightness=0.4, contrast=0.4, batch_size=256,
+            dtype="bfloat16", n_eval=1000, head_scale=1e-6, lr=GPU_LR_FRACTION[loss] / (4.0 * GPU_GAMMA_1),
+        )
+        if dataset == "stl10":
+            return dataclasses.replace(base, crop=64, shift=0, n_train=4000, steps=GPU_STEPS // 4,
+                                       track_every=GPU_STEPS // 200)
+        return dataclasses.replace(base, crop=None, shift=4, n_train=10000, patch_size=32, steps=GPU_STEPS,
+                                   track_every=GPU_STEPS // 50)
+
+    @classmethod
+    def paper(cls, loss: Loss = "barlow_twins", data_dir: str | None = None) -> "DeepConfig":
+        """The paper-length run (not run here: hours): ResNet-18 on STL-10 from a local folder (train split, 64x64
+        crops), batch 512, 20000 steps. XLA's cost analysis gives 12.5 GFLOP per 64x64 image for forward and backward,
+        so 12.8 TFLOP per step; at 100-200 TFLOP/s achieved on one H100 that is 20-45 min."""
         return dataclasses.replace(
-            cls.for_loss(loss), dataset="stl10", model="resnet18", width=1.0, embed_dim=512, projector=(512, 64),
-            crop=64, shift=0, flip=True, noise_std=0.0, brightness=0.4, contrast=0.4, n_train=5000, n_eval=1000,
-            batch_size=512, steps=20000, track_every=100,
+            cls.for_loss(loss), dataset="stl10", data_dir=data_dir, model="resnet18", width=1.0, embed_dim=512,
+            projector=(512, 64), crop=64, shift=0, flip=True, noise_std=0.0, brightness=0.4, contrast=0.4,
+            n_train=5000, n_eval=1000, batch_size=512, steps=20000, track_every=100,
         )

@@ -15,8 +15,8 @@ import jax
 import numpy as np
 
 from experiments.stepwise_deep.config import DeepConfig
-from stepwise import compare, io
-from stepwise.data import Augmentation, load_images
+from stepwise import compare, io, scale
+from stepwise.data import Augmentation, image_shape, load_images
 from stepwise.losses import get_loss
 from stepwise.models import build_model, pure_model
 from stepwise.training import TrainConfig, train_ssl
@@ -25,12 +25,62 @@ EXPERIMENT = "stepwise_deep"
 
 
 def _data(cfg: DeepConfig):
-    ds = load_images(cfg.dataset, cfg.n_train + cfg.n_eval, seed=cfg.seed, data_dir=cfg.data_dir)
+    ds = load_images(cfg.dataset, cfg.n_train + cfg.n_eval, seed=cfg.seed, data_dir=cfg.data_dir,
+                     patch_size=cfg.patch_size)
     images = ds.images
     if cfg.normalize == "pixel":
         train = images[: cfg.n_train]
         images = (images - train.mean(axis=0)) / max(float(train.std()), 1e-12)
     return images[: cfg.n_train], images[cfg.n_train :], ds.labels[cfg.n_train :]
+
+
+def _augmentation(cfg: DeepConfig) -> Augmentation:
+    return Augmentation(
+        crop=None if cfg.crop is None else (cfg.crop, cfg.crop), shift=cfg.shift, flip=cfg.flip,
+        noise_std=cfg.noise_std, brightness=cfg.brightness, contrast=cfg.contrast,
+    )
+
+
+def _train_config(cfg: DeepConfig) -> TrainConfig:
+    return TrainConfig(
+        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, momentum=cfg.momentum,
+        track_every=cfg.track_every, n_snapshot=cfg.n_eval, seed=cfg.seed,
+    )
+
+
+def describe(cfg: DeepConfig) -> str:
+    """One line: the network, data, batch and dtype of a configuration."""
+    size = {"mlp": f"hidden {cfg.hidden}", "cnn": f"channels {cfg.channels}", "resnet18": f"width {cfg.width:g}"}
+    shape = image_shape(cfg.dataset, patch_size=cfg.patch_size)
+    view = _augmentation(cfg).output_shape(shape)
+    return (f"{cfg.model} ({size[cfg.model]}, projector {cfg.projector or 'none'}) on {cfg.dataset} "
+            f"{view[0]}x{view[1]}x{view[2]}, batch {cfg.batch_size}, {cfg.dtype}")
+
+
+def costs(cfg: DeepConfig) -> tuple[float, float]:
+    """FLOPs of one training step and of one tracking point of ``cfg``'s run (XLA's cost analysis; no data is read,
+    nothing is compiled). Raises ValueError for a configuration that does not fit (e.g. a crop larger than the
+    images)."""
+    shape = image_shape(cfg.dataset, patch_size=cfg.patch_size)
+    aug = _augmentation(cfg)
+    model = _model(cfg, aug.output_shape(shape))
+    return scale.ssl_costs(model.apply, model.features if cfg.projector else None, model.params, _loss(cfg), aug,
+                           _train_config(cfg), image_shape=shape, n_train=cfg.n_train, n_eval=cfg.n_eval)
+
+
+def workloads(cfg: DeepConfig, *, runs: int = 1) -> list[scale.Workload]:
+    """The training step and the tracking of ``runs`` runs of ``cfg``."""
+    step, track = costs(cfg)
+    points = -(-cfg.steps // cfg.track_every) + 1
+    return [scale.Workload("train step", step, cfg.steps * runs, "step", cfg.steps),
+            scale.Workload("tracking", track, points * runs, "point", points)]
+
+
+def plan(cfg: DeepConfig, **device) -> scale.ComputePlan:
+    """FLOPs per step and per tracking point, and the estimated time of the run on the default device (or the one
+    named by ``device_kind=...``, ``platform=...``; see :func:`stepwise.scale.make_plan`)."""
+    return scale.make_plan(f"{EXPERIMENT}/{cfg.loss}: {describe(cfg)}", workloads(cfg), dtype=cfg.dtype,
+                           programs=2, **device)
 
 
 def _loss(cfg: DeepConfig):
@@ -45,7 +95,10 @@ def _loss(cfg: DeepConfig):
 
 
 def _model(cfg: DeepConfig, input_shape):
-    kwargs = {"projector": cfg.projector, "init_scale": cfg.init_scale, "seed": cfg.seed}
+    """The network at initialisation, its output layer scaled by ``head_scale`` (float32 parameters whatever
+    ``cfg.dtype``: the same parameters serve the float32 network, e.g. for the NTK)."""
+    kwargs = {"projector": cfg.projector, "init_scale": cfg.init_scale, "seed": cfg.seed,
+              "dtype": None if cfg.dtype == "float32" else cfg.dtype}
     if cfg.model == "mlp":
         kwargs.update(hidden=cfg.hidden, embed_dim=cfg.embed_dim)
     elif cfg.model == "cnn":
@@ -57,15 +110,25 @@ def _model(cfg: DeepConfig, input_shape):
 
 
 def scale_output_layer(params, factor: float):
-    """Multiply the kernel of the last layer (the one producing the embedding) by ``factor``.
+    """Multiply the kernel of the output layer (the one producing the embedding) by ``factor``.
 
-    The last layer is the last ``kernel`` leaf in the parameter tree's order of modules (projector after backbone).
+    For the models of :mod:`stepwise.models`: the last Linear of the projector, or without a projector the last of
+    the head (CNN, ResNet) or of the backbone (MLP). (The parameter tree's order is alphabetical, so the last kernel
+    in tree order is not the output layer in general: for the ResNet it is the stem's.)
+
+    Raises:
+      ValueError: the tree has none of those kernels.
     """
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    kernels = [i for i, (path, _) in enumerate(flat) if "kernel" in jax.tree_util.keystr(path)]
-    if not kernels:
-        raise ValueError("the model has no kernel to scale")
-    last = kernels[-1]
+    paths = [jax.tree_util.keystr(path) for path, _ in flat]
+    last = None
+    for module in ("projector", "head", "backbone"):
+        kernels = [i for i, p in enumerate(paths) if p.startswith(f"['{module}']") and "kernel" in p]
+        if kernels:
+            last = kernels[-1]
+            break
+    if last is None:
+        raise ValueError("the model has no projector, head or backbone kernel to scale")
     leaves = [leaf * factor if i == last else leaf for i, (_, leaf) in enumerate(flat)]
     return jax.tree.unflatten(jax.tree.structure(params), leaves)
 
@@ -116,16 +179,10 @@ def train_network(cfg: DeepConfig, *, checkpoint: Path | None = None, resume: bo
                   progress: bool = False) -> TrainedNetwork:
     """Build the data, model, loss and augmentation of ``cfg`` and train (input errors raise before any compute)."""
     train, evals, eval_labels = _data(cfg)
-    aug = Augmentation(
-        crop=None if cfg.crop is None else (cfg.crop, cfg.crop), shift=cfg.shift, flip=cfg.flip,
-        noise_std=cfg.noise_std, brightness=cfg.brightness, contrast=cfg.contrast,
-    )
+    aug = _augmentation(cfg)
     view_shape = aug.output_shape(train.shape[1:])
     model = _model(cfg, view_shape)
-    tcfg = TrainConfig(
-        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, momentum=cfg.momentum,
-        track_every=cfg.track_every, n_snapshot=cfg.n_eval, seed=cfg.seed,
-    )
+    tcfg = _train_config(cfg)
     train, evals = train.astype(np.float32), evals.astype(np.float32)
     res = train_ssl(
         model.apply, model.features if cfg.projector else None, model.params, _loss(cfg), train, aug, tcfg,
@@ -134,8 +191,11 @@ def train_network(cfg: DeepConfig, *, checkpoint: Path | None = None, resume: bo
     return TrainedNetwork(model=model, result=res, train=train, evals=evals, eval_labels=eval_labels, aug=aug)
 
 
-def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, resume: bool = False) -> dict:
-    """Train, track, detect steps and write the run directory. Returns the results dictionary."""
+def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, resume: bool = False,
+        plan: scale.ComputePlan | None = None) -> dict:
+    """Train, track, detect steps and write the run directory. Returns the results dictionary.
+
+    ``plan`` (:func:`plan`, computed before the run) is written to results.json next to the measured times."""
     from stepwise.plots.deep import plot_stepwise_deep
 
     t0 = time.perf_counter()
@@ -163,8 +223,12 @@ def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, resume:
         "train_time_s": res.train_time_s, "tracking_fraction": res.tracking_fraction,
         "time_per_step_ms": 1e3 * (res.train_time_s - res.tracking_time_s) / max(cfg.steps, 1),
     }
+    if plan is not None:  # the step's compilation is inside the timed loop: a lower bound for short runs
+        summary["achieved_flop_per_s"] = plan.step_flops * cfg.steps / max(res.train_time_s - res.tracking_time_s, 1e-9)
+    extra = {"summary": summary, "figures": [figure.name], "data": ["spectrum.npz"]}
+    if plan is not None:
+        extra["plan"] = plan.to_dict()
     return io.write_results(
         out_dir, experiment=f"{EXPERIMENT}/{cfg.loss}", config=dataclasses.asdict(cfg), checks=checks,
-        wall_time_s=time.perf_counter() - t0,
-        extra={"summary": summary, "figures": [figure.name], "data": ["spectrum.npz"]},
+        wall_time_s=time.perf_counter() - t0, extra=extra,
     )

@@ -28,6 +28,8 @@ __all__ = [
     "DataNotFoundError",
     "Dataset",
     "PHOTOGRAPHS",
+    "detect_local_dataset",
+    "image_shape",
     "load_cifar10",
     "load_dataset",
     "load_images",
@@ -271,6 +273,36 @@ def load_stl10(root: str | os.PathLike | None = None, split: str = "train", max_
     return Dataset("stl10", x.astype(np.float32) / 255.0, y, _STL_NAMES)
 
 
+def detect_local_dataset(root: str | os.PathLike) -> str:
+    """Which local dataset the folder ``root`` holds: ``"stl10"`` (its training split) or else ``"cifar10"``.
+
+    ``root`` may be the dataset's own folder or a folder containing ``stl10_binary/`` / ``cifar-10-batches-py/``.
+
+    Raises:
+      DataNotFoundError: neither is there (the message lists what was looked for, for both).
+    """
+    messages = []
+    for name, env, subdir, files, what in (
+        ("stl10", "STEPWISE_STL10", _STL_DIR, _STL_FILES["train"], "STL-10"),
+        ("cifar10", "STEPWISE_CIFAR10", _CIFAR_DIR, _CIFAR_FILES["train"], "CIFAR-10"),
+    ):
+        try:
+            _locate(root, env, subdir, files, what)
+            return name
+        except DataNotFoundError as err:
+            messages.append(str(err))
+    raise DataNotFoundError(f"{root} holds neither STL-10 nor CIFAR-10:\n" + "\n".join(messages))
+
+
+def image_shape(name: str, *, patch_size: int = 32) -> tuple[int, int, int]:
+    """(H, W, C) of a dataset's images, without loading it (``patch_size``: the side of ``patches``)."""
+    shapes = {"digits": (8, 8, 1), "patches": (patch_size, patch_size, 3), "cifar10": (32, 32, 3),
+              "stl10": (96, 96, 3)}
+    if name not in shapes:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    return shapes[name]
+
+
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,
     "patches": load_patches,
@@ -279,15 +311,17 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 
-def load_images(name: str, n: int, *, seed: int = 0, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Exactly n images of a dataset: ``patches`` cuts n new patches, the others take a seeded random subset.
+def load_images(name: str, n: int, *, seed: int = 0, data_dir: str | os.PathLike | None = None,
+                patch_size: int = 32) -> Dataset:
+    """Exactly n images of a dataset: ``patches`` cuts n new ``patch_size`` x ``patch_size`` RGB patches, the others
+    take a seeded random subset.
 
     Raises:
       ValueError: the dataset has fewer than n images (says how many it has).
       DataNotFoundError: a local dataset's folder is missing.
     """
     if name == "patches":
-        return load_patches(n, seed=seed)
+        return load_patches(n, patch_size, seed=seed)
     ds = load_dataset(name) if name == "digits" else load_dataset(name, root=data_dir)
     if n > len(ds):
         raise ValueError(f"{name} has {len(ds)} images; {n} were asked for, which is too many")

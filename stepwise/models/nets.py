@@ -19,6 +19,22 @@ where normalisation is wanted (``norm="group"``).
 
 Dtypes: parameters are created in ``param_dtype`` (float32 by default) and inputs must have the same dtype under
 ``jax_numpy_dtype_promotion="strict"`` (use ``param_dtype=jnp.float64`` with float64 images).
+
+Mixed precision: ``dtype`` (default None: ``param_dtype``, the computation of earlier versions unchanged) is the
+compute dtype of every convolution and Linear layer except the output layer, e.g. ``dtype=jnp.bfloat16`` with float32
+parameters (inputs and kernels are cast to bf16 for the matrix products; parameters, their gradients and the
+optimizer stay float32). What stays in ``param_dtype`` whatever ``dtype`` says:
+
+* GroupNorm statistics (Flax computes them in at least float32; the normalised output is cast to ``dtype``);
+* the spatial mean before the head, and the output of ``features`` (cast to ``param_dtype``);
+* the output layer (the last Linear of ``__call__``: the projector's last layer, or the backbone's last without a
+  projector), on inputs cast to ``param_dtype``. Its output is the embedding whose covariance the losses and the
+  tracking use. Keeping it in float32 keeps each output direction's rounding error proportional to that direction's
+  own scale (the noise of its bf16 input passes through the same small kernel), so the tiny eigenvalues of a small
+  initialisation are not swamped by the rounding of the learned ones.
+
+bf16 has an 8-bit significand (unit roundoff 2^-8 = 3.9e-3; eps 2^-7 = 7.8e-3), so a network of L bf16 layers
+differs from its float32 version by a relative error of the order of L x 8e-3 (``tests/test_models.py``).
 """
 
 from __future__ import annotations
@@ -65,6 +81,19 @@ def _check_norm(norm: str, model: str) -> None:
         raise ValueError(f"{model}: norm must be 'group' or 'none', got {norm!r}")
 
 
+def _compute_dtype(dtype: DTypeLike | None) -> jnp.dtype | None:
+    """``dtype`` as a NumPy dtype (names such as ``"bfloat16"`` accepted), or None; floating types only."""
+    if dtype is None:
+        return None
+    try:
+        resolved = jnp.dtype(dtype)
+    except TypeError as err:
+        raise ValueError(f"dtype must be a floating dtype such as 'float32' or 'bfloat16', got {dtype!r}") from err
+    if not jnp.issubdtype(resolved, jnp.floating):
+        raise ValueError(f"dtype must be a floating dtype such as 'float32' or 'bfloat16', got {dtype!r}")
+    return resolved
+
+
 def _scaled_lecun_normal(scale: float) -> nnx.Initializer:
     """Flax's default kernel initialiser (LeCun normal) times ``scale``."""
     if not (isinstance(scale, numbers.Real) and 0 < scale < float("inf")):
@@ -78,13 +107,14 @@ def _scaled_lecun_normal(scale: float) -> nnx.Initializer:
     return init
 
 
-def _group_norm(channels: int, param_dtype: DTypeLike, rngs: nnx.Rngs) -> nnx.GroupNorm:
+def _group_norm(channels: int, param_dtype: DTypeLike, rngs: nnx.Rngs, dtype: DTypeLike | None = None) -> nnx.GroupNorm:
     # gcd(32, C) groups: min(32, C) for the usual power-of-two channel counts (32 for C >= 32, 8 for C = 8), and a
     # divisor of C for any C (e.g. 8 groups for C = 40, where min(32, C) would not divide).
     # Two-pass variance: the NTK and finite-difference checks differentiate through it, so accuracy matters more
     # than the E[x^2]-E[x]^2 shortcut.
     return nnx.GroupNorm(
-        channels, num_groups=math.gcd(32, channels), use_fast_variance=False, param_dtype=param_dtype, rngs=rngs
+        channels, num_groups=math.gcd(32, channels), use_fast_variance=False, dtype=dtype, param_dtype=param_dtype,
+        rngs=rngs,
     )
 
 
@@ -100,14 +130,35 @@ def _avg_pool(x: jax.Array, window: tuple[int, int]) -> jax.Array:
     return x.reshape(n, h_out, wh, w_out, ww, c).mean(axis=(2, 4))
 
 
+def _spatial_mean(x: jax.Array, compute_dtype: jnp.dtype | None, param_dtype: jnp.dtype) -> jax.Array:
+    """(N, H, W, C) -> (N, C): the mean over positions, accumulated in ``param_dtype`` under mixed precision."""
+    if compute_dtype is None:
+        return jnp.mean(x, axis=(1, 2))
+    return jnp.mean(x, axis=(1, 2), dtype=param_dtype)
+
+
+def _to(x: jax.Array, compute_dtype: jnp.dtype | None, param_dtype: jnp.dtype) -> jax.Array:
+    """``x`` in ``param_dtype`` under mixed precision (``compute_dtype`` set), else unchanged."""
+    return x if compute_dtype is None else x.astype(param_dtype)
+
+
 class _Dense(nnx.Module):
     """Linear layers ``in_dim -> widths[0] -> ... -> widths[-1]`` with ReLU between them, not after the last.
 
-    ``widths=()`` is the identity. Used for the MLP backbone and for every projector head.
+    ``widths=()`` is the identity. Used for the MLP backbone and for every projector head. ``dtype`` is the compute
+    dtype of every layer but the last, which computes in ``last_dtype`` (None: inferred from its input and kernel).
     """
 
     def __init__(
-        self, in_dim: int, widths: tuple[int, ...], *, init_scale: float, param_dtype: DTypeLike, rngs: nnx.Rngs
+        self,
+        in_dim: int,
+        widths: tuple[int, ...],
+        *,
+        init_scale: float,
+        param_dtype: DTypeLike,
+        rngs: nnx.Rngs,
+        dtype: DTypeLike | None = None,
+        last_dtype: DTypeLike | None = None,
     ):
         if not all(_is_positive_int(d) for d in widths):
             raise ValueError(f"layer widths must be positive ints, got {widths!r}")
@@ -118,10 +169,11 @@ class _Dense(nnx.Module):
                     d_in,
                     d_out,
                     kernel_init=_scaled_lecun_normal(init_scale),
+                    dtype=last_dtype if i == len(dims) - 2 else dtype,
                     param_dtype=param_dtype,
                     rngs=rngs,
                 )
-                for d_in, d_out in zip(dims[:-1], dims[1:])
+                for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:]))
             ]
         )
         self.out_dim = dims[-1]
@@ -150,6 +202,7 @@ class _ConvNorm(nnx.Module):
         init_scale: float,
         param_dtype: DTypeLike,
         rngs: nnx.Rngs,
+        dtype: DTypeLike | None = None,
     ):
         self.conv = nnx.Conv(
             c_in,
@@ -159,10 +212,11 @@ class _ConvNorm(nnx.Module):
             padding="SAME",
             use_bias=norm == "none",
             kernel_init=_scaled_lecun_normal(init_scale),
+            dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,
         )
-        self.norm = _group_norm(c_out, param_dtype, rngs) if norm == "group" else None
+        self.norm = _group_norm(c_out, param_dtype, rngs, dtype) if norm == "group" else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """(N, H, W, c_in) -> (N, ceil(H / stride), ceil(W / stride), c_out)."""
@@ -185,10 +239,12 @@ class MLP(nnx.Module):
       projector: widths of the projector head's Linear layers (ReLU between); ``()`` for none.
       init_scale: factor on every initial kernel; biases start at zero.
       param_dtype: parameter dtype; inputs must have the same dtype.
+      dtype: compute dtype of every layer but the output layer (None: ``param_dtype``; see the module docstring).
       rngs: initialisation randomness.
 
     Raises:
-      ValueError: for a malformed ``input_shape`` or non-positive widths; at call time, for images of another shape.
+      ValueError: for a malformed ``input_shape``, non-positive widths or a non-floating ``dtype``; at call time, for
+        images of another shape.
 
     Example:
       >>> m = MLP((4, 4, 1), hidden=(8,), embed_dim=3, projector=(5,), rngs=nnx.Rngs(0))
@@ -205,12 +261,17 @@ class MLP(nnx.Module):
         projector: tuple[int, ...] = (),
         init_scale: float = 1.0,
         param_dtype: DTypeLike = jnp.float32,
+        dtype: DTypeLike | None = None,
         rngs: nnx.Rngs,
     ):
         self.input_shape = _check_input_shape(input_shape, "MLP")
-        kw = dict(init_scale=init_scale, param_dtype=param_dtype, rngs=rngs)
-        self.backbone = _Dense(math.prod(self.input_shape), (*hidden, embed_dim), **kw)
-        self.projector = _Dense(embed_dim, tuple(projector), **kw)
+        self.compute_dtype = _compute_dtype(dtype)
+        self.param_dtype = jnp.dtype(param_dtype)
+        kw = dict(init_scale=init_scale, param_dtype=param_dtype, rngs=rngs, dtype=self.compute_dtype)
+        out = None if self.compute_dtype is None else param_dtype  # the output layer (see the module docstring)
+        self.backbone = _Dense(math.prod(self.input_shape), (*hidden, embed_dim), **kw,
+                               last_dtype=self.compute_dtype if projector else out)
+        self.projector = _Dense(embed_dim, tuple(projector), **kw, last_dtype=out)
         self.feature_dim = embed_dim
 
     @property
@@ -221,7 +282,7 @@ class MLP(nnx.Module):
     def features(self, x: jax.Array) -> jax.Array:
         """Backbone embedding. (N, H, W, C) -> (N, feature_dim)."""
         _check_images(x, self.input_shape, "MLP")
-        return self.backbone(x.reshape(x.shape[0], -1))
+        return _to(self.backbone(x.reshape(x.shape[0], -1)), self.compute_dtype, self.param_dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Projector output. (N, H, W, C) -> (N, out_dim)."""
@@ -244,11 +305,12 @@ class SmallCNN(nnx.Module):
       projector: widths of the projector head's Linear layers (ReLU between); ``()`` for none.
       init_scale: factor on every initial kernel; biases start at zero, GroupNorm scales at one.
       param_dtype: parameter dtype; inputs must have the same dtype.
+      dtype: compute dtype of every layer but the output layer (None: ``param_dtype``; see the module docstring).
       rngs: initialisation randomness.
 
     Raises:
-      ValueError: for a malformed ``input_shape``, ``channels`` or ``norm``; at call time, for images of another
-        shape.
+      ValueError: for a malformed ``input_shape``, ``channels``, ``norm`` or ``dtype``; at call time, for images of
+        another shape.
     """
 
     def __init__(
@@ -261,13 +323,17 @@ class SmallCNN(nnx.Module):
         projector: tuple[int, ...] = (),
         init_scale: float = 1.0,
         param_dtype: DTypeLike = jnp.float32,
+        dtype: DTypeLike | None = None,
         rngs: nnx.Rngs,
     ):
         self.input_shape = _check_input_shape(input_shape, "SmallCNN")
         _check_norm(norm, "SmallCNN")
         if not channels or not all(_is_positive_int(c) for c in channels):
             raise ValueError(f"SmallCNN: channels must be a non-empty tuple of positive ints, got {channels!r}")
-        kw = dict(init_scale=init_scale, param_dtype=param_dtype, rngs=rngs)
+        self.compute_dtype = _compute_dtype(dtype)
+        self.param_dtype = jnp.dtype(param_dtype)
+        out = None if self.compute_dtype is None else param_dtype  # the output layer (see the module docstring)
+        kw = dict(init_scale=init_scale, param_dtype=param_dtype, rngs=rngs, dtype=self.compute_dtype)
         h, w, c_in = self.input_shape
         convs, pools = [], []
         for c_out in map(int, channels):
@@ -276,8 +342,8 @@ class SmallCNN(nnx.Module):
             h, w, c_in = max(h // 2, 1), max(w // 2, 1), c_out
         self.convs = nnx.List(convs)
         self.pool_windows = tuple(pools)
-        self.head = _Dense(c_in, (embed_dim,), **kw)
-        self.projector = _Dense(embed_dim, tuple(projector), **kw)
+        self.head = _Dense(c_in, (embed_dim,), **kw, last_dtype=self.compute_dtype if projector else out)
+        self.projector = _Dense(embed_dim, tuple(projector), **kw, last_dtype=out)
         self.feature_dim = embed_dim
 
     @property
@@ -290,7 +356,8 @@ class SmallCNN(nnx.Module):
         _check_images(x, self.input_shape, "SmallCNN")
         for conv, window in zip(self.convs, self.pool_windows):
             x = _avg_pool(jax.nn.relu(conv(x)), window)
-        return self.head(jnp.mean(x, axis=(1, 2)))
+        return _to(self.head(_spatial_mean(x, self.compute_dtype, self.param_dtype)), self.compute_dtype,
+                   self.param_dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Projector output. (N, H, W, C) -> (N, out_dim)."""
@@ -305,9 +372,10 @@ class _BasicBlock(nnx.Module):
     """
 
     def __init__(
-        self, c_in: int, c_out: int, *, stride: int, norm: Norm, init_scale: float, param_dtype: DTypeLike, rngs
+        self, c_in: int, c_out: int, *, stride: int, norm: Norm, init_scale: float, param_dtype: DTypeLike, rngs,
+        dtype: DTypeLike | None = None,
     ):
-        kw = dict(norm=norm, init_scale=init_scale, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(norm=norm, init_scale=init_scale, param_dtype=param_dtype, rngs=rngs, dtype=dtype)
         self.conv1 = _ConvNorm(c_in, c_out, kernel=3, stride=stride, **kw)
         self.conv2 = _ConvNorm(c_out, c_out, kernel=3, stride=1, **kw)
         changes_shape = stride != 1 or c_in != c_out
@@ -342,6 +410,7 @@ class ResNet18(nnx.Module):
       projector: widths of the projector head's Linear layers (ReLU between); ``()`` for none.
       init_scale: factor on every initial kernel; biases start at zero, GroupNorm scales at one.
       param_dtype: parameter dtype; inputs must have the same dtype.
+      dtype: compute dtype of every layer but the output layer (None: ``param_dtype``; see the module docstring).
       rngs: initialisation randomness.
 
     Raises:
@@ -370,6 +439,7 @@ class ResNet18(nnx.Module):
         projector: tuple[int, ...] = (),
         init_scale: float = 1.0,
         param_dtype: DTypeLike = jnp.float32,
+        dtype: DTypeLike | None = None,
         rngs: nnx.Rngs,
     ):
         self.input_shape = _check_input_shape(input_shape, "ResNet18")
@@ -383,7 +453,10 @@ class ResNet18(nnx.Module):
         if not width > 0:
             raise ValueError(f"ResNet18: width must be positive, got {width!r}")
         widths = [_resnet_channels(base, width) for base in self.STAGES]
-        kw = dict(norm=norm, init_scale=init_scale, param_dtype=param_dtype, rngs=rngs)
+        self.compute_dtype = _compute_dtype(dtype)
+        self.param_dtype = jnp.dtype(param_dtype)
+        out = None if self.compute_dtype is None else param_dtype  # the output layer (see the module docstring)
+        kw = dict(norm=norm, init_scale=init_scale, param_dtype=param_dtype, rngs=rngs, dtype=self.compute_dtype)
         self.stem = _ConvNorm(c, widths[0], kernel=3, stride=1, **kw)
         blocks, c_in = [], widths[0]
         for stage, c_out in enumerate(widths):
@@ -392,9 +465,10 @@ class ResNet18(nnx.Module):
                 blocks.append(_BasicBlock(c_in, c_out, stride=stride, **kw))
                 c_in = c_out
         self.blocks = nnx.List(blocks)
-        dense_kw = dict(init_scale=init_scale, param_dtype=param_dtype, rngs=rngs)
-        self.head = _Dense(c_in, () if embed_dim is None else (embed_dim,), **dense_kw)
-        self.projector = _Dense(self.head.out_dim, tuple(projector), **dense_kw)
+        dense_kw = dict(init_scale=init_scale, param_dtype=param_dtype, rngs=rngs, dtype=self.compute_dtype)
+        self.head = _Dense(c_in, () if embed_dim is None else (embed_dim,), **dense_kw,
+                           last_dtype=self.compute_dtype if projector else out)
+        self.projector = _Dense(self.head.out_dim, tuple(projector), **dense_kw, last_dtype=out)
         self.feature_dim = self.head.out_dim
 
     @property
@@ -408,7 +482,8 @@ class ResNet18(nnx.Module):
         x = jax.nn.relu(self.stem(x))
         for block in self.blocks:
             x = block(x)
-        return self.head(jnp.mean(x, axis=(1, 2)))
+        return _to(self.head(_spatial_mean(x, self.compute_dtype, self.param_dtype)), self.compute_dtype,
+                   self.param_dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Projector output. (N, H, W, C) -> (N, out_dim)."""
