@@ -19,11 +19,12 @@ Current entries:
       ``jax.experimental.jax2tf`` and so TensorFlow (a 500 MB dependency we never use): a stub module is put in
       its place (importing it explains why; nothing of it is used);
     * its ``_src/empirical.py`` and ``_src/utils/rules.py`` import names that have left ``jax.core`` (``Jaxpr``,
-      ``JaxprEqn``, ``Literal``, ``Var``, ``Primitive``: now in ``jax.extend.core``), the module ``jax.util``
-      (``safe_map``, ``safe_zip``: removed) and ``jax.interpreters.ad.zeros_like_p`` (removed). While
-      neural-tangents is being imported, and only then, the missing ``jax.core`` names are aliased to their
-      ``jax.extend.core`` versions, a stand-in ``jax.util`` with our own ``safe_map`` / ``safe_zip`` (``map`` /
-      ``zip`` that insist on equal lengths) is installed, and ``zeros_like_p`` is a placeholder primitive that
+      ``JaxprEqn``, ``Literal``, ``Var``, ``Primitive``: now in ``jax.extend.core``), ``safe_map`` /
+      ``safe_zip`` from ``jax.util`` (gone from it in JAX 0.7, the module itself later) and
+      ``jax.interpreters.ad.zeros_like_p`` (removed). While neural-tangents is being imported, and only then,
+      the missing ``jax.core`` names are aliased to their ``jax.extend.core`` versions, our own ``safe_map`` /
+      ``safe_zip`` (``map`` / ``zip`` that insist on equal lengths) are put into ``jax.util`` (into a stand-in
+      module where it no longer exists), and ``zeros_like_p`` is a placeholder primitive that
       only serves as a key of neural-tangents' structured-derivative rule table. Everything is restored after the
       import (neural-tangents keeps the names it bound), so no other library sees a modified JAX.
   Any failure of that import (a JAX that moved another name, a missing dependency) becomes one ``ImportError``
@@ -213,14 +214,15 @@ def _nt_import_shims() -> Iterator[None]:
         for name in ("Jaxpr", "JaxprEqn", "Literal", "Var", "Primitive"):
             alias(jax.core, name, getattr(jax.extend.core, name))
         alias(jax.interpreters.ad, "zeros_like_p", jax.extend.core.Primitive("zeros_like"))
-        if "jax.util" not in sys.modules:
+        util = sys.modules.get("jax.util")
+        if util is None:
             try:
-                import jax.util  # noqa: F401  (older JAX still has it)
+                import jax.util as util  # JAX 0.7-0.8 still have the module, without safe_map / safe_zip
             except ImportError:
-                util = types.ModuleType("jax.util")
-                util.safe_map, util.safe_zip = _safe_map, _safe_zip
-                sys.modules["jax.util"] = util
+                util = sys.modules["jax.util"] = types.ModuleType("jax.util")
                 restore.append(lambda: sys.modules.pop("jax.util", None))
+        alias(util, "safe_map", _safe_map)
+        alias(util, "safe_zip", _safe_zip)
         sys.modules.setdefault("neural_tangents.experimental", _experimental_stub())
         yield
     finally:

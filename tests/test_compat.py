@@ -96,16 +96,28 @@ def test_tested_jax_versions_neither_warn_nor_are_refused(monkeypatch, version):
 # neural-tangents 0.6.5 on the JAX in use, without TensorFlow.
 
 
-def test_neural_tangents_imports_without_tensorflow_and_leaves_jax_unchanged():
+def _without_neural_tangents(monkeypatch):
+    """Removes neural-tangents from sys.modules for one test (monkeypatch puts the imported modules back)."""
+    for name in [m for m in sys.modules if m == "neural_tangents" or m.startswith("neural_tangents.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+def test_neural_tangents_imports_without_tensorflow_and_leaves_jax_unchanged(monkeypatch):
     import importlib.util
 
     import jax.core
+    import jax.interpreters.ad
 
-    had_jaxpr = "Jaxpr" in vars(jax.core)
+    first = compat.import_neural_tangents()
+    _without_neural_tangents(monkeypatch)  # a fresh import, shims and repairs included, in this test
+    util = sys.modules.get("jax.util")
+    before = (set(vars(jax.core)), set(vars(jax.interpreters.ad)), util and set(vars(util)))
     nt = compat.import_neural_tangents()
-    assert nt.__version__ == "0.6.5"
+    assert nt is not first and nt.__version__ == "0.6.5" and nt._stepwise_repaired
     assert importlib.util.find_spec("tensorflow") is None and "tensorflow" not in sys.modules
-    assert ("Jaxpr" in vars(jax.core)) == had_jaxpr  # the aliases existed only during the import
+    # The aliases existed only during the import:
+    assert (set(vars(jax.core)), set(vars(jax.interpreters.ad)), util and set(vars(util))) == before
+    assert sys.modules.get("jax.util") is util
     from neural_tangents._src import predict
 
     assert predict.jax.core.eval_context is jax.ensure_compile_time_eval  # its view of jax was repaired ...
@@ -113,12 +125,6 @@ def test_neural_tangents_imports_without_tensorflow_and_leaves_jax_unchanged():
     with pytest.raises(ImportError, match="needs TensorFlow"):
         nt.experimental.empirical_ntk_fn_tf  # noqa: B018
     assert compat.import_neural_tangents() is nt
-
-
-def _without_neural_tangents(monkeypatch):
-    """Removes neural-tangents from sys.modules for one test (monkeypatch puts the imported modules back)."""
-    for name in [m for m in sys.modules if m == "neural_tangents" or m.startswith("neural_tangents.")]:
-        monkeypatch.delitem(sys.modules, name)
 
 
 def test_import_failure_becomes_one_clear_import_error(monkeypatch):
