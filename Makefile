@@ -7,7 +7,7 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: gpu-wheels gpu-check bench-ntk verify-example fig-ntk-after-training install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep report bench bench-train clean help
+.PHONY: test-nt gpu-wheels gpu-check bench-ntk verify-example fig-ntk-after-training install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep report bench bench-train clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
@@ -50,6 +50,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m slow
+
+# neural-tangents 0.6.5's own tests (its PyPI sdist, cached in ~/.cache/stepwise-nt) against stepwise's shim ->
+# docs/compat.json. Another environment: `make test-nt VENV=<venv>` (used as it is, stepwise installed in it).
+# Installs the suite's test-only requirements (absl-py, more-itertools) into that environment if missing.
+test-nt: $(if $(filter .venv,$(VENV)),$(STAMP))
+	$(PY) tools/nt_suite.py
 
 fig-linear: $(STAMP)
 	$(VENV)/bin/stepwise run linear_bt --dataset patches --out $(RUNS)/linear_bt_patches
