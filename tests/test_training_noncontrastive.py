@@ -17,6 +17,12 @@ from test_training_ssl import AUG, N_IMAGES, SHAPE, apply, features, init_mlp
 
 N_TRAIN, BATCH, LR = 40, 16, 0.05
 DIRECTPRED = ncm.NoncontrastiveConfig(direct="directpred", rho=0.3, eps=0.05, freq=3, alpha_p=1.0)
+# Engine vs hand-written reference: the same float64 arithmetic in another order (one jitted step vs eager ops).
+# Each product of the small MLP (widths <= 36) is within ~36 eps of the sum of its absolute terms, a few dozen
+# products per step, so after 1..2 steps parameters (entries 0.01..1) agree to ~1e-13 relative and the losses
+# (1..4, no cancellation) to ~1e-14: rtol 1e-10 / atol 1e-13 and rtol 1e-12 leave >= 100x; a missing term or a
+# wrong coefficient is off by >= 1e-4.
+EPS = np.finfo(np.float64).eps
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +114,7 @@ def test_l2_step_is_an_euler_step_of_lemma_1(images):
     np.testing.assert_allclose(out.params["pred"]["w"], wp0 + LR * field.wp, rtol=1e-10, atol=1e-13)
     # EMA: the target follows the *updated* online weights, W_a <- W_a + lr beta (W' - W_a).
     w1 = out.params["net"]["w"]
-    np.testing.assert_allclose(out.target["w"], w0 + LR * 0.5 * (w1 - w0), rtol=1e-12)
+    np.testing.assert_allclose(out.target["w"], w0 + LR * 0.5 * (w1 - w0), rtol=1e-12)  # 3 roundings, no cancellation
 
 
 def test_stop_gradient_stops_the_target_branch(images):
@@ -130,12 +136,13 @@ def test_stop_gradient_stops_the_target_branch(images):
     g_stop, g_free = jax.grad(loss)(net, True), jax.grad(loss)(net, False)
     for a, b, w, c in zip(jax.tree.leaves(g_stop), jax.tree.leaves(g_const), jax.tree.leaves(out.params["net"]),
                           jax.tree.leaves(net)):
+        # stop_gradient vs constants: the same primal and tangent computations (measured identical)
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(w, c - LR * b, rtol=1e-10, atol=1e-13)
     differ = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(g_stop), jax.tree.leaves(g_free))]
     assert any(differ)
     assert out.target is None
-    np.testing.assert_allclose(out.target_cos, 1.0, rtol=1e-12)
+    np.testing.assert_allclose(out.target_cos, 1.0, rtol=1e-12)  # cos(x, x): ~d eps (d = 8)
 
 
 def _numpy_direct(corr, eps, formula, kind):
@@ -156,9 +163,18 @@ def test_direct_predictor_matches_numpy(rng, formula, kind):
     f = lambda c: ncm.direct_predictor(c, eps=0.1, formula=formula, kind=kind)  # noqa: E731
     ref = np.stack([_numpy_direct(c, 0.1, formula, kind) for c in corrs])
     eager = np.stack([f(c) for c in corrs])
-    np.testing.assert_allclose(eager, ref, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(jax.jit(f)(corrs[0]), ref[0], rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(jax.vmap(f)(corrs), ref, rtol=1e-10, atol=1e-12)
+    # Two eigensolvers (JAX's and NumPy's LAPACK) return the rank-3 matrix's zero eigenvalues as +-6 eps s_max
+    # noise, which the clamp keeps or zeroes: p differs there by up to sqrt(6 eps s_max) (sqrt(6 eps) relative for
+    # "code") for directpred, 6 eps s_max for directcopy; W_p = U diag(p) U^T inherits it, plus ~6 eps max|p| from
+    # the products. (Both happened to produce identical noise here: measured 9e-16.) A float32 path is off by
+    # sqrt(6 eps_32) ~ 8e-4 and a wrong formula by O(0.1).
+    m, s_max = corrs.shape[1], np.linalg.eigvalsh(corrs[0]).max()
+    scale = 1.0 if formula == "code" else s_max
+    noise = np.sqrt(m * EPS * scale) if kind == "directpred" else m * EPS * scale
+    atol = 2 * noise + 10 * m * EPS * np.abs(ref).max()
+    np.testing.assert_allclose(eager, ref, rtol=0, atol=atol)
+    np.testing.assert_allclose(jax.jit(f)(corrs[0]), ref[0], rtol=0, atol=atol)
+    np.testing.assert_allclose(jax.vmap(f)(corrs), ref, rtol=0, atol=atol)
 
 
 def test_direct_predictor_formulas_differ_as_documented(rng):
@@ -167,10 +183,15 @@ def test_direct_predictor_formulas_differ_as_documented(rng):
     s_max = np.linalg.eigvalsh(corr).max()
     code = ncm.direct_predictor(corr, eps=0.0, formula="code")
     paper = ncm.direct_predictor(corr, eps=0.0, formula="paper")
-    np.testing.assert_allclose(paper, np.sqrt(s_max) * code, rtol=1e-10)  # eps = 0: only the scale 1/sqrt(s_max)
+    # The same eigh and U diag(p) U^T with p scaled by sqrt(s_max) (1 ulp): entries within ~2 x 5 eps
+    # sum_k |u_ik u_jk| p_k <= 10 eps max|W_p| (absolute: off-diagonal entries may be near 0); 10x that.
+    atol = 100 * EPS * np.abs(paper).max()
+    np.testing.assert_allclose(paper, np.sqrt(s_max) * code, rtol=0, atol=atol)  # eps = 0: only the scale
+    # Adding eps to p adds eps I exactly in exact arithmetic; the differences cancel entries of size max|W_p|.
     np.testing.assert_allclose(ncm.direct_predictor(corr, eps=0.1, formula="paper") - paper, 0.1 * s_max * np.eye(5),
-                               atol=1e-10)
-    np.testing.assert_allclose(ncm.direct_predictor(corr, eps=0.1, formula="code") - code, 0.1 * np.eye(5), atol=1e-10)
+                               rtol=0, atol=atol * (1 + 0.1 * s_max))
+    np.testing.assert_allclose(ncm.direct_predictor(corr, eps=0.1, formula="code") - code, 0.1 * np.eye(5), rtol=0,
+                               atol=100 * EPS * np.abs(code).max() * 1.1)
     zero = ncm.direct_predictor(np.zeros((3, 3)), eps=0.0)  # collapsed F: the floor, no NaN
     np.testing.assert_allclose(zero, 1e-4 * np.eye(3))
 
@@ -182,9 +203,12 @@ def test_directpred_sets_wp_from_the_running_correlation(images):
     net = init_mlp(jax.random.key(1))
     f1, f2 = (np.asarray(apply(net, v)) for v in views(images, 0))
     corr0 = (f1.T @ f1 + f2.T @ f2) / (2 * BATCH)
+    # sums of 2 x 16 products of features ~1: 32 eps relative to the sum of |terms| (measured 4e-16)
     np.testing.assert_allclose(out.corr_running[1], corr0, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(out.corr_running[0], 0.0)
     direct = [np.asarray(ncm.direct_predictor(c, eps=0.05)) for c in out.corr_running]
+    # The same function on the same (full-rank) correlation inside and outside the step (measured identical);
+    # rtol 1e-9 allows eigenvectors moved by eps ||F|| / gap for a gap down to ~1e-6 ||F||.
     np.testing.assert_allclose(out.wp[1], direct[1], rtol=1e-9, atol=1e-12)  # set after step 0
     np.testing.assert_allclose(out.wp[4], direct[4], rtol=1e-9, atol=1e-12)  # set after step 3
     for t in (2, 3):  # steps 1 and 2 train W_p by SGD from the plugged-in value
@@ -206,11 +230,14 @@ def test_two_layer_predictor_and_symmetrize(rng):
     assert pred["w1"].shape == (5, 8) and pred["w2"].shape == (8, 5) and not np.any(pred["b1"])
     f = rng.normal(size=(3, 8))
     h = np.maximum(f @ np.asarray(pred["w1"]).T + np.asarray(pred["b1"])[None, :], 0)
+    # Two products of width <= 8: each entry within ~13 eps of the sum of its absolute terms (absolute: outputs may
+    # cancel); computed from |f| |W1|^T |W2|^T.
+    scale = np.abs(f) @ np.abs(np.asarray(pred["w1"])).T @ np.abs(np.asarray(pred["w2"])).T
     np.testing.assert_allclose(ncm.predict("mlp", pred, f), h @ np.asarray(pred["w2"]).T + np.asarray(pred["b2"]),
-                               rtol=1e-12)
+                               rtol=0, atol=100 * EPS * scale.max())
     w = rng.normal(size=(4, 4))
     sym = ncm._regulate({"w": w}, np.eye(4), jnp.zeros((), jnp.int32), ncm.NoncontrastiveConfig(symmetrize=True), 0.1)
-    np.testing.assert_allclose(sym["w"], (w + w.T) / 2, rtol=1e-15)
+    np.testing.assert_allclose(sym["w"], (w + w.T) / 2, rtol=4 * EPS, atol=2 * EPS * np.abs(w).max())  # 2 roundings
     plain = ncm._regulate({"w": w}, np.eye(4), jnp.zeros((), jnp.int32), ncm.NoncontrastiveConfig(), 0.1)
     np.testing.assert_array_equal(plain["w"], w)
 
@@ -238,6 +265,8 @@ def test_resume_reproduces_the_uninterrupted_run(images, tmp_path):
                                        eval_images=images[N_TRAIN:],
                                        checkpoint=ckpt, resume=True)
     np.testing.assert_array_equal(resumed.step, full.step)
+    # The same compiled programs on the same inputs and a float64 checkpoint (measured bit-identical); the
+    # engine-vs-reference bounds of the header are the ceiling should XLA ever split a program differently.
     np.testing.assert_allclose(resumed.train_loss, full.train_loss, rtol=1e-12)
     np.testing.assert_allclose(resumed.wp, full.wp, rtol=1e-10, atol=1e-14)
     for a, b in zip(jax.tree.leaves(resumed.target), jax.tree.leaves(full.target)):
