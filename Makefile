@@ -7,7 +7,7 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: test-nt gpu-wheels gpu-check bench-ntk verify-example fig-ntk-after-training install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep report bench bench-train clean help
+.PHONY: test-compat test-nt gpu-wheels gpu-check bench-ntk verify-example fig-ntk-after-training install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep report bench bench-train clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
@@ -50,6 +50,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m slow
+
+# The compatibility matrix (tools/compat_matrix.py): a fast test subset on Python 3.11-3.13 x JAX 0.7-0.12, each in
+# a cached virtual environment under ~/.cache/stepwise-compat -> docs/compat.json ("legs"). A few minutes a leg
+# on 2 cores (plus the first install); some legs only: `make test-compat LEGS=py313-newest,py311-jax0.7.2`.
+test-compat:
+	$(PYTHON) tools/compat_matrix.py $(if $(LEGS),--legs $(LEGS))
 
 # neural-tangents 0.6.5's own tests (its PyPI sdist, cached in ~/.cache/stepwise-nt) against stepwise's shim ->
 # docs/compat.json. Another environment: `make test-nt VENV=<venv>` (used as it is, stepwise installed in it).
