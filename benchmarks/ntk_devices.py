@@ -48,8 +48,14 @@ def main() -> int:
     for n in args.n:
         x = jax.numpy.asarray(np.random.default_rng(0).normal(size=(n, *cfg.input_shape)).astype(np.float32))
         plan = ntk.plan_ntk(pure.apply, pure.params, x, backend="jax", memory_budget=budget)
-        case = {"n": n, "block_rows_one_device": plan.block_rows, "block_cols": plan.block_cols,
-                "block_rows_per_device": min(plan.block_rows, -(-n // len(devices)))}
+        rows_d, cols, n_dev = min(plan.block_rows, -(-n // len(devices))), plan.block_cols, len(devices)
+        groups = -(-n // (rows_d * n_dev))
+        # Blocks computed: one device skips those below the diagonal; the sharded driver computes, per group, every
+        # column block not below the group's first row block on every device (and pads the last group).
+        sharded_blocks = n_dev * sum(len([j for j in range(0, n, cols) if j + cols > g * n_dev * rows_d])
+                                     for g in range(groups))
+        case = {"n": n, "block_rows_one_device": plan.block_rows, "block_cols": cols, "block_rows_per_device": rows_d,
+                "blocks_one_device": plan.n_blocks, "blocks_sharded": sharded_blocks}
         kernels = {}
         for name, devs in (("one_device", None), (f"{len(devices)}_devices", devices)):
             times = []

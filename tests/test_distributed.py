@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -102,42 +103,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(num_processes: int, out) -> None:
-    """Run the worker as ``num_processes`` processes; all must finish within TIMEOUT_S, or all are killed."""
-    port = _free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COORDINATOR_BIND_ADDRESS": f"127.0.0.1:{port}"}
+def _run_all(runs: dict[str, int], tmp_path) -> dict[str, Path]:
+    """Start the worker for every ``name -> number of processes`` at once (each run in ``tmp_path / name``, its
+    processes talking over a port of their own); all must finish within TIMEOUT_S, or all are killed."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)  # the device count comes from jax_num_cpu_devices in the worker
     for name in distributed.ENV_VARS:
         env.pop(name, None)
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), str(num_processes), str(port), str(out)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(num_processes)]
-    deadline = time.monotonic() + TIMEOUT_S
-    logs, failed = [""] * num_processes, False
+    procs, dirs = [], {}
     try:
-        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-            if any(p.poll() not in (None, 0) for p in procs):  # one failed: the others would wait for it
-                failed = True
+        for name, num_processes in runs.items():
+            dirs[name] = out = tmp_path / name
+            out.mkdir()
+            port = _free_port()
+            run_env = env | {"JAX_COORDINATOR_BIND_ADDRESS": f"127.0.0.1:{port}"}  # loopback only
+            for i in range(num_processes):
+                log = open(out / f"log{i}.txt", "w")  # a file, not a pipe: a chatty process never blocks
+                procs.append((name, i, log, subprocess.Popen(
+                    [sys.executable, "-c", WORKER, str(i), str(num_processes), str(port), str(out)],
+                    env=run_env, stdout=log, stderr=subprocess.STDOUT)))
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline and any(p.poll() is None for *_, p in procs):
+            if any(p.poll() not in (None, 0) for *_, p in procs):  # one failed: its peers would wait for it
                 break
             time.sleep(0.2)
     finally:
-        for p in procs:
+        for *_, log, p in procs:
             if p.poll() is None:
                 p.kill()
-        for i, p in enumerate(procs):
-            logs[i] = p.communicate(timeout=30)[0]
-    report = "\n".join(f"--- process {i} (exit {p.returncode}):\n{log[-4000:]}" for i, (p, log) in
-                       enumerate(zip(procs, logs)))
-    assert not failed and all(p.returncode == 0 for p in procs), report
-    assert all(f"WORKER OK {i}" in log for i, log in enumerate(logs)), report
+            p.wait(timeout=30)
+            log.close()
+    logs = {(name, i): (dirs[name] / f"log{i}.txt").read_text() for name, i, *_ in procs}
+    report = "\n".join(f"--- {name} process {i} (exit {p.returncode}):\n{logs[name, i][-4000:]}"
+                       for name, i, _, p in procs)
+    assert all(p.returncode == 0 for *_, p in procs), report
+    assert all(f"WORKER OK {i}" in logs[name, i] for name, i in logs), report
+    return dirs
 
 
 def test_two_processes_train_like_one_process_with_the_same_devices(tmp_path):
-    single, multi = tmp_path / "single", tmp_path / "multi"
-    single.mkdir()
-    multi.mkdir()
-    _launch(1, single)
-    _launch(2, multi)
+    dirs = _run_all({"single": 1, "multi": 2}, tmp_path)
+    single, multi = dirs["single"], dirs["multi"]
     one = dict(np.load(single / "result0.npz"))
     p0, p1 = dict(np.load(multi / "result0.npz")), dict(np.load(multi / "result1.npz"))
 
