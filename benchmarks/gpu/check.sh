@@ -8,12 +8,12 @@
 #
 # Steps (each bounded by its own time limit; a failed step is recorded and the next one still runs):
 #   install  the carried wheels into /tmp/site (--no-deps, --no-index); stepwise itself from the tree (PYTHONPATH)
+#   deep     stepwise run stepwise_deep --scale gpu --loss L for each loss, the three at once
 #   tests    tests/test_device.py on the GPU: jit, training sharded over the local devices, both NTK backends
 #            against the CPU in float32, determinism
 #   train    benchmarks/gpu/bench_train.py: ResNet-18 (width 1, 32x32, batch 256) step, JAX vs PyTorch, float32 / TF32
 #   ntk      stepwise bench ntk on the GPU: CPU-scale ResNet-18 (176,792 parameters, d = 16), n = 2000, 5000, 10000,
 #            at XLA's default precision and at float32 ("highest")
-#   deep     stepwise run stepwise_deep --scale gpu --loss L for each loss
 # and writes to $OUT (at most 8 files, flat): gpu_check.json (every step's status, wall time, the deep runs'
 # results), bench_train_gpu.json, bench_ntk_gpu.json, bench_ntk_gpu.png, stepwise_deep_<loss>.png x 3, log.txt.
 # Those are committed under docs/gpu/.
@@ -35,7 +35,9 @@ export PYTHONUNBUFFERED=1
 if [ "$DRY" = 1 ]; then
     PY=${PY:-$ROOT/.venv/bin/python}
     LOSSES=${LOSSES:-"barlow_twins"}
-    DEEP_ARGS=(--steps 3 --smoke-model)
+    # the GPU configuration shrunk to seconds: same code path (ResNet-18, bf16, patches), tiny width and batch
+    DEEP_ARGS=(--steps 3 --width 0.125 --batch-size 16 --n-train 64 --n-eval 32 --embed-dim 16 --projector 16 8
+               --patch-size 16 --track-every 1)
     NTK_ARGS=(--quick --methods jax)
     NTK_HIGHEST_ARGS=("${NTK_ARGS[@]}")
     TRAIN_ARGS=(--dry-run)
@@ -45,8 +47,8 @@ else
     PY=${PY:-python3}
     LOSSES=${LOSSES:-"barlow_twins simclr vicreg"}
     DEEP_ARGS=()
-    NTK_ARGS=(--models resnet --methods jax --sizes 2000 5000 10000 --max-case-seconds 60)
-    NTK_HIGHEST_ARGS=(--models resnet --methods jax --sizes 5000 --max-case-seconds 60)
+    NTK_ARGS=(--models resnet --methods jax --sizes 2000 5000 10000 --max-case-seconds 120)
+    NTK_HIGHEST_ARGS=(--models resnet --methods jax --sizes 5000 --max-case-seconds 120)
     TRAIN_ARGS=()
     TEST_TIMEOUT=120
     TEST_SELECT=(-W "default::DeprecationWarning" -W "default::FutureWarning")  # the image's versions may warn
@@ -56,7 +58,7 @@ log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
 
 # The whole check ends within BUDGET seconds (the device call's limit is 600 s): each step's limit is cut to what is
 # left, keeping RESERVE seconds for the summary, so a slow step costs its own result, not the others'.
-BUDGET=${GPU_CHECK_BUDGET:-560}
+BUDGET=${GPU_CHECK_BUDGET:-570}
 RESERVE=25
 
 # step NAME SECONDS CMD...: runs CMD with a time limit, appends its output to the log, records status and time.
@@ -95,14 +97,7 @@ export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 "$PY" -c "import jax, flax, stepwise; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" \
     >>"$LOG" 2>&1
 
-step tests "$TEST_TIMEOUT" "$PY" -m pytest -q -p no:cacheprovider -p no:xdist tests/test_device.py \
-    --junitxml="$WORK/tests.xml" "${TEST_SELECT[@]}"
-step train 150 "$PY" benchmarks/gpu/bench_train.py --out "$WORK/bench_train_gpu.json" "${TRAIN_ARGS[@]}"
-step ntk_default 150 "$PY" -m stepwise.cli bench ntk --out "$WORK/ntk_default" "${NTK_ARGS[@]}"
-# float32 without TF32 passes: one size, for the fraction of the float32 GEMM rate
-JAX_DEFAULT_MATMUL_PRECISION=highest step ntk_highest 80 \
-    "$PY" -m stepwise.cli bench ntk --out "$WORK/ntk_highest" "${NTK_HIGHEST_ARGS[@]}"
-# The deep runs go last and at once: on one H200 a 32x32 ResNet-18 at batch 256 leaves most of the chip idle, so
+# The deep runs (the science) go first and at once: on one H200 a 32x32 ResNet-18 at batch 256 leaves most of the chip idle, so
 # three processes (each allowed a third of the device memory) finish in about the time of one; their wall times,
 # measured while sharing the GPU, are upper bounds for a run alone.
 deep_all() {
@@ -126,7 +121,15 @@ DEEP_T0=$SECONDS
 export -f deep_all
 export PY WORK STATUS LOSSES DEEP_T0
 export DEEP_ARGS_STR="${DEEP_ARGS[*]}"
-step deep 240 bash -c 'DEEP_ARGS=($DEEP_ARGS_STR); deep_all'
+step deep "${DEEP_LIMIT:-270}" bash -c 'DEEP_ARGS=($DEEP_ARGS_STR); deep_all'
+step tests "$TEST_TIMEOUT" "$PY" -m pytest -q -p no:cacheprovider -p no:xdist tests/test_device.py \
+    --junitxml="$WORK/tests.xml" "${TEST_SELECT[@]}"
+# JAX and PyTorch share the GPU in this process: JAX takes half of its memory, not the default 75%
+XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 step train 150 "$PY" benchmarks/gpu/bench_train.py --out "$WORK/bench_train_gpu.json" "${TRAIN_ARGS[@]}"
+step ntk_default 180 "$PY" -m stepwise.cli bench ntk --out "$WORK/ntk_default" "${NTK_ARGS[@]}"
+# float32 without TF32 passes: one size, for the fraction of the float32 GEMM rate
+JAX_DEFAULT_MATMUL_PRECISION=highest step ntk_highest 80 \
+    "$PY" -m stepwise.cli bench ntk --out "$WORK/ntk_highest" "${NTK_HIGHEST_ARGS[@]}"
 
 "$PY" benchmarks/gpu/summary.py --work "$WORK" --out "$OUT" --dry-run "$DRY" --wall "$((SECONDS - T_START))" \
     >>"$LOG" 2>&1
