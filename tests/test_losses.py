@@ -14,6 +14,10 @@ from stepwise.losses import LOSSES, barlow_twins, barlow_twins_theory, get_loss,
 from stepwise.losses import ssl as ssl_module
 from stepwise.theory import linear
 
+# Tolerances: float64 round-off bounds. These losses are sums over n = 7 samples and d = 5 features of squares,
+# hinges and log-sum-exps of O(1..10) logits, without catastrophic cancellation at the test values: relative error
+# ~(n d + max|logit|) eps ~ 1e-14. Where a hand value is itself tiny or cancels, the bound says so.
+EPS = np.finfo(np.float64).eps
 # ----------------------------------------------------------------------------------------------------------------
 # Obviously-correct references: explicit Python loops over samples and features, float64 NumPy.
 
@@ -121,6 +125,7 @@ def test_matches_loop_reference(rng, name, hparams):
     for z1, z2 in (_views(rng), _views(rng, scale=0.1)):
         got = get_loss(name, **hparams)(jnp.asarray(z1), jnp.asarray(z2))
         assert got.dtype == jnp.float64 and got.shape == ()
+        # loop (Python floats) vs vectorised: both within ~(n d + max|logit|) eps ~ 1e-14 (measured <= 1.7e-15)
         np.testing.assert_allclose(float(got), REFERENCES[name](z1, z2, **hparams), rtol=1e-10)
 
 
@@ -168,12 +173,13 @@ def test_barlow_twins_theory_hand_values():
     n, d = 6, 4
     e = np.eye(n, d)  # first d rows are I_d, the rest 0: e^T e = I_d
     z = math.sqrt(n) * e
-    # C = (n I + n I) / (2n) = I  ->  L = 0.
+    # C = (n I + n I) / (2n) = I  ->  L = 0, up to sqrt(n)^2 = n (1 + eps): L ~ d (2 eps)^2 (measured 1.7e-31).
     assert float(jit_barlow_twins_theory(z, z)) == pytest.approx(0.0, abs=1e-14)
     # Zero embeddings: C = 0  ->  L = ||I_d||^2 = d (the first plateau).
     assert float(jit_barlow_twins_theory(np.zeros((n, d)), np.zeros((n, d)))) == d
     # z = c sqrt(n) e: C = c^2 I  ->  L = d (1 - c^2)^2.
     c = 0.3
+    # ~10 roundings of terms without cancellation (1 - c^2 = 0.91): 10 eps = 2.2e-15
     assert float(jit_barlow_twins_theory(c * z, c * z)) == pytest.approx(d * (1 - c**2) ** 2, rel=1e-14)
     # Anti-aligned views z2 = -z1: C = -I  ->  L = d (1 + 1)^2 = 4d.
     assert float(jit_barlow_twins_theory(z, -z)) == pytest.approx(4.0 * d, rel=1e-14)
@@ -183,10 +189,14 @@ def test_barlow_twins_hand_values():
     z = _hadamard_columns()  # n = 4, biased variance 1, decorrelated
     eps = 1e-5
     # zn = z / sqrt(1 + eps), C = z^T z / (n (1 + eps)) = I / (1 + eps)  ->  L = d (1 - 1/(1 + eps))^2.
-    assert float(jit_barlow_twins(z, z, eps=eps)) == pytest.approx(3 * (eps / (1 + eps)) ** 2, rel=1e-9)
+    # 1 - C_ii ~ 1e-5 cancels: C_ii's ~(n + 2) eps absolute error is (n + 2) eps / 1e-5 relative, doubled by the
+    # square: 2.6e-10 (measured 1.1e-11).
+    assert float(jit_barlow_twins(z, z, eps=eps)) == pytest.approx(3 * (eps / (1 + eps)) ** 2,
+                                                                  rel=4 * (4 + 2) * EPS / (eps / (1 + eps)))
     # z2 = -z1: C = -I/(1 + eps)  ->  L = d (1 + 1/(1 + eps))^2 (~4d).
     assert float(jit_barlow_twins(z, -z, eps=eps)) == pytest.approx(3 * (1 + 1 / (1 + eps)) ** 2, rel=1e-12)
     # Standardisation removes scale and shift: same value for 1e3 z + 7.
+    # exact in binary at every step (entries 1007 / 993, mean 7, variance 1e6, std 1e3): 0 on any hardware
     assert float(jit_barlow_twins(1e3 * z + 7.0, 1e3 * z + 7.0, eps=0.0)) == pytest.approx(0.0, abs=1e-20)
     # Perfectly correlated off-diagonal: both features equal -> C = [[1, 1], [1, 1]] (eps = 0), L = 2 lambda.
     col = np.array([[1.0], [-1.0], [2.0], [-2.0]])
@@ -201,8 +211,11 @@ def test_simclr_hand_values():
     # l = -log(e^{1/tau} / (e^{1/tau} + 2n - 2)) = log(1 + (2n - 2) e^{-1/tau}), the same for every anchor.
     for tau in (0.5, 0.2):
         want = math.log1p((2 * n - 2) * math.exp(-1 / tau))
+        # log-sum-exp of logits <= 1 / tau = 5 minus the positive logit: that cancellation leaves an absolute
+        # ~4 eps / tau = 2e-15 on a value >= 0.04, so relative 5e-14 (measured 3e-15)
         assert float(jit_simclr(z, z, temperature=tau)) == pytest.approx(want, rel=1e-13)
-    assert float(jit_simclr(z, z, temperature=0.01)) == pytest.approx(0.0, abs=1e-12)  # small tau -> 0
+    # small tau -> 0: lse(logits) - 1/tau cancels to ~4 eps / tau = 1e-13 absolute (the value is 6 e^-100)
+    assert float(jit_simclr(z, z, temperature=0.01)) == pytest.approx(0.0, abs=1e-12)
     # All embeddings equal: every logit is 1/tau, so l = log(2n - 1) for every anchor and any tau.
     ones = np.ones((n, 3))
     for tau in (0.1, 0.5, 3.0):
@@ -218,7 +231,7 @@ def test_vicreg_hand_values():
     n, d = 4, 3
     z = math.sqrt((n - 1) / n) * _hadamard_columns()  # unbiased variance exactly 1, covariance exactly 0
     # Invariance 0 (z1 = z2); std = sqrt(1 + eps) >= gamma = 1 -> variance 0; off-diagonal Cov = 0 -> 0.
-    for convention in ("reference", "paper"):
+    for convention in ("reference", "paper"):  # exact: equal-magnitude +-entries cancel exactly in any order
         assert float(jit_vicreg(z, z, convention=convention)) == pytest.approx(0.0, abs=1e-15)
     # Shift the second view by s: invariance mean (z1 - z2)^2 = s^2 (reference) or sum_k s^2 = d s^2 (paper);
     # the variance and covariance of each view are shift-invariant, so nothing else changes.
@@ -251,6 +264,7 @@ def test_barlow_twins_theory_is_the_linear_model(rng):
     def loss_of_w(w):
         return barlow_twins_theory(x1j @ w.T, x2j @ w.T)
 
+    # two orders of the same sums (n = 9, m = 6): ~(n + m) eps relative to the sum of |terms| (measured 4e-15)
     assert float(loss_of_w(jnp.asarray(w))) == pytest.approx(linear.loss(w, gamma), rel=1e-12)
     np.testing.assert_allclose(jax.grad(loss_of_w)(jnp.asarray(w)), linear.gradient(w, gamma), rtol=1e-10, atol=1e-13)
 
@@ -269,6 +283,7 @@ def test_eager_jit_vmap_agree(rng, name, hparams):
     eager = np.array([float(fn(z1[b], z2[b])) for b in range(batch)])
     jitted = np.array([float(jit_fn(z1[b], z2[b])) for b in range(batch)])
     vmapped = np.asarray(jax.vmap(fn)(z1, z2))
+    # XLA may reorder under jit / vmap: the header's ~1e-14 relative (measured <= 4.5e-15)
     np.testing.assert_allclose(jitted, eager, rtol=1e-12)
     np.testing.assert_allclose(vmapped, eager, rtol=1e-12)
     if not hparams:  # jit of vmap (the training-step form) once per loss; each compilation costs ~0.2 s
@@ -299,7 +314,7 @@ def test_simclr_tiny_embeddings_tend_to_uniform_logits(rng):
     # is finite and non-zero (training can leave this regime).
     z1, z2 = (jnp.asarray(z) for z in _views(rng, scale=1e-20))
     value, (g, _) = _value_and_grad("simclr")(z1, z2)
-    assert float(value) == pytest.approx(math.log(13), rel=1e-12)
+    assert float(value) == pytest.approx(math.log(13), rel=1e-12)  # the O(1e-16) of the comment above, 1e3x
     assert np.all(np.isfinite(g)) and np.any(g != 0)
 
 
@@ -315,11 +330,17 @@ def test_simclr_norm_floor_small_norm_regime(rng):
     first_order = math.log(2 * n - 1) - np.mean(
         dots[np.arange(2 * n), partner] - (dots.sum(1) - np.diag(dots)) / (2 * n - 1)) / tau
     got = float(jit_simclr(jnp.asarray(z1), jnp.asarray(z2), temperature=tau, norm_floor=eps))
-    assert got == pytest.approx(first_order, rel=1e-9)
+    # Compare the deviations from log(2n - 1) (~4e-9): rel 1e-9 on the loss itself (2.6e-9 absolute) would
+    # almost let a missing first-order term pass. The deviation is known to the second-order term (~max|dots| /
+    # tau relative, 2e-9 here) plus the loss's round-off (~8 eps log(2n - 1) absolute).
+    base = math.log(2 * n - 1)
+    rel = np.abs(dots).max() / tau + 8 * EPS * base / abs(first_order - base)
+    assert got - base == pytest.approx(first_order - base, rel=10 * rel)
     # ... and it depends on the scale of the embeddings (quadratically), unlike standard (cosine) NT-Xent.
     smaller = float(jit_simclr(jnp.asarray(0.5 * z1), jnp.asarray(0.5 * z2), temperature=tau, norm_floor=eps))
     assert abs(got - math.log(2 * n - 1)) > 1e-9
     assert smaller - math.log(2 * n - 1) == pytest.approx(0.25 * (got - math.log(2 * n - 1)), rel=1e-4)
+    # cosine similarity ignores the scale 0.5 (exact in binary): the same values to a few ulps
     assert float(jit_simclr(jnp.asarray(0.5 * z1), jnp.asarray(0.5 * z2), temperature=tau)) == pytest.approx(
         float(jit_simclr(jnp.asarray(z1), jnp.asarray(z2), temperature=tau)), rel=1e-12)
     # Above the floor it is standard SimCLR.
@@ -352,6 +373,7 @@ def test_swap_and_row_permutation_invariance(rng, name, hparams):
     z1, z2 = (jnp.asarray(z) for z in _views(rng))
     base = float(fn(z1, z2))
     perm = jnp.asarray(rng.permutation(z1.shape[0]))
+    # the same sums in another order: the header's ~1e-14 relative (measured 1.6e-15)
     np.testing.assert_allclose(float(fn(z2, z1)), base, rtol=1e-12)
     np.testing.assert_allclose(float(fn(z1[perm], z2[perm])), base, rtol=1e-12)
 
@@ -421,6 +443,7 @@ def test_barlow_twins_theory_centred_is_the_cross_covariance_form(rng):
 
     z1, z2 = rng.normal(size=(9, 4)) + 3.0, rng.normal(size=(9, 4)) - 1.0
     centred = barlow_twins_theory(z1 - z1.mean(0), z2 - z2.mean(0))
+    # centring entries ~3 +- 1 (or ~8 after the shift) costs ~8 eps absolute per entry, ~1e-14 relative in L
     np.testing.assert_allclose(barlow_twins_theory(z1, z2, center=True), centred, rtol=1e-12)
     np.testing.assert_allclose(get_loss("barlow_twins_theory", center=True)(z1 + 5.0, z2), centred, rtol=1e-12)
     assert not np.isclose(barlow_twins_theory(z1, z2), centred)
