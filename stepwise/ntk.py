@@ -626,7 +626,7 @@ def empirical_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = Non
         device's free memory on accelerators; on CPU devices, which share the host's memory, the host default
         divided by the number of devices).
       devices: this process's devices to spread the row blocks over (module docstring), or None for the default
-        device. Needs the jax backend (``"auto"`` selects it).
+        device. Needs the jax backend (``"auto"`` selects it) and, for convolutional networks, JAX >= 0.8.
 
     Returns:
       (n1, n2) ``K[i, j] = (1/d) sum_k <df_k(x1_i)/dtheta, df_k(x2_j)/dtheta>``, float64 when x64 is enabled
@@ -635,8 +635,8 @@ def empirical_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = Non
     Raises:
       ValueError: unknown backend or implementation, ``"structured_derivatives"``, inputs of different shapes or
         an ``apply_fn`` that does not return (N, d), or a budget too small for even one block (with the numbers);
-        ``devices`` empty, not this process's, or with the neural-tangents backend; all before any kernel is
-        computed.
+        ``devices`` empty, not this process's, with the neural-tangents backend, or a convolutional network on
+        JAX < 0.8; all before any kernel is computed.
 
     Example:
       >>> from flax import nnx
@@ -740,7 +740,13 @@ def _sharded_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None, *, ba
     out = np.empty((n1, n2), dtype)
     for g in range(xs.shape[0]):
         starts = [(g * n_dev + k) * rows for k in range(n_dev)]
-        j_rows = row_jacobians(params, jax.device_put(xs[g], by_device))
+        try:  # the first call traces the programs before anything is computed
+            j_rows = row_jacobians(params, jax.device_put(xs[g], by_device))
+        except NotImplementedError as err:
+            raise ValueError(
+                f"JAX {jax.__version__} cannot differentiate this network inside jax.shard_map (convolutions under "
+                "vmap there fail before JAX 0.8.0: jax-ml/jax#32157); use devices=None or JAX >= 0.8"
+            ) from err
         for jb in range(x2.shape[0]):
             j = jb * cols
             if plan.symmetric and j + cols <= starts[0]:

@@ -226,9 +226,17 @@ NTK_WORKER = textwrap.dedent(
     from stepwise import ntk
 
     assert len(jax.devices()) == 4
+    old_jax = tuple(int(v) for v in jax.__version__.split(".")[:2]) < (0, 8)
     for kind in ("mlp", "cnn"):
         pure, shape = make(kind)
         x1, x2 = inputs(shape, 11), inputs(shape, 7, seed=3)
+        if kind == "cnn" and old_jax:  # jax-ml/jax#32157: refused with a clear error before any compute
+            try:
+                ntk.empirical_ntk(pure.apply, pure.params, x1, devices=jax.devices())
+            except ValueError as err:
+                assert "jax-ml/jax#32157" in str(err), err
+                continue
+            raise AssertionError("a convolutional network over devices= was accepted on JAX < 0.8")
         whole = ntk.plan_ntk(pure.apply, pure.params, x1, x2, backend="jax")
         small = whole.held_bytes + 3 * whole.jacobian_bytes_per_example * 4  # blocks of 1-2 rows: 3 groups of 4
         # Whole-kernel plan over 3 devices (row blocks capped at ceil(11 / 3) = 4, the last one padded), and small
