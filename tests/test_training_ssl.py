@@ -61,6 +61,9 @@ def test_first_step_is_plain_sgd_on_the_documented_batch_and_views(images):
     v1, v2 = make_pairs(AUG, k_aug, jnp.asarray(images[:40])[idx])
     loss, grads = jax.value_and_grad(lambda p: barlow_twins_theory(apply(p, v1), apply(p, v2)))(params)
     expected = jax.tree.map(lambda p, g: p - 0.05 * g, params, grads)
+    # The engine's jitted step vs eager ops: the same float64 arithmetic in another order. Products of width <= 36
+    # are within ~36 eps of their sums of |terms|: ~1e-14 on the loss (~7, no cancellation) and ~1e-13 relative on
+    # parameters after one step (measured 1.3e-16 and 4e-14), against rtol 1e-12 / 1e-10.
     np.testing.assert_allclose(out.train_loss[0], loss, rtol=1e-12)
     for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
@@ -75,8 +78,12 @@ def test_tracking_records_the_documented_spectra(images):
     e1, _ = make_pairs(AUG, jax.random.fold_in(jax.random.key(0), 2**31 - 1), jnp.asarray(images[40:]))
     z = np.asarray(apply(out.params, e1))
     zc = z - z.mean(0)
+    # Eigenvalues of the 8 x 8 covariance from two eigensolvers: absolutely within ~8 eps lambda_max = 2.5e-16
+    # (lambda_max = 0.14); atol 1e-14 is 40x that and covers the rank-deficient zeros (8 centred samples), the
+    # rtol the rest (measured 8e-17).
     np.testing.assert_allclose(out.cov_out[-1], np.linalg.eigvalsh(zc.T @ zc / 8)[::-1], rtol=1e-8, atol=1e-14)
-    np.testing.assert_allclose(out.snapshots[-1], z, rtol=1e-10)
+    np.testing.assert_allclose(out.snapshots[-1], z, rtol=1e-10)  # the same apply on the same views (identical)
+    # sorted in decreasing order: the differences are <= 0 exactly, the 1e-15 is only slack
     assert np.all(np.diff(out.cov_out, axis=1) <= 1e-15) and np.all(np.diff(out.bt_feat, axis=1) <= 1e-15)
     assert 0 <= out.tracking_fraction <= 1
 
@@ -96,6 +103,8 @@ def test_resume_reproduces_the_uninterrupted_run(images, tmp_path):
     assert ckpt.is_file() and first.train_loss.shape == (10,)
     resumed = run(images, steps=20, checkpoint=ckpt, resume=True)
     np.testing.assert_array_equal(resumed.step, full.step)
+    # The same compiled step on the same batches and a float64 checkpoint (measured bit-identical); the bounds of
+    # the first test are the ceiling.
     np.testing.assert_allclose(resumed.train_loss, full.train_loss, rtol=1e-12)
     np.testing.assert_allclose(resumed.cov_out, full.cov_out, rtol=1e-10, atol=1e-14)
     for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(full.params)):
@@ -161,6 +170,9 @@ MULTI_DEVICE = textwrap.dedent(
     images = np.random.default_rng(0).uniform(size=(N_IMAGES, *SHAPE))
     one = run(images, devices=jax.devices()[:1])
     four = run(images, devices=jax.devices())
+    # Data parallel: the batch gradient is reduced across 4 devices in another order, ~16 eps relative per step,
+    # 20 steps ~7e-14 unamplified (measured 1.1e-14 loss, 1.7e-14 params, 2e-15 absolute on cov_out, whose
+    # zero eigenvalues make relative errors meaningless); 1e-9 leaves 1e4x for the training map's expansion.
     np.testing.assert_allclose(four.train_loss, one.train_loss, rtol=1e-9)
     np.testing.assert_allclose(four.cov_out, one.cov_out, rtol=1e-7, atol=1e-12)
     for a, b in zip(jax.tree.leaves(four.params), jax.tree.leaves(one.params)):
