@@ -17,9 +17,10 @@ def test_cases_agree_across_methods_and_report_consistent_numbers():
         assert c["achieved_flops_per_s"] == pytest.approx(c["flops_lower_bound"] / c["compute_s"])
         assert c["plan"]["peak_bytes"] == c["estimated_peak_bytes"] <= c["budget_bytes"]
         assert c["peak_rss_bytes"] >= c["baseline_rss_bytes"] > 0
-    # the same inputs and weights: every method computed the same kernel. Its trace and Frobenius norm are sums of
-    # non-negative terms J_i . J_i over P = 340 parameters (no cancellation), so methods that contract in another
-    # order agree to ~P eps = 7.5e-14 relative (measured 1.1e-16); rtol 1e-10, while a float32 path would be 1e-7 off.
+    # the same inputs and weights: every method computed the same kernel. Contracting over P = 340 parameters in
+    # another order moves K_ij by <= P eps |J_i| |J_j| = P eps sqrt(K_ii K_jj) (K is PSD), so the trace (a sum of
+    # non-negative K_ii) agrees to P eps = 7.5e-14 relative and the Frobenius norm to P eps sqrt(n) = 2e-13
+    # (measured 1.1e-16); rtol 1e-10, while a float32 path would be ~1e-7 off.
     np.testing.assert_allclose([c["kernel_trace"] for c in cases], cases[0]["kernel_trace"], rtol=1e-10)
     np.testing.assert_allclose([c["kernel_fro"] for c in cases], cases[0]["kernel_fro"], rtol=1e-10)
 
