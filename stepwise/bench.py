@@ -199,7 +199,7 @@ class JaxBench:
 
 
 def make_jax_step(cfg: BenchConfig, *, images: np.ndarray | None = None, seed: int = 0,
-                  variant: str | None = None) -> JaxBench:
+                  variant: str | None = None, devices: Sequence[Any] | None = None) -> JaxBench:
     """The project's training step (``stepwise.training.ssl._make_step``) for ``cfg``, state and data placed on a
     replicated ``NamedSharding`` as in ``train_ssl`` (so the first call compiles once).
 
@@ -219,7 +219,7 @@ def make_jax_step(cfg: BenchConfig, *, images: np.ndarray | None = None, seed: i
     pure = pure_model(module)
     images = _images(cfg) if images is None else np.asarray(images, np.float32)
     tx = optax.sgd(LR)
-    mesh = Mesh(np.array(jax.devices()), ("data",))
+    mesh = Mesh(np.array(jax.devices() if devices is None else list(devices)), ("data",))
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
     if variant is None:

@@ -387,8 +387,9 @@ class _Blocks:
     """Compiles (and caches) the block functions of one request for given block sizes; reports their memory."""
 
     def __init__(self, apply_fn: Callable, backend: str, implementation: str, out_dim: int, params: Any,
-                 x_shape: tuple[int, ...], dtype: np.dtype):
+                 x_shape: tuple[int, ...], dtype: np.dtype, device: Any = None):
         self.backend, self.implementation, self.out_dim = backend, implementation, out_dim
+        self.device = jax.devices()[0] if device is None else device
         self.params_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
         self.x_shape, self.dtype = tuple(x_shape), dtype
         self._cache: dict[tuple, Any] = {}
@@ -419,7 +420,8 @@ class _Blocks:
                 "gram": lambda r: (self._j(r),),
                 "block": lambda r, c: (p, self._x(r), self._x(c)),
             }[name](*sizes)
-            self._cache[key] = self._fns[name].lower(*args).compile()
+            with jax.default_device(self.device):  # compiled for where the parameters are (see _placement)
+                self._cache[key] = self._fns[name].lower(*args).compile()
         return self._cache[key]
 
     def bytes_per_row(self, rows: int, cols: int) -> float:
@@ -454,6 +456,20 @@ def _largest(limit: int, fits: Callable[[int], bool]) -> int:
     return lo
 
 
+def _placement(params: Any):
+    """The device the blocks run on: that of the parameters where they are arrays on one device, else the default
+    device (``jax.default_device`` included). Part of the compiled blocks' cache key: a program compiled for the CPU
+    refuses GPU arrays, and the other way round."""
+    for leaf in jax.tree.leaves(params):
+        if isinstance(leaf, jax.Array):
+            devices = leaf.devices()
+            if len(devices) == 1:
+                return next(iter(devices))
+            break
+    default = jax.config.jax_default_device
+    return jax.devices()[0] if default is None else default
+
+
 def _plan(apply_fn, params, x1, x2, *, backend, implementation, memory_budget) -> tuple[NtkPlan, _Blocks]:
     dtype = _compute_dtype(params)
     n1, n2, out_dim, n_params = _check_inputs(apply_fn, params, x1, x2, dtype)
@@ -466,14 +482,15 @@ def _plan(apply_fn, params, x1, x2, *, backend, implementation, memory_budget) -
     x_shape = tuple(jnp.shape(x1)[1:])
     params_c = _cast(params, dtype)
     signature = (jax.tree.structure(params_c), tuple((leaf.shape, leaf.dtype) for leaf in jax.tree.leaves(params_c)))
-    key = (apply_fn, backend, implementation, out_dim, signature, x_shape, str(dtype))
+    device = _placement(params)
+    key = (apply_fn, backend, implementation, out_dim, signature, x_shape, str(dtype), device)
     if key not in _BLOCKS_CACHE:
         resolved = implementation
         if backend == "neural_tangents":
             resolved = _resolve_implementation(apply_fn, params_c, x_shape, dtype, implementation)
         while len(_BLOCKS_CACHE) >= _CACHE_SIZE:
             del _BLOCKS_CACHE[next(iter(_BLOCKS_CACHE))]
-        _BLOCKS_CACHE[key] = _Blocks(apply_fn, backend, resolved, out_dim, params_c, x_shape, dtype)
+        _BLOCKS_CACHE[key] = _Blocks(apply_fn, backend, resolved, out_dim, params_c, x_shape, dtype, device)
     blocks = _BLOCKS_CACHE[key]
     implementation = blocks.implementation
     j_row = out_dim * n_params * itemsize

@@ -24,9 +24,9 @@ from stepwise.training import ssl
 CPU = jax.devices("cpu")[0]
 DEVICE = jax.devices()[0]
 F32 = jnp.float32
-# float32 unit round-off times a generous growth factor for a different summation order over the reductions
-# (fan-ins <= 576 here; sqrt(576) * 2^-24 ~ 1.4e-6 per layer, ~20 layers): far below any real bug (a wrong
-# layout or a TF32 pass is ~1e-3 relative), far above the round-off.
+# The MLP training comparison: float32 unit round-off times a generous growth factor for another summation order
+# (fan-ins <= 36, two layers, a 12-step trajectory): far below a real difference (O(1) after one step). The ResNet
+# and NTK comparisons take their bound from the CPU's own float32 error against float64 (see their docstrings).
 RTOL_F32 = 1e-4
 
 
@@ -62,24 +62,41 @@ def test_device_is_what_jax_reports():
     assert DEVICE.platform in ("cpu", "gpu", "tpu") and len(jax.local_devices()) >= 1
 
 
+def _f64(tree):
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+
 def test_jitted_resnet_forward_and_gradient_match_the_cpu(resnet):
+    """Float32 on the device is as close to a float64 CPU reference as float32 on the CPU is.
+
+    The gradient of this GroupNorm ResNet amplifies round-off (normalisation over 2x2 maps divides by small
+    deviations): float32 vs float32 on another device differed by 1.0e-4 of the largest entry on an H200, so no
+    fixed float32 tolerance fits every network. The bound is the CPU's own float32 error on the same problem times
+    10 (another summation order, cuDNN's algorithms); a TF32 or bf16 pass (unit round-off 2^-11 or 2^-8 against
+    float32's 2^-24) would exceed it by orders of magnitude.
+    """
     pure, x = resnet
 
     def loss(params, x):
         z = pure.apply(params, x)
         return jnp.sum(z * z)
 
+    flat = lambda tree: np.concatenate([np.asarray(g, np.float64).ravel() for g in jax.tree.leaves(tree)])  # noqa: E731
     with jax.default_matmul_precision("highest"):
         z_dev, z_cpu = on(DEVICE, pure.apply, pure.params, x), on(CPU, pure.apply, pure.params, x)
-        grad = jax.grad(loss)
-        g_dev = jax.tree.leaves(jax.tree.map(np.asarray, jax.jit(grad)(jax.device_put(pure.params, DEVICE),
-                                                                     jax.device_put(x, DEVICE))))
-        with jax.default_device(CPU):
-            g_cpu = jax.tree.leaves(jax.tree.map(np.asarray, jax.jit(grad)(jax.device_put(pure.params, CPU),
-                                                                         jax.device_put(x, CPU))))
-    assert z_dev.dtype == np.float32 and rel(z_dev, z_cpu) < RTOL_F32
-    flat = lambda leaves: np.concatenate([g.ravel() for g in leaves])  # noqa: E731
-    assert rel(flat(g_dev), flat(g_cpu)) < RTOL_F32
+        z_ref = on(CPU, pure.apply, _f64(pure.params), x.astype(np.float64))
+        g_dev = flat(on_tree(DEVICE, jax.grad(loss), pure.params, x))
+        g_cpu = flat(on_tree(CPU, jax.grad(loss), pure.params, x))
+        g_ref = flat(on_tree(CPU, jax.grad(loss), _f64(pure.params), x.astype(np.float64)))
+    assert z_dev.dtype == np.float32 and z_ref.dtype == np.float64
+    assert rel(z_dev, z_ref) <= 10 * rel(z_cpu, z_ref) + 1e-6
+    assert rel(g_dev, g_ref) <= 10 * rel(g_cpu, g_ref) + 1e-6
+
+
+def on_tree(device, fn, *args):
+    """``fn(*args)`` jitted on ``device``, its output pytree as NumPy."""
+    with jax.default_device(device):
+        return jax.tree.map(np.asarray, jax.jit(fn)(*jax.device_put(args, device)))
 
 
 def _mlp_run(devices, seed=0):
@@ -123,13 +140,17 @@ def test_ntk_backends_on_the_device_match_the_cpu_jax_backend(backend, resnet):
     pure, x = resnet
     # One named implementation: "auto" would compile both of neural-tangents' to compare their costs.
     impl = "jacobian_contraction" if backend == "neural_tangents" else "auto"
-    with jax.default_matmul_precision("highest"), enable_x64(False):
-        with jax.default_device(CPU):
-            ref = np.asarray(ntk.empirical_ntk(pure.apply, jax.device_put(pure.params, CPU), jax.device_put(x, CPU),
-                                               backend="jax"))
-        with jax.default_device(DEVICE):
-            k = np.asarray(ntk.empirical_ntk(pure.apply, jax.device_put(pure.params, DEVICE),
-                                             jax.device_put(x, DEVICE), backend=backend,
-                                             implementation=impl))
-    assert k.dtype == np.float32 and k.shape == (4, 4)
-    assert rel(k, ref) < RTOL_F32
+
+    def kernel(device, params, x, **kw):
+        with jax.default_device(device):
+            return np.asarray(ntk.empirical_ntk(pure.apply, jax.device_put(params, device), jax.device_put(x, device),
+                                                **kw))
+
+    with jax.default_matmul_precision("highest"):
+        ref = kernel(CPU, _f64(pure.params), x.astype(np.float64), backend="jax")  # x64 is on in the suite
+        with enable_x64(False):
+            cpu = kernel(CPU, pure.params, x, backend="jax")
+            k = kernel(DEVICE, pure.params, x, backend=backend, implementation=impl)
+    assert k.dtype == np.float32 and k.shape == (4, 4) and ref.dtype == np.float64
+    # as in the gradient test: the device's float32 error within 10x the CPU's own on the same kernel
+    assert rel(k, ref) <= 10 * rel(cpu, ref) + 1e-6

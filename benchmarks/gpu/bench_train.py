@@ -40,6 +40,7 @@ def measure(mode: str, cfg, *, rounds: int, steps: int, torch_device: str | None
     import jax
 
     from stepwise import bench
+    from stepwise.scale import program_flops
 
     jax_precision = {"float32": "float32", "tf32": "tensorfloat32"}[mode]
     out: dict = {"mode": mode}
@@ -48,10 +49,9 @@ def measure(mode: str, cfg, *, rounds: int, steps: int, torch_device: str | None
         t0 = time.perf_counter()
         jb.run(1)
         out["jax_compile_and_first_step_s"] = time.perf_counter() - t0
-        lowered = jb.step.lower(jb.state, jb.data)
-        cost = lowered.compile().cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        out["flops_per_step"] = float(cost.get("flops", float("nan")))
+        # FLOPs counted on the CPU backend's HLO of the same step (XLA:GPU's analysis omits cuDNN convolutions)
+        cpu_step = bench.make_jax_step(cfg, devices=jax.devices("cpu")[:1])
+        out["flops_per_step"] = program_flops(cpu_step.step, cpu_step.state, cpu_step.data)
         jb.run(steps)  # warm
         jax_times = []
         tb = None

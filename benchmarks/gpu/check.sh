@@ -61,9 +61,13 @@ log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
 BUDGET=${GPU_CHECK_BUDGET:-570}
 RESERVE=25
 
+# GPU_CHECK_STEPS="deep tests" runs only those steps (of: deep tests train ntk_default ntk_highest); default all.
+wanted() { [ -z "${GPU_CHECK_STEPS:-}" ] || [[ " $GPU_CHECK_STEPS " == *" $1 "* ]]; }
+
 # step NAME SECONDS CMD...: runs CMD with a time limit, appends its output to the log, records status and time.
 step() {
     local name=$1 limit=$2; shift 2
+    wanted "$name" || return 0
     local t0=$SECONDS rc left=$((BUDGET - RESERVE - SECONDS + T_START))
     if [ "$left" -lt 15 ]; then
         log "== $name: skipped, ${left}s left of the ${BUDGET}s budget"
