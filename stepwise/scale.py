@@ -60,14 +60,16 @@ PEAK_FLOPS: tuple[tuple[str, dict[str, float]], ...] = (
 
 # Assumed achievable fraction of the peak for these networks' training steps. GPU: 25% for a ResNet-18 on 32x32 or
 # 64x64 images at batch >= 256 in bf16 (small spatial sizes, GroupNorm and the elementwise work of the backward pass
-# are memory-bound); an assumption until a GPU run measures it (results.json: plan vs train time). CPU: the fraction of
-# a timed 1024^3 matrix product that XLA's CPU backend reaches on the ResNet step; measured on the 2-core development
-# machine (ResNet-18 width 1, 32x32, batch 16, float32: see stepwise_deep's config docstring).
-ASSUMED_EFFICIENCY: dict[str, float] = {"gpu": 0.25, "cpu": 0.5}
+# are memory-bound); an assumption until a GPU run measures it (results.json: plan vs train time). CPU: measured on
+# the shared 2-core development machine (load 7-12): the ResNet-18 (width 1, 32x32, batch 256) step of
+# DeepConfig.gpu took 92 s in bf16 and 87 s in float32, 16-17 GFLOP/s against 63 GFLOP/s timed for the bf16 matmul
+# (26%); at batch 32, 6.0 s.
+ASSUMED_EFFICIENCY: dict[str, float] = {"gpu": 0.25, "cpu": 0.25}
 
 # Assumed compilation and host time per compiled program (the training step and the tracking function are two). On an
-# accelerator XLA's autotuning of convolutions dominates; on the CPU it is measured (stepwise_deep's docstring).
-ASSUMED_COMPILE_S: dict[str, float] = {"gpu": 10.0, "cpu": 15.0}
+# accelerator XLA's autotuning of convolutions dominates (an assumption until measured). CPU: the ResNet-18 step of
+# DeepConfig.gpu compiled in ~45 s on the loaded development machine (20 s at batch 32; an MLP's in ~1 s).
+ASSUMED_COMPILE_S: dict[str, float] = {"gpu": 10.0, "cpu": 45.0}
 
 
 def abstract(tree: Any) -> Any:

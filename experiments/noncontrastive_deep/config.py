@@ -4,6 +4,12 @@ Command:   make fig-noncontrastive-deep   (or `stepwise run noncontrastive_deep 
 Runtime:   CPU default (3 seeds of BYOL, MLP on digits, 2000 steps each): 57 s wall, 33 s CPU on the 2-core machine
            shared with other jobs (load 9-10), about half of it compilation (the seeds share the compiled programs).
            smoke(): ~35 s wall / ~15 s CPU on that machine, mostly compilation.
+           GPU scale (`stepwise run noncontrastive_deep --scale gpu`; :meth:`NoncontrastiveDeepConfig.gpu`: ResNet-18
+           width 1 in bf16, batch 256, one seed of 4000 steps on 32x32 patches), sized for <= 90 s on one H200 (not yet
+           run on one): XLA's cost analysis gives 1.99 TFLOP per BYOL step (online network on both views, forward and
+           backward, plus the target's two forward passes) and 6.8 TFLOP per tracking point (seven forward passes of
+           1000 held-out views), 41 points: 8.2 PFLOP, 42 s at the assumed 25% of 790 TFLOP/s + 20 s compilation
+           (assumed, 2 programs) = 62 s (stepwise.scale; the plan is printed first and kept in results.json).
 Verdict:   b1_alignment_cos_min > 0.9 (every mode with s_j > 1e-3 s_max, every seed), W_p's asymmetry falls at least
            4-fold and its negative eigenvalues vanish, F's spectrum splits into modes that hold and modes that keep
            shrinking. The note's proposed B3 slope (log p_j vs log s_j ~ 0.5) is reported, not checked (summary).

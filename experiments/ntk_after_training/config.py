@@ -3,6 +3,13 @@
 Command:   make fig-ntk-after-training   (or `stepwise run ntk_after_training --out DIR`)
 Runtime:   CPU defaults (the three MLPs of `stepwise_deep` on digits, two NTKs of 897 points each): see the README
            (measured on the 2-core CPU; the NTKs dominate).
+           GPU scale (`stepwise run ntk_after_training --scale gpu`; :meth:`NtkAfterTrainingConfig.gpu`): the three
+           `DeepConfig.gpu` networks at ResNet width 0.25 (3000 steps each, 96.5 GFLOP per step) and float32 NTKs
+           over 300 points (8.5 TFLOP each, a lower bound: :func:`stepwise.scale.ntk_flops`). Width 1 does not fit:
+           its Jacobian is 64 outputs x 11.8M parameters (3 GB per example), ~1.3e14 FLOP per 300-point NTK at the
+           float32 rate (60 TFLOP/s) before the blocked computation's recomputation. Compute 0.92 PFLOP, 8 s at the
+           assumed 25%; with the assumed 10 s of compilation for each of 9 programs (step, tracker, NTK per network)
+           the estimate is 98 s on one H200: over the 90 s target only through that assumption (not yet run on one).
 Verdict:   for each loss the learned subspace matches the after-training NTK's kernel prediction better than random
            functions of the same kernel; the three methods resemble each other more than that baseline.
 

@@ -1,11 +1,18 @@
 """Configuration of the deep stepwise experiment (Simon et al. 2023, Fig. 1C/D and the BT/SimCLR/VICReg figure).
 
 Command:   make fig-deep   (all three losses; or `stepwise run stepwise_deep --loss vicreg --out DIR`)
+           GPU scale: `stepwise run stepwise_deep --scale gpu --loss vicreg --out DIR` (prints its plan first;
+           `--plan-only` stops there; `--data-dir DIR` reads a local STL-10 / CIFAR-10 instead of the photographs).
 Runtime:   CPU defaults (MLP on digits): well under 5 min per loss on a 2-core CPU, measured in results.json.
-           GPU scale: `DeepConfig.gpu(loss)` (ResNet-18 on STL-10 from a local folder): not measured (no GPU was
-           lent to this work). Estimate: XLA's cost analysis gives 12.5 GFLOP per 64x64 image for forward and
-           backward, so 12.8 TFLOP per step (512 pairs); at 100-200 TFLOP/s achieved (TF32 on one H100) that is
-           0.06-0.13 s per step, about 20-45 min for the 20000 steps.
+           GPU scale (`DeepConfig.gpu`: ResNet-18 width 1 in bf16, batch 256, 6000 steps on 32x32 patches), sized for
+           <= 90 s on one H200 (not yet run on one): XLA's cost analysis of the jitted train step gives 1.49 TFLOP per
+           step and 3.89 TFLOP per tracking point (four forward passes of the 1000 held-out views), 51 points: 9.1 PFLOP.
+           Assumed (stepwise.scale, stated in every plan): 25% of the H200's 790 TFLOP/s bf16 peak for a ResNet on
+           32x32 images at batch 256, and 10 s of compilation per program (the step and the tracker): 46 s compute +
+           20 s = 66 s, leaving ~25 s for the host (eigenvalues, probes, figure). results.json records the plan next
+           to the measured times, which measures the fraction. On STL-10 (64x64 crops): 6.39 TFLOP per step, 1500 steps,
+           73 s estimated. On the 2-core CPU (shared, load ~12) `--scale gpu --steps 3` ran in 908 s wall (250 s CPU,
+           7.4 GB peak memory); shrink it further with `--batch-size 32 --n-eval 64` for a dry run.
 Verdict:   `steps_detected` >= 4 well-separated steps for each loss, with unit rank increments.
 
 What the paper leaves open (theory note section 4, E2/E3: [U]) is a field here and is written to results.json:
