@@ -97,7 +97,7 @@ __all__ = [
 # matrix (`make test-compat`, docs/compat.json) has run. Older JAX is refused; a JAX newer than the newest tested
 # minor is not refused: a warning says so once, the implementation probe runs, and what works is used.
 MIN_JAX = (0, 6)
-TESTED_JAX = ("0.6.2", "0.7.2", "0.8.3", "0.9.2", "0.10.2", "0.11.2", "0.12.0.1")
+TESTED_JAX = ("0.7.2", "0.8.3", "0.9.2", "0.10.2", "0.11.2", "0.12.0.1")
 NT_VERSION = "0.6.5"
 # neural-tangents' NtkImplementation members by the names stepwise uses.
 NT_IMPLEMENTATIONS = {
