@@ -19,6 +19,9 @@ test files; nothing here is imported by stepwise or by stepwise's own tests. Wha
      kernels they compare with the analytic ones (STRUCTURED_DERIVATIVES as released), is JACOBIAN_CONTRACTION
      (neural-tangents' own default, ``DEFAULT_NTK_IMPLEMENTATION``).
    Where the probe passes (JAX 0.6), none of the three applies.
+4. ``FlaxOtherTest`` (Flax MLP, autoencoder, VAE, ResNet-18, MLP-Mixer) and ``FlaxCnnTest`` (grouped
+   convolutions), which neural-tangents skips on CPU for speed (``test_utils.skip_test``), run: they are the cases
+   closest to stepwise's own use (Flax networks through ``empirical_ntk_fn``). Every other skip is the suite's own.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ SD_REFUSED = not nt_structured_derivatives_work()
 SD_REASON = (f"tests neural-tangents' STRUCTURED_DERIVATIVES implementation, which stepwise's shim refuses on jax "
              f"{jax.__version__} (it fails there: stepwise._compat)")
 SKIPPED_CLASSES = ("StructuredDerivativesTest",)
+RUN_ON_CPU = ("FlaxOtherTest", "FlaxCnnTest")  # skipped by neural-tangents on CPU for speed only
 
 
 class _Implementations:
@@ -97,6 +101,15 @@ def pytest_collection_modifyitems(config, items):
 def _supported_implementations(request, monkeypatch):
     if SD_REFUSED and getattr(request.module, "nt", None) is nt:
         monkeypatch.setattr(request.module, "nt", _VIEW)
+    test_utils = getattr(request.module, "test_utils", None)
+    if request.cls is not None and request.cls.__name__ in RUN_ON_CPU and test_utils is not None:
+        skip_test = test_utils.skip_test
+
+        def skip_unless_speed_on_cpu(self, msg="Skipping large tests for speed.", platforms=("cpu",)):
+            if tuple(platforms) != ("cpu",):  # a skip for another reason (a known bug on some platforms): kept
+                skip_test(self, msg, platforms)
+
+        monkeypatch.setattr(test_utils, "skip_test", skip_unless_speed_on_cpu)
     yield
 
 

@@ -21,8 +21,9 @@ What it does:
    ``docs/compat.json`` under ``"neural_tangents_suite"`` -> ``"<python>-<jax>"``, leaving every other key of that
    shared file as it is (read, update one key, atomic replace).
 
-Exit status 0 if every file ran to completion with no failures or errors, else 1. About 10-20 minutes on a
-loaded 2-core CPU (most of it in ``stax/``; the per-file times are in docs/compat.json).
+Exit status 0 if every file ran to completion with no failures or errors, else 1. All ten files took 51 min on
+the shared 2-core CPU under load 8-14 (python 3.11, jax 0.10.2; per-file times in docs/compat.json), hence the
+default bound of 90 min (``--timeout``); ``--files`` runs a subset, merged with the files recorded before.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def write_compat(out: Path, key: str, entry: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds for all files together")
+    parser.add_argument("--timeout", type=float, default=5400, help="seconds for all files together")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "compat.json")
     parser.add_argument("--files", nargs="*", default=list(FILES), help="a subset of the default files")
     args = parser.parse_args(argv)
@@ -236,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             "where STRUCTURED_DERIVATIVES is refused: StructuredDerivativesTest skipped; loops over "
             "nt.NtkImplementation run over AUTO, JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS; "
             "_DEFAULT_TESTING_NTK_IMPLEMENTATION = JACOBIAN_CONTRACTION (see tools/nt_pytest_plugin.py)",
+            "FlaxOtherTest, FlaxCnnTest: run on CPU (neural-tangents skips them there for speed)",
             "batching_test, monte_carlo_test: JAX_THREEFRY_PARTITIONABLE=0 (their inputs assume the old stream)",
         ],
     }
