@@ -139,16 +139,23 @@ def test_the_network_is_the_linear_model_on_its_frozen_features():
     x1, x2 = rng.normal(size=(n, d)), rng.normal(size=(n, d))
     params = {"a": jnp.asarray(math.sqrt(m) * w), "b": b}
     f1, f2 = runner.hidden_features(b, x1), runner.hidden_features(b, x2)
-    np.testing.assert_allclose(runner.two_layer(params, x1), f1 @ params["a"], atol=1e-13)
+    # Sums over the m = 32 hidden units, in two orders: within 2 m eps of sum |f| |a| (absolute: outputs may cancel)
+    eps = np.finfo(np.float64).eps
+    scale = float(np.max(np.abs(np.asarray(f1)) @ np.abs(np.asarray(params["a"]))))
+    np.testing.assert_allclose(runner.two_layer(params, x1), f1 @ params["a"], rtol=0, atol=2 * m * eps * scale)
 
     def net_loss(a):
         p = {"a": a, "b": b}
         return -jnp.mean(jnp.sum(runner.two_layer(p, x1) * runner.two_layer(p, x2), axis=-1))
 
+    # The loss and its gradient: the same sums over n = 5 samples and m units in other orders, ~(n + m) eps of the
+    # sums of |terms| (measured ~1e-16); 1e-12 relative for the (non-cancelling, here) loss, absolute for the gradient.
     assert float(net_loss(params["a"])) == pytest.approx(m * float(theory.ssl_loss(w, f1, f2)), rel=1e-12)
     # A step lr on a moves W = a / sqrt(m) by -lr grad_a / sqrt(m) = -lr grad_W L_lin: the runner's update.
+    af1, af2, aa = (np.abs(np.asarray(v)) for v in (f1, f2, params["a"]))
+    gscale = float(np.max((af1.T @ af2 + af2.T @ af1) @ aa)) / n / math.sqrt(m)
     np.testing.assert_allclose(jax.grad(net_loss)(params["a"]) / math.sqrt(m), jax.grad(theory.ssl_loss)(
-        jnp.asarray(w), f1, f2), atol=1e-12)
+        jnp.asarray(w), f1, f2), rtol=0, atol=4 * (n + m) * eps * gscale)
     # and the network's MSE is the runner's _mse on the features
     y = rng.normal(size=(n, h))
     mse = 0.5 * jnp.mean(jnp.sum((runner.two_layer(params, x1) - y) ** 2, axis=-1))
@@ -158,11 +165,14 @@ def test_the_network_is_the_linear_model_on_its_frozen_features():
 def test_statistics_on_known_inputs():
     t = np.linspace(0, 10, 21)
     rate, n = esser2023.decay_rate(t, 3 * np.exp(-0.7 * t), lo=1e-3, hi=1.0)
+    # log of an exact exponential is linear: the slope fit loses ~eps |log y| / (t span) ~ 1e-15 relative
     assert rate == pytest.approx(0.7, rel=1e-12) and n > 3
     assert math.isnan(esser2023.decay_rate(t, np.ones_like(t), lo=1e-3, hi=0.5)[0])
     assert esser2023.loglog_slope([1, 10, 100], [2, 0.2, 0.02]) == pytest.approx(-1.0)
     m = np.array([64.0, 256, 1024, 4096])
     frac, a2, b2 = esser2023.infinite_width_fraction(m, np.sqrt(0.01 + 0.5 / m))
+    # exact data, a 4 x 2 least-squares fit in (1, 1 / m): cond = 160, so ~eps x 160 x the rounding of the data,
+    # 1e-13 relative; 1e-8 leaves room for a different solver
     assert a2 == pytest.approx(0.01, rel=1e-8) and b2 == pytest.approx(0.5, rel=1e-8)
     assert frac == pytest.approx(0.01 / (0.01 + 0.5 / 4096))
     assert esser2023.infinite_width_fraction(m, 1.0 / m)[0] < 0.1  # lazy: nothing survives

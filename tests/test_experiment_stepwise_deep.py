@@ -27,6 +27,7 @@ def test_smoke_run_writes_the_documented_files(tmp_path, loss):
     data = io.load_npz(tmp_path / "spectrum.npz")
     t, d = data["step"].shape[0], DeepConfig.smoke(loss).d
     assert data["step"].shape == (t,) and data["eigenvalues"].shape == (t, d)
+    # sorted decreasingly when recorded, so the differences are <= 0 exactly; the 1e-6 is slack
     assert np.all(np.diff(data["eigenvalues"], axis=1) <= 1e-6 * np.abs(data["eigenvalues"]).max())
     assert data["train_loss"].shape == (40,) and data["probe_accuracy"].shape == (t,)
     assert (tmp_path / "stepwise_deep.png").stat().st_size > 10_000
