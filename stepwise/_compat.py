@@ -96,7 +96,7 @@ __all__ = [
 # JAX versions: the oldest supported (pyproject.toml's lower bound) and every minor release the compatibility
 # matrix (`make test-compat`, docs/compat.json) has run. Older JAX is refused; a JAX newer than the newest tested
 # minor is not refused: a warning says so once, the implementation probe runs, and what works is used.
-MIN_JAX = (0, 6)
+MIN_JAX = (0, 7)  # pyproject: jax>=0.7.2 (flax 0.12 needs jax>=0.7.1; diffrax's equinox excludes 0.7.0 and 0.7.1)
 TESTED_JAX = ("0.7.2", "0.8.3", "0.9.2", "0.10.2", "0.11.2", "0.12.0.1")
 NT_VERSION = "0.6.5"
 # neural-tangents' NtkImplementation members by the names stepwise uses.

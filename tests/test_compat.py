@@ -58,7 +58,7 @@ def test_min_jax_is_pyprojects_lower_bound():
 
 def test_jax_older_than_supported_is_refused(monkeypatch):
     monkeypatch.setattr(jax, "__version__", "0.5.3")
-    with pytest.raises(ImportError, match=r"needs jax>=0\.6 .* but jax 0\.5\.3 is installed"):
+    with pytest.raises(ImportError, match=r"needs jax>=0\.7 .* but jax 0\.5\.3 is installed"):
         compat.check_jax_version()
     with pytest.raises(ImportError, match=r"but jax 0\.5\.3 is installed"):
         compat.import_neural_tangents()
