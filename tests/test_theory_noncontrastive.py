@@ -292,7 +292,8 @@ def test_fixed_points_note_table(tau, sigma2, eta, pm, pp):
         # evaluation round-off for p ~ 0.7.
         terms = p**2 * tau + (1 + sigma2) * abs(p) ** 3 + eta * abs(p)
         slope = abs(2 * tau * p - 3 * (1 + sigma2) * p**2 - eta)
-        assert abs(float(nc.parabola_velocity(p, tau=tau, sigma2=sigma2, eta=eta))) <= 8 * EPS * (terms + slope * abs(p))
+        velocity = float(nc.parabola_velocity(p, tau=tau, sigma2=sigma2, eta=eta))
+        assert abs(velocity) <= 8 * EPS * (terms + slope * abs(p))
 
 
 def test_fixed_points_hand_values():
