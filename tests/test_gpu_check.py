@@ -15,7 +15,7 @@ def test_gpu_check_dry_run_runs_every_step_and_writes_at_most_8_flat_files(tmp_p
     out.mkdir()
     env = {**os.environ, "GPU_DRYRUN": "1", "OUT": str(out), "PY": sys.executable}
     proc = subprocess.run(["bash", str(ROOT / "benchmarks/gpu/check.sh")], env=env, capture_output=True, text=True,
-                          timeout=1500)
+                          timeout=1600)
     log = (out / "log.txt").read_text() if (out / "log.txt").exists() else proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     summary = json.loads((out / "gpu_check.json").read_text())
