@@ -245,7 +245,7 @@ def import_neural_tangents() -> types.ModuleType:
     if nt is not None and getattr(nt, "_stepwise_repaired", False):
         return nt
     try:
-        # On JAX 0.6 the names still exist behind deprecation warnings ("safe_map was deprecated in JAX v0.6.0"):
+        # Names JAX deprecated before removing them warn when imported ("safe_map was deprecated in JAX v0.6.0"):
         # neural-tangents' own imports of them are not ours to fix, so those warnings are silenced for this import.
         with _nt_import_shims(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)

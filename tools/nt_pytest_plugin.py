@@ -18,7 +18,7 @@ test files; nothing here is imported by stepwise or by stepwise's own tests. Wha
    * ``_DEFAULT_TESTING_NTK_IMPLEMENTATION``, the implementation the stax / batching tests use for the empirical
      kernels they compare with the analytic ones (STRUCTURED_DERIVATIVES as released), is JACOBIAN_CONTRACTION
      (neural-tangents' own default, ``DEFAULT_NTK_IMPLEMENTATION``).
-   Where the probe passes (JAX 0.6), none of the three applies.
+   Where the probe passes (on no supported JAX so far: it fails from JAX 0.7 on), none of the three applies.
 4. ``FlaxOtherTest`` (Flax MLP, autoencoder, VAE, ResNet-18, MLP-Mixer) and ``FlaxCnnTest`` (grouped
    convolutions), which neural-tangents skips on CPU for speed (``test_utils.skip_test``), run: they are the cases
    closest to stepwise's own use (Flax networks through ``empirical_ntk_fn``). Every other skip is the suite's own.
