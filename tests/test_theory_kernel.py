@@ -81,11 +81,34 @@ def test_linear_kernel_gives_the_linear_theory_eigenvalues(rng):
     s = np.linalg.eigvalsh(k)[::-1]
     r = kt.DEFAULT_RIDGE * np.trace(k) / k.shape[0]
     np.testing.assert_allclose(g_ker[:5], g_lin, rtol=2 * r / s[4] + 100 * EPS * s[0] / s[4])
-    # The null space of K: round-off in K Z K / 2n (|E| <= eps ||K||^2 to first order) over the ridge r, so
-    # |gamma| <= eps ||K||^2 / r = 2.4e-4 here, i.e. 7e-5 gamma_1, still 400x below the smallest learned mode
-    # (gamma_5 = 0.027 gamma_1). Measured 3e-6 .. 3.7e-6 across OpenBLAS kernels (1e-6 gamma_1 was exceeded on one).
-    np.testing.assert_allclose(g_ker[5:], 0.0, rtol=0, atol=EPS * s[0] ** 2 / r)
-    assert EPS * s[0] ** 2 / r < 0.01 * g_lin[4]  # the bound stays far below the learned modes
+    # The null space of K is solved apart (kt._range_space_eigh): its gammas are exactly 0 on every BLAS, so the
+    # count of positive modes is the rank's (as one pencil, round-off over the ridge gave up to 1.06e-6 gamma_1 on
+    # OpenBLAS Sandybridge/Prescott, above POSITIVE_TOL, and counted 6 modes).
+    np.testing.assert_array_equal(g_ker[5:], 0.0)
+    assert kt.positive_modes(g_ker) == 5
+
+
+def test_positive_modes_of_a_singular_kernel_is_its_rank(rng):
+    # The linear kernel of 2n = 400 points in 36 dimensions (the setting that set DEFAULT_RIDGE): 36 positive
+    # gammas (the linear theory's Gamma is positive definite here: the views are close). Solved as one pencil the
+    # 364 null-space gammas were round-off over the ridge, and 65 of them exceeded POSITIVE_TOL * gamma_1
+    # (positive_modes said 101).
+    x1 = rng.normal(size=(200, 36))
+    x2 = x1 + 0.3 * rng.normal(size=(200, 36))
+    g_lin, _ = linear.eigh_desc(linear.cross_correlation(x1, x2))
+    assert np.all(g_lin > 0)
+    k = kt.linear_kernel(np.concatenate([x1, x2]))
+    g, a = kt.contrastive_eigh(k)
+    assert kt.positive_modes(g) == 36
+    np.testing.assert_array_equal(g[36:], 0.0)
+    # Range modes: the ridge bias r / s_36 of the test above plus eps cond round-off; null modes stay K + rI
+    # orthonormal to the round-off of forming u^T K u over r (eps ||K|| / r, times 2n for the sums).
+    s = np.linalg.eigvalsh(k)[::-1]
+    r = kt.DEFAULT_RIDGE * np.trace(k) / k.shape[0]
+    np.testing.assert_allclose(g[:36], g_lin, rtol=2 * r / s[35] + 100 * EPS * s[0] / s[35])
+    gram = a.T @ (k + r * np.eye(k.shape[0])) @ a
+    np.testing.assert_allclose(gram[:36, :36], np.eye(36), rtol=0, atol=2 * k.shape[0] * EPS * s[0] / s[35])
+    np.testing.assert_allclose(gram, np.eye(k.shape[0]), rtol=0, atol=k.shape[0] * EPS * s[0] / r)
 
 
 def test_generalised_form_matches_symmetric_square_root_form(rng):

@@ -102,7 +102,8 @@ def contrastive_eigh(k_train, *, ridge: float = DEFAULT_RIDGE) -> tuple[np.ndarr
       k_train: (2n, 2n) symmetric kernel over the augmented training points, ordered (x_1..x_n, x'_1..x'_n).
       ridge: r in units of the mean diagonal of K (r = ridge * tr(K) / 2n). It regularises a singular K (e.g. a
         linear kernel with fewer features than 2n points): directions of K with eigenvalues far above r are
-        unaffected, its null space gets gamma = 0. 0 requires K to be positive definite.
+        unaffected, its null space gets gamma = 0 (exactly: a numerically singular K is solved on its range, so
+        the count of positive modes does not depend on the BLAS). 0 requires K to be positive definite.
 
     Returns:
       ``(gammas, a)``: gammas (2n,) decreasing; a (2n, 2n), column j the coefficient vector a_j of mode j.
@@ -116,6 +117,9 @@ def contrastive_eigh(k_train, *, ridge: float = DEFAULT_RIDGE) -> tuple[np.ndarr
     two_n = k.shape[0]
     r = ridge * float(np.trace(k)) / two_n
     kz = np.concatenate([k[:, two_n // 2 :], k[:, : two_n // 2]], axis=1)  # K Z: swap the column halves
+    reduced = _range_space_eigh(k, r)
+    if reduced is not None:
+        return reduced
     lhs = kz @ k / two_n
     lhs = 0.5 * (lhs + lhs.T)
     rhs = k + r * np.eye(two_n)
@@ -127,6 +131,38 @@ def contrastive_eigh(k_train, *, ridge: float = DEFAULT_RIDGE) -> tuple[np.ndarr
             "singular or not a valid kernel; pass a larger ridge (e.g. 1e-8)"
         ) from err
     order = np.argsort(g)[::-1]
+    return g[order], a[:, order]
+
+
+def _range_space_eigh(k: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The contrastive eigenproblem of a numerically singular K, solved on its range; None when K is not singular.
+
+    On the null space of K the left-hand side K Z K vanishes, so its gammas are exactly 0; solved as one pencil,
+    they come out as round-off in K Z K divided by the ridge (up to eps ||K||^2 / r, which crosses
+    POSITIVE_TOL * gamma_1 on some BLAS kernels and changes the count of positive modes). Writing K = U L U^T,
+    a = U_r b on the range (eigenvalues above the numerical-rank cutoff 2n eps max|L| of numpy.linalg.matrix_rank)
+    gives the reduced pencil (1/2n) L_r U_r^T Z U_r L_r b = gamma (L_r + r I) b, the same problem restricted to where
+    it is not zero; the null-space columns are u / sqrt(l + r) with gamma = 0 (a^T (K + r I) a = 1 holds for both).
+    A full-rank K, a ridge not above the cutoff, or an indefinite K (an eigenvalue below -cutoff) returns None, and
+    the caller solves the full pencil as before.
+    """
+    two_n = k.shape[0]
+    lam, u = np.linalg.eigh(k)
+    cutoff = two_n * np.finfo(np.float64).eps * float(np.max(np.abs(lam)))
+    null = lam <= cutoff
+    if not np.any(null) or np.all(null) or r <= cutoff or float(lam[0]) < -cutoff:
+        return None
+    u_r, l_r = u[:, ~null], lam[~null]
+    zu_r = np.concatenate([u_r[two_n // 2 :], u_r[: two_n // 2]], axis=0)  # Z U_r: swap the row halves
+    lhs = l_r[:, None] * (u_r.T @ zu_r) * l_r[None, :] / two_n
+    lhs = 0.5 * (lhs + lhs.T)
+    g_r, b = scipy.linalg.eigh(lhs, np.diag(l_r + r))
+    a_null = u[:, null] / np.sqrt(lam[null] + r)
+    s, v = np.linalg.eigh(a_null.T @ (k @ a_null) + r * (a_null.T @ a_null))  # round-off in K u: re-normalise
+    a_null = a_null @ (v / np.sqrt(s))
+    g = np.concatenate([g_r, np.zeros(a_null.shape[1])])
+    a = np.concatenate([u_r @ b, a_null], axis=1)
+    order = np.argsort(g, kind="stable")[::-1]
     return g[order], a[:, order]
 
 
@@ -145,7 +181,8 @@ def contrastive_eigenvalues(k_train, *, ridge: float = DEFAULT_RIDGE) -> np.ndar
     return contrastive_eigh(k_train, ridge=ridge)[0]
 
 
-POSITIVE_TOL = 1e-6  # eigenvalues below POSITIVE_TOL * gamma_1 are round-off over the ridge (null space of K)
+POSITIVE_TOL = 1e-6  # gammas below POSITIVE_TOL * gamma_1 count as not positive (the null space of K has gamma = 0
+# exactly: _range_space_eigh), since their step times would be at least 1e6 times the first
 
 
 @float64
