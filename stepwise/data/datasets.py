@@ -9,7 +9,11 @@
 Every loader returns a :class:`Dataset` of float32 images in [0, 1], shape (N, H, W, C), and int32 labels.
 The local folders are given by argument or by environment variable (``STEPWISE_CIFAR10``, ``STEPWISE_STL10``,
 or a common root ``STEPWISE_DATA``); a missing folder raises :class:`DataNotFoundError` naming every place
-that was searched and the files that were expected there.
+that was searched and the files that were expected there. A file that is there but malformed (not a CIFAR-10 batch,
+truncated, wrong shapes or dtype, labels out of range) raises :class:`DataFormatError` naming the file, what was
+found and what was expected. CIFAR-10's pickles are read with a restricted unpickler that builds only dicts, lists,
+bytes, numbers and NumPy arrays: a pickle asking for any other global (``os.system``, ``builtins.exec``,
+...) is refused before that global is looked up, so a crafted batch cannot run code.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 
 __all__ = [
     "DATASETS",
+    "DataFormatError",
     "DataNotFoundError",
     "Dataset",
     "PHOTOGRAPHS",
@@ -41,6 +46,11 @@ __all__ = [
 
 class DataNotFoundError(FileNotFoundError):
     """A dataset folder or one of its files is missing. The message says where we looked and what we expected."""
+
+
+class DataFormatError(ValueError):
+    """A dataset file is there but is not what its format says. The message names the file, what was found and
+    what was expected (a ``ValueError``, so the command line reports it as a usage error, exit status 2)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,8 +220,115 @@ def _locate(root: str | os.PathLike | None, env: str, subdir: str, files: tuple[
     )
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global outside the allow-list (raised before the global is imported or called)."""
+
+
+def _latin1_encode(text, encoding="latin1"):
+    """``_codecs.encode`` as protocol-2 pickles written by Python 3 use it: a ``bytes`` object is stored as
+    ``_codecs.encode(text, "latin1")``. Only that call is admitted."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _RefusedGlobal(f"_codecs.encode({type(text).__name__}, {encoding!r}) (admitted only as (str, "
+                             "'latin1'), how protocol 2 stores bytes)")
+    return text.encode("latin1")
+
+
+def _numpy_pickle_globals() -> dict[tuple[str, str], object]:
+    """The globals a pickled NumPy array refers to, under the module names of NumPy 1.x and 2.x.
+
+    ``ndarray.__reduce__`` gives the array's reconstructor (protocols 0-4) and ``__reduce_ex__(5)`` the
+    out-of-band one (protocol 5), so their private module paths are not imported here."""
+    probe = np.zeros(1, np.uint8)
+    reconstruct, frombuffer = probe.__reduce__()[0], probe.__reduce_ex__(5)[0]
+    return {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("numpy.core.multiarray", "_reconstruct"): reconstruct,  # NumPy 1.x writers (and the real CIFAR-10 files)
+        ("numpy._core.multiarray", "_reconstruct"): reconstruct,  # NumPy 2.x writers
+        ("numpy.core.numeric", "_frombuffer"): frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): frombuffer,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds only what a CIFAR-10 python batch holds: dicts, lists, bytes/str, numbers and NumPy arrays.
+
+    Plain containers and scalars need no global; every global outside :func:`_numpy_pickle_globals` (``os.system``,
+    ``builtins.exec``, ``subprocess.Popen``, ``numpy.load``, ...) is refused in ``find_class``, i.e. before it is
+    imported or looked up, so a crafted file cannot run code (see pickle's "Restricting Globals")."""
+
+    _allowed = _numpy_pickle_globals()
+
+    def find_class(self, module, name):
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(f"{module}.{name}") from None
+
+
+_CIFAR_EXPECTED = ("a CIFAR-10 python batch: a pickled dict with b'data', a uint8 array of shape (N, 3072) (N images "
+                   "of 3 x 32 x 32, channel-major), and b'labels', N integers in 0..9")
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The (N, 3072) uint8 rows and (N,) int32 labels of one batch file, checked; DataFormatError otherwise."""
+    size = path.stat().st_size
+    if size == 0:
+        raise DataFormatError(f"{path}: found an empty file (0 bytes); expected {_CIFAR_EXPECTED}")
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+    except _RefusedGlobal as err:
+        raise DataFormatError(
+            f"{path}: refused to unpickle it: it asks for the global {err}, which a CIFAR-10 batch never uses (a "
+            f"pickle can run code through such globals, so nothing was run); expected {_CIFAR_EXPECTED}"
+        ) from None
+    except Exception as err:  # noqa: BLE001 -- a malformed pickle can raise almost anything; all mean "not a batch"
+        why = " ".join(str(err).split())[:200]  # one line: some pickle errors span several
+        raise DataFormatError(
+            f"{path}: found {size} bytes that are not a readable pickle ({type(err).__name__}: {why}; truncated or "
+            f"not a CIFAR-10 file?); expected {_CIFAR_EXPECTED}"
+        ) from None
+    if not isinstance(batch, dict):
+        raise DataFormatError(f"{path}: found a pickled {type(batch).__name__}; expected {_CIFAR_EXPECTED}")
+    missing = [k for k in (b"data", b"labels") if k not in batch]
+    if missing:
+        keys = ", ".join(sorted(repr(k) for k in batch)[:8]) or "none"
+        raise DataFormatError(f"{path}: found a dict without {' and '.join(map(repr, missing))} (its keys: {keys}); "
+                              f"expected {_CIFAR_EXPECTED}")
+    x, labels = batch[b"data"], batch[b"labels"]
+    if not isinstance(x, np.ndarray):
+        raise DataFormatError(f"{path}: found b'data' of type {type(x).__name__}; expected {_CIFAR_EXPECTED}")
+    if x.dtype != np.uint8:
+        raise DataFormatError(f"{path}: found {x.dtype} pixel data in b'data'; expected uint8 pixels 0..255")
+    if x.ndim != 2 or x.shape[1] != 3072 or x.shape[0] == 0:
+        raise DataFormatError(f"{path}: found b'data' of shape {x.shape}; expected (N, 3072) with N >= 1 "
+                              "(N images of 3 x 32 x 32, channel-major)")
+    if not isinstance(labels, (list, np.ndarray)):
+        raise DataFormatError(f"{path}: found b'labels' of type {type(labels).__name__}; expected a list of "
+                              f"{x.shape[0]} integers in 0..9")
+    y = np.asarray(labels)  # bools, floats, strings or ints beyond int64 give a non-integer dtype
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer) or y.shape != (x.shape[0],):
+        kind = f"{y.dtype} labels of shape {y.shape}" if y.size else "no labels"
+        raise DataFormatError(f"{path}: found {kind} for {x.shape[0]} images; expected {x.shape[0]} integers in 0..9")
+    _check_label_range(path, y, 0, len(_CIFAR_NAMES) - 1)
+    return x, y.astype(np.int32)
+
+
+def _check_label_range(path: Path, y: np.ndarray, low: int, high: int) -> None:
+    bad = np.flatnonzero((y < low) | (y > high))
+    if bad.size:
+        values = ", ".join(str(v) for v in np.unique(y[bad])[:5])
+        raise DataFormatError(f"{path}: found {bad.size} label(s) outside {low}..{high} (values {values}; first at "
+                              f"index {bad[0]}); expected labels {low}..{high}, one per class")
+
+
 def load_cifar10(root: str | os.PathLike | None = None, split: str = "train") -> Dataset:
     """CIFAR-10 from the python pickle batches (the files of ``cifar-10-python.tar.gz``).
+
+    The pickles are read with a restricted unpickler (dicts, lists, bytes, numbers and NumPy arrays only), so a
+    crafted file cannot run code; each batch is checked (uint8 data of shape (N, 3072), N integer labels 0..9).
 
     Args:
       root: folder containing ``cifar-10-batches-py/`` (or that folder itself). Default: ``$STEPWISE_CIFAR10``,
@@ -220,23 +337,16 @@ def load_cifar10(root: str | os.PathLike | None = None, split: str = "train") ->
 
     Returns:
       (N, 32, 32, 3) images in [0, 1] and labels 0..9.
+
+    Raises:
+      DataNotFoundError: no folder holds the split's files (the message lists where it looked).
+      DataFormatError: a file is not a CIFAR-10 batch: not a pickle, truncated, refused globals, wrong keys,
+        shapes or dtype, labels outside 0..9 (the message names the file, what was found and what was expected).
     """
     if split not in _CIFAR_FILES:
         raise ValueError(f"CIFAR-10 split must be one of {sorted(_CIFAR_FILES)}; got {split!r}")
     folder = _locate(root, "STEPWISE_CIFAR10", _CIFAR_DIR, _CIFAR_FILES[split], "CIFAR-10")
-    data, labels = [], []
-    for name in _CIFAR_FILES[split]:
-        with open(folder / name, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        try:
-            x = np.asarray(batch[b"data"], dtype=np.uint8)
-            y = np.asarray(batch[b"labels"], dtype=np.int32)
-        except KeyError as err:
-            raise ValueError(f"{folder / name} is not a CIFAR-10 python batch: no key {err}") from None
-        if x.ndim != 2 or x.shape[1] != 3072 or y.shape != (x.shape[0],):
-            raise ValueError(f"{folder / name}: expected data (N, 3072) and N labels; got {x.shape}, {y.shape}")
-        data.append(x)
-        labels.append(y)
+    data, labels = zip(*(_read_cifar_batch(folder / name) for name in _CIFAR_FILES[split]))
     x = np.concatenate(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return Dataset("cifar10", x.astype(np.float32) / 255.0, np.concatenate(labels), _CIFAR_NAMES)
 
@@ -245,13 +355,18 @@ def load_stl10(root: str | os.PathLike | None = None, split: str = "train", max_
     """STL-10 from its binary files (the contents of ``stl10_binary.tar.gz``).
 
     Each ``*_X.bin`` holds uint8 images of 3 x 96 x 96 stored column-major (so each channel is transposed);
-    ``*_y.bin`` holds uint8 labels 1..10. ``max_images`` reads only the first images (the unlabeled split is
-    100000 images, 2.8 GB).
+    ``*_y.bin`` holds one uint8 label 1..10 per image. ``max_images`` reads only the first images (the unlabeled
+    split is 100000 images, 2.8 GB).
 
     Args:
       root: folder containing ``stl10_binary/`` (or that folder itself). Default: ``$STEPWISE_STL10``, then
         ``$STEPWISE_DATA``.
       split: ``"train"``, ``"test"`` or ``"unlabeled"`` (labels -1).
+
+    Raises:
+      DataNotFoundError: no folder holds the split's files.
+      DataFormatError: an empty or truncated ``*_X.bin`` (not a whole number of images), a ``*_y.bin`` whose size
+        is not one byte per image, or labels outside 1..10 (the message names the file).
     """
     if split not in _STL_FILES:
         raise ValueError(f"STL-10 split must be one of {sorted(_STL_FILES)}; got {split!r}")
@@ -259,17 +374,24 @@ def load_stl10(root: str | os.PathLike | None = None, split: str = "train", max_
     per_image = 3 * 96 * 96
     x_path = folder / f"{split}_X.bin"
     size = x_path.stat().st_size
-    if size % per_image:
-        raise ValueError(f"{x_path} has {size} bytes, not a multiple of one 3x96x96 image ({per_image} bytes)")
-    count = size // per_image if max_images is None else min(max_images, size // per_image)
+    if size == 0 or size % per_image:
+        raise DataFormatError(f"{x_path}: found {size} bytes; expected a positive multiple of one 3x96x96 uint8 "
+                              f"image ({per_image} bytes): the file is empty, truncated or not STL-10")
+    total = size // per_image
+    count = total if max_images is None else min(max_images, total)
     x = np.fromfile(x_path, dtype=np.uint8, count=count * per_image).reshape(count, 3, 96, 96)
     x = x.transpose(0, 3, 2, 1)
     if split == "unlabeled":
         y = np.full(count, -1, dtype=np.int32)
     else:
-        y = np.fromfile(folder / f"{split}_y.bin", dtype=np.uint8, count=count).astype(np.int32) - 1
-        if y.shape != (count,):
-            raise ValueError(f"{folder / f'{split}_y.bin'} holds {y.shape[0]} labels for {count} images")
+        y_path = folder / f"{split}_y.bin"
+        y_size = y_path.stat().st_size
+        if y_size != total:
+            raise DataFormatError(f"{y_path}: found {y_size} labels (bytes); expected {total}, one uint8 label per "
+                                  f"image of {x_path.name}")
+        y_all = np.fromfile(y_path, dtype=np.uint8)  # one byte per image: small even for the full split
+        _check_label_range(y_path, y_all, 1, len(_STL_NAMES))
+        y = y_all[:count].astype(np.int32) - 1
     return Dataset("stl10", x.astype(np.float32) / 255.0, y, _STL_NAMES)
 
 
