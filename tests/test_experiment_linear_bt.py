@@ -90,7 +90,7 @@ def test_input_errors_come_before_compute_and_write_nothing(tmp_path, monkeypatc
     with pytest.raises(ValueError, match="too many"):
         run(LinearBTConfig(dataset="digits", n_pairs=1700, n_test=500), out)
     with pytest.raises(ValueError, match="positive eigenvalues"):
-        run(LinearBTConfig(dataset="digits", crop=2, d=5, n_pairs=20, n_test=0), out)
+        run(LinearBTConfig(dataset="digits", crop=2, d=4, n_pairs=2, n_test=0), out)  # d <= m = 4, rank <= 2
     assert not out.exists()
 
 

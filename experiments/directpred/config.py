@@ -26,6 +26,7 @@ import dataclasses
 from typing import Literal
 
 from experiments.noncontrastive_deep.config import NetSetup
+from stepwise.errors import config_value_errors
 
 METHODS = ("directpred", "linear", "mlp")
 
@@ -62,7 +63,7 @@ class DirectPredConfig:
     min_modes: int = 4
 
     def __post_init__(self):
-        errors = []
+        errors = config_value_errors(self)
         if self.seeds < 1 or self.sweep_seeds < 1:
             errors.append(f"seeds and sweep_seeds must be >= 1 (got {self.seeds}, {self.sweep_seeds})")
         if self.sweep_seeds > self.seeds:

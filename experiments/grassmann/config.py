@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from stepwise.errors import config_value_errors
+
 
 @dataclasses.dataclass(frozen=True)
 class GrassmannConfig:
@@ -78,7 +80,7 @@ class GrassmannConfig:
     seed: int = 0
 
     def __post_init__(self):
-        errors = []
+        errors = config_value_errors(self)
         if self.n_pairs < 2 or self.width_pairs < 2:
             errors.append(f"n_pairs and width_pairs must be >= 2 (got {self.n_pairs}, {self.width_pairs})")
         if self.shift < 0 or self.noise_std < 0:
@@ -93,14 +95,14 @@ class GrassmannConfig:
             errors.append(f"lr must be in (0, 0.1] x 1/lambda_1: the rates are compared with the flow's (got {self.lr})")
         if self.naive_efolds <= 0 or self.constrained_efolds <= 0:
             errors.append("naive_efolds and constrained_efolds must be > 0")
-        if not 0 < self.window[0] < self.window[1] < 1:
+        if len(self.window) != 2 or not 0 < self.window[0] < self.window[1] < 1:
             errors.append(f"window must satisfy 0 < lo < hi < 1 (got {self.window})")
         if len(self.order_lrs) < 2 or min(self.order_lrs) <= 0 or self.order_time <= 0:
             errors.append(f"order_lrs needs >= 2 positive steps and order_time > 0 (got {self.order_lrs}, "
                           f"{self.order_time})")
         if len(self.widths) < 3 or list(self.widths) != sorted(set(self.widths)) or self.widths[0] < 2:
             errors.append(f"widths must be >= 3 increasing hidden widths >= 2 (got {self.widths})")
-        if self.width_h > self.widths[0]:
+        elif self.width_h > self.widths[0]:
             errors.append(f"width_h = {self.width_h} must be <= the smallest width {self.widths[0]}")
         if self.width_seeds < 1 or self.ntk_points < 2:
             errors.append(f"width_seeds must be >= 1 and ntk_points >= 2 (got {self.width_seeds}, {self.ntk_points})")

@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from stepwise.errors import config_value_errors
+
 
 @dataclasses.dataclass(frozen=True)
 class HLTMConfig:
@@ -77,11 +79,11 @@ class HLTMConfig:
     seed: int = 0
 
     def __post_init__(self):
-        errors = []
+        errors = config_value_errors(self)
         if self.depth < 1:
             errors.append(f"depth must be >= 1 (got {self.depth})")
-        if self.children < 1:
-            errors.append(f"children must be >= 1 (got {self.children})")
+        if self.children < 2:  # one child per node is a chain, not a tree (measured: variance identity off by 1e291)
+            errors.append(f"children must be >= 2 (got {self.children})")
         lows = tuple(self.polarity_lows)
         if len(lows) < 2 or any(not 0 <= lo < 1 for lo in lows) or list(lows) != sorted(set(lows)):
             errors.append(f"polarity_lows must be >= 2 increasing values in [0, 1) (got {lows})")

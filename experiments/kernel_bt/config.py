@@ -14,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from stepwise.data import image_shape
+from stepwise.errors import config_value_errors
+
 DEFAULT_CROP = {"patches": 8, "digits": 6, "cifar10": 8, "stl10": 16}
 
 
@@ -72,11 +75,16 @@ class KernelBTConfig:
     data_dir: str | None = None
 
     def __post_init__(self):
-        errors = []
+        errors = config_value_errors(self)
         if self.n_pairs < 2:
             errors.append(f"n_pairs must be >= 2 (got {self.n_pairs})")
         if self.crop is not None and self.crop < 1:
             errors.append(f"crop must be >= 1 (got {self.crop})")
+        elif self.dataset not in DEFAULT_CROP:
+            errors.append(f"dataset must be one of {', '.join(DEFAULT_CROP)} (got {self.dataset!r})")
+        elif self.crop_size > min(image_shape(self.dataset)[:2]):
+            errors.append(f"crop {self.crop_size} does not fit in {self.dataset} images of "
+                          f"{'x'.join(map(str, image_shape(self.dataset)[:2]))}")
         if self.d is not None and self.d < 1:
             errors.append(f"d must be >= 1 or None (got {self.d})")
         if self.d_max < 3:
@@ -87,14 +95,19 @@ class KernelBTConfig:
             errors.append(f"bandwidth_scale must be > 0 (got {self.bandwidth_scale})")
         if self.ntk_width < 1:
             errors.append(f"ntk_width must be >= 1 (got {self.ntk_width})")
-        if not self.init_scale > 0:
-            errors.append(f"init_scale must be > 0 (got {self.init_scale})")
+        if not 0 < self.init_scale < 1:
+            errors.append(f"init_scale must be in (0, 1): initial embedding eigenvalues ~ init_scale^2 start below "
+                          f"the learned value 1 (got {self.init_scale})")
         if not 0 < self.lr_scale < 1:
             errors.append(f"lr_scale must be in (0, 1), i.e. below the stability limit (got {self.lr_scale})")
         if not self.ridge >= 0:
             errors.append(f"ridge must be >= 0 (got {self.ridge})")
         if self.steps is not None and self.steps < 1:
             errors.append(f"steps must be >= 1 or None (got {self.steps})")
+        if self.max_steps < 1:
+            errors.append(f"max_steps must be >= 1 (got {self.max_steps})")
+        if not self.plateau_separation >= 0:
+            errors.append(f"plateau_separation must be >= 0 (got {self.plateau_separation})")
         if not 0 < self.gate_ratio <= 1:
             errors.append(f"gate_ratio must be in (0, 1] (got {self.gate_ratio})")
         if self.n_test < 2:

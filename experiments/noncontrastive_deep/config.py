@@ -26,6 +26,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from experiments.stepwise_deep.config import network_errors
+from stepwise.errors import config_value_errors
+
 # Training steps of the GPU scale on 32x32 images (see the module docstring for how they were sized).
 GPU_STEPS = 4000
 
@@ -84,11 +87,11 @@ class NetSetup:
     dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self):
-        errors = []
-        for name in ("n_train", "n_eval", "embed_dim", "steps", "batch_size", "track_every", "pred_hidden",
-                     "patch_size"):
+        errors = config_value_errors(self)
+        for name in ("n_train", "embed_dim", "steps", "track_every", "pred_hidden", "patch_size"):
             if getattr(self, name) < 1:
                 errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        errors += network_errors(self)
         if not self.projector or self.projector[-1] < 2:
             errors.append(f"projector must end in d >= 2 (F and W_p are d x d; got {self.projector})")
         if self.batch_size > self.n_train:
@@ -165,7 +168,7 @@ class NoncontrastiveDeepConfig:
     max_null_change: float = -0.2
 
     def __post_init__(self):
-        errors = []
+        errors = config_value_errors(self)
         if self.seeds < 1:
             errors.append(f"seeds must be >= 1 (got {self.seeds})")
         if not 0 < self.min_cos < 1:

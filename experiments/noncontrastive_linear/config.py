@@ -21,6 +21,8 @@ import dataclasses
 import math
 from typing import Literal
 
+from stepwise.errors import config_value_errors
+
 # Theory note section 5, A5: (tau, sigma2, eta, p_minus, p_plus), [derived] reference values to 5 decimals.
 FIXED_POINT_TABLE = (
     (1.0, 0.5, 0.0, 0.0, 0.66667),
@@ -84,14 +86,14 @@ class NoncontrastiveLinearConfig:
     seed: int = 0
 
     def __post_init__(self):
-        errors = []
+        errors = config_value_errors(self)
         if self.n1 < 1 or not 1 <= self.n2 <= self.n1:
             errors.append(f"need 1 <= n2 <= n1 (got n1 = {self.n1}, n2 = {self.n2})")
         if not self.sigma2 >= 0:
             errors.append(f"sigma2 must be >= 0 (got {self.sigma2})")
         if not self.eta >= 0:
             errors.append(f"eta must be >= 0 (got {self.eta})")
-        elif self.eta >= 1.0 / (4.0 * (1.0 + self.sigma2)):
+        elif self.sigma2 >= 0 and self.eta >= 1.0 / (4.0 * (1.0 + self.sigma2)):
             errors.append(f"eta = {self.eta} is at or above the collapse threshold 1/(4(1+sigma2)) = "
                           f"{1.0 / (4.0 * (1.0 + self.sigma2)):.6g}: every mode of the A7 run would collapse")
         if not self.alpha_p > 0:
@@ -119,6 +121,8 @@ class NoncontrastiveLinearConfig:
             errors.append(f"asym_tau and align_tau must be > 0 (got {self.asym_tau}, {self.align_tau})")
         if not self.align_eta >= 0:
             errors.append(f"align_eta must be >= 0 (got {self.align_eta})")
+        if not self.ema_sigma >= 0:
+            errors.append(f"ema_sigma must be >= 0 (got {self.ema_sigma})")
         if not (self.rtol > 0 and self.atol > 0):
             errors.append(f"rtol and atol must be > 0 (got {self.rtol}, {self.atol})")
         if errors:

@@ -24,6 +24,7 @@ import dataclasses
 from typing import Literal
 
 from experiments.stepwise_deep.config import DeepConfig, Loss
+from stepwise.errors import config_value_errors
 
 LOSSES: tuple[Loss, ...] = ("barlow_twins", "simclr", "vicreg")
 
@@ -72,7 +73,7 @@ class NtkAfterTrainingConfig:
     n_eval: int | None = None
 
     def __post_init__(self):
-        errors = []
+        errors = config_value_errors(self)
         if len(self.losses) < 2 or len(set(self.losses)) != len(self.losses):
             errors.append(f"losses must be at least two distinct losses of {LOSSES} (got {self.losses})")
         if any(loss not in LOSSES for loss in self.losses):
@@ -83,6 +84,12 @@ class NtkAfterTrainingConfig:
             errors.append(f"n_pairs must be >= 2 (got {self.n_pairs})")
         if self.n_draws < 2:
             errors.append(f"n_draws must be >= 2 (got {self.n_draws})")
+        if self.width is not None and not self.width > 0:
+            errors.append(f"width must be > 0 or None (got {self.width})")
+        if self.batch_size is not None and self.batch_size < 2:
+            errors.append(f"batch_size must be >= 2 or None (got {self.batch_size})")
+        if self.n_eval is not None and self.n_eval < 2:
+            errors.append(f"n_eval must be >= 2 or None (got {self.n_eval})")
         if self.scale not in ("cpu", "gpu"):
             errors.append(f"scale must be 'cpu' or 'gpu' (got {self.scale!r})")
         if not errors:  # the networks' own configs validate the rest (and the pairs against n_train)

@@ -23,9 +23,13 @@ hyper-parameters.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, get_args
+
+from stepwise.data import image_shape
+from stepwise.errors import config_value_errors
 
 Loss = Literal["barlow_twins", "simclr", "vicreg"]
+LOSSES: tuple[str, ...] = get_args(Loss)
 
 # Training steps of the GPU scale on 32x32 images (see the module docstring for how they were sized).
 GPU_STEPS = 6000
@@ -36,6 +40,37 @@ GPU_STEPS = 6000
 GPU_GAMMA_1 = 14.5
 # Learning rate as a fraction of that limit (the MLP defaults run at 0.06 (BT, VICReg) and 0.45 (SimCLR) of theirs).
 GPU_LR_FRACTION = {"barlow_twins": 0.35, "vicreg": 0.35, "simclr": 0.45}
+
+
+def network_errors(cfg) -> list[str]:
+    """Messages for the network, augmentation and schedule fields that :class:`DeepConfig` and
+    :class:`experiments.noncontrastive_deep.NetSetup` share (``batch_size``, ``n_eval``, ``hidden``, ``channels``,
+    ``projector``, ``model``, ``width``, ``momentum``, ``crop``, ``dataset``, ``patch_size``, ``shift``,
+    ``noise_std``, ``brightness``, ``contrast``); empty when all are valid."""
+    errors = []
+    # Two is the least a batch statistic (covariance, negatives) and an evaluation spectrum are defined on.
+    for name in ("batch_size", "n_eval"):
+        if getattr(cfg, name) < 2:
+            errors.append(f"{name} must be >= 2 (got {getattr(cfg, name)})")
+    for name in ("hidden", "channels", "projector"):
+        if any(w < 1 for w in getattr(cfg, name)):
+            errors.append(f"every width in {name} must be >= 1 (got {getattr(cfg, name)})")
+    if cfg.model == "cnn" and not cfg.channels:
+        errors.append("channels must name at least one conv stage for model='cnn' (got ())")
+    if not cfg.width > 0:
+        errors.append(f"width (the ResNet's channel multiplier) must be > 0 (got {cfg.width})")
+    if not 0 <= cfg.momentum < 1:
+        errors.append(f"momentum must be in [0, 1) (got {cfg.momentum})")
+    if cfg.crop is not None and cfg.crop < 1:
+        errors.append(f"crop must be >= 1 or None (got {cfg.crop})")
+    elif cfg.crop is not None and cfg.patch_size >= 1:
+        h, w, _ = image_shape(cfg.dataset, patch_size=cfg.patch_size)
+        if cfg.crop > min(h, w):
+            errors.append(f"crop {cfg.crop} does not fit in {cfg.dataset} images of {h}x{w}")
+    for name in ("shift", "noise_std", "brightness", "contrast"):
+        if not getattr(cfg, name) >= 0:
+            errors.append(f"{name} must be >= 0 (got {getattr(cfg, name)})")
+    return errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,19 +146,27 @@ class DeepConfig:
     dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self):
-        errors = []
-        for name in ("steps", "batch_size", "track_every", "n_train", "n_eval", "embed_dim", "patch_size"):
+        errors = config_value_errors(self)
+        if self.loss not in LOSSES:
+            errors.append(f"loss must be one of {', '.join(LOSSES)} (got {self.loss!r})")
+        for name in ("steps", "track_every", "n_train", "embed_dim", "patch_size", "min_steps"):
             if getattr(self, name) < 1:
                 errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        errors += network_errors(self)
         if not self.lr > 0:
             errors.append(f"the learning rate must be positive (got {self.lr})")
         if not (self.init_scale > 0 and self.head_scale > 0):
             errors.append(f"init_scale and head_scale must be > 0 (got {self.init_scale}, {self.head_scale})")
         if self.batch_size > self.n_train:
             errors.append(f"batch_size {self.batch_size} exceeds n_train {self.n_train}")
-        if not self.projector and self.embed_dim < 2:
-            errors.append("the embedding needs at least 2 dimensions")
-        if self.temperature <= 0:
+        if self.d < 2:
+            errors.append(f"the embedding dimension d (the last of projector, else embed_dim) must be >= 2: the "
+                          f"theory's steps are the rank of a d x d covariance rising one by one (got d = {self.d})")
+        if not self.bt_lambda >= 0:
+            errors.append(f"bt_lambda must be >= 0 (got {self.bt_lambda})")
+        if len(self.vicreg_weights) != 3 or not all(w >= 0 for w in self.vicreg_weights):
+            errors.append(f"vicreg_weights must be three weights >= 0 (got {self.vicreg_weights})")
+        if not self.temperature > 0:
             errors.append(f"temperature must be > 0 (got {self.temperature})")
         if not self.norm_floor > 0:
             errors.append(f"norm_floor must be > 0 (got {self.norm_floor})")
@@ -138,7 +181,13 @@ class DeepConfig:
 
     @classmethod
     def for_loss(cls, loss: Loss) -> "DeepConfig":
-        """The CPU default for one loss (MLP on digits)."""
+        """The CPU default for one loss (MLP on digits).
+
+        Raises:
+          ValueError: ``loss`` is not one of :data:`LOSSES`.
+        """
+        if loss not in LOSSES:
+            raise ValueError(f"unknown --loss {loss!r}; expected one of {', '.join(LOSSES)}")
         overrides = {
             # Centred: the uncentred (theory) form first learns the network's mean output, a mode invisible in the
             # covariance; measured at 3000 steps: centred 5 well-separated steps, uncentred 4.

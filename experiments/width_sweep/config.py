@@ -14,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from stepwise.data import image_shape
+from stepwise.errors import config_value_errors
+
 DEFAULT_CROP = {"patches": 8, "digits": 6, "cifar10": 8, "stl10": 16}
 
 
@@ -63,11 +66,16 @@ class WidthSweepConfig:
     data_dir: str | None = None
 
     def __post_init__(self):
-        errors = []
+        errors = config_value_errors(self)
         if self.n_pairs < 2:
             errors.append(f"n_pairs must be >= 2 (got {self.n_pairs})")
         if self.crop is not None and self.crop < 1:
             errors.append(f"crop must be >= 1 (got {self.crop})")
+        elif self.dataset not in DEFAULT_CROP:
+            errors.append(f"dataset must be one of {', '.join(DEFAULT_CROP)} (got {self.dataset!r})")
+        elif self.crop_size > min(image_shape(self.dataset)[:2]):
+            errors.append(f"crop {self.crop_size} does not fit in {self.dataset} images of "
+                          f"{'x'.join(map(str, image_shape(self.dataset)[:2]))}")
         w = tuple(self.widths)
         if len(w) < 2 or any(int(x) != x or x < 1 for x in w) or any(b <= a for a, b in zip(w[:-1], w[1:])):
             errors.append(f"widths must be >= 2 strictly increasing positive ints (got {self.widths!r})")
