@@ -120,16 +120,29 @@ class VerifyConfig:
     data_dir: str | None = None
 
     def __post_init__(self):
-        errors = []
+        from stepwise.errors import config_value_errors  # here: this function is verify's whole validation
+
+        errors = config_value_errors(self)
         if ":" not in self.model:
             errors.append(f"model must be 'path/to/file.py:make_model' or 'package.module:make_model'; got {self.model!r}")
-        for name in ("steps", "batch_size", "track_every", "n_train", "n_eval", "n_pairs", "min_steps"):
+        for name in ("steps", "track_every", "n_train", "min_steps"):
             if getattr(self, name) < 1:
                 errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        # Two is the least a batch statistic (covariance, negatives), an evaluation spectrum and a kernel over the
+        # pairs are defined on.
+        for name in ("batch_size", "n_eval", "n_pairs"):
+            if getattr(self, name) < 2:
+                errors.append(f"{name} must be >= 2 (got {getattr(self, name)})")
         if self.lr is not None and not self.lr > 0:
             errors.append(f"lr must be positive (got {self.lr})")
         if not self.init_scale > 0:
             errors.append(f"init_scale must be > 0 (got {self.init_scale})")
+        for name in ("shift", "noise_std"):
+            if not getattr(self, name) >= 0:
+                errors.append(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if not -1 < self.min_tau <= 1:
+            errors.append(f"min_tau must be in (-1, 1], the range of Kendall's tau less the value every order "
+                          f"passes (got {self.min_tau})")
         if self.batch_size > self.n_train:
             errors.append(f"batch_size {self.batch_size} exceeds n_train {self.n_train}")
         if self.n_pairs > self.n_train:
