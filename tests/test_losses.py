@@ -13,6 +13,7 @@ from stepwise import losses
 from stepwise.losses import LOSSES, barlow_twins, barlow_twins_theory, get_loss, simclr, vicreg
 from stepwise.losses import ssl as ssl_module
 from stepwise.theory import linear
+from stepwise.training.noncontrastive import symmetric_loss
 
 # Tolerances: float64 round-off bounds. These losses are sums over n = 7 samples and d = 5 features of squares,
 # hinges and log-sum-exps of O(1..10) logits, without catastrophic cancellation at the test values: relative error
@@ -106,6 +107,7 @@ CASES = [
     ("vicreg", {"convention": "paper"}),
     ("vicreg", {"sim_weight": 1.0, "var_weight": 3.0, "cov_weight": 0.5, "eps": 1e-2, "gamma": 2.0}),
     ("vicreg", {"sim_weight": 2.0, "gamma": 1.7, "convention": "paper"}),
+    ("vicreg", {"eps": 0.0}),
 ]
 CASE_IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in hp.items()) or 'default'}" for name, hp in CASES]
 
@@ -449,3 +451,126 @@ def test_barlow_twins_theory_centred_is_the_cross_covariance_form(rng):
     assert not np.isclose(barlow_twins_theory(z1, z2), centred)
     with pytest.raises(ValueError, match="center"):
         get_loss("barlow_twins_theory", center="yes")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 9. Exactly zero embedding rows (issue 16 item 4): every loss, and BYOL / SimSiam's cosine loss, has a finite value
+# and gradient there, and the gradient is the reference's (central differences of the loop references above), at
+# zero rows and away from them.
+
+
+def _byol_cosine(p1, p2, a1, a2):
+    return symmetric_loss("cosine", p1, p2, a1, a2)
+
+
+def ref_byol_cosine(p1, p2, a1, a2, eps=1e-12):
+    """Grill et al. 2020 Eq. 2, both directions summed: 2 - 2 cos(p, a) per pair, mean over pairs; the norm is
+    clipped at eps (BYOL's code normalises with torch.nn.functional.normalize)."""
+
+    def unit(v):
+        return v / max(math.sqrt(sum(float(x) ** 2 for x in v)), eps)
+
+    def pair(p, a):
+        return sum(2.0 - 2.0 * float(unit(p[i]) @ unit(a[i])) for i in range(p.shape[0])) / p.shape[0]
+
+    return pair(p1, a2) + pair(p2, a1)
+
+
+ZERO_CASES = CASES + [("byol_cosine", {})]
+ZERO_IDS = CASE_IDS + ["byol_cosine"]
+ZERO_ROW = 2
+WHERE = {
+    "none": lambda arrays: None,  # away from zero: the gradient must be unchanged
+    "one-row": lambda arrays: arrays[0].__setitem__(ZERO_ROW, 0.0),
+    "pair-rows": lambda arrays: [a.__setitem__(ZERO_ROW, 0.0) for a in arrays],
+    "first-view": lambda arrays: arrays[0].fill(0.0),  # a collapsed view: every feature constant
+    "all": lambda arrays: [a.fill(0.0) for a in arrays],
+}
+
+
+def _zero_case(rng, name, where, dtype=np.float64):
+    """The inputs of loss ``name`` (2 views, or p1, p2, a1, a2 for the cosine loss) with the rows of ``where`` zero."""
+    n_arrays = 4 if name == "byol_cosine" else 2
+    arrays = [a.astype(dtype) for a in _views(rng, n=5, d=3)]
+    arrays = (arrays + [a + 0.3 * rng.normal(size=a.shape).astype(dtype) for a in arrays])[:n_arrays]
+    WHERE[where](arrays)
+    return arrays
+
+
+@functools.cache
+def _zero_value_and_grad(name, hparams):
+    fn = _byol_cosine if name == "byol_cosine" else get_loss(name, **dict(hparams))
+    return jax.jit(jax.value_and_grad(fn, argnums=tuple(range(4 if name == "byol_cosine" else 2))))
+
+
+def _central_differences(ref, arrays, s0):
+    """d ref / d entry by central differences, step h = 1e-5 max(|row|, s0) per entry, and those steps.
+
+    s0 is the scale below which a row is not normalised by its own norm (the norm floor of SimCLR and the cosine
+    loss; 1 for the losses that see a row only through batch statistics), so a zero row's step stays inside the
+    floor, where those losses are linear in the row."""
+    grads, steps = [], []
+    for k, a in enumerate(arrays):
+        g, hs = np.empty_like(a), np.empty_like(a)
+        for i, j in np.ndindex(a.shape):
+            h = 1e-5 * max(float(np.linalg.norm(a[i])), s0)
+            plus, minus = [b.copy() for b in arrays], [b.copy() for b in arrays]
+            plus[k][i, j] += h
+            minus[k][i, j] -= h
+            g[i, j], hs[i, j] = (ref(*plus) - ref(*minus)) / (2 * h), h
+        grads.append(g)
+        steps.append(hs)
+    return grads, steps
+
+
+@pytest.mark.parametrize("where", sorted(WHERE))
+@pytest.mark.parametrize(("name", "hparams"), ZERO_CASES, ids=ZERO_IDS)
+def test_zero_rows_value_and_gradient(rng, name, hparams, where):
+    arrays = _zero_case(rng, name, where)
+    value, grads = _zero_value_and_grad(name, tuple(sorted(hparams.items())))(*map(jnp.asarray, arrays))
+    assert np.isfinite(float(value)) and all(np.all(np.isfinite(g)) for g in grads)
+    ref = functools.partial(ref_byol_cosine if name == "byol_cosine" else REFERENCES[name], **hparams)
+    constant_features = where in ("first-view", "all")
+    if name == "barlow_twins" and hparams.get("eps") == 0.0 and constant_features:
+        # Eq. 2 is 0/0 for a constant feature; the loss takes the standardised column as 0, its value for every
+        # eps > 0. The reference with the smallest positive eps computes that (var + 5e-324 = var for var > 0).
+        # Not differentiable there (a perturbed constant column standardises to a unit vector): value only.
+        np.testing.assert_allclose(float(value), ref(*arrays, eps=5e-324), rtol=1e-10)
+        return
+    f = ref(*arrays)
+    np.testing.assert_allclose(float(value), f, rtol=1e-10)  # the loop-vs-vectorised bound of section 1
+    s0 = 1.0
+    if name == "simclr" or name == "byol_cosine":
+        s0 = hparams.get("norm_floor", 1e-12)
+    fd, steps = _central_differences(ref, arrays, s0)
+    for g, want, h in zip(grads, fd, steps):
+        # Central differences err by ~(h / s)^2 relative (third-order term; h / s <= 1e-5, times a curvature of at
+        # most ~1 / tau = 10: <= 1e-9) plus the rounding of the two loop sums, each within ~n d^2 eps (|f| + 10)
+        # (the 10 bounds the largest logit 1 / tau), divided by 2 h. The bound takes 1e-6 for the first (1e3x
+        # margin) and 1e3 eps (|f| + 10) / h for the second (20x margin over n d^2 = 45).
+        row_scale = np.max(np.abs(want), axis=1, keepdims=True)
+        tol = 1e-6 * row_scale + 1e3 * EPS * (abs(f) + 10.0) / h
+        assert np.all(np.abs(np.asarray(g) - want) <= tol), (np.asarray(g), want)
+
+
+@pytest.mark.parametrize("where", ["one-row", "pair-rows", "all"])
+@pytest.mark.parametrize(("name", "hparams"), ZERO_CASES, ids=ZERO_IDS)
+def test_zero_rows_float32(rng, name, hparams, where):
+    # float32 in, float32 out, finite; the value within float32 round-off of the float64 one: ~(n d + 1 / tau)
+    # eps32 ~ 25 x 6e-8 = 1.5e-6 relative, bounded by 1e-5.
+    arrays = _zero_case(rng, name, where, dtype=np.float32)
+    fn = _zero_value_and_grad(name, tuple(sorted(hparams.items())))
+    value, grads = fn(*map(jnp.asarray, arrays))
+    assert value.dtype == jnp.float32 and all(g.dtype == jnp.float32 for g in grads)
+    assert np.isfinite(float(value)) and all(np.all(np.isfinite(g)) for g in grads)
+    want, _ = fn(*(jnp.asarray(a, jnp.float64) for a in arrays))
+    np.testing.assert_allclose(float(value), float(want), rtol=1e-5)
+
+
+def test_byol_cosine_gradient_at_a_zero_prediction(rng):
+    # Below the norm floor eps the normalisation is p / eps, so with p1[i] = 0 the loss's gradient in that row is
+    # d/dp [(2 - 2 (p / eps) . a_hat) / n] = -2 a_hat / (n eps), a_hat = a2[i] / |a2[i]| (p1 meets a2 only).
+    p1, p2, a1, a2 = _zero_case(rng, "byol_cosine", "one-row")
+    _, (g, *_) = _zero_value_and_grad("byol_cosine", ())(*map(jnp.asarray, (p1, p2, a1, a2)))
+    want = -2.0 * a2[ZERO_ROW] / np.linalg.norm(a2[ZERO_ROW]) / (p1.shape[0] * 1e-12)
+    np.testing.assert_allclose(np.asarray(g[ZERO_ROW]), want, rtol=1e-13)  # a few roundings of O(1) terms

@@ -20,8 +20,8 @@ and keep the input dtype (float32 in, float32 out, also with x64 enabled). The e
 
   This is what the reference code computes (``BatchNorm1d(affine=False)`` in training mode, which normalises with
   the biased variance and eps = 1e-5, then ``bn(z1).T @ bn(z2) / batch_size``). With eps = 0 it equals the paper's
-  Eq. 2 exactly (the cosine between the centred feature columns). The paper gives lambda = 5e-3; the reference
-  code's default is 0.0051.
+  Eq. 2 exactly (the cosine between the centred feature columns), a constant feature (0 / 0 there) taken as 0,
+  its value for every eps > 0. The paper gives lambda = 5e-3; the reference code's default is 0.0051.
 
 ``simclr`` -- NT-Xent (Chen et al. 2020, Eq. 1 and Algorithm 1) over the 2n embeddings u = [z1; z2]:
 
@@ -197,7 +197,7 @@ def barlow_twins(z1: jax.Array, z2: jax.Array, *, lambda_offdiag: float = 5e-3, 
       z2: (n, d) embeddings of the second views; row i is the partner of ``z1[i]``.
       lambda_offdiag: weight lambda of the redundancy-reduction (off-diagonal) term, >= 0.
       eps: added to the variance before the square root, >= 0 (1e-5 is BatchNorm's default; 0 gives the paper's
-        Eq. 2 exactly, but NaN for a constant feature).
+        Eq. 2 exactly; a constant feature then standardises to 0, its value for every eps > 0, with gradient 0).
 
     Returns:
       () scalar loss, dtype of the inputs.
@@ -215,8 +215,12 @@ def barlow_twins(z1: jax.Array, z2: jax.Array, *, lambda_offdiag: float = 5e-3, 
 
     def standardise(z):
         zc = z - jnp.mean(z, axis=0, keepdims=True)
-        var = jnp.mean(zc * zc, axis=0, keepdims=True)
-        return zc / jnp.sqrt(var + eps)
+        v = jnp.mean(zc * zc, axis=0, keepdims=True) + eps
+        # v = 0 only for a constant feature with eps = 0, where zc = 0 too: its column standardises to 0, the value
+        # it has for every eps > 0 (so the eps -> 0 limit), with gradient 0. The inner where keeps 0 / sqrt(0)
+        # out of the graph: jnp.where alone would pass its NaN gradient through ("double where").
+        pos = v > 0
+        return jnp.where(pos, zc / jnp.sqrt(jnp.where(pos, v, jnp.ones((), v.dtype))), jnp.zeros((), v.dtype))
 
     c = standardise(z1).T @ standardise(z2) * (1.0 / n)
     on = 1.0 - jnp.diagonal(c)
@@ -315,7 +319,8 @@ def vicreg(
       sim_weight: lambda, the weight of the invariance term, >= 0.
       var_weight: mu, the weight of the variance term, >= 0.
       cov_weight: nu, the weight of the covariance term, >= 0.
-      eps: added to the variance inside the square root, >= 0 (keeps the gradient finite for a constant feature).
+      eps: added to the variance inside the square root, >= 0 (keeps the gradient bounded near a constant feature;
+        with eps = 0 a constant feature has std 0 and gradient 0 there, finite as well).
       gamma: target standard deviation of the hinge.
       convention: ``"reference"`` or ``"paper"``, as above.
 
@@ -343,7 +348,12 @@ def vicreg(
     def variance_and_covariance(z):
         zc = z - jnp.mean(z, axis=0, keepdims=True)
         cov = (zc.T @ zc) * (1.0 / (n - 1))
-        std = jnp.sqrt(jnp.diagonal(cov) + eps)
+        v = jnp.diagonal(cov) + eps
+        # sqrt has an infinite derivative at 0, which the chain rule multiplies by d Var / dz = 0 for a constant
+        # feature: NaN when eps = 0. There std = 0 (its value) with gradient 0 (the even function sqrt(Var) of a
+        # constant column's perturbation has central derivative 0); the inner where keeps sqrt off 0.
+        pos = v > 0
+        std = jnp.where(pos, jnp.sqrt(jnp.where(pos, v, jnp.ones((), v.dtype))), jnp.zeros((), v.dtype))
         return jnp.mean(jax.nn.relu(gamma - std)), _offdiag_sum_sq(cov) * (1.0 / d)
 
     v1, c1 = variance_and_covariance(z1)

@@ -263,7 +263,13 @@ def direct_predictor(corr: jax.Array, *, eps: float, formula: Formula = "code",
 
 
 def _normalize(z: jax.Array) -> jax.Array:
-    return z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), _NORM_EPS)
+    # z / max(|z|, eps) as torch.nn.functional.normalize (eps = _NORM_EPS = 1e-12, BYOL's and SimSiam's code),
+    # written as z / sqrt(max(|z|^2, eps^2)): the same value (sqrt is monotone; eps^2 = 1e-24 is a normal float32),
+    # but a finite gradient at z = 0. The gradient of |z| = sqrt(sum z^2) there is z / |z| = 0 / 0, and the chain
+    # rule multiplies that NaN by the 0 which max passes back; max on the square passes its 0 to 2 z = 0 instead.
+    # Below the floor the map is z / eps, with gradient I / eps.
+    sq = jnp.sum(z * z, axis=-1, keepdims=True)
+    return z / jnp.sqrt(jnp.maximum(sq, _NORM_EPS * _NORM_EPS))
 
 
 def _pair_loss(kind: str, p: jax.Array, a: jax.Array) -> jax.Array:
