@@ -25,7 +25,12 @@ block functions for abstract inputs and reads XLA's own memory analysis (argumen
 each compiled block), multiplies it by :data:`RUNTIME_OVERHEAD` and adds :data:`RUNTIME_FIXED_BYTES` (what the runtime and the
 compiler allocate outside XLA's buffers, measured), adds what the driver holds (parameters, inputs, the kernel, a cached row block of the
 Jacobian), and picks the largest blocks whose estimated peak fits the budget (default: on a CPU half of the memory
-the operating system reports as available, on an accelerator 80% of what its allocator has free). If even a 1 x 1 block does not fit, it raises a ValueError with the numbers.
+the operating system reports as available, on an accelerator 80% of what its allocator has free;
+``float("inf")``: all of it). If even a 1 x 1 block does not fit, it raises a ValueError with the numbers.
+The kernel exists once: the blocks are written into one host array, a symmetric kernel is symmetrised in place
+one tile at a time (:data:`SYMMETRISE_TILE`), and that array becomes the returned JAX array without a copy on a
+CPU (``jax.device_put`` of a 64-byte-aligned array; ``jnp.asarray`` would hold two more copies on jax 0.10, and
+``(K + K.T) / 2`` two more: 3.7 GiB measured for a 1.2 GiB kernel planned at 2.4 GiB).
 The jax backend keeps the Jacobian of one block of rows and streams the column blocks past it, so the Jacobian of
 each row is computed once and that of each column once per row block; for ``x2=None`` only the blocks on and above
 the diagonal are computed.
@@ -50,6 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +71,7 @@ __all__ = [
     "DEFAULT_BUDGET_FRACTION",
     "RUNTIME_FIXED_BYTES",
     "RUNTIME_OVERHEAD",
+    "SYMMETRISE_TILE",
     "NtkPlan",
     "accelerator_memory_bytes",
     "available_memory_bytes",
@@ -106,6 +113,12 @@ _MAX_PLAN_REFINEMENTS = 6
 # 0.23, 3.98 at 3.23, 6.84 at 5.27; all below RUNTIME_FIXED_BYTES + RUNTIME_OVERHEAD * x, which the plan budgets.
 RUNTIME_OVERHEAD = 1.4
 RUNTIME_FIXED_BYTES = 3 * 2**28  # 0.75 GiB
+# A symmetric kernel is symmetrised in place in tiles of this many rows and columns: one tile of temporary memory
+# (2 MiB in float64), counted in the plan; large enough that the Python loop over tiles costs nothing.
+SYMMETRISE_TILE = 512
+# The kernel's host array starts on this byte boundary, so that the CPU runtime adopts it without a copy (XLA's
+# CPU client copies host buffers that are not aligned to its minimum alignment).
+_HOST_ALIGNMENT = 64
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -140,13 +153,36 @@ def accelerator_memory_bytes(device: Any = None) -> int | None:
     return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
 
 
-def _default_budget() -> int:
+def _default_budget(device: Any = None, n_devices: int = 1, *, fraction: float | None = None) -> int:
     """On an accelerator, ACCELERATOR_BUDGET_FRACTION of its allocator's free memory (the blocks live there);
-    on a CPU, DEFAULT_BUDGET_FRACTION of the memory the operating system reports available."""
-    device_free = accelerator_memory_bytes()
+    on a CPU, DEFAULT_BUDGET_FRACTION of the memory the operating system reports available, shared by
+    ``n_devices`` CPU devices. ``fraction`` replaces either fraction (1.0 for an unlimited budget)."""
+    device_free = accelerator_memory_bytes(device)
     if device_free is not None:
-        return int(ACCELERATOR_BUDGET_FRACTION * device_free)
-    return int(DEFAULT_BUDGET_FRACTION * available_memory_bytes())
+        return int((ACCELERATOR_BUDGET_FRACTION if fraction is None else fraction) * device_free)
+    return int((DEFAULT_BUDGET_FRACTION if fraction is None else fraction) * available_memory_bytes()) // n_devices
+
+
+def _budget_bytes(memory_budget: Any, device: Any = None, n_devices: int = 1) -> int:
+    """``memory_budget`` as a whole number of bytes.
+
+    None is the default budget (:func:`_default_budget`); ``float("inf")`` means no limit of the caller's: all the
+    memory that is there now (the whole of what the default takes a fraction of), so the blocks still fit the
+    machine. Any real number is accepted (Python or NumPy ints and floats) and rounded down.
+
+    Raises:
+      ValueError: not a real number (a bool, a string, ...), NaN, zero or negative.
+    """
+    if memory_budget is None:
+        return _default_budget(device, n_devices)
+    if isinstance(memory_budget, (bool, np.bool_)) or not isinstance(memory_budget, numbers.Real):
+        raise ValueError(f"memory_budget must be a positive number of bytes (None: the default, inf: all the "
+                         f"memory available), got {memory_budget!r} of type {type(memory_budget).__name__}")
+    if not memory_budget > 0:  # NaN too
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    if math.isinf(memory_budget):
+        return _default_budget(device, n_devices, fraction=1.0)
+    return int(memory_budget)
 
 
 def _gib(n_bytes: float) -> str:
@@ -340,8 +376,9 @@ class NtkPlan:
       dtype: compute dtype.
       block_rows, block_cols: block shape; inputs are padded (by repeating their last row) to whole blocks.
       jacobian_bytes_per_example: ``d * P * itemsize``, one row of the flattened Jacobian.
-      held_bytes: what the driver holds for the whole request (parameters, padded inputs, the kernel on the host)
-        plus :data:`RUNTIME_FIXED_BYTES`.
+      held_bytes: what the driver holds for the whole request (parameters; the inputs converted to the compute
+        dtype and padded to whole blocks; the kernel, once; for a symmetric kernel one :data:`SYMMETRISE_TILE`
+        square tile) plus :data:`RUNTIME_FIXED_BYTES`.
       block_bytes: what computing one block adds: XLA's memory analysis of the compiled block functions (outputs
         and temporaries, plus the cached row block of the Jacobian for the jax backend) times
         :data:`RUNTIME_OVERHEAD` for what the runtime allocates outside XLA's buffers.
@@ -473,10 +510,7 @@ def _placement(params: Any):
 def _plan(apply_fn, params, x1, x2, *, backend, implementation, memory_budget) -> tuple[NtkPlan, _Blocks]:
     dtype = _compute_dtype(params)
     n1, n2, out_dim, n_params = _check_inputs(apply_fn, params, x1, x2, dtype)
-    budget = _default_budget() if memory_budget is None else memory_budget
-    if not (isinstance(budget, (int, float)) and budget > 0):
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
-    budget = int(budget)
+    budget = _budget_bytes(memory_budget)
     symmetric = x2 is None
     itemsize = dtype.itemsize
     x_shape = tuple(jnp.shape(x1)[1:])
@@ -497,9 +531,16 @@ def _plan(apply_fn, params, x1, x2, *, backend, implementation, memory_budget) -
     x_row = math.prod(x_shape) * itemsize
 
     def held(rows: int, cols: int) -> int:
+        # Every buffer the driver holds beside the blocks' own: the parameters in the compute dtype; the inputs
+        # as the driver makes them (_input_rows); the kernel once; the tile of the in-place symmetrisation.
         n1p, n2p = -(-n1 // rows) * rows, -(-n2 // cols) * cols
-        inputs = n1p * x_row + (0 if symmetric else n2p * x_row)
-        return RUNTIME_FIXED_BYTES + n_params * itemsize + inputs + n1 * n2 * itemsize
+        inputs = _input_rows(x1, n1, n1p, dtype)
+        if not symmetric:
+            inputs += _input_rows(x2, n2, n2p, dtype)
+        elif cols != rows:  # x1[:n1] padded to the column width
+            inputs += n1 + (n2p if n2p != n1 else 0)
+        tile = min(SYMMETRISE_TILE, n1) ** 2 * itemsize if symmetric else 0
+        return RUNTIME_FIXED_BYTES + n_params * itemsize + inputs * x_row + n1 * n2 * itemsize + tile
 
     # First guess from a linear model of a small trial block, then refine on the compiled blocks themselves.
     # (A trial block as large as the whole request is the block that will run: compiled once.)
@@ -552,6 +593,15 @@ def _plan(apply_fn, params, x1, x2, *, backend, implementation, memory_budget) -
     return plan, blocks
 
 
+def _input_rows(x: Any, n: int, n_padded: int, dtype: np.dtype) -> int:
+    """Rows of input copies the driver holds for ``x`` of ``n`` rows: none to convert an array already on a
+    device in the compute dtype, else two (``jnp.asarray`` of host data holds two copies for a moment on jax 0.10,
+    and the CPU runtime keeps freed buffers for reuse, so the moment counts); one more padded to ``n_padded``
+    rows unless that is ``n``."""
+    on_device = isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) and np.dtype(x.dtype) == dtype
+    return (0 if on_device else 2 * n) + (n_padded if n_padded != n else 0)
+
+
 def _resolve_implementation(apply_fn, params, x_shape, dtype, implementation: str) -> str:
     """A working neural-tangents implementation: the named one, or for "auto" the cheaper of the working ones."""
     from stepwise._compat import nt_working_implementations
@@ -578,12 +628,15 @@ def _resolve_implementation(apply_fn, params, x_shape, dtype, implementation: st
 
 def plan_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = None, *,
              backend: Backend = "auto", implementation: str = "auto",
-             memory_budget: int | None = None) -> NtkPlan:
+             memory_budget: float | None = None) -> NtkPlan:
     """The block sizes and estimated peak memory :func:`empirical_ntk` would use for this request (no kernel is
     computed; the block functions are compiled, which takes seconds for a ResNet).
 
-    ``x1`` and ``x2`` may be arrays or ``jax.ShapeDtypeStruct``. Raises ValueError exactly where
-    :func:`empirical_ntk` would, including when even one block does not fit ``memory_budget``.
+    ``x1`` and ``x2`` may be arrays or ``jax.ShapeDtypeStruct``. ``memory_budget`` is a number of bytes (Python or
+    NumPy int or float, rounded down), None for the default, or ``float("inf")`` for no limit of the caller's: the
+    blocks are then sized to all the memory available now (the whole of what the default takes a fraction of).
+    Raises ValueError exactly where :func:`empirical_ntk` would, including when even one block does not fit
+    ``memory_budget`` and for a budget that is not a positive number (NaN, zero, negative, a bool or a string).
     """
     backend = resolve_backend(backend, implementation)
     return _plan(apply_fn, params, x1, x2, backend=backend, implementation=implementation,
@@ -616,6 +669,29 @@ def _schedule(n1: int, n2: int, rows: int, cols: int, *, symmetric: bool,
     return out
 
 
+def _host_kernel(n1: int, n2: int, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised (n1, n2) host array starting on a :data:`_HOST_ALIGNMENT`-byte boundary."""
+    dtype = np.dtype(dtype)
+    raw = np.empty(n1 * n2 * dtype.itemsize + _HOST_ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % _HOST_ALIGNMENT
+    return raw[start:start + n1 * n2 * dtype.itemsize].view(dtype).reshape(n1, n2)
+
+
+def _symmetrise_in_place(k: np.ndarray, tile: int = SYMMETRISE_TILE) -> None:
+    """``k <- (k + k.T) / 2`` for a square ``k``, tile by tile: one (tile, tile) temporary, not two copies of k.
+
+    The result equals ``(k + k.T) / 2`` bit for bit (each entry is the same sum of the same two numbers, halved).
+    """
+    n = k.shape[0]
+    for a in range(0, n, tile):
+        for b in range(a, n, tile):
+            upper, lower = k[a:a + tile, b:b + tile], k[b:b + tile, a:a + tile]
+            mean = upper + lower.T
+            mean *= 0.5
+            upper[...] = mean
+            lower[...] = mean.T
+
+
 def _pad_rows(x: jax.Array, multiple: int) -> jax.Array:
     """Pads (n, ...) to a multiple of ``multiple`` rows by repeating the last row (a valid input for any net)."""
     extra = -x.shape[0] % multiple
@@ -624,7 +700,7 @@ def _pad_rows(x: jax.Array, multiple: int) -> jax.Array:
 
 def empirical_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = None, *,
                   backend: Backend = "auto", implementation: str = "auto",
-                  memory_budget: int | None = None, devices: Any = None) -> jax.Array:
+                  memory_budget: float | None = None, devices: Any = None) -> jax.Array:
     """Empirical NTK averaged over the output dimension, computed in blocks within a memory budget.
 
     Args:
@@ -638,8 +714,9 @@ def empirical_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = Non
         ``"jax"`` (the project's own Jacobian contraction, the reference).
       implementation: neural-tangents backend only: ``"auto"``, ``"jacobian_contraction"`` or
         ``"ntk_vector_products"``.
-      memory_budget: bytes the computation may use (default: ``DEFAULT_BUDGET_FRACTION`` of
-        :func:`available_memory_bytes`); see :func:`plan_ntk`. With ``devices``: per device (default: the first
+      memory_budget: bytes the computation may use, any real number (Python or NumPy; default:
+        ``DEFAULT_BUDGET_FRACTION`` of :func:`available_memory_bytes`; ``float("inf")``: all of it, i.e. no limit
+        but the machine's); see :func:`plan_ntk`. With ``devices``: per device (default: the first
         device's free memory on accelerators; on CPU devices, which share the host's memory, the host default
         divided by the number of devices).
       devices: this process's devices to spread the row blocks over (module docstring), or None for the default
@@ -652,7 +729,7 @@ def empirical_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = Non
     Raises:
       ValueError: unknown backend or implementation, ``"structured_derivatives"``, inputs of different shapes or
         an ``apply_fn`` that does not return (N, d), or a budget too small for even one block (with the numbers);
-        ``devices`` empty, not this process's, with the neural-tangents backend, or a convolutional network on
+        a ``memory_budget`` that is not a positive number; ``devices`` empty, not this process's, with the neural-tangents backend, or a convolutional network on
         JAX < 0.8; all before any kernel is computed.
 
     Example:
@@ -677,7 +754,7 @@ def empirical_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = Non
     x2 = x1 if x2 is None else _pad_rows(jnp.asarray(x2, dtype), cols)
     if plan.symmetric and cols != rows:
         x2 = _pad_rows(x1[: plan.n1], cols)
-    out = np.empty((plan.n1, plan.n2), dtype)
+    out = _host_kernel(plan.n1, plan.n2, dtype)
     for i, row in _schedule(plan.n1, plan.n2, rows, cols, symmetric=plan.symmetric, backend=backend):
         r_end = min(i + rows, plan.n1)
         j_rows = blocks.compiled("jacobian", rows)(params, x1[i:i + rows]) if backend == "jax" else None
@@ -695,12 +772,12 @@ def empirical_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = Non
                 out[j:c_end, i:r_end] = block.T
         del j_rows
     if plan.symmetric:  # exact symmetry (diagonal blocks are symmetric only to rounding)
-        out = (out + out.T) / 2
-    return jnp.asarray(out)
+        _symmetrise_in_place(out)
+    return jax.device_put(out)  # adopts the host array on a CPU (no copy); see the module docstring
 
 
 def _sharded_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None, *, backend: str, implementation: str,
-                 memory_budget: int | None, devices: list) -> jax.Array:
+                 memory_budget: float | None, devices: list) -> jax.Array:
     """:func:`empirical_ntk` with its row blocks spread over ``devices``: the single-device plan (per device), then
     for each group of ``len(devices)`` row blocks one Jacobian call and one call per column block, each a
     ``jax.shard_map`` over a leading device axis (one row block per device)."""
@@ -716,10 +793,7 @@ def _sharded_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None, *, ba
         raise ValueError("devices= spreads the jax backend's row blocks; use backend='jax' (or 'auto') with it")
     backend = resolve_backend("jax", implementation)
     n_dev = len(devices)
-    if memory_budget is None:
-        free = accelerator_memory_bytes(devices[0])
-        memory_budget = (int(ACCELERATOR_BUDGET_FRACTION * free) if free is not None
-                         else int(DEFAULT_BUDGET_FRACTION * available_memory_bytes()) // n_dev)
+    memory_budget = _budget_bytes(memory_budget, devices[0], n_dev)
     plan, _ = _plan(apply_fn, params, x1, x2, backend=backend, implementation=implementation,
                     memory_budget=memory_budget)
     _USED.setdefault((plan.backend, plan.implementation), None)
@@ -754,7 +828,7 @@ def _sharded_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None, *, ba
     xs = xs.reshape(-1, n_dev, rows, *xs.shape[1:])  # (groups, devices, rows, ...)
     x2 = _pad_rows(x1 if x2 is None else jnp.asarray(x2, dtype), cols)
     x2 = jax.device_put(x2.reshape(-1, cols, *x2.shape[1:]), replicated)  # (column blocks, cols, ...)
-    out = np.empty((n1, n2), dtype)
+    out = _host_kernel(n1, n2, dtype)
     for g in range(xs.shape[0]):
         starts = [(g * n_dev + k) * rows for k in range(n_dev)]
         try:  # the first call traces the programs before anything is computed
@@ -780,8 +854,8 @@ def _sharded_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None, *, ba
                     out[j:c_end, i:r_end] = block.T
         del j_rows
     if plan.symmetric:  # exact symmetry, as in the single-device driver
-        out = (out + out.T) / 2
-    return jnp.asarray(out)
+        _symmetrise_in_place(out)
+    return jax.device_put(out)
 
 
 # ----------------------------------------------------------------------------------------------------------------
