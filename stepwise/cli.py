@@ -16,14 +16,28 @@ stepwise theory and its own NTK (:mod:`stepwise.verify`).
 
 Experiment flags come from the experiment's config dataclass (via tyro), e.g.
 ``stepwise run linear_bt --dataset digits --d 8 --out runs/digits``; ``stepwise run linear_bt --help`` lists them.
+
+Output folders (``run``, ``verify``; ``report``'s file): checked before any compute (not empty, not a file, creatable,
+writable, enough free space, not holding another run unless ``--overwrite``); a run is written into
+``<out>.partial`` and renamed onto ``<out>`` when complete (:class:`stepwise.io.RunFolder`). The training runs
+(:data:`CHECKPOINTED` and ``verify``) checkpoint every ``--checkpoint-every N`` steps (default: every 3 minutes of
+training) into ``<out>.partial``; Ctrl-C saves a checkpoint and exits 130; the same command with ``--resume``
+continues bit-identically (a changed config is refused, naming the fields; ``--steps`` may grow). Checkpoints are
+removed when the run completes unless ``--keep-checkpoint``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from stepwise.io import OutputError, RunFolder, check_output_file
 
 
 def _experiments():
@@ -59,6 +73,138 @@ def _experiments():
 
 
 SCALES = ("cpu", "gpu")
+
+# Experiments whose training loops checkpoint (``--checkpoint-every``, ``--resume``, ``--keep-checkpoint``).
+CHECKPOINTED = ("stepwise_deep", "ntk_after_training", "noncontrastive_deep", "directpred")
+CHECKPOINT_SECONDS = 180.0  # the default interval: a few minutes of training
+
+
+def _output_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """The output and checkpoint flags shared by ``run`` and ``verify``."""
+    parser.add_argument("--out", default=None, help=f"run directory (default {default_out})")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a previous run in --out (when the new one completes)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    parser.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                        help=f"checkpoint every N training steps (default: every {CHECKPOINT_SECONDS:g} s of training)")
+    parser.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoints in the finished run")
+
+
+def _check_checkpoint_flags(ours, name: str, checkpointed: bool) -> None:
+    if ours.checkpoint_every is not None and ours.checkpoint_every < 1:
+        raise OutputError(f"--checkpoint-every must be >= 1 step (got {ours.checkpoint_every}); leave it out for "
+                          f"every {CHECKPOINT_SECONDS:g} s of training")
+    if not checkpointed:
+        given = [f for f, v in (("--resume", ours.resume), ("--checkpoint-every", ours.checkpoint_every is not None),
+                                ("--keep-checkpoint", ours.keep_checkpoint)) if v]
+        if given:
+            raise OutputError(f"{' '.join(given)}: {name} does not checkpoint (it has no long training loop); the "
+                              f"commands that do are `stepwise run` {', '.join(CHECKPOINTED)} and `stepwise verify`")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as ``{"a.b": value}`` (JSON-normalised, so tuples equal lists)."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out |= _flat(v, f"{prefix}{k}.")
+        return out
+    return {prefix[:-1]: tree}
+
+
+def _info(command: str, experiment: str, cfg) -> dict[str, Any]:
+    """What ``run.json`` records of a run, for comparing a resumed run with the interrupted one."""
+    from stepwise.io import _jsonable_tree
+
+    return {"command": command, "experiment": experiment,
+            "config": json.loads(json.dumps(_jsonable_tree(dataclasses.asdict(cfg))))}
+
+
+def _steps_of(cfg) -> int | None:
+    """The run length a resume may change: ``cfg.steps`` or ``cfg.setup.steps``."""
+    steps = getattr(cfg, "steps", None)
+    if steps is None and dataclasses.is_dataclass(getattr(cfg, "setup", None)):
+        steps = getattr(cfg.setup, "steps", None)
+    return steps if isinstance(steps, int) else None
+
+
+def _check_resume(folder: RunFolder, info: dict[str, Any], cfg) -> None:
+    """Refuse a resume whose experiment or config differs from the interrupted run's (except the step count, which
+    must not fall below a checkpoint's step)."""
+    from stepwise.io import checkpoint_files, checkpoint_step
+
+    saved = folder.read_info()
+    if saved is None:
+        raise OutputError(f"--resume: {folder.staging} has no readable run.json describing the interrupted run; start "
+                          "afresh with --overwrite")
+    if saved.get("experiment") != info["experiment"]:
+        raise OutputError(f"--resume: the checkpoint in {folder.staging} is of {saved.get('experiment')!r}, not "
+                          f"{info['experiment']!r}; run that command, or start afresh with --overwrite")
+    old, new = _flat(saved.get("config", {})), _flat(info["config"])
+    diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if k.rsplit(".", 1)[-1] != "steps" and old.get(k) != new.get(k)]
+    if diff:
+        raise OutputError(f"--resume: the config differs from the interrupted run's ({saved.get('command')}) in "
+                          f"{'; '.join(diff)}; resume with the same flags (only --steps may change), or start afresh "
+                          "with --overwrite")
+    steps = _steps_of(cfg)
+    for path in checkpoint_files(folder.staging):
+        at = checkpoint_step(path)
+        if steps is not None and at is not None and at > steps:
+            raise OutputError(f"--resume: checkpoint {path} is at step {at}, past --steps {steps}; resume with "
+                              f"--steps >= {at}")
+
+
+def _planned_bytes(name: str, cfg) -> int:
+    """A conservative estimate of what a run writes: 64 MB for results, arrays and figures, plus for each trained
+    network its tracked evaluation snapshots twice (data file and checkpoint), 4 bytes x n_eval x 512 per point."""
+    if name == "ntk_after_training":
+        nets = [cfg.deep_config(loss) for loss in cfg.losses]
+    elif name in ("noncontrastive_deep", "directpred"):
+        runs = cfg.seeds if name == "noncontrastive_deep" else 3 * cfg.seeds + len(cfg.sweep) * cfg.sweep_seeds
+        nets = [cfg.setup] * runs
+    elif name in ("stepwise_deep", "verify"):
+        nets = [cfg]
+    else:
+        nets = []
+    points = sum((-(-n.steps // n.track_every) + 1) * n.n_eval for n in nets)
+    return 64_000_000 + 2 * 4 * 512 * points
+
+
+class _Exit(Exception):
+    """Leave ``main`` with this exit status (the message is already printed)."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+def _resume_hint(command: list[str]) -> str:
+    return shlex.join([*command, *([] if "--resume" in command else ["--resume"])])
+
+
+def _execute(folder: RunFolder, command: list[str], compute, *, keep_checkpoint: bool) -> tuple[dict, Path]:
+    """Run ``compute(staging)`` and publish the folder; on Ctrl-C or an error keep only what ``--resume`` needs."""
+    from stepwise.training.ssl import TrainingInterrupted
+
+    try:
+        results = compute(folder.staging)
+    except KeyboardInterrupt as err:
+        kept = folder.abandon()
+        where = f" at step {err.step}" if isinstance(err, TrainingInterrupted) else ""
+        if kept is not None:
+            print(f"stepwise: interrupted{where}; checkpoint saved in {kept}. Continue with:\n  {_resume_hint(command)}",
+                  file=sys.stderr)
+        else:
+            print(f"stepwise: interrupted{where}; no checkpoint was written, nothing kept", file=sys.stderr)
+        raise _Exit(130) from None
+    except BaseException as err:
+        kept = folder.abandon()
+        if kept is not None and isinstance(err, Exception):
+            print(f"stepwise: nothing was published to {folder.target}; the checkpoints stay in {kept} (continue "
+                  f"with: {_resume_hint(command)})", file=sys.stderr)
+        raise
+    return results, folder.publish(keep_checkpoint=keep_checkpoint)
 
 
 def _plans():
@@ -153,26 +299,38 @@ def _print_verdict(name: str, results: dict, seconds: float, where: Path) -> Non
 
 
 def _run(name: str, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"stepwise run {name}", add_help=False)
+    parser.add_argument("--smoke", action="store_true", help="tiny config used by the tests")
+    parser.add_argument("--scale", default="cpu", help="cpu (default) or gpu: the accelerator configuration")
+    parser.add_argument("--plan-only", action="store_true", help="print the compute plan and stop")
+    parser.add_argument("--no-progress", action="store_true")
+    _output_flags(parser, "runs/<experiment>_<dataset or loss>")
+    ours, rest = parser.parse_known_args(argv)
+    command = ["stepwise", "run", name, *argv]
+    _check_checkpoint_flags(ours, name, name in CHECKPOINTED)
+    # The output folder first: before the experiments are imported, when --out is given.
+    folder = None
+    if ours.out is not None and not ours.plan_only:
+        folder = RunFolder.open(ours.out, overwrite=ours.overwrite, resume=ours.resume)
+    try:
+        return _run_in(name, ours, rest, command, folder)
+    except BaseException:
+        if folder is not None:
+            folder.abandon()
+        raise
+
+
+def _run_in(name: str, ours, rest: list[str], command: list[str], folder: RunFolder | None) -> int:
     import tyro
 
     experiments = _experiments()
     if name not in experiments:
         raise ValueError(f"unknown experiment {name!r}; expected one of {sorted(experiments)} (see `stepwise list`)")
     config_cls, run_fn, _ = experiments[name]
-    parser = argparse.ArgumentParser(prog=f"stepwise run {name}", add_help=False)
-    parser.add_argument("--smoke", action="store_true", help="tiny config used by the tests")
-    parser.add_argument("--scale", default="cpu", help="cpu (default) or gpu: the accelerator configuration")
-    parser.add_argument("--plan-only", action="store_true", help="print the compute plan and stop")
-    parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/<experiment>_<dataset>)")
-    parser.add_argument("--no-progress", action="store_true")
-    ours, rest = parser.parse_known_args(argv)
     rest = _setup_aliases(config_cls, rest)
     base = _base_config(name, config_cls, scale=ours.scale, smoke=ours.smoke, argv=rest)
     cfg = tyro.cli(config_cls, default=base, args=rest,
                    prog=f"stepwise run {name} [--smoke | --scale gpu] [--plan-only] [--out DIR]")
-    tag = getattr(cfg, "loss", None) or getattr(cfg, "dataset", "default")
-    suffix = "_smoke" if ours.smoke else "_gpu" if ours.scale == "gpu" else ""
-    out = ours.out or Path("runs") / f"{name}_{tag}{suffix}"
     kwargs = {}
     if ours.scale == "gpu" or ours.plan_only:
         plans = _plans()
@@ -183,41 +341,86 @@ def _run(name: str, argv: list[str]) -> int:
         if ours.plan_only:
             return 0
         kwargs["plan"] = plan
+    if folder is None:
+        tag = getattr(cfg, "loss", None) or getattr(cfg, "dataset", "default")
+        suffix = "_smoke" if ours.smoke else "_gpu" if ours.scale == "gpu" else ""
+        folder = RunFolder.open(str(Path("runs") / f"{name}_{tag}{suffix}"), overwrite=ours.overwrite,
+                                resume=ours.resume)
+    return _compute(folder, ours, command, _info(shlex.join(command), name, cfg), cfg,
+                    lambda staging: run_fn(cfg, staging, progress=not ours.no_progress and sys.stderr.isatty(),
+                                           **kwargs, **_checkpointing(name, ours, folder)),
+                    name=name, label=name, artifact="results.json")
+
+
+def _checkpointing(name: str, ours, folder: RunFolder) -> dict[str, Any]:
+    """The ``checkpoints`` argument of a checkpointing runner, or none."""
+    if name not in (*CHECKPOINTED, "verify"):
+        return {}
+    from stepwise.training.ssl import Checkpointing
+
+    return {"checkpoints": Checkpointing(folder.staging, every=ours.checkpoint_every or 0,
+                                         seconds=CHECKPOINT_SECONDS, resume=folder.resumed)}
+
+
+def _compute(folder: RunFolder, ours, command: list[str], info: dict, cfg, compute, *, name: str, label: str,
+             artifact: str) -> int:
+    """The checks that need the config (resume, free space), then the run, then publish and print the verdict."""
+    if folder.resumed:
+        _check_resume(folder, info, cfg)
+    folder.require_space(_planned_bytes(name, cfg))
+    if not folder.resumed:
+        folder.write_info(info)
     t0 = time.perf_counter()
-    results = run_fn(cfg, out, progress=not ours.no_progress and sys.stderr.isatty(), **kwargs)
-    _print_verdict(name, results, time.perf_counter() - t0, out / "results.json")
-    return 0
+    results, where = _execute(folder, command, compute, keep_checkpoint=ours.keep_checkpoint)
+    _print_verdict(label, results, time.perf_counter() - t0, where / artifact)
+    return 0 if name != "verify" or results["passed"] else 1
 
 
 def _verify(argv: list[str]) -> int:
-    import tyro
-
-    from stepwise.verify import VerifyConfig, verify
-
     parser = argparse.ArgumentParser(prog="stepwise verify", add_help=False)
-    parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/verify_<model file>)")
     parser.add_argument("--smoke", action="store_true", help="tiny config used by the tests")
     parser.add_argument("--scale", default="cpu", help="cpu (default) or gpu: the accelerator configuration")
     parser.add_argument("--no-progress", action="store_true")
+    _output_flags(parser, "runs/verify_<model file>")
     ours, rest = parser.parse_known_args(argv)
     model = _peek(rest, "--model")
-    if model is None and not any(a in ("-h", "--help") for a in rest):
+    helping = any(a in ("-h", "--help") for a in rest)
+    if model is None and not helping:
         raise ValueError("stepwise verify needs --model path/to/file.py:make_model (or package.module:make_model); "
                          "see `stepwise verify --help` and the README section 'Verify your own architecture'")
     if ours.scale not in SCALES:
         raise ValueError(f"unknown --scale {ours.scale!r}; expected one of {', '.join(SCALES)}")
     if ours.smoke and ours.scale == "gpu":
         raise ValueError("--smoke and --scale gpu exclude each other (--smoke is the tiny CPU configuration)")
+    _check_checkpoint_flags(ours, "verify", True)
+    folder = None
+    if not helping:  # the output folder first, before anything heavy is imported
+        out = ours.out if ours.out is not None else str(
+            Path("runs") / f"verify_{Path(model.rpartition(':')[0]).stem.replace('.', '_')}")
+        folder = RunFolder.open(out, overwrite=ours.overwrite, resume=ours.resume)
+    try:
+        return _verify_in(ours, rest, model, ["stepwise", "verify", *argv], folder)
+    except BaseException:
+        if folder is not None:
+            folder.abandon()
+        raise
+
+
+def _verify_in(ours, rest: list[str], model: str | None, command: list[str], folder: RunFolder | None) -> int:
+    import tyro
+
+    from stepwise.verify import VerifyConfig, verify
+
     default = VerifyConfig.smoke(model) if ours.smoke and model else None
     if ours.scale == "gpu" and model:
         default = VerifyConfig.gpu(model, dataset=_peek_any(rest, "--dataset"),
                                    data_dir=_peek_any(rest, "--data-dir", "--data_dir"))
     cfg = tyro.cli(VerifyConfig, default=default, args=rest, prog="stepwise verify [--out DIR] [--smoke | --scale gpu]")
-    out = ours.out or Path("runs") / f"verify_{Path(cfg.model.rpartition(':')[0]).stem.replace('.', '_')}"
-    t0 = time.perf_counter()
-    results = verify(cfg, out, progress=not ours.no_progress and sys.stderr.isatty())
-    _print_verdict(f"verify {cfg.model}", results, time.perf_counter() - t0, out / "report.html")
-    return 0 if results["passed"] else 1
+    assert folder is not None  # --help exits inside tyro.cli
+    return _compute(folder, ours, command, _info(shlex.join(command), "verify", cfg), cfg,
+                    lambda staging: verify(cfg, staging, progress=not ours.no_progress and sys.stderr.isatty(),
+                                           **_checkpointing("verify", ours, folder)),
+                    name="verify", label=f"verify {cfg.model}", artifact="report.html")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("experiment")
     p_rep = sub.add_parser("report", help="collect run directories into one HTML report")
     p_rep.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run directories")
-    p_rep.add_argument("--out", type=Path, default=Path("reports/index.html"))
+    p_rep.add_argument("--out", default="reports/index.html", help="the report file (HTML)")
     sub.add_parser("list", help="list the experiments")
     sub.add_parser("verify", help="check a new architecture: `stepwise verify --model path/to/file.py:make_model`",
                    add_help=False)
@@ -252,9 +455,10 @@ def main(argv: list[str] | None = None) -> int:
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "report":
+            out = check_output_file(args.out, need_bytes=16_000_000)  # before reading any run
             from stepwise.plots.report import build_report
 
-            path, n_runs, n_passed = build_report(args.runs, args.out)
+            path, n_runs, n_passed = build_report(args.runs, out)
             print(f"report: {n_passed}/{n_runs} experiments passed -> {path}")
             return 0
         for name, (_, _, doc) in _experiments().items():
@@ -263,6 +467,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FloatingPointError) as err:
         print(f"stepwise: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. the disk filled up while writing: the run was not published (see _execute)
+        print(f"stepwise: error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+    except _Exit as err:
+        return err.code
+    except KeyboardInterrupt:
+        print("stepwise: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

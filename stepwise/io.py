@@ -18,7 +18,8 @@ import numpy as np
 
 from stepwise.compare.checks import Check, _jsonable, all_passed
 
-__all__ = ["atomic_path", "environment", "load_npz", "load_results", "save_npz_atomic", "write_json_atomic", "write_results"]
+__all__ = ["OutputError", "RunFolder", "atomic_path", "check_output_file", "checkpoint_files", "environment", "load_npz",
+           "load_results", "save_npz_atomic", "write_json_atomic", "write_results"]
 
 _PACKAGES = ("stepwise", "jax", "jaxlib", "flax", "optax", "numpy", "scipy", "scikit-learn", "scikit-image",
              "dm-pix", "matplotlib")
@@ -145,3 +146,336 @@ def load_results(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"no results.json in {Path(run_dir).resolve()}; run the experiment first")
     with open(path) as f:
         return json.load(f)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output folders: checked before any compute, written in a staging folder, published by rename.
+
+
+class OutputError(ValueError):
+    """An output path that cannot take a run (raised before any compute): what is wrong, what was expected, where."""
+
+
+STAGING_SUFFIX = ".partial"
+_OWNER = ".owner.json"
+RUN_INFO = "run.json"
+_RUN_SUFFIXES = (".json", ".jsonl", ".npz", ".png", ".html", ".msgpack")  # what stepwise writes into a run folder
+
+
+def _is_temp(name: str) -> bool:
+    """A temporary file of :func:`atomic_path` (``.<stem>.<random>.tmp<suffix>``)."""
+    return name.startswith(".") and ".tmp" in name
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _owner_alive(owner: Mapping[str, Any]) -> bool:
+    """Whether the process that wrote ``owner`` may still run (another host's process is assumed alive)."""
+    import socket
+
+    if owner.get("host") != socket.gethostname():
+        return True
+    pid = int(owner.get("pid", -1))
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    start = _process_start(pid)
+    return owner.get("start") is None or start is None or owner.get("start") == start
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            out = json.load(f)
+        return out if isinstance(out, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The training checkpoints in ``folder`` (``checkpoint*.msgpack``), sorted."""
+    return sorted(p for p in folder.glob("checkpoint*.msgpack") if p.is_file()) if folder.is_dir() else []
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step a training checkpoint was written at (None if unreadable)."""
+    try:
+        from flax import serialization
+
+        return int(serialization.msgpack_restore(path.read_bytes())["step"])
+    except Exception:  # noqa: BLE001 - only used in messages; checkpoints of older versions have no "step"
+        return None
+
+
+def _describe_checkpoints(folder: Path) -> str:
+    files = checkpoint_files(folder)
+    steps = [checkpoint_step(p) for p in files]
+    parts = [f"{p.name} at step {s}" if s is not None else p.name for p, s in zip(files, steps)]
+    return ", ".join(parts)
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@dataclasses.dataclass
+class RunFolder:
+    """A run's output folder: ``target`` receives one complete run, written first into ``staging`` beside it
+    (``<target>.partial``) and published by rename (:meth:`publish`), so ``target`` holds the previous run or the
+    complete new one, never a mixture; an interrupted run leaves only ``<target>.partial`` (with its checkpoints).
+
+    Create with :meth:`open`, which checks everything about the path before any compute.
+    """
+
+    target: Path
+    staging: Path
+    flag: str
+    resumed: bool
+    _created: list[Path] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def open(cls, out: str | os.PathLike | None, *, flag: str = "--out", overwrite: bool = False,
+             resume: bool = False, need_bytes: int = 0) -> "RunFolder":
+        """Check ``out`` and create (or, with ``resume``, adopt) its staging folder.
+
+        Refused (OutputError) when ``out`` is empty, is or lies under a file, contains the working directory, holds
+        files that are not a stepwise run, holds a complete run (without ``overwrite`` or ``resume``), is being
+        written by another live process, has an interrupted run's checkpoints beside it (without ``resume`` or
+        ``overwrite``), cannot be created or written, or its filesystem has less than ``need_bytes`` free.
+        Removed first: temporary files of killed writes, staging folders of dead processes without checkpoints.
+        """
+        if out is None or not str(out).strip():
+            raise OutputError(f"{flag} is empty; expected a folder path, e.g. {flag} runs/my_run")
+        given = str(out)
+        target = Path(os.path.abspath(Path(given).expanduser()))
+        if target.exists() and not target.is_dir():
+            raise OutputError(f"{flag} {given} is an existing file ({target}); expected a folder (new, empty, or a "
+                              "previous run's)")
+        above = _nearest_existing(target.parent)
+        if not above.is_dir():
+            raise OutputError(f"{flag} {given}: {above} is a file, so the folder {target} cannot be created; expected "
+                              "a path under folders")
+        cwd = Path.cwd().resolve()
+        if cwd == target.resolve() or target.resolve() in cwd.parents:
+            raise OutputError(f"{flag} {given} is (or contains) the current directory {cwd}; expected a folder of its "
+                              "own for the run, e.g. runs/my_run")
+        staging = target.parent / (target.name + STAGING_SUFFIX)
+        folder = cls(target=target, staging=staging, flag=flag, resumed=False)
+        kept = folder._check_target(given, overwrite=overwrite, resume=resume)
+        folder._adopt_or_clear_staging(given, overwrite=overwrite, resume=resume, kept=kept)
+        try:
+            folder._create()
+            if need_bytes:
+                folder.require_space(need_bytes)
+        except BaseException:
+            folder.abandon()
+            raise
+        return folder
+
+    def _check_target(self, given: str, *, overwrite: bool, resume: bool) -> list[Path]:
+        """Refuse a target that holds something we must not replace; returns its kept checkpoints (for resume)."""
+        target, flag = self.target, self.flag
+        if not target.is_dir():
+            return []
+        names = sorted(p.name for p in target.iterdir())
+        for name in [n for n in names if _is_temp(n)]:  # a write killed mid-way (SIGKILL) left it
+            (target / name).unlink(missing_ok=True)
+        names = [n for n in names if not _is_temp(n)]
+        if not names:
+            return []
+        foreign = [n for n in names if Path(n).suffix not in _RUN_SUFFIXES or (target / n).is_dir()]
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise OutputError(f"{flag} {given} ({target}) holds files that are not a stepwise run ({shown}); expected "
+                              "a new or empty folder, or a previous run's (stepwise replaces only its own runs)")
+        kept = checkpoint_files(target)
+        if resume and kept:
+            return kept
+        if overwrite:
+            return []
+        results = _read_json(target / "results.json")
+        if results is not None:
+            what = f"a complete run ({results.get('experiment', '?')}, created {results.get('created', '?')})"
+        else:
+            what = f"an incomplete run's files ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+        hint = " or --resume to extend it (its checkpoint was kept)" if kept else ""
+        raise OutputError(f"{flag} {given} ({target}) already holds {what}; pass --overwrite to replace it (the old "
+                          f"run stays until the new one completes){hint}, or choose another {flag}")
+
+    def _adopt_or_clear_staging(self, given: str, *, overwrite: bool, resume: bool, kept: list[Path]) -> None:
+        import shutil
+
+        staging, flag = self.staging, self.flag
+        for old in self.target.parent.glob(self.target.name + ".old-*"):  # a publish killed between its renames
+            owner = {"pid": old.name.rsplit("-", 1)[-1], "host": __import__("socket").gethostname()}
+            if old.is_dir() and not _owner_alive(owner):
+                if self.target.exists():
+                    _remove_tree(old)
+                else:
+                    os.replace(old, self.target)
+        if staging.exists() and not staging.is_dir():
+            raise OutputError(f"{staging} (the staging folder of {flag} {given}) is a file; remove it or choose another "
+                              f"{flag}")
+        if staging.is_dir():
+            owner = _read_json(staging / _OWNER)
+            if owner is not None and _owner_alive(owner):
+                raise OutputError(f"another stepwise process (pid {owner.get('pid')} on {owner.get('host')}) is writing "
+                                  f"{flag} {given} (into {staging}); wait for it to finish or choose another {flag} "
+                                  f"(if that process is gone, delete {staging / _OWNER})")
+            if checkpoint_files(staging):
+                if resume:
+                    for name in [p.name for p in staging.iterdir() if _is_temp(p.name)]:
+                        (staging / name).unlink(missing_ok=True)
+                    self.resumed = True
+                    return
+                if not overwrite:
+                    raise OutputError(f"{staging} holds an interrupted run of {flag} {given} "
+                                      f"({_describe_checkpoints(staging)}); continue it with --resume (the same command "
+                                      "plus --resume), or discard it and start afresh with --overwrite")
+            _remove_tree(staging)  # a dead process's staging folder without checkpoints, or discarded (--overwrite)
+        if resume:
+            if not kept:
+                raise OutputError(f"--resume: nothing to resume for {flag} {given}: no checkpoint in {staging} or "
+                                  f"{self.target}; run without --resume to start")
+            self._create()
+            for path in [*kept, self.target / RUN_INFO]:
+                if path.is_file():
+                    shutil.copy2(path, staging / path.name)
+            self.resumed = True
+
+    def _create(self) -> None:
+        """Create the staging folder (and missing parents, remembered for :meth:`abandon`) and claim it."""
+        import socket
+
+        staging = self.staging
+        missing = []
+        p = staging.parent
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        try:
+            for p in reversed(missing):
+                p.mkdir()
+                self._created.append(p)
+            if not staging.is_dir():
+                staging.mkdir()
+                self._created.append(staging)
+            owner = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
+                     "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            write_json_atomic(staging / _OWNER, owner)
+        except OSError as err:
+            self.abandon()
+            raise OutputError(f"cannot write {self.flag} {self.target}: creating {err.filename or staging} failed "
+                              f"({err.strerror or err}); expected a writable location") from err
+
+    def require_space(self, need_bytes: int) -> None:
+        """Refuse (OutputError) when the target's filesystem has less than ``need_bytes`` free."""
+        import shutil
+
+        where = _nearest_existing(self.staging)
+        free = shutil.disk_usage(where).free
+        if free < need_bytes:
+            raise OutputError(f"not enough free space for {self.flag} {self.target}: {free / 1e6:.1f} MB free on the "
+                              f"filesystem of {where}, this run writes up to about {need_bytes / 1e6:.0f} MB (an "
+                              f"estimate: results, arrays, figures, checkpoints); free some space or choose another "
+                              f"{self.flag}")
+
+    def write_info(self, info: Mapping[str, Any]) -> None:
+        """Write ``run.json`` (what a resume is compared with) into the staging folder."""
+        write_json_atomic(self.staging / RUN_INFO, info)
+
+    def read_info(self) -> dict[str, Any] | None:
+        return _read_json(self.staging / RUN_INFO)
+
+    def publish(self, *, keep_checkpoint: bool = False) -> Path:
+        """Move the complete run onto ``target`` (replacing a previous run there) and return ``target``.
+
+        Checkpoints and ``run.json`` are removed first unless ``keep_checkpoint``."""
+        staging, target = self.staging, self.target
+        if not keep_checkpoint:
+            for path in [*checkpoint_files(staging), staging / RUN_INFO]:
+                path.unlink(missing_ok=True)
+        for name in [p.name for p in staging.iterdir() if _is_temp(p.name)]:
+            (staging / name).unlink(missing_ok=True)
+        (staging / _OWNER).unlink(missing_ok=True)
+        if target.exists():
+            old = target.parent / f"{target.name}.old-{os.getpid()}"
+            os.replace(target, old)
+            os.replace(staging, target)
+            _remove_tree(old)
+        else:
+            os.replace(staging, target)
+        self._created.clear()
+        return target
+
+    def abandon(self) -> Path | None:
+        """After a failure or an interrupt: keep the staging folder if it holds checkpoints (returned; a later
+        ``--resume`` continues from them), otherwise remove it and every folder :meth:`open` created."""
+        if checkpoint_files(self.staging):
+            (self.staging / _OWNER).unlink(missing_ok=True)
+            return self.staging
+        if self.staging.is_dir() and (self.staging in self._created or not self.resumed):
+            _remove_tree(self.staging)
+        for p in reversed(self._created):
+            if p != self.staging:
+                with contextlib.suppress(OSError):
+                    p.rmdir()  # only if still empty
+        self._created.clear()
+        return None
+
+
+def check_output_file(out: str | os.PathLike | None, *, flag: str = "--out", need_bytes: int = 0) -> Path:
+    """Check a single output file (``stepwise report --out``) before any work: not empty, not a folder, its folder
+    creatable and writable, ``need_bytes`` free. Creates nothing (the file itself is written atomically later).
+
+    Raises:
+      OutputError: what is wrong, what was expected, which path.
+    """
+    import shutil
+
+    if out is None or not str(out).strip():
+        raise OutputError(f"{flag} is empty; expected a file path, e.g. {flag} reports/index.html")
+    path = Path(os.path.abspath(Path(str(out)).expanduser()))
+    if path.is_dir():
+        raise OutputError(f"{flag} {out} is an existing folder ({path}); expected a file path, e.g. {path}/index.html")
+    above = _nearest_existing(path.parent)
+    if not above.is_dir():
+        raise OutputError(f"{flag} {out}: {above} is a file, so {path.parent} cannot be created; expected a path "
+                          "under folders")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {out}: {above} is not writable; expected a writable location")
+    try:  # os.access does not see read-only mounts or /proc: try for real
+        fd, probe = tempfile.mkstemp(dir=above, prefix=".stepwise-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"{flag} {out}: cannot write in {above} ({err.strerror or err}); expected a writable "
+                          "location") from err
+    free = shutil.disk_usage(above).free
+    if free < need_bytes:
+        raise OutputError(f"not enough free space for {flag} {out}: {free / 1e6:.1f} MB free on the filesystem of "
+                          f"{above}, about {need_bytes / 1e6:.0f} MB needed")
+    return path

@@ -347,8 +347,11 @@ def _kernel_checks(cfg: VerifyConfig, t, snapshots, onsets, k_init, k_final, two
     return checks, summary, arrays
 
 
-def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
-    """Validate, train, compute the NTKs, run the checks and write the run directory. Returns results.json's dict."""
+def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, checkpoints=None) -> dict:
+    """Validate, train, compute the NTKs, run the checks and write the run directory. Returns results.json's dict.
+
+    ``checkpoints`` (:class:`stepwise.training.ssl.Checkpointing`): where and how often training checkpoints
+    (``checkpoint.msgpack``), and whether it resumes."""
     from flax import nnx
 
     from stepwise.data import Augmentation
@@ -357,7 +360,7 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False) ->
     from stepwise.plots.report import build_run_report
     from stepwise.plots.verify import plot_verify
     from stepwise.training import TrainConfig, train_ssl
-    from stepwise.training.ssl import eval_key
+    from stepwise.training.ssl import checkpoint_kwargs, eval_key
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -409,7 +412,8 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False) ->
 
     tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=lr, optimizer="sgd",
                        track_every=cfg.track_every, n_snapshot=cfg.n_eval, seed=cfg.seed)
-    res = train_ssl(apply, None, params, _loss(cfg), train, aug, tcfg, eval_images=evals, progress=progress)
+    res = train_ssl(apply, None, params, _loss(cfg), train, aug, tcfg, eval_images=evals, progress=progress,
+                    **checkpoint_kwargs(checkpoints))
 
     t_ntk = time.perf_counter()
     k_final = np.asarray(empirical_ntk(apply, res.params, xs, backend=cfg.ntk_backend), np.float64)

@@ -20,6 +20,7 @@ from experiments.noncontrastive_deep.run import describe, load_data, train, work
 from experiments.stepwise_deep.run import linear_probe_accuracy
 from stepwise import io, scale
 from stepwise.compare import tian2021
+from stepwise.training.ssl import Checkpointing
 
 EXPERIMENT = "directpred"
 DATA = "directpred.npz"
@@ -53,9 +54,10 @@ def plan(cfg: DirectPredConfig, **device) -> scale.ComputePlan:
 
 
 def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False,
-        plan: scale.ComputePlan | None = None) -> dict:
+        checkpoints: Checkpointing | None = None, plan: scale.ComputePlan | None = None) -> dict:
     """Run the experiment and write its files to ``out_dir``. Returns the results dictionary (with ``plan``, computed
-    before the run, next to the measured times)."""
+    before the run, next to the measured times). ``checkpoints``: every training run's checkpoints
+    (``checkpoint-<method>-seed<k>.msgpack``, ``checkpoint-directpred-eps<eps>-seed<k>.msgpack``)."""
     from stepwise.plots.directpred import plot_directpred
 
     t0 = time.perf_counter()
@@ -69,7 +71,8 @@ def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False,
     for name in METHODS:
         t = time.perf_counter()
         for seed in range(cfg.seeds):
-            r = train(cfg.setup, data, seed, progress=progress, **_method(cfg, name))
+            r = train(cfg.setup, data, seed, progress=progress, checkpoints=checkpoints, name=f"{name}-seed{seed}",
+                      **_method(cfg, name))
             acc = linear_probe_accuracy(r.snapshots, data.eval_labels, seed=seed)
             probe[name].append(acc)
             spectra[name].append(np.linalg.eigvalsh(r.corr[-1].astype(np.float64))[::-1])
@@ -80,7 +83,8 @@ def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False,
     t = time.perf_counter()
     for eps in cfg.sweep:
         for seed in range(len(sweep[eps]), cfg.sweep_seeds):
-            r = train(cfg.setup, data, seed, progress=progress, **_method(cfg, "directpred", eps))
+            r = train(cfg.setup, data, seed, progress=progress, checkpoints=checkpoints,
+                      name=f"directpred-eps{eps:g}-seed{seed}", **_method(cfg, "directpred", eps))
             sweep[eps].append(linear_probe_accuracy(r.snapshots, data.eval_labels, seed=seed)[-1])
     seconds["eps_sweep"] = time.perf_counter() - t
 

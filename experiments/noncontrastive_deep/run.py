@@ -24,6 +24,7 @@ from stepwise.data import Augmentation, image_shape, load_images
 from stepwise.models import PureModel, build_model, pure_model
 from stepwise.training import TrainConfig
 from stepwise.training.noncontrastive import NoncontrastiveConfig, NoncontrastiveRun, train_noncontrastive
+from stepwise.training.ssl import Checkpointing, checkpoint_kwargs
 
 EXPERIMENT = "noncontrastive_deep"
 DATA = "alignment.npz"
@@ -105,8 +106,10 @@ def plan(cfg: NoncontrastiveDeepConfig, **device) -> scale.ComputePlan:
                            workloads(cfg.setup, cfg.seeds), dtype=cfg.setup.dtype, programs=2, **device)
 
 
-def train(setup: NetSetup, data: Data, seed: int, *, progress: bool = False, **method) -> NoncontrastiveRun:
-    """One run with seed ``seed`` (network initialisation, predictor, batches, views).
+def train(setup: NetSetup, data: Data, seed: int, *, progress: bool = False, checkpoints: Checkpointing | None = None,
+          name: str = "", **method) -> NoncontrastiveRun:
+    """One run with seed ``seed`` (network initialisation, predictor, batches, views); with ``checkpoints``, its
+    training loop checkpoints to (and resumes from) the file ``name``.
 
     ``method`` overrides :class:`NoncontrastiveConfig` fields (e.g. ``predictor="mlp"``, ``direct="directpred"``).
     The apply function of seed 0's network is used for every seed (the same graph; only the parameters differ),
@@ -119,7 +122,7 @@ def train(setup: NetSetup, data: Data, seed: int, *, progress: bool = False, **m
     tcfg = _train_config(setup, data.evals.shape[0], seed)
     nc = _method_config(setup, method)
     return train_noncontrastive(template.apply, template.features, params, data.train, aug, tcfg, nc,
-                                eval_images=data.evals, progress=progress)
+                                eval_images=data.evals, progress=progress, **checkpoint_kwargs(checkpoints, name))
 
 
 @functools.lru_cache(maxsize=8)
@@ -129,9 +132,10 @@ def _template(setup: NetSetup, shape: tuple[int, int, int]) -> PureModel:
 
 
 def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = False,
-        plan: scale.ComputePlan | None = None) -> dict:
+        checkpoints: Checkpointing | None = None, plan: scale.ComputePlan | None = None) -> dict:
     """Run the experiment and write its files to ``out_dir``. Returns the results dictionary (with ``plan``, computed
-    before the run, next to the measured times)."""
+    before the run, next to the measured times). ``checkpoints``: each seed's training checkpoints
+    (``checkpoint-seed<k>.msgpack``)."""
     from stepwise.plots.noncontrastive_deep import plot_noncontrastive_deep
 
     t0 = time.perf_counter()
@@ -140,7 +144,7 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
     runs, timings = [], []
     for seed in range(cfg.seeds):
         t = time.perf_counter()
-        runs.append(train(cfg.setup, data, seed, progress=progress))
+        runs.append(train(cfg.setup, data, seed, progress=progress, checkpoints=checkpoints, name=f"seed{seed}"))
         timings.append(time.perf_counter() - t)
     aligned = [tian2021.alignment_trajectory(r.corr, r.wp) for r in runs]
     checks = tian2021.deep_checks(aligned, min_cos=cfg.min_cos, min_modes=cfg.min_modes, min_gain=cfg.min_gain,

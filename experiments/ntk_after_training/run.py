@@ -26,7 +26,7 @@ from stepwise.data import image_shape
 from stepwise.compare import ntk as cntk
 from stepwise.data.augment import make_pairs
 from stepwise.ntk import empirical_ntk
-from stepwise.training.ssl import eval_key
+from stepwise.training.ssl import Checkpointing, eval_key
 
 EXPERIMENT = "ntk_after_training"
 FIGURE = "ntk_after_training.png"
@@ -34,10 +34,11 @@ DATA = "ntk_after_training.npz"
 PAIRS_TAG = 2**31 - 2  # fold_in tag of the NTK pairs' key: independent of every training and evaluation key
 
 
-def _one_network(cfg: NtkAfterTrainingConfig, loss: str, progress: bool) -> dict:
-    """Train one network, compute its NTK(s) and every statistic of one method."""
+def _one_network(cfg: NtkAfterTrainingConfig, loss: str, progress: bool, checkpoints: Checkpointing | None) -> dict:
+    """Train one network (checkpointing to ``checkpoint-<loss>.msgpack``), compute its NTK(s) and every statistic of
+    one method."""
     t0 = time.perf_counter()
-    net = train_network(cfg.deep_config(loss), progress=progress)
+    net = train_network(cfg.deep_config(loss), progress=progress, checkpoints=checkpoints, name=loss)
     res, model = net.result, net.model
     ntk_apply = _ntk_model(cfg.deep_config(loss), net.train.shape[1:]).apply
     t = res.step.astype(np.float64)
@@ -117,14 +118,15 @@ def _cross(cfg: NtkAfterTrainingConfig, nets: list[dict]) -> tuple[list[str], np
 
 
 def run(cfg: NtkAfterTrainingConfig, out_dir: str | Path, *, progress: bool = False,
-        plan: scale.ComputePlan | None = None) -> dict:
+        checkpoints: Checkpointing | None = None, plan: scale.ComputePlan | None = None) -> dict:
     """Run the experiment and write its files to ``out_dir``. Returns the results dictionary (with ``plan``, computed
-    before the run, next to the measured times)."""
+    before the run, next to the measured times). ``checkpoints``: each network's training checkpoints (one file per
+    loss, kept until the run ends, so a resumed run retrains none of the finished networks)."""
     from stepwise.plots.ntk_after_training import plot_ntk_after_training
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    nets = [_one_network(cfg, loss, progress) for loss in cfg.losses]
+    nets = [_one_network(cfg, loss, progress, checkpoints) for loss in cfg.losses]
     names, matrix, baseline = _cross(cfg, nets)
     m = len(nets)
     pairs = np.triu_indices(m, 1)

@@ -20,6 +20,7 @@ from stepwise.data import Augmentation, image_shape, load_images
 from stepwise.losses import get_loss
 from stepwise.models import build_model, pure_model
 from stepwise.training import TrainConfig, train_ssl
+from stepwise.training.ssl import Checkpointing, checkpoint_kwargs
 
 EXPERIMENT = "stepwise_deep"
 
@@ -175,9 +176,10 @@ class TrainedNetwork:
     aug: Augmentation
 
 
-def train_network(cfg: DeepConfig, *, checkpoint: Path | None = None, resume: bool = False,
+def train_network(cfg: DeepConfig, *, checkpoints: Checkpointing | None = None, name: str = "",
                   progress: bool = False) -> TrainedNetwork:
-    """Build the data, model, loss and augmentation of ``cfg`` and train (input errors raise before any compute)."""
+    """Build the data, model, loss and augmentation of ``cfg`` and train (input errors raise before any compute);
+    with ``checkpoints``, the training loop checkpoints to (and resumes from) its file ``name``."""
     train, evals, eval_labels = _data(cfg)
     aug = _augmentation(cfg)
     view_shape = aug.output_shape(train.shape[1:])
@@ -186,21 +188,22 @@ def train_network(cfg: DeepConfig, *, checkpoint: Path | None = None, resume: bo
     train, evals = train.astype(np.float32), evals.astype(np.float32)
     res = train_ssl(
         model.apply, model.features if cfg.projector else None, model.params, _loss(cfg), train, aug, tcfg,
-        eval_images=evals, checkpoint=checkpoint, resume=resume, progress=progress,
+        eval_images=evals, progress=progress, **checkpoint_kwargs(checkpoints, name),
     )
     return TrainedNetwork(model=model, result=res, train=train, evals=evals, eval_labels=eval_labels, aug=aug)
 
 
-def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, resume: bool = False,
+def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, checkpoints: Checkpointing | None = None,
         plan: scale.ComputePlan | None = None) -> dict:
     """Train, track, detect steps and write the run directory. Returns the results dictionary.
 
-    ``plan`` (:func:`plan`, computed before the run) is written to results.json next to the measured times."""
+    ``plan`` (:func:`plan`, computed before the run) is written to results.json next to the measured times.
+    ``checkpoints``: where and how often training checkpoints (``checkpoint.msgpack``), and whether it resumes."""
     from stepwise.plots.deep import plot_stepwise_deep
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    net = train_network(cfg, checkpoint=out_dir / "checkpoint.msgpack", resume=resume, progress=progress)
+    net = train_network(cfg, checkpoints=checkpoints, progress=progress)
     res, eval_labels = net.result, net.eval_labels
     t = res.step.astype(np.float64)
     det = compare.detect_steps(t, res.cov_out, res.eval_loss)

@@ -490,6 +490,8 @@ def train_noncontrastive(
     progress: bool = False,
     devices: list | None = None,
     rank_threshold: float = 0.1,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float = 0.0,
 ) -> NoncontrastiveRun:
     """Train an online network with a predictor (BYOL / SimSiam / DirectPred) and track F, W_p and the spectra.
 
@@ -503,7 +505,8 @@ def train_noncontrastive(
       eval_images: (n_eval, H, W, C) fixed evaluation images: one fixed pair of views of them is tracked, and the
         backbone features of the first ``cfg.n_snapshot`` clean images (centre-cropped to the views' size when the
         augmentation crops) are kept for linear probes.
-      checkpoint, resume, progress, devices, rank_threshold: as in :func:`stepwise.training.train_ssl`.
+      checkpoint, resume, progress, devices, rank_threshold, checkpoint_every, checkpoint_seconds: as in
+        :func:`stepwise.training.train_ssl`.
 
     Raises:
       ValueError: bad shapes or sizes, or lr x beta > 1 (a target momentum below 0), before any compute.
@@ -527,7 +530,8 @@ def train_noncontrastive(
     e0 = jax.device_put(jnp.asarray(_center_crop(eval_images, view_shape)), replicated)
     fit = _fit(step_fn, state, data, lambda s: track(s, e0, e1, e2), cfg, replicated=replicated,
                checkpoint=checkpoint, resume=resume, progress=progress, rank_threshold=rank_threshold,
-               desc=f"{nc.method} ({nc.direct if nc.direct != 'none' else nc.predictor} predictor)")
+               desc=f"{nc.method} ({nc.direct if nc.direct != 'none' else nc.predictor} predictor)",
+               checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
     h = fit.history
     return NoncontrastiveRun(
         **_stacked(fit, ("corr", "corr_running", "snapshots")),

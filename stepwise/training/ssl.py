@@ -20,9 +20,14 @@ checked for divergence.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import json
 import math
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +44,7 @@ from stepwise.data.augment import Augmentation, make_pairs
 from stepwise.errors import DivergenceError
 from stepwise.training import distributed
 
-__all__ = ["SSLRun", "TrainConfig", "TrainState", "make_optimizer", "train_ssl"]
+__all__ = ["Checkpointing", "SSLRun", "TrainConfig", "TrainState", "TrainingInterrupted", "make_optimizer", "train_ssl"]
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -108,6 +113,72 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     if cfg.weight_decay:
         tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), tx)
     return tx
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpointing:
+    """Where a run's training loops checkpoint and how often (``stepwise run ... --checkpoint-every N --resume``).
+
+    Attributes:
+      folder: the folder the checkpoints go to (the CLI's staging folder of the run).
+      every: steps between checkpoints (saved at the first tracking point at or after each multiple); 0 = every
+        ``seconds`` of training wall time instead.
+      seconds: wall-time interval used when ``every`` is 0.
+      resume: continue each training loop from its checkpoint where one exists.
+    """
+
+    folder: Path
+    every: int = 0
+    seconds: float = 180.0
+    resume: bool = False
+
+    def __post_init__(self):
+        if self.every < 0 or not self.seconds > 0:
+            raise ValueError(f"checkpoint interval must be >= 0 steps and > 0 s (got {self.every}, {self.seconds})")
+
+    def kwargs(self, name: str = "") -> dict[str, Any]:
+        """Keyword arguments of :func:`train_ssl` / ``train_noncontrastive`` for the training loop ``name`` (one
+        checkpoint file per loop: ``checkpoint.msgpack`` or ``checkpoint-<name>.msgpack``)."""
+        return {"checkpoint": self.folder / (f"checkpoint-{name}.msgpack" if name else "checkpoint.msgpack"),
+                "resume": self.resume, "checkpoint_every": self.every,
+                "checkpoint_seconds": 0.0 if self.every else self.seconds}
+
+
+def checkpoint_kwargs(checkpoints: Checkpointing | None, name: str = "") -> dict[str, Any]:
+    """``checkpoints.kwargs(name)``, or no keyword arguments (no checkpoints) when ``checkpoints`` is None."""
+    return {} if checkpoints is None else checkpoints.kwargs(name)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training: the loop finished its tracking interval and saved a checkpoint first."""
+
+    def __init__(self, step: int, checkpoint: Path):
+        self.step, self.checkpoint = step, checkpoint
+        super().__init__(f"interrupted at step {step}; checkpoint saved to {checkpoint}")
+
+
+@contextlib.contextmanager
+def _deferred_interrupt(enabled: bool):
+    """While active, the first SIGINT only sets ``flag["requested"]`` (the loop saves a checkpoint and stops at its
+    next tracking point); a second one raises KeyboardInterrupt at once. Only in the main thread of a single process
+    (signal handlers are per process; every process of a multi-host run would have to agree on the step)."""
+    flag = {"requested": False}
+    if not enabled or threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
+        yield flag
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        flag["requested"] = True
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C aborts without a checkpoint
+        print("\nstepwise: interrupt: saving a checkpoint at the next tracking point (Ctrl-C again aborts without "
+              "saving)", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @jax.tree_util.register_dataclass
@@ -239,18 +310,27 @@ def _state_tree(state) -> dict:
     return tree | {"key": jax.random.key_data(state.key)}
 
 
-def _save_checkpoint(path: Path, state, history: dict[str, list], train_loss: list[np.ndarray]):
-    """Leaves of the state (any pytree: dicts, nnx.State, optax states) plus the tracked history, atomically.
+# Fields of TrainConfig a checkpoint may be resumed with a different value of: the run length (extending or
+# shortening it down to the checkpoint's step gives the uninterrupted run of that length) and the interval itself.
+_RESUMABLE_FIELDS = ("steps", "checkpoint_every")
+
+
+def _save_checkpoint(path: Path, state, history: dict[str, list], train_loss: list[np.ndarray], cfg: TrainConfig):
+    """Leaves of the state (any pytree: dicts, nnx.State, optax states), the tracked history and the training config
+    (to refuse a resume with another one), atomically.
 
     Across processes every process calls this (the state is read collectively) and only process 0 writes."""
     from flax import serialization
 
     from stepwise.io import atomic_path
 
-    leaves = jax.tree.leaves(distributed.fetch(_state_tree(state)))
+    tree = distributed.fetch(_state_tree(state))
+    leaves = jax.tree.leaves(tree)
     if not distributed.is_main_process():
         return
     payload = {
+        "config": json.dumps(dataclasses.asdict(cfg), sort_keys=True),
+        "step": int(np.asarray(tree["step"])),
         "leaves": {str(i): np.asarray(leaf) for i, leaf in enumerate(leaves)},
         "history": {k: np.asarray(v) for k, v in history.items()},
         "train_loss": np.concatenate(train_loss) if train_loss else np.zeros((0,)),
@@ -259,18 +339,38 @@ def _save_checkpoint(path: Path, state, history: dict[str, list], train_loss: li
         tmp.write_bytes(serialization.msgpack_serialize(payload))
 
 
-def _load_checkpoint(path: Path, template, raw: bytes | None = None):
+def _config_differences(saved: dict, now: dict, allowed: tuple[str, ...] = ()) -> list[str]:
+    """``name: saved -> now`` for every field that differs (fields in ``allowed`` excepted)."""
+    names = [k for k in sorted(set(saved) | set(now)) if k not in allowed and saved.get(k) != now.get(k)]
+    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in names]
+
+
+def _load_checkpoint(path: Path, template, raw: bytes | None = None, cfg: TrainConfig | None = None):
     """Restore into the structure of ``template`` (the freshly initialised state of the same run) from ``path``, or
-    from ``raw``, its bytes (as process 0 read them)."""
+    from ``raw``, its bytes (as process 0 read them).
+
+    Raises:
+      ValueError: the checkpoint was written with another training config than ``cfg`` (other than its step count),
+        or is past ``cfg.steps``, or does not fit the state.
+    """
     from flax import serialization
 
     payload = serialization.msgpack_restore(path.read_bytes() if raw is None else raw)
+    if cfg is not None and "config" in payload:  # checkpoints written before the config was stored have none
+        saved = json.loads(payload["config"])
+        diff = _config_differences(saved, json.loads(json.dumps(dataclasses.asdict(cfg))), _RESUMABLE_FIELDS)
+        if diff:
+            raise ValueError(f"checkpoint {path} was written with a different training config ({'; '.join(diff)}); "
+                             "only the number of steps may change when resuming")
     treedef = jax.tree.structure(_state_tree(template))
     leaves = [payload["leaves"][str(i)] for i in range(len(payload["leaves"]))]
     if len(leaves) != treedef.num_leaves:
         raise ValueError(f"checkpoint {path} holds {len(leaves)} arrays; this run's state has {treedef.num_leaves}")
     restored = jax.tree.unflatten(treedef, [jnp.asarray(x) for x in leaves])
     state = type(template)(**(restored | {"key": jax.random.wrap_key_data(restored["key"])}))
+    if cfg is not None and int(state.step) > cfg.steps:
+        raise ValueError(f"checkpoint {path} is at step {int(state.step)}, past this run's steps = {cfg.steps}; "
+                         f"resume with steps >= {int(state.step)} (or start afresh)")
     history = {k: list(np.asarray(v)) for k, v in payload["history"].items()}
     return state, history, [np.asarray(payload["train_loss"])]
 
@@ -338,6 +438,8 @@ def _fit(
     progress: bool,
     rank_threshold: float,
     desc: str,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float = 0.0,
 ) -> _Fit:
     """The host loop shared by the SSL engines: steps, tracking, divergence, progress and checkpoints.
 
@@ -347,6 +449,12 @@ def _fit(
         checkpoint is restored into.
       track: ``state -> dict`` of device arrays for one tracking point; each of :data:`_MATRICES` in it is replaced
         by its eigenvalues (descending, float64, on the host).
+      checkpoint_every: steps between checkpoints (None: ``cfg.checkpoint_every``); checkpoint_seconds: also
+        checkpoint when this much wall time passed since the last one (0 = never). Checkpoints are written at the
+        first tracking point at or after each interval, and at the end.
+
+    Raises:
+      TrainingInterrupted: Ctrl-C while checkpointing (after the checkpoint of the current tracking point is saved).
     """
     from tqdm.auto import tqdm
 
@@ -356,11 +464,11 @@ def _fit(
     if jax.process_count() > 1:  # process 0's checkpoint, broadcast; identical start on every process
         raw = distributed.broadcast_file(ckpt) if resume and ckpt is not None else None
         if raw is not None:
-            state, history, train_loss = _load_checkpoint(ckpt, state, raw)
+            state, history, train_loss = _load_checkpoint(ckpt, state, raw, cfg)
         state = distributed.put_global(state, replicated, what="the initial (or resumed) training states")
     else:
         if resume and ckpt is not None and ckpt.is_file():
-            state, history, train_loss = _load_checkpoint(ckpt, state)
+            state, history, train_loss = _load_checkpoint(ckpt, state, cfg=cfg)
         state = jax.device_put(state, replicated)
 
     start = int(state.step)
@@ -388,7 +496,10 @@ def _fit(
     if start == 0 and not history.get("step"):
         record(state, 0)
     show = progress and distributed.is_main_process()
-    with tqdm(total=cfg.steps, initial=start, desc=desc, unit="step", disable=not show) as bar:
+    every = cfg.checkpoint_every if checkpoint_every is None else checkpoint_every
+    saved_step, saved_time = start, time.perf_counter()
+    with (tqdm(total=cfg.steps, initial=start, desc=desc, unit="step", disable=not show) as bar,
+          _deferred_interrupt(ckpt is not None) as interrupt):
         step = start
         while step < cfg.steps:
             n = min(cfg.track_every - step % cfg.track_every, cfg.steps - step)
@@ -410,12 +521,19 @@ def _fit(
             rank = int(np.sum(cov > rank_threshold * max(float(cov[0]), 1e-30)))
             bar.set_postfix(loss=f"{float(block[-1]):.4g}", rank=rank)
             bar.update(n)
-            if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                _save_checkpoint(ckpt, state, history, train_loss)
+            due = (every and step // every > saved_step // every) or (
+                checkpoint_seconds and time.perf_counter() - saved_time >= checkpoint_seconds)
+            if ckpt is not None and step < cfg.steps and (due or interrupt["requested"]):
+                _save_checkpoint(ckpt, state, history, train_loss, cfg)
+                saved_step, saved_time = step, time.perf_counter()
+                if interrupt["requested"]:
+                    raise TrainingInterrupted(step, ckpt)
     jax.block_until_ready(state)
     train_time = time.perf_counter() - t0
     if ckpt is not None:
-        _save_checkpoint(ckpt, state, history, train_loss)
+        _save_checkpoint(ckpt, state, history, train_loss, cfg)
+        if interrupt["requested"]:
+            raise TrainingInterrupted(step, ckpt)
     return _Fit(state=state, history=history,
                 train_loss=np.concatenate(train_loss) if train_loss else np.zeros((0,)),
                 train_time_s=train_time, tracking_time_s=track_time)
@@ -450,6 +568,8 @@ def train_ssl(
     progress: bool = False,
     devices: list | None = None,
     rank_threshold: float = 0.1,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float = 0.0,
 ) -> SSLRun:
     """Train ``params`` with ``loss_fn`` on augmented pairs of ``images`` and track the spectra.
 
@@ -463,15 +583,19 @@ def train_ssl(
       aug: the augmentation producing each view.
       cfg: optimisation and tracking settings.
       eval_images: (n_eval, H, W, C) fixed evaluation images; one fixed pair of views of them is tracked.
-      checkpoint: file to checkpoint to (every ``cfg.checkpoint_every`` steps and at the end).
-      resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run.
+      checkpoint: file to checkpoint to (every ``cfg.checkpoint_every`` steps and at the end). While training with
+        a checkpoint, Ctrl-C saves one at the next tracking point and raises :class:`TrainingInterrupted`.
+      resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run. A checkpoint written
+        with another training config (any field but ``steps``), or past ``cfg.steps``, is refused (ValueError).
       progress: show a progress bar with the loss and the current rank.
       devices: devices for data parallelism (default: ``jax.devices()``: all local devices, or those of every
         process after :func:`stepwise.training.distributed.initialize`).
       rank_threshold: the progress bar's rank counts covariance eigenvalues above this fraction of the largest.
+      checkpoint_every: steps between checkpoints, overriding ``cfg.checkpoint_every`` (:class:`Checkpointing`).
+      checkpoint_seconds: also checkpoint after this much training wall time since the last checkpoint (0 = never).
 
     Raises:
-      ValueError: bad shapes or sizes (before any compute).
+      ValueError: bad shapes or sizes (before any compute); a checkpoint that does not belong to this run.
       DivergenceError: a training loss became NaN/inf (with the step and what to try).
     """
     devices = list(jax.devices()) if devices is None else list(devices)
@@ -488,5 +612,5 @@ def train_ssl(
     e1, e2 = _eval_views(aug, cfg.seed, eval_images, replicated)
     fit = _fit(step_fn, state, data, lambda s: track(s.params, e1, e2), cfg, replicated=replicated,
                checkpoint=checkpoint, resume=resume, progress=progress, rank_threshold=rank_threshold,
-               desc="SSL training")
+               desc="SSL training", checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
     return SSLRun(**_stacked(fit, ("snapshots",)), params=distributed.fetch(fit.state.params))
