@@ -1,7 +1,9 @@
 """One self-contained HTML report of every run directory: verdicts, checks with their reasons, and figures.
 
 Reads ``<runs>/*/results.json`` and the figures they list; figures are embedded (base64), so the single file
-can be moved or attached anywhere.
+can be moved or attached anywhere. A results.json that cannot be read (invalid JSON, empty, not an object, missing
+``passed`` or ``checks``, ``checks`` not a list, a check without ``name`` or ``passed``) does not stop the report:
+it becomes a row naming the file and the problem, and :func:`build_report` counts it in ``unreadable``.
 """
 
 from __future__ import annotations
@@ -11,10 +13,65 @@ import html
 import json
 import os
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from stepwise.io import atomic_path
 
-__all__ = ["build_report", "build_run_report"]
+__all__ = ["Report", "build_report", "build_run_report", "read_results"]
+
+
+class Report(NamedTuple):
+    """What :func:`build_report` wrote: the file, the runs read, how many passed every check, and how many
+    results.json files could not be read (each a row of the report naming the file and the problem)."""
+
+    path: Path
+    runs: int
+    passed: int
+    unreadable: int
+
+
+def read_results(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """``(results, "")`` for a readable results.json, else ``(None, problem)`` with what was found.
+
+    Readable means a JSON object with a boolean ``passed`` and a list ``checks`` of objects, each with a string
+    ``name`` and a boolean ``passed`` (what the report needs; other fields are optional).
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        return None, f"not UTF-8 text ({err.reason} at byte {err.start})"
+    except OSError as err:
+        return None, f"cannot be read ({type(err).__name__}: {err.strerror or err})"
+    if not text.strip():
+        return None, "empty file, expected a JSON object"
+    try:
+        res = json.loads(text)
+    except json.JSONDecodeError as err:
+        return None, f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
+    if not isinstance(res, dict):
+        return None, f"holds a JSON {type(res).__name__}, expected an object"
+    for key, kind, want in (("passed", bool, "true or false"), ("checks", list, "a list of checks")):
+        if key not in res:
+            return None, f"has no {key!r} field"
+        if not isinstance(res[key], kind):
+            return None, f"{key!r} is {json.dumps(res[key])[:60]}, expected {want}"
+    for i, check in enumerate(res["checks"]):
+        if not isinstance(check, dict):
+            return None, f"check {i} is {json.dumps(check)[:60]}, expected an object"
+        for key, kind, want in (("name", str, "a string"), ("passed", bool, "true or false")):
+            if key not in check:
+                return None, f"check {i} has no {key!r} field"
+            if not isinstance(check[key], kind):
+                return None, f"check {i}'s {key!r} is {json.dumps(check[key])[:60]}, expected {want}"
+    return res, ""
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.1f} s" if isinstance(value, (int, float)) and not isinstance(value, bool) else "&ndash;"
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1500px;margin:2em auto;padding:0 1em;color:#222}
@@ -40,24 +97,26 @@ def _verdict(ok: bool) -> str:
 
 
 def _section(run_dir: Path, res: dict) -> str:
-    cfg = res.get("config", {})
+    cfg = _dict(res.get("config"))
     title = f"{res.get('experiment', run_dir.name)} &mdash; {html.escape(str(cfg.get('dataset', '')))}"
     rows = "".join(
         f"<tr><td>{_verdict(c['passed'])}</td><td><b>{html.escape(c['name'])}</b><br>"
-        f"<span class='reason'>{html.escape(c.get('description', ''))}</span></td>"
-        f"<td class='num'>{_fmt(c['value'])}</td><td class='num'>{html.escape(c['op'])} {_fmt(c['threshold'])}</td>"
-        f"<td class='reason'>{html.escape(c.get('reason', ''))}</td></tr>"
+        f"<span class='reason'>{_fmt(c.get('description', ''))}</span></td>"
+        f"<td class='num'>{_fmt(c.get('value', ''))}</td>"
+        f"<td class='num'>{_fmt(c.get('op', ''))} {_fmt(c.get('threshold', ''))}</td>"
+        f"<td class='reason'>{_fmt(c.get('reason', ''))}</td></tr>"
         for c in res["checks"]
     )
     figs = ""
-    for name in res.get("figures", []):
-        path = run_dir / name
+    figures = res.get("figures", [])
+    for name in figures if isinstance(figures, list) else []:
+        path = run_dir / str(name)
         if path.is_file():
             figs += _embed(path, name)
-    dev = res.get("device", {})
+    dev = _dict(res.get("device"))
     meta = (
         f"device: {html.escape(str(dev.get('platform')))} ({html.escape(str(dev.get('kind')))} x{dev.get('count')}), "
-        f"wall time {res.get('wall_time_s', float('nan')):.1f} s, created {html.escape(str(res.get('created')))}, "
+        f"wall time {_seconds(res.get('wall_time_s'))}, created {html.escape(str(res.get('created')))}, "
         f"run directory <code>{html.escape(str(run_dir))}</code>"
     )
     return (
@@ -86,35 +145,54 @@ def _side_by_side(runs: list[tuple[Path, dict]], folder: Path) -> str:
     return f"<section><h2>Deep networks, losses side by side</h2><p class='sub'>{verdicts}</p>{_embed(path, 'side by side')}</section>"
 
 
-def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, int, int]:
-    """Write the report for every ``runs_dir/*/results.json`` to ``out``. Returns (path, runs, runs passed)."""
+def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike) -> Report:
+    """Write the report for every ``runs_dir/*/results.json`` to ``out``.
+
+    A results.json that cannot be read (:func:`read_results`) becomes an UNREADABLE row naming the file and the
+    problem; the other runs are reported as usual. The command line exits 1 when ``unreadable`` is not 0.
+
+    Returns:
+      :class:`Report` ``(path, runs, passed, unreadable)``: ``runs`` and ``passed`` count the readable runs.
+
+    Raises:
+      FileNotFoundError: ``runs_dir`` is not a folder or holds no ``*/results.json``.
+    """
     runs_dir, out = Path(runs_dir), Path(out)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"no run folder at {runs_dir.resolve()}; run an experiment first (make reproduce)")
-    runs = []
-    for path in sorted(runs_dir.glob("*/results.json")):
-        with open(path) as f:
-            runs.append((path.parent, json.load(f)))
-    if not runs:
+    paths = sorted(runs_dir.glob("*/results.json"))
+    if not paths:
         raise FileNotFoundError(f"no */results.json under {runs_dir.resolve()}; run an experiment first")
-    n_pass = sum(bool(r["passed"]) for _, r in runs)
+    runs, bad = [], []
+    for path in paths:
+        res, problem = read_results(path)
+        if res is None:
+            bad.append((path, problem))
+        else:
+            runs.append((path.parent, res))
+    n_pass = sum(r["passed"] for _, r in runs)
     side = _side_by_side(runs, out.parent)
     summary = "".join(
         f"<tr><td>{_verdict(r['passed'])}</td><td><a href='#{html.escape(d.name)}'>{html.escape(d.name)}</a></td>"
         f"<td class='num'>{sum(c['passed'] for c in r['checks'])}/{len(r['checks'])}</td>"
-        f"<td class='num'>{r.get('wall_time_s', 0):.1f} s</td></tr>"
+        f"<td class='num'>{_seconds(r.get('wall_time_s'))}</td></tr>"
         for d, r in runs
+    ) + "".join(
+        f"<tr><td><span class='fail'>UNREADABLE</span></td><td><code>{html.escape(str(path))}</code></td>"
+        f"<td colspan='2' class='reason'>{html.escape(problem)}</td></tr>"
+        for path, problem in bad
     )
+    unreadable = f" {len(bad)} results.json could not be read (listed below)." if bad else ""
     body = (
         "<!doctype html><html><head><meta charset='utf-8'><title>stepwise report</title>"
         f"<style>{_CSS}</style></head><body><h1>stepwise: theory vs experiment</h1>"
-        f"<p class='sub'>{n_pass} of {len(runs)} experiments passed every check.</p>"
+        f"<p class='sub'>{n_pass} of {len(runs)} experiments passed every check.{unreadable}</p>"
         "<table><tr><th>verdict</th><th>run</th><th>checks passed</th><th>wall time</th></tr>"
         f"{summary}</table>{side}" + "".join(_section(d, r) for d, r in runs) + "</body></html>\n"
     )
     with atomic_path(out) as tmp:
         tmp.write_text(body)
-    return out, len(runs), n_pass
+    return Report(out, len(runs), n_pass, len(bad))
 
 
 def build_run_report(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -123,8 +201,9 @@ def build_run_report(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path
     path = run_dir / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"no results.json in {run_dir.resolve()}; nothing to report")
-    with open(path) as f:
-        res = json.load(f)
+    res, problem = read_results(path)
+    if res is None:
+        raise ValueError(f"{path}: {problem}")
     n_pass = sum(c["passed"] for c in res["checks"])
     body = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>stepwise: {html.escape(res.get('experiment', ''))}"
