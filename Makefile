@@ -64,47 +64,47 @@ test-nt: $(if $(filter .venv,$(VENV)),$(STAMP))
 	$(PY) tools/nt_suite.py
 
 fig-linear: $(STAMP)
-	$(VENV)/bin/stepwise run linear_bt --dataset patches --out $(RUNS)/linear_bt_patches
-	$(VENV)/bin/stepwise run linear_bt --dataset digits --out $(RUNS)/linear_bt_digits
+	$(VENV)/bin/stepwise run linear_bt --dataset patches --out $(RUNS)/linear_bt_patches --overwrite
+	$(VENV)/bin/stepwise run linear_bt --dataset digits --out $(RUNS)/linear_bt_digits --overwrite
 
 fig-deep: $(STAMP)
-	$(VENV)/bin/stepwise run stepwise_deep --loss barlow_twins --out $(RUNS)/stepwise_deep_barlow_twins
-	$(VENV)/bin/stepwise run stepwise_deep --loss simclr --out $(RUNS)/stepwise_deep_simclr
-	$(VENV)/bin/stepwise run stepwise_deep --loss vicreg --out $(RUNS)/stepwise_deep_vicreg
+	$(VENV)/bin/stepwise run stepwise_deep --loss barlow_twins --out $(RUNS)/stepwise_deep_barlow_twins --overwrite
+	$(VENV)/bin/stepwise run stepwise_deep --loss simclr --out $(RUNS)/stepwise_deep_simclr --overwrite
+	$(VENV)/bin/stepwise run stepwise_deep --loss vicreg --out $(RUNS)/stepwise_deep_vicreg --overwrite
 
 fig-noncontrastive-linear: $(STAMP)
-	$(VENV)/bin/stepwise run noncontrastive_linear --out $(RUNS)/noncontrastive_linear
+	$(VENV)/bin/stepwise run noncontrastive_linear --out $(RUNS)/noncontrastive_linear --overwrite
 
 fig-noncontrastive-deep: $(STAMP)
-	$(VENV)/bin/stepwise run noncontrastive_deep --out $(RUNS)/noncontrastive_deep
+	$(VENV)/bin/stepwise run noncontrastive_deep --out $(RUNS)/noncontrastive_deep --overwrite
 
 fig-directpred: $(STAMP)
-	$(VENV)/bin/stepwise run directpred --out $(RUNS)/directpred
+	$(VENV)/bin/stepwise run directpred --out $(RUNS)/directpred --overwrite
 
 report: $(STAMP)
 	$(VENV)/bin/stepwise report --runs $(RUNS) --out reports/index.html
 
 fig-kernel: $(STAMP)
-	$(VENV)/bin/stepwise run kernel_bt --kernel ntk --out $(RUNS)/kernel_bt_ntk
-	$(VENV)/bin/stepwise run kernel_bt --kernel rbf --d 6 --out $(RUNS)/kernel_bt_rbf
+	$(VENV)/bin/stepwise run kernel_bt --kernel ntk --out $(RUNS)/kernel_bt_ntk --overwrite
+	$(VENV)/bin/stepwise run kernel_bt --kernel rbf --d 6 --out $(RUNS)/kernel_bt_rbf --overwrite
 
 fig-hltm: $(STAMP)
-	$(VENV)/bin/stepwise run hltm --out $(RUNS)/hltm
+	$(VENV)/bin/stepwise run hltm --out $(RUNS)/hltm --overwrite
 
 fig-grassmann: $(STAMP)
-	$(VENV)/bin/stepwise run grassmann --out $(RUNS)/grassmann
+	$(VENV)/bin/stepwise run grassmann --out $(RUNS)/grassmann --overwrite
 
 fig-width-sweep: $(STAMP)
-	$(VENV)/bin/stepwise run width_sweep --out $(RUNS)/width_sweep
+	$(VENV)/bin/stepwise run width_sweep --out $(RUNS)/width_sweep --overwrite
 
 fig-ntk-after-training: $(STAMP)
-	$(VENV)/bin/stepwise run ntk_after_training --out $(RUNS)/ntk_after_training
+	$(VENV)/bin/stepwise run ntk_after_training --out $(RUNS)/ntk_after_training --overwrite
 
-# `stepwise verify` exits 1 when a check fails; the report still shows it, so go on when results.json was written.
+# `stepwise verify` exits 1 when a check fails (the run is published and the report shows it: go on), 2 when it could
+# not run (nothing published: stop). --overwrite: the previous run is replaced when the new one completes.
 verify-example: $(STAMP)
-	rm -f $(RUNS)/verify_example/results.json
 	$(VENV)/bin/stepwise verify --model experiments/custom_architecture.py:make_model --out $(RUNS)/verify_example \
-		|| test -f $(RUNS)/verify_example/results.json
+		--overwrite || test $$? -eq 1
 
 reproduce: fig-linear fig-kernel fig-deep fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep fig-ntk-after-training verify-example
 	$(MAKE) --no-print-directory report

@@ -88,6 +88,9 @@ def _output_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                         help=f"checkpoint every N training steps (default: every {CHECKPOINT_SECONDS:g} s of training)")
     parser.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoints in the finished run")
+    # stepwise.launch: a process other than 0 of a multi-process run writes into a fresh temporary --out and, with
+    # --resume, takes process 0's checkpoint by broadcast (every process must resume together).
+    parser.add_argument("--secondary-process", action="store_true", help=argparse.SUPPRESS)
 
 
 def _check_checkpoint_flags(ours, name: str, checkpointed: bool) -> None:
@@ -311,7 +314,7 @@ def _run(name: str, argv: list[str]) -> int:
     # The output folder first: before the experiments are imported, when --out is given.
     folder = None
     if ours.out is not None and not ours.plan_only:
-        folder = RunFolder.open(ours.out, overwrite=ours.overwrite, resume=ours.resume)
+        folder = RunFolder.open(ours.out, overwrite=ours.overwrite, resume=ours.resume and not ours.secondary_process)
     try:
         return _run_in(name, ours, rest, command, folder)
     except BaseException:
@@ -345,7 +348,7 @@ def _run_in(name: str, ours, rest: list[str], command: list[str], folder: RunFol
         tag = getattr(cfg, "loss", None) or getattr(cfg, "dataset", "default")
         suffix = "_smoke" if ours.smoke else "_gpu" if ours.scale == "gpu" else ""
         folder = RunFolder.open(str(Path("runs") / f"{name}_{tag}{suffix}"), overwrite=ours.overwrite,
-                                resume=ours.resume)
+                                resume=ours.resume and not ours.secondary_process)
     return _compute(folder, ours, command, _info(shlex.join(command), name, cfg), cfg,
                     lambda staging: run_fn(cfg, staging, progress=not ours.no_progress and sys.stderr.isatty(),
                                            **kwargs, **_checkpointing(name, ours, folder)),
@@ -358,8 +361,8 @@ def _checkpointing(name: str, ours, folder: RunFolder) -> dict[str, Any]:
         return {}
     from stepwise.training.ssl import Checkpointing
 
-    return {"checkpoints": Checkpointing(folder.staging, every=ours.checkpoint_every or 0,
-                                         seconds=CHECKPOINT_SECONDS, resume=folder.resumed)}
+    return {"checkpoints": Checkpointing(folder.staging, every=ours.checkpoint_every or 0, seconds=CHECKPOINT_SECONDS,
+                                         resume=folder.resumed or (ours.resume and ours.secondary_process))}
 
 
 def _compute(folder: RunFolder, ours, command: list[str], info: dict, cfg, compute, *, name: str, label: str,
@@ -397,7 +400,7 @@ def _verify(argv: list[str]) -> int:
     if not helping:  # the output folder first, before anything heavy is imported
         out = ours.out if ours.out is not None else str(
             Path("runs") / f"verify_{Path(model.rpartition(':')[0]).stem.replace('.', '_')}")
-        folder = RunFolder.open(out, overwrite=ours.overwrite, resume=ours.resume)
+        folder = RunFolder.open(out, overwrite=ours.overwrite, resume=ours.resume and not ours.secondary_process)
     try:
         return _verify_in(ours, rest, model, ["stepwise", "verify", *argv], folder)
     except BaseException:

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     with tempfile.TemporaryDirectory(prefix=f"stepwise-process{jax.process_index()}-") as tmp:
-        return cli.main([*argv, "--out", str(Path(tmp) / "run")])  # argparse keeps the last --out
+        return cli.main([*argv, "--out", str(Path(tmp) / "run"), "--secondary-process"])  # the last --out counts
 
 
 if __name__ == "__main__":
