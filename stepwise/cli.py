@@ -461,9 +461,10 @@ def main(argv: list[str] | None = None) -> int:
             out = check_output_file(args.out, need_bytes=16_000_000)  # before reading any run
             from stepwise.plots.report import build_report
 
-            path, n_runs, n_passed = build_report(args.runs, out)
-            print(f"report: {n_passed}/{n_runs} experiments passed -> {path}")
-            return 0
+            report = build_report(args.runs, out)
+            unreadable = f", {report.unreadable} unreadable (rows in the report)" if report.unreadable else ""
+            print(f"report: {report.passed}/{report.runs} experiments passed{unreadable} -> {report.path}")
+            return 1 if report.unreadable else 0
         for name, (_, _, doc) in _experiments().items():
             print(f"{name:<16} {doc}")
         return 0

@@ -34,7 +34,8 @@ DATA = "ntk_after_training.npz"
 PAIRS_TAG = 2**31 - 2  # fold_in tag of the NTK pairs' key: independent of every training and evaluation key
 
 
-def _one_network(cfg: NtkAfterTrainingConfig, loss: str, progress: bool, checkpoints: Checkpointing | None) -> dict:
+def _one_network(cfg: NtkAfterTrainingConfig, loss: str, progress: bool,
+                 checkpoints: Checkpointing | None = None) -> dict:
     """Train one network (checkpointing to ``checkpoint-<loss>.msgpack``), compute its NTK(s) and every statistic of
     one method."""
     t0 = time.perf_counter()
