@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from stepwise.data.datasets import DataNotFoundError
+from stepwise.data.datasets import DataFormatError, DataNotFoundError
 
-__all__ = ["DataNotFoundError", "DivergenceError", "config_value_errors"]
+__all__ = ["DataFormatError", "DataNotFoundError", "DivergenceError", "config_value_errors"]
 
 
 class DivergenceError(FloatingPointError):

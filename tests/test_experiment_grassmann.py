@@ -198,7 +198,7 @@ def test_registered_in_cli_and_report(smoke_run, tmp_path, capsys):
     assert "grassmann" in cli._experiments()
     assert cli.main(["list"]) == 0 and "grassmann" in capsys.readouterr().out
     out, _ = smoke_run
-    html, n, n_pass = build_report(out.parent, tmp_path / "index.html")
+    html, n, n_pass, _ = build_report(out.parent, tmp_path / "index.html")
     text = html.read_text()
     assert n == 1 and n_pass == 1
     assert text.count("data:image/png;base64,") >= 2 and "principal_angle_rate_rel_error" in text

@@ -96,7 +96,7 @@ def test_input_errors_come_before_compute_and_write_nothing(tmp_path, monkeypatc
 
 def test_report_collects_runs(tmp_path, digits_run):
     out, _ = digits_run
-    html_path, n, n_pass = build_report(out.parent, tmp_path / "report" / "index.html")
+    html_path, n, n_pass, _ = build_report(out.parent, tmp_path / "report" / "index.html")
     text = html_path.read_text()
     assert n >= 1 and n_pass >= 1
     assert "data:image/png;base64," in text and "step_time_rel_error_max" in text and "PASS" in text

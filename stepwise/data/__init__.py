@@ -14,6 +14,7 @@ from stepwise.data.augment import (
 from stepwise.data.datasets import (
     DATASETS,
     PHOTOGRAPHS,
+    DataFormatError,
     DataNotFoundError,
     Dataset,
     detect_local_dataset,
@@ -38,6 +39,7 @@ from stepwise.data.hltm import (
 __all__ = [
     "DATASETS",
     "PHOTOGRAPHS",
+    "DataFormatError",
     "Augmentation",
     "DataNotFoundError",
     "Dataset",
