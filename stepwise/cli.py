@@ -293,12 +293,15 @@ def _peek(argv: list[str], flag: str) -> str | None:
 
 
 def _print_verdict(name: str, results: dict, seconds: float, where: Path) -> None:
+    from stepwise.compare.checks import summary_line
+
     verdict = "PASSED" if results["passed"] else "FAILED"
-    print(f"{name}: {verdict} ({sum(c['passed'] for c in results['checks'])}/{len(results['checks'])} checks) "
-          f"in {seconds:.1f} s -> {where}")
+    print(f"{name}: {verdict} ({summary_line(results['checks'])}) in {seconds:.1f} s -> {where}")
     for c in results["checks"]:
-        mark = "ok  " if c["passed"] else "FAIL"
-        print(f"  {mark} {c['name']:<32} {c['value']!s:<24} {c['op']} {c['threshold']}")
+        kind = c.get("kind", "theory")
+        mark = "rep " if kind == "reported" else "ok  " if c["passed"] else "FAIL"
+        ref = "(not gated)" if kind == "reported" else f"{c['op']} {c['threshold']}"
+        print(f"  {mark} {kind:<11} {c['name']:<32} {c['value']!s:<24} {ref}")
 
 
 def _run(name: str, argv: list[str]) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from stepwise.compare.checks import Check, _jsonable, all_passed
+from stepwise.compare.checks import Check, _jsonable, all_passed, kind_summary, summary_line
 
 __all__ = ["OutputError", "RunFolder", "atomic_path", "check_output_file", "checkpoint_files", "environment", "load_npz",
            "load_results", "save_npz_atomic", "write_json_atomic", "write_results"]
@@ -112,12 +112,19 @@ def write_results(
     wall_time_s: float,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write ``run_dir/results.json``: top-level ``passed``, ``checks``, config, versions, device and wall time."""
+    """Write ``run_dir/results.json``: top-level ``passed``, ``checks``, config, versions, device and wall time.
+
+    ``passed`` is :func:`stepwise.compare.all_passed` (at least one theory or baseline check, every gated check
+    passed); ``summary`` is the headline (``"theory 8/8, baseline 2/2; 3 consistency; 4 reported"``) and ``kinds``
+    the counts per kind of evidence.
+    """
     checks = list(checks)
     env = environment()
     results = {
         "experiment": experiment,
         "passed": all_passed(checks),
+        "summary": summary_line(checks),
+        "kinds": kind_summary(checks),
         "checks": [c.to_dict() for c in checks],
         "config": config,
         "wall_time_s": wall_time_s,

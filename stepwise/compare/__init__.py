@@ -1,6 +1,6 @@
 """Theory-vs-experiment comparisons: named statistics with thresholds (:class:`Check`) and the metrics behind them."""
 
-from stepwise.compare.checks import Check, all_passed, check
+from stepwise.compare.checks import KINDS, Check, Kind, all_passed, check, kind_summary, summary_line
 from stepwise.compare.steps import StepDetection, detect_steps, stepwise_checks
 from stepwise.compare.metrics import (
     crossing_times,
@@ -22,7 +22,11 @@ __all__ = [
     "StepDetection",
     "detect_steps",
     "stepwise_checks",
+    "KINDS",
+    "Kind",
     "all_passed",
+    "kind_summary",
+    "summary_line",
     "check",
     "crossing_times",
     "gram_relative_error",

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from stepwise.compare.checks import KINDS, summary_line
 from stepwise.io import atomic_path
 
 __all__ = ["Report", "build_report", "build_run_report", "read_results"]
@@ -34,7 +35,9 @@ def read_results(path: Path) -> tuple[dict[str, Any] | None, str]:
     """``(results, "")`` for a readable results.json, else ``(None, problem)`` with what was found.
 
     Readable means a JSON object with a boolean ``passed`` and a list ``checks`` of objects, each with a string
-    ``name`` and a boolean ``passed`` (what the report needs; other fields are optional).
+    ``name`` and a boolean ``passed`` (``null`` for a check of kind ``reported``, which is not gated), and, when
+    present, a ``kind`` among :data:`stepwise.compare.KINDS` (a check written before kinds existed has none and is
+    shown as theory). Other fields are optional.
     """
     try:
         text = path.read_bytes().decode("utf-8")
@@ -58,10 +61,15 @@ def read_results(path: Path) -> tuple[dict[str, Any] | None, str]:
     for i, check in enumerate(res["checks"]):
         if not isinstance(check, dict):
             return None, f"check {i} is {json.dumps(check)[:60]}, expected an object"
-        for key, kind, want in (("name", str, "a string"), ("passed", bool, "true or false")):
+        kind = check.get("kind", "theory")
+        if kind not in KINDS:
+            return None, f"check {i}'s 'kind' is {json.dumps(kind)[:60]}, expected one of {', '.join(KINDS)}"
+        passed_type = (bool, type(None)) if kind == "reported" else bool
+        passed_want = "true, false or null" if kind == "reported" else "true or false"
+        for key, typ, want in (("name", str, "a string"), ("passed", passed_type, passed_want)):
             if key not in check:
                 return None, f"check {i} has no {key!r} field"
-            if not isinstance(check[key], kind):
+            if not isinstance(check[key], typ):
                 return None, f"check {i}'s {key!r} is {json.dumps(check[key])[:60]}, expected {want}"
     return res, ""
 
@@ -79,7 +87,7 @@ h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
 table{border-collapse:collapse;margin:.6em 0 1.2em 0;font-size:14px}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f4f4f4} td.num{font-family:ui-monospace,monospace;text-align:right;white-space:nowrap}
-.pass{color:#0a7a2f;font-weight:600} .fail{color:#b00020;font-weight:600}
+.pass{color:#0a7a2f;font-weight:600} .fail{color:#b00020;font-weight:600} .rep{color:#555;font-weight:600}
 section{border-top:2px solid #eee;margin-top:2em;padding-top:.5em}
 img{max-width:100%;border:1px solid #eee} details{margin:.5em 0} pre{background:#f8f8f8;padding:.6em;overflow:auto;font-size:12px}
 .reason{color:#555;font-size:13px}
@@ -92,21 +100,50 @@ def _fmt(v) -> str:
     return html.escape(str(v))
 
 
-def _verdict(ok: bool) -> str:
+def _verdict(ok: bool | None) -> str:
+    if ok is None:
+        return '<span class="rep">REPORTED</span>'
     return '<span class="pass">PASS</span>' if ok else '<span class="fail">FAIL</span>'
+
+
+_KIND_TITLE = {
+    "theory": "Theory predictions (a paper's prediction against the measurement)",
+    "baseline": "Baselines beaten (the measurement against a null model)",
+    "consistency": "Consistency identities (hold by construction: they test the code, not the paper)",
+    "reported": "Reported, not gated (measured and shown; the reason says why it is not a verdict)",
+}
+
+
+def _check_row(c: dict) -> str:
+    thr = c.get("threshold")
+    thr = "&ndash;" if thr is None else f"{_fmt(c.get('op', ''))} {_fmt(thr)}"
+    return (
+        f"<tr><td>{_verdict(c['passed'] if c.get('kind') == 'reported' else bool(c['passed']))}</td>"
+        f"<td><b>{html.escape(c['name'])}</b><br><span class='reason'>{_fmt(c.get('description', ''))}</span></td>"
+        f"<td class='num'>{_fmt(c.get('value', ''))}</td><td class='num'>{thr}</td>"
+        f"<td class='reason'>{_fmt(c.get('reason', ''))}</td></tr>"
+    )
+
+
+def _check_tables(checks: list[dict]) -> str:
+    """The checks of one run grouped by kind of evidence, theory first, each group with its own table."""
+    out = ""
+    for kind in KINDS:
+        group = [c for c in checks if c.get("kind", "theory") == kind]
+        if not group:
+            continue
+        head = "reference" if kind == "reported" else "threshold"
+        why = "why not gated" if kind == "reported" else "why this threshold"
+        out += (
+            f"<h3>{html.escape(_KIND_TITLE[kind])}</h3><table><tr><th>verdict</th><th>check</th><th>value</th>"
+            f"<th>{head}</th><th>{why}</th></tr>{''.join(_check_row(c) for c in group)}</table>"
+        )
+    return out
 
 
 def _section(run_dir: Path, res: dict) -> str:
     cfg = _dict(res.get("config"))
     title = f"{res.get('experiment', run_dir.name)} &mdash; {html.escape(str(cfg.get('dataset', '')))}"
-    rows = "".join(
-        f"<tr><td>{_verdict(c['passed'])}</td><td><b>{html.escape(c['name'])}</b><br>"
-        f"<span class='reason'>{_fmt(c.get('description', ''))}</span></td>"
-        f"<td class='num'>{_fmt(c.get('value', ''))}</td>"
-        f"<td class='num'>{_fmt(c.get('op', ''))} {_fmt(c.get('threshold', ''))}</td>"
-        f"<td class='reason'>{_fmt(c.get('reason', ''))}</td></tr>"
-        for c in res["checks"]
-    )
     figs = ""
     figures = res.get("figures", [])
     for name in figures if isinstance(figures, list) else []:
@@ -120,9 +157,9 @@ def _section(run_dir: Path, res: dict) -> str:
         f"run directory <code>{html.escape(str(run_dir))}</code>"
     )
     return (
-        f"<section id='{html.escape(run_dir.name)}'><h2>{_verdict(res['passed'])} {title}</h2><p class='sub'>{meta}</p>"
-        f"{figs}<table><tr><th>verdict</th><th>check</th><th>value</th><th>threshold</th><th>why this threshold</th></tr>"
-        f"{rows}</table><details><summary>config and versions</summary><pre>"
+        f"<section id='{html.escape(run_dir.name)}'><h2>{_verdict(res['passed'])} {title}</h2>"
+        f"<p><b>{html.escape(summary_line(res['checks']))}</b></p><p class='sub'>{meta}</p>"
+        f"{figs}{_check_tables(res['checks'])}<details><summary>config and versions</summary><pre>"
         f"{html.escape(json.dumps({'config': cfg, 'versions': res.get('versions')}, indent=2))}</pre></details></section>"
     )
 
@@ -174,7 +211,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike) -> Report:
     side = _side_by_side(runs, out.parent)
     summary = "".join(
         f"<tr><td>{_verdict(r['passed'])}</td><td><a href='#{html.escape(d.name)}'>{html.escape(d.name)}</a></td>"
-        f"<td class='num'>{sum(c['passed'] for c in r['checks'])}/{len(r['checks'])}</td>"
+        f"<td>{html.escape(summary_line(r['checks']))}</td>"
         f"<td class='num'>{_seconds(r.get('wall_time_s'))}</td></tr>"
         for d, r in runs
     ) + "".join(
@@ -186,8 +223,9 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike) -> Report:
     body = (
         "<!doctype html><html><head><meta charset='utf-8'><title>stepwise report</title>"
         f"<style>{_CSS}</style></head><body><h1>stepwise: theory vs experiment</h1>"
-        f"<p class='sub'>{n_pass} of {len(runs)} experiments passed every check.{unreadable}</p>"
-        "<table><tr><th>verdict</th><th>run</th><th>checks passed</th><th>wall time</th></tr>"
+        f"<p class='sub'>{n_pass} of {len(runs)} experiments passed: every theory, baseline and consistency check of "
+        f"the run passed (reported values are shown, not gated).{unreadable}</p>"
+        "<table><tr><th>verdict</th><th>run</th><th>checks by kind of evidence</th><th>wall time</th></tr>"
         f"{summary}</table>{side}" + "".join(_section(d, r) for d, r in runs) + "</body></html>\n"
     )
     with atomic_path(out) as tmp:
@@ -204,11 +242,10 @@ def build_run_report(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path
     res, problem = read_results(path)
     if res is None:
         raise ValueError(f"{path}: {problem}")
-    n_pass = sum(c["passed"] for c in res["checks"])
     body = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>stepwise: {html.escape(res.get('experiment', ''))}"
         f"</title><style>{_CSS}</style></head><body><h1>stepwise: theory vs experiment</h1>"
-        f"<p class='sub'>{n_pass} of {len(res['checks'])} checks passed.</p>{_section(run_dir, res)}</body></html>\n"
+        f"<p class='sub'>{html.escape(summary_line(res['checks']))}</p>{_section(run_dir, res)}</body></html>\n"
     )
     with atomic_path(out) as tmp:
         tmp.write_text(body)
