@@ -115,7 +115,7 @@ def write_results(
     """Write ``run_dir/results.json``: top-level ``passed``, ``checks``, config, versions, device and wall time.
 
     ``passed`` is :func:`stepwise.compare.all_passed` (at least one theory or baseline check, every gated check
-    passed); ``summary`` is the headline (``"theory 8/8, baseline 2/2; 3 consistency; 4 reported"``) and ``kinds``
+    passed); ``verdicts`` is the headline (``"theory 8/8, baseline 2/2; 3 consistency; 4 reported"``) and ``kinds``
     the counts per kind of evidence.
     """
     checks = list(checks)
@@ -123,7 +123,7 @@ def write_results(
     results = {
         "experiment": experiment,
         "passed": all_passed(checks),
-        "summary": summary_line(checks),
+        "verdicts": summary_line(checks),
         "kinds": kind_summary(checks),
         "checks": [c.to_dict() for c in checks],
         "config": config,
@@ -133,8 +133,11 @@ def write_results(
         "device": env["device"],
         "host": env["host"],
         "ntk_backends": _ntk_backends_used(),
-        **(extra or {}),
     }
+    clash = sorted(set(extra or {}) & set(results))
+    if clash:
+        raise ValueError(f"write_results: extra keys {clash} would overwrite fields results.json always has")
+    results |= dict(extra or {})
     results = _jsonable_tree(results)
     write_json_atomic(Path(run_dir) / "results.json", results)
     return results

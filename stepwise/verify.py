@@ -441,14 +441,15 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
             kernel_error = str(err)
     if kernel_error is not None:
         checks.append(compare.check(
-            "kernel_checks_computable", 0, 1, op=">=",
+            "kernel_checks_computable", 0, 1, op=">=", kind="consistency",
             reason=f"the NTK checks could not be computed: {kernel_error}",
             description="1 if the kernel statistics (order, final embedding) could be computed",
         ))
     if k < 2:
         checks.append(compare.check(
-            "learned_modes", k, 2, op=">=",
-            reason="the order and kernel checks need at least two learned modes; train longer or raise lr",
+            "learned_modes", k, 2, op=">=", kind="theory",
+            reason="the theory predicts that the top modes are learned one after another; the order and kernel "
+                   "checks need at least two learned modes (train longer or raise lr)",
             description="modes whose eigenvalue reached 10% of the top one",
         ))
     out_dir.mkdir(parents=True, exist_ok=True)

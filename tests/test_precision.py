@@ -199,7 +199,7 @@ def _data() -> types.SimpleNamespace:
     d.kpred = ke.predict(d.k, d.f0, d.klr)
     args, kwargs = CASES["stepwise.compare.exact.compare_exact_steps"](d)
     d.exact = ex.compare_exact_steps(*args, **kwargs)
-    d.check = ck.check("a", np.float64(1 / 3), 0.5, reason="r", predicted=d.g, measured={"x": d.amps})
+    d.check = ck.check("a", np.float64(1 / 3), 0.5, kind="theory", reason="r", predicted=d.g, measured={"x": d.amps})
     return d
 
 
@@ -304,9 +304,11 @@ CASES = {
         (d.y.wp, d.ncx, d.ncx_aug, nc.Hyper(method="fixed_tau", tau=0.8, stop_gradient=False)), {}),
     "stepwise.theory.noncontrastive.vector_field": lambda d: ((d.y, d.ncx, d.ncx_aug, d.hyper), {}),
     # ---- stepwise.compare.checks
-    "stepwise.compare.checks.all_passed": lambda d: (([ck.check("a", 0.5, 1.0, reason="r")],), {}),
+    "stepwise.compare.checks.all_passed": lambda d: (([ck.check("a", 0.5, 1.0, kind="theory", reason="r")],), {}),
     "stepwise.compare.checks.check": lambda d: (
-        ("a", np.float64(1 / 3), 0.5), {"reason": "r", "predicted": d.g, "measured": {"x": d.amps}}),
+        ("a", np.float64(1 / 3), 0.5), {"kind": "theory", "reason": "r", "predicted": d.g, "measured": {"x": d.amps}}),
+    "stepwise.compare.checks.kind_summary": lambda d: (([d.check],), {}),
+    "stepwise.compare.checks.summary_line": lambda d: (([d.check],), {}),
     # ---- stepwise.compare.esser2023
     "stepwise.compare.esser2023.constrained_checks": lambda d: ((d.constrained,), {}),
     "stepwise.compare.esser2023.decay_rate": lambda d: ((d.t, np.exp(-0.3 * d.t)), {"lo": 0.1, "hi": 0.9}),
@@ -378,6 +380,7 @@ METHOD_CASES = {
     "stepwise.theory.linear.LinearPrediction.separation": lambda d: (d.pred, ()),
     "stepwise.theory.noncontrastive.Hyper.eta_pred": lambda d: (d.hyper, None),
     "stepwise.compare.checks.Check.explain": lambda d: (d.check, ()),
+    "stepwise.compare.checks.Check.gated": lambda d: (d.check, None),
     "stepwise.compare.checks.Check.to_dict": lambda d: (d.check, ()),
     "stepwise.compare.exact.ExactComparison.arrays": lambda d: (d.exact, ()),
     "stepwise.compare.ntk.KernelAgreement.baseline_kernel_mean": lambda d: (d.agreement, None),

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from stepwise.compare.checks import KINDS, summary_line
 from stepwise.io import atomic_path
 
-__all__ = ["Report", "build_report", "build_run_report", "read_results"]
+__all__ = ["CLAIMS", "Report", "build_report", "build_run_report", "read_results"]
 
 
 class Report(NamedTuple):
@@ -114,6 +114,15 @@ _KIND_TITLE = {
 }
 
 
+_KINDS_LEGEND = (
+    "Kinds of evidence: theory = a paper's prediction against the measurement (threshold from the theory's error "
+    "terms or the numerics); baseline = the measurement beats a null model (threshold from the null's "
+    "distribution); consistency = an identity that holds by construction (tests the code); reported = measured "
+    "and shown, not gated (the reason says why). A run passes when it has a theory or baseline check and every "
+    "theory, baseline and consistency check passes."
+)
+
+
 def _check_row(c: dict) -> str:
     thr = c.get("threshold")
     thr = "&ndash;" if thr is None else f"{_fmt(c.get('op', ''))} {_fmt(thr)}"
@@ -182,6 +191,57 @@ def _side_by_side(runs: list[tuple[Path, dict]], folder: Path) -> str:
     return f"<section><h2>Deep networks, losses side by side</h2><p class='sub'>{verdicts}</p>{_embed(path, 'side by side')}</section>"
 
 
+#: The papers and their claims, in the order the report shows them: (experiment name or prefix, paper, claim).
+#: An experiment's ``results.json`` names it (``"stepwise_deep/simclr"`` matches the prefix ``"stepwise_deep"``).
+CLAIMS: tuple[tuple[str, str, str], ...] = (
+    ("linear_bt", "Simon et al. 2023", "Linear Barlow Twins learns the contrastive kernel's eigenmodes in steps "
+     "at the closed-form times (Fig. 1A/B)"),
+    ("kernel_bt", "Simon et al. 2023", "Kernel extension: a kernel machine follows kernel-PCA theory"),
+    ("width_sweep", "Simon et al. 2023", "Wide ReLU MLPs approach their NTK's prediction as width grows (E7)"),
+    ("stepwise_deep", "Simon et al. 2023", "Deep networks trained with Barlow Twins, SimCLR, VICReg learn in steps "
+     "(Fig. 1C/D, E2-E5)"),
+    ("ntk_after_training", "Simon et al. 2023", "Trained embeddings agree with the NTK prediction (E6)"),
+    ("speedup", "Simon et al. 2023", "Focusing the gradient on small eigendirections speeds up the last step (sec. 5)"),
+    ("noncontrastive_linear", "Tian, Chen & Ganguli 2021", "Linear BYOL/SimSiam: eigenspace alignment, fixed "
+     "points, basins (Theorems 1-3, A1-A9)"),
+    ("noncontrastive_deep", "Tian, Chen & Ganguli 2021", "BYOL's trained predictor aligns with F and turns "
+     "symmetric (Fig. 2, B1-B4)"),
+    ("directpred", "Tian, Chen & Ganguli 2021", "DirectPred sets the predictor from F and matches trained "
+     "predictors (sec. 6)"),
+    ("hltm", "Tian 2020", "Contrastive learning's covariance operator; a tree ReLU net learns the HLTM latents"),
+    ("grassmann", "Esser et al. 2023", "SSL with orthogonality constraints: collapse without them, exact Grassmann "
+     "flow with them, SSL vs supervised NTK with width"),
+    ("verify", "Your architectures", "stepwise verify: a network of yours against its NTK's prediction"),
+)
+
+
+def _claim_index(res: dict) -> int:
+    """The position of a run's experiment in :data:`CLAIMS` (unknown experiments go last)."""
+    name = str(res.get("experiment", ""))
+    for i, (prefix, _, _) in enumerate(CLAIMS):
+        if name == prefix or name.startswith(prefix + "/"):
+            return i
+    return len(CLAIMS)
+
+
+def _claims_table(runs: list[tuple[Path, dict]]) -> str:
+    """Per paper, its claims, the runs that test each, their verdicts and their checks by kind of evidence."""
+    rows, last_paper = "", None
+    for d, r in runs:
+        i = _claim_index(r)
+        paper, claim = CLAIMS[i][1:] if i < len(CLAIMS) else ("Other", str(r.get("experiment", d.name)))
+        if paper != last_paper:
+            rows += f"<tr><th colspan='5'>{html.escape(paper)}</th></tr>"
+            last_paper = paper
+        rows += (
+            f"<tr><td>{_verdict(r['passed'])}</td><td>{html.escape(claim)}</td>"
+            f"<td><a href='#{html.escape(d.name)}'>{html.escape(d.name)}</a></td>"
+            f"<td>{html.escape(summary_line(r['checks']))}</td><td class='num'>{_seconds(r.get('wall_time_s'))}</td></tr>"
+        )
+    return ("<table><tr><th>verdict</th><th>claim</th><th>run</th><th>checks by kind of evidence</th>"
+            f"<th>wall time</th></tr>{rows}</table>")
+
+
 def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike) -> Report:
     """Write the report for every ``runs_dir/*/results.json`` to ``out``.
 
@@ -207,26 +267,24 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike) -> Report:
             bad.append((path, problem))
         else:
             runs.append((path.parent, res))
+    runs.sort(key=lambda dr: (_claim_index(dr[1]), dr[0].name))
     n_pass = sum(r["passed"] for _, r in runs)
     side = _side_by_side(runs, out.parent)
-    summary = "".join(
-        f"<tr><td>{_verdict(r['passed'])}</td><td><a href='#{html.escape(d.name)}'>{html.escape(d.name)}</a></td>"
-        f"<td>{html.escape(summary_line(r['checks']))}</td>"
-        f"<td class='num'>{_seconds(r.get('wall_time_s'))}</td></tr>"
-        for d, r in runs
-    ) + "".join(
+    unreadable_rows = "".join(
         f"<tr><td><span class='fail'>UNREADABLE</span></td><td><code>{html.escape(str(path))}</code></td>"
-        f"<td colspan='2' class='reason'>{html.escape(problem)}</td></tr>"
+        f"<td colspan='3' class='reason'>{html.escape(problem)}</td></tr>"
         for path, problem in bad
     )
+    unreadable_table = (f"<table><tr><th>verdict</th><th>results.json</th><th colspan='3'>problem</th></tr>"
+                        f"{unreadable_rows}</table>" if bad else "")
     unreadable = f" {len(bad)} results.json could not be read (listed below)." if bad else ""
     body = (
         "<!doctype html><html><head><meta charset='utf-8'><title>stepwise report</title>"
         f"<style>{_CSS}</style></head><body><h1>stepwise: theory vs experiment</h1>"
         f"<p class='sub'>{n_pass} of {len(runs)} experiments passed: every theory, baseline and consistency check of "
         f"the run passed (reported values are shown, not gated).{unreadable}</p>"
-        "<table><tr><th>verdict</th><th>run</th><th>checks by kind of evidence</th><th>wall time</th></tr>"
-        f"{summary}</table>{side}" + "".join(_section(d, r) for d, r in runs) + "</body></html>\n"
+        f"<p class='reason'>{html.escape(_KINDS_LEGEND)}</p>"
+        f"{_claims_table(runs)}{unreadable_table}{side}" + "".join(_section(d, r) for d, r in runs) + "</body></html>\n"
     )
     with atomic_path(out) as tmp:
         tmp.write_text(body)
