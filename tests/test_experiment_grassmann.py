@@ -18,6 +18,15 @@ from stepwise.theory import grassmann as theory
 
 runner = importlib.import_module("experiments.grassmann.run")
 
+# The kind of evidence of each check (issue 14); every other check is a theory check.
+CONSISTENCY = {"flow_orthonormality_max", "rgd_orthonormality_max", "rgd_qr_polar_projector_max",
+               "network_vs_grassmann_model_max"}
+BASELINE = {"ssl_vs_sup_ntk_change_ratio"}
+REPORTED = {"ssl_ntk_change_infinite_width_fraction"}
+# The note's criterion for the SSL NTK change (log-log slope > -0.1) is gated and fails at CPU widths (smoke -0.15,
+# default -0.28): its verdict is asserted from its value.
+NOTE_CRITERION = "ssl_ntk_change_slope"
+
 REQUIRED_CHECKS = {
     "naive_collapse_rate_rel_error",
     "naive_final_sv_ratio",
@@ -31,6 +40,7 @@ REQUIRED_CHECKS = {
     "principal_angle_rate_rel_error",
     "final_loss_error",
     "ssl_param_change_slope",
+    "ssl_ntk_change_slope",
     "sup_param_change_slope",
     "sup_ntk_change_slope",
     "ssl_ntk_change_infinite_width_fraction",
@@ -49,13 +59,23 @@ def by_name(results):
     return {c["name"]: c for c in results["checks"]}
 
 
-def test_smoke_run_passes_every_check(smoke_run):
+def test_smoke_run_verdicts(smoke_run):
     _, res = smoke_run
-    for c in res["checks"]:
-        assert c["passed"], f"{c['name']} = {c['value']} (needs {c['op']} {c['threshold']})"
-    assert res["passed"] is True
     assert {c["name"] for c in res["checks"]} == REQUIRED_CHECKS
     checks = by_name(res)
+    for name, c in checks.items():
+        want = ("consistency" if name in CONSISTENCY else "baseline" if name in BASELINE
+                else "reported" if name in REPORTED else "theory")
+        assert c["kind"] == want, name
+        if c["kind"] == "reported":  # shown, not gated
+            assert c["passed"] is None and "not gated" in c["reason"]
+        elif name == NOTE_CRITERION:
+            assert c["threshold"] == -0.1 and c["op"] == ">=" and c["passed"] is (c["value"] >= -0.1)
+        else:
+            assert c["passed"] is True, f"{name} = {c['value']} (needs {c['op']} {c['threshold']})"
+    assert res["passed"] is checks[NOTE_CRITERION]["passed"]
+    # The baseline's threshold is the null's exact value (supervised = SSL movement), not a multiple of it.
+    assert checks["ssl_vs_sup_ntk_change_ratio"]["threshold"] == 1.0
     # The acceptance numbers, on the real run: closed form vs ODE far below 1e-6, rates within 5%.
     assert checks["flow_projector_max_error"]["value"] < 1e-9
     assert checks["naive_collapse_rate_rel_error"]["value"] < 0.05
@@ -71,8 +91,12 @@ def test_results_json_contract_and_figures(smoke_run):
     assert on_disk == res
     for c in on_disk["checks"]:
         assert {"name", "value", "threshold", "passed", "op", "reason", "description"} <= set(c)
-        if isinstance(c["value"], float) and math.isfinite(c["value"]):
-            ok = {"<=": c["value"] <= c["threshold"], ">=": c["value"] >= c["threshold"]}[c["op"]]
+        assert c["kind"] in {"theory", "baseline", "consistency", "reported"}
+        if c["kind"] == "reported":
+            assert c["passed"] is None
+        elif isinstance(c["value"], float) and math.isfinite(c["value"]):
+            ok = {"<=": c["value"] <= c["threshold"], ">=": c["value"] >= c["threshold"],
+                  ">": c["value"] > c["threshold"]}[c["op"]]
             assert ok == c["passed"]
     assert on_disk["config"]["widths"] == list(GrassmannConfig.smoke().widths)
     assert on_disk["versions"]["jax"] and on_disk["device"]["platform"] == "cpu" and on_disk["wall_time_s"] > 0
@@ -113,20 +137,20 @@ def test_checks_fail_when_the_physics_is_wrong(smoke_run):
     width = io.load_npz(out / "width.npz")
     swapped = dict(width, ssl_param=width["sup_param"], sup_param=width["ssl_param"], ssl_ntk=width["sup_ntk"],
                    sup_ntk=width["ssl_ntk"])
-    failed = {c.name for c in esser2023.width_checks(swapped)[0] if not c.passed}
-    assert {"ssl_param_change_slope", "sup_param_change_slope", "sup_ntk_change_slope",
-            "ssl_ntk_change_infinite_width_fraction", "ssl_vs_sup_ntk_change_ratio"} <= failed
+    failed = {c.name for c in esser2023.width_checks(swapped)[0] if c.passed is False}
+    assert {"ssl_param_change_slope", "ssl_ntk_change_slope", "sup_param_change_slope", "sup_ntk_change_slope",
+            "ssl_vs_sup_ntk_change_ratio"} <= failed
     # The constrained run's W keeps all singular values at 1: fed to the collapse checks, they fail.
     naive = io.load_npz(out / "naive.npz")
     flat = dict(naive, sv=np.ones_like(naive["sv"]), top_cos=np.full_like(naive["top_cos"], 0.5))
-    failed = {c.name for c in esser2023.naive_checks(flat)[0] if not c.passed}
+    failed = {c.name for c in esser2023.naive_checks(flat)[0] if c.passed is False}
     assert {"naive_collapse_rate_rel_error", "naive_final_sv_ratio", "naive_top_direction_cosine"} <= failed
     # A wrong spectrum (lambda_h and lambda_h+1 moved apart) must fail the rate check.
     cons = io.load_npz(out / "constrained.npz")
     lam = cons["lam"].copy()
     h = int(cons["h"])
     lam[h:] -= 0.5 * (lam[h - 1] - lam[h])
-    failed = {c.name for c in esser2023.constrained_checks(dict(cons, lam=lam))[0] if not c.passed}
+    failed = {c.name for c in esser2023.constrained_checks(dict(cons, lam=lam))[0] if c.passed is False}
     assert "principal_angle_rate_rel_error" in failed
 
 
@@ -200,11 +224,13 @@ def test_registered_in_cli_and_report(smoke_run, tmp_path, capsys):
     out, _ = smoke_run
     html, n, n_pass, _ = build_report(out.parent, tmp_path / "index.html")
     text = html.read_text()
-    assert n == 1 and n_pass == 1
+    assert n == 1 and n_pass == int(by_name(smoke_run[1])[NOTE_CRITERION]["passed"])
     assert text.count("data:image/png;base64,") >= 2 and "principal_angle_rate_rel_error" in text
 
 
 @pytest.mark.slow
-def test_full_default_config_passes(tmp_path):
+def test_full_default_config_verdicts(tmp_path):
+    """Default config: every gated check passes except the note's SSL NTK slope criterion (measured -0.28)."""
     res = run(GrassmannConfig(), tmp_path)
-    assert res["passed"], [c for c in res["checks"] if not c["passed"]]
+    failed = {c["name"] for c in res["checks"] if c["passed"] is False}
+    assert failed <= {NOTE_CRITERION}, failed

@@ -10,15 +10,32 @@ import pytest
 
 from experiments.hltm import HLTMConfig
 from stepwise import cli, io
+from stepwise.compare.checks import all_passed
 from stepwise.compare.tian2020 import best_unit_correlation, hltm_learning_checks
 from stepwise.data import hltm as H
 from stepwise.models.tree import init_tree_net, tree_net
 from stepwise.training.hltm import contrastive_loss, train_runs
 
-LEARNING = {"root_rise_min_over_seeds", "corr_vs_polarity_min_step", "corr_vs_polarity_total_gain",
-            "corr_vs_hid_min_step", "corr_vs_hid_total_gain", "root_lowest_initial", "root_final_gap_to_hardest"}
+LEARNING = {"root_rise_min_over_seeds", "training_gain_vs_polarity", "training_gain_vs_hid",
+            "corr_vs_polarity_min_step", "corr_vs_polarity_total_gain", "corr_vs_hid_min_step",
+            "corr_vs_hid_total_gain", "root_lowest_initial", "root_final_gap_to_hardest"}
 SAMPLER = {"hltm_corr_root_max_error", "hltm_edge_agreement_max_error", "hltm_positive_corr_max_error",
            "hltm_root_balance_error", "hltm_negative_root_agreement_error"}
+# The kind of evidence of each check (issue 14): paper predictions, identities that hold by construction (they
+# test the code: the sampler against the exact model, the algebra of OP), and trends shown but not gated.
+KINDS = {
+    "theory": {"root_rise_min_over_seeds", "training_gain_vs_polarity", "training_gain_vs_hid", "root_lowest_initial",
+               "root_final_gap_to_hardest", "op_identity_rel_error", "weighted_identity_rel_error",
+               "aug_weight_residue", "loss_weight_formula_rel_error"},
+    "consistency": {"op_min_eigenvalue_rel", "op_rank_excess", "variance_decomposition_rel_error",
+                    "binary_root_outer_product_rel_error", "hltm_corr_root_max_error", "hltm_edge_agreement_max_error",
+                    "hltm_positive_corr_max_error", "hltm_root_balance_error", "hltm_negative_root_agreement_error"},
+    "reported": {"corr_vs_polarity_min_step", "corr_vs_polarity_total_gain", "corr_vs_hid_min_step",
+                 "corr_vs_hid_total_gain"},
+}
+# Trends of what training adds: gated on the seeds' paired differences, and at smoke (and default) scale they do not
+# hold (training adds less where the network starts nearer the cap of 1); their verdict is asserted from the value.
+TRAINING_TRENDS = {"training_gain_vs_polarity", "training_gain_vs_hid"}
 COVARIANCE = {"op_identity_rel_error", "weighted_identity_rel_error", "aug_weight_residue", "op_min_eigenvalue_rel",
               "op_rank_excess", "variance_decomposition_rel_error", "loss_weight_formula_rel_error",
               "binary_root_outer_product_rel_error"}
@@ -31,13 +48,24 @@ def smoke_run(tmp_path_factory):
     return out, io.load_results(out)
 
 
-def test_smoke_checks_pass_with_real_values(smoke_run):
+def test_smoke_checks_verdicts_with_real_values(smoke_run):
     _, res = smoke_run
     checks = {c["name"]: c for c in res["checks"]}
     assert set(checks) == LEARNING | SAMPLER | COVARIANCE  # depth 3: no [R] reference comparison
+    assert {name: c["kind"] for name, c in checks.items()} == {n: k for k, names in KINDS.items() for n in names}
     for c in checks.values():
-        assert c["passed"], f"{c['name']} = {c['value']} (needs {c['op']} {c['threshold']})"
-    assert res["passed"] is True
+        if c["kind"] == "reported":  # shown, not gated: no verdict, and a reason that says why
+            assert c["passed"] is None and "not gated" in c["reason"], c["name"]
+        elif c["name"] in TRAINING_TRENDS:  # gated on the lower confidence bound of the paired seed mean
+            assert np.isfinite(c["value"]) and c["threshold"] == 0.0 and c["op"] == ">"
+            assert c["passed"] is (c["value"] > 0.0)
+        else:
+            assert c["passed"] is True, f"{c['name']} = {c['value']} (needs {c['op']} {c['threshold']})"
+    assert res["passed"] is all_passed(res["checks"])
+    assert res["passed"] is all(checks[n]["passed"] for n in TRAINING_TRENDS)
+    # No allowance on the paper's criteria: the root ends lowest (<= 0) and rises in every seed beyond eval noise.
+    assert checks["root_final_gap_to_hardest"]["threshold"] == 0.0
+    assert checks["root_lowest_initial"]["threshold"] == 0.0
     # identities in float64: relative round-off of gradients over the views and parameters, ~1e3 eps = 2e-13
     assert checks["op_identity_rel_error"]["value"] < 1e-12
     assert checks["weighted_identity_rel_error"]["value"] < 1e-12
@@ -48,6 +76,12 @@ def test_smoke_checks_pass_with_real_values(smoke_run):
     assert set(rise) == {"infonce", "simple"} and all(len(v) == 3 for v in rise.values())
     final = np.array(res["summary"]["main_final_per_level"]["infonce"])
     assert final.shape == (3,) and np.all((final > 0.3) & (final <= 1.0))
+    # The raw trends (reported) are what training adds on top of the trend at initialisation.
+    trends = res["summary"]["raw_trends"]
+    gain = np.array(res["summary"]["sweep_overall_gain"])
+    init = np.array(res["summary"]["sweep_overall_initial"])
+    np.testing.assert_allclose(np.array(res["summary"]["sweep_overall_final"]), init + gain, atol=1e-12)
+    assert trends["initial"]["polarity_total"] == pytest.approx(float(np.min(init[:, -1] - init[:, 0])))
 
 
 def test_results_contract_figures_and_data(smoke_run):
@@ -74,19 +108,65 @@ def test_results_contract_figures_and_data(smoke_run):
     assert not list(out.glob(".*tmp*"))
 
 
+def _sweep(init, gain, seeds=3, depth=4, noise=0.0, seed=0):
+    """A (n_hid, n_low, E = 2, S, depth) sweep from (n_hid, n_low) initial levels and gains, plus seed noise."""
+    rng = np.random.default_rng(seed)
+    init, gain = np.asarray(init, float), np.asarray(gain, float)
+    start = np.broadcast_to(init[:, :, None, None], (*init.shape, seeds, depth))
+    end = start + gain[:, :, None, None] + noise * rng.normal(size=(*init.shape, seeds, depth))
+    return np.stack([start, end], axis=2)
+
+
 def test_learning_checks_can_fail():
-    """Flat, untrained curves fail the rise and trend checks; a root above the other levels fails 'hardest'."""
+    """Flat, untrained curves fail the rise and the training-trend checks; a root above the other levels fails
+    'hardest'; the raw trends are reported, never a verdict."""
     flat = np.full((3, 3, 4), 0.5)  # (E, S, depth)
     sweep = np.full((2, 2, 3, 3, 4), 0.5)
     checks, _ = hltm_learning_checks({"infonce": flat}, sweep, (0.7, 0.9), (2, 10), rise_min=0.02,
-                                     trend_tol=0.02, trend_min=0.02, hardest_tol=0.02)
-    failed = {c.name for c in checks if not c.passed}
-    assert {"root_rise_min_over_seeds", "corr_vs_polarity_total_gain", "corr_vs_hid_total_gain"} <= failed
+                                     trend_tol=0.02, trend_min=0.02, hardest_tol=0.0)
+    failed = {c.name for c in checks if c.passed is False}
+    assert {"root_rise_min_over_seeds", "training_gain_vs_polarity", "training_gain_vs_hid"} <= failed
+    assert all(c.passed is None for c in checks if c.kind == "reported")
     high_root = flat.copy()
     high_root[..., 0] = 0.9
-    checks, _ = hltm_learning_checks({"infonce": high_root}, sweep, (0.7, 0.9), (2, 10), rise_min=0.02,
-                                     trend_tol=0.02, trend_min=0.02, hardest_tol=0.02)
-    assert {"root_lowest_initial", "root_final_gap_to_hardest"} <= {c.name for c in checks if not c.passed}
+    checks, _ = hltm_learning_checks({"infonce": high_root}, sweep, (0.7, 0.9), (2, 10), rise_min=0.02)
+    assert {"root_lowest_initial", "root_final_gap_to_hardest"} <= {c.name for c in checks if c.passed is False}
+    # No allowance by default: a root 0.001 above the lowest other level after training fails.
+    near = np.stack([np.tile([0.3, 0.5, 0.6, 0.7], (3, 1)), np.tile([0.801, 0.8, 0.85, 0.9], (3, 1))])
+    checks = {c.name: c for c in hltm_learning_checks({"infonce": near}, sweep, (0.7, 0.9), (2, 10),
+                                                      rise_min=0.02)[0]}
+    assert checks["root_final_gap_to_hardest"].passed is False and checks["root_lowest_initial"].passed is True
+    assert checks["root_final_gap_to_hardest"].threshold == 0.0
+
+
+def test_trends_present_at_initialisation_are_not_credited_to_training():
+    """Issue 14 item 3: a sweep whose trend with polarity and hid is all in the initial network (training adds the
+    same everywhere) has strong raw final trends, which are only reported, and fails the gated training trends;
+    training that adds more at larger polarity and hid passes them, seed noise included."""
+    rows = np.array([[0.5, 0.6, 0.7], [0.6, 0.7, 0.8]])  # (n_hid, n_low) initial correlation
+    main = {"infonce": np.stack([np.full((3, 4), 0.5), np.full((3, 4), 0.6)])}
+    lows, hids = (0.7, 0.8, 0.9), (2, 10)
+    inherited = {c.name: c for c in hltm_learning_checks(main, _sweep(rows, np.full((2, 3), 0.05), noise=0.002),
+                                                          lows, hids, rise_min=0.02)[0]}
+    assert inherited["corr_vs_polarity_total_gain"].value == pytest.approx(0.2, abs=0.01)
+    assert inherited["corr_vs_hid_total_gain"].value == pytest.approx(0.1, abs=0.01)
+    assert inherited["corr_vs_polarity_total_gain"].passed is None
+    assert inherited["corr_vs_hid_total_gain"].passed is None
+    assert inherited["training_gain_vs_polarity"].passed is False
+    assert inherited["training_gain_vs_hid"].passed is False
+    learned = np.array([[0.02, 0.05, 0.08], [0.06, 0.09, 0.12]])  # grows with polarity and with hid
+    trained = {c.name: c for c in hltm_learning_checks(main, _sweep(rows, learned, noise=0.002), lows, hids,
+                                                        rise_min=0.02)[0]}
+    assert trained["training_gain_vs_polarity"].passed is True and trained["training_gain_vs_hid"].passed is True
+    assert trained["training_gain_vs_polarity"].kind == trained["training_gain_vs_hid"].kind == "theory"
+    # The same mean gain with seed noise as large as the effect: the lower confidence bound does not clear 0.
+    noisy = {c.name: c for c in hltm_learning_checks(main, _sweep(rows, learned, noise=0.2, seed=1), lows, hids,
+                                                      rise_min=0.02)[0]}
+    assert noisy["training_gain_vs_polarity"].passed is False
+    # One seed: no spread to estimate, the statistic is nan and the gated check fails rather than pass unseen.
+    one = {c.name: c for c in hltm_learning_checks(main, _sweep(rows, learned, seeds=1), lows, hids,
+                                                    rise_min=0.02)[0]}
+    assert np.isnan(one["training_gain_vs_hid"].value) and one["training_gain_vs_hid"].passed is False
 
 
 def test_tree_net_against_a_per_node_loop(rng):

@@ -3,10 +3,15 @@
 Command:   make fig-hltm      (or `stepwise run hltm --out DIR`; `--smoke` for the seconds-long variant)
 Runtime:   156 s wall / 82 s CPU measured on a 2-core CPU shared with other jobs (results.json `wall_time_s`),
            compilation included; the smoke variant about a third of that.
-Verdict:   all 21 checks pass: the root correlation rises above its initialisation in every seed (both losses),
-           the final correlation grows with the polarity range and with `hid`, the root is the lowest level at
-           initialisation and ends within `hardest_tol` of the lowest other level (measured: 0.017 below it), the
-           covariance-operator identities hold to ~1e-15 and the sampler matches the exact SB-HLTM.
+Verdict:   theory 7/9 (FAILED); 9 consistency (all pass); 5 reported. Pass: the root correlation rises above its
+           initialisation in every seed (both losses; min rise 0.116), the root is the lowest level at
+           initialisation and after training (0.017 below the next level; no allowance), the covariance-operator
+           identities (Theorems 1 and 2, the loss-weight formula) hold to ~1e-15 and the consistency checks (the
+           sampler against the exact SB-HLTM, PSD / rank / variance / two-point algebra of OP) pass. Fail: what
+           training adds (final minus initial correlation) does not grow with the polarity range (seed-mean
+           paired differences -0.020, -0.053, -0.022 per hid) nor reliably with `hid` (+0.023, +0.007, -0.010 per
+           polarity range); the raw final-correlation trends (reported) are already present at initialisation
+           (polarity: +0.17 at init, +0.11 after training; hid: +0.16 at init, +0.15 after).
 
 Values the paper does not state, or states differently in the code (note sections 3.1 and 5), are fields here and
 go to results.json: the tree (depth 5, binary, as the README run), the polarity ranges and `hid` values of the
@@ -39,12 +44,15 @@ class HLTMConfig:
       steps, batch_size, lr, tau: plain SGD steps, triples per step, learning rate, InfoNCE temperature.
       eval_every, n_eval: steps between evaluations; fresh samples of the fixed evaluation set of each run.
       bias: biases in the network (the reference code has them; the covariance theory does not).
-      rise_min: the root correlation must gain at least this in every seed (3 standard errors of a correlation
-        near 0.85 estimated on n_eval = 4096 samples, ~0.004 each, with margin).
-      trend_tol: an adjacent step of a sweep may fall by at most this (seed-mean noise at 3 seeds, ~0.01-0.02).
-      trend_min: the whole sweep (first to last value) must gain at least this.
-      hardest_tol: after training the root may exceed the lowest other level by at most this (the seed noise of
-        the near-tie between the root and the levels below it; at initialisation it must be strictly lowest).
+      rise_min: the root correlation must gain at least this in every seed: ~3 standard errors of the difference
+        of two sample correlations at the [R] root levels 0.7-0.85 on n_eval = 4096 samples ((1 - r^2)/sqrt(n)
+        = 0.004-0.008 each).
+      trend_tol, trend_min: reference values shown with the reported raw trends (adjacent step may fall by at
+        most trend_tol; the whole sweep gains at least trend_min); not gates. The gated trends are what training
+        adds (final minus initial), tested by a one-sided 95% lower confidence bound over the paired seeds.
+      hardest_tol: allowance of "the root ends lowest" (root minus the lowest other level after training must be
+        <= this); 0 = the paper's criterion, the default. A positive value is a user's choice (stated in the
+        check's reason), not a theory tolerance.
       cov_widths: hidden and output widths of the bias-free ReLU MLP (on the leaves) for the covariance checks.
       cov_views: augmentations per root value in the exact finite population of the covariance checks (drawn
         from the seed-0 tree with the lowest polarity range: the residue check needs augmentation spread).
@@ -71,7 +79,7 @@ class HLTMConfig:
     rise_min: float = 0.02
     trend_tol: float = 0.02
     trend_min: float = 0.02
-    hardest_tol: float = 0.02
+    hardest_tol: float = 0.0
     cov_widths: tuple[int, ...] = (16, 8)
     cov_views: int = 24
     cov_tau: float = 0.2

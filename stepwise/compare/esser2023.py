@@ -114,7 +114,7 @@ def naive_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dict[str,
     growth, _ = decay_rate(t[late], 1.0 / sv[late, 0], lo=0.0, hi=np.inf)
     checks = [
         check(
-            "naive_collapse_rate_rel_error", abs(measured / predicted - 1), RATE_TOL,
+            "naive_collapse_rate_rel_error", abs(measured / predicted - 1), RATE_TOL, kind="theory",
             reason="[D] (note 2.1, checklist 2) under dW/dt = 2CW, sigma_2/sigma_1 = Theta(exp(-2 (lambda_1 - "
             "lambda_2) t)): collapse to a rank-one 'trivial scalar representation' ([V-abs] claim, exact form [D]). "
             f"GD with step lr has rate log((1+2 lr l1)/(1+2 lr l2))/lr, an O(lr) = {abs(discrete_rate(lam[0], lam[1], lr) / predicted - 1):.2%} "
@@ -124,20 +124,22 @@ def naive_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dict[str,
             predicted=predicted, measured=measured,
         ),
         check(
-            "naive_final_sv_ratio", ratio[-1], 1e-6,
-            reason="[D] the representation collapses to rank one: after ~14 e-foldings of the predicted rate the "
-            "second singular value is < 1e-6 of the first (the abstract's 'trivial scalar representations' [V-abs])",
+            "naive_final_sv_ratio", ratio[-1], 1e-6, kind="theory",
+            reason="[D] the representation collapses to rank one (the abstract's 'trivial scalar representations' "
+            f"[V-abs]): sigma_2/sigma_1 falls by e^-1 per e-folding of the predicted rate, and the run lasts "
+            f"{predicted * float(t[-1]):.0f} of them (from O(1) at the start); 1e-6 is ~14 e-foldings, so half the "
+            "run is left for the transient and the O(lr) bias",
             description="sigma_2 / sigma_1 of W at the end of unconstrained GD",
         ),
         check(
-            "naive_top_direction_cosine", data["top_cos"][-1], 0.999, op=">=",
+            "naive_top_direction_cosine", data["top_cos"][-1], 0.999, op=">=", kind="theory",
             reason="[D] checklist 2: every column of W aligns with u_1, so the top left singular vector -> u_1",
             description="|cos| between the top left singular vector of W(T) and the top eigenvector u_1 of C",
         ),
     ]
     if lam[0] > 0:
         checks.append(check(
-            "naive_norm_growth_rate_rel_error", abs(growth / growth_pred - 1), RATE_TOL,
+            "naive_norm_growth_rate_rel_error", abs(growth / growth_pred - 1), RATE_TOL, kind="theory",
             reason="[D] checklist 2: for lambda_1 > 0 the norm diverges like exp(2 lambda_1 t) (O(lr) GD bias "
             f"{abs(math.log1p(2 * lr * lam[0]) / lr / growth_pred - 1):.2%})",
             description="|fitted growth rate of sigma_1(W) after the collapse window starts / 2 lambda_1 - 1|",
@@ -174,34 +176,36 @@ def constrained_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dic
     hs = [int(v) for v in data["hs"]]
     checks = [
         check(
-            "flow_projector_max_error", np.max(data["flow_error"]), ODE_TOL,
+            "flow_projector_max_error", np.max(data["flow_error"]), ODE_TOL, kind="theory",
             reason="[D] note 2.2: the exact solution of dW/dt = 2 (I - WW^T) CW on the Grassmannian is P(t) = "
             "Y (Y^T Y)^{-1} Y^T, Y = exp(2tC) W0, for every h ('width independent' read as [R?]: the same recipe "
-            "for each h, time constants from the spectrum of C only). Dopri8 at rtol 1e-12 reaches ~1e-11; the "
-            "issue's bound is 1e-6",
+            "for each h, time constants from the spectrum of C only). 1e-6 is the note's bound (checklist 4); the "
+            "adaptive Dopri8 solve at rtol 1e-12 is far more accurate than that, so the gate sees the closed form",
             description=f"max over h in {hs} and t of ||W W^T (adaptive ODE, float64) - P_closed(t)||_F",
             measured=np.max(data["flow_error"], axis=1),
         ),
         check(
-            "flow_orthonormality_max", np.max(data["flow_ortho"]), 1e-8,
-            reason="[D] checklist 3: the constrained flow keeps W^T W = I (the note's RK4 bound 1e-8)",
+            "flow_orthonormality_max", np.max(data["flow_ortho"]), 1e-8, kind="consistency",
+            reason="[D] by construction: the field (I - WW^T) CW is horizontal (W^T dW/dt = 0 on W^T W = I), so the "
+            "flow keeps W^T W = I; this tests the ODE integration (checklist 3, the note's RK4 bound 1e-8)",
             description="max over h and t of max|W^T W - I| along the ODE solution",
         ),
         check(
-            "rgd_orthonormality_max", np.max(data["rgd_ortho"]), 1e-12,
-            reason="[D] checklist 3: Riemannian GD with a QR retraction is orthonormal to round-off at every step "
-            "(each retraction re-orthonormalises, so errors do not accumulate)",
+            "rgd_orthonormality_max", np.max(data["rgd_ortho"]), 1e-12, kind="consistency",
+            reason="[D] by construction (checklist 3): a QR retraction returns an orthonormal basis at every step, "
+            "so Riemannian GD is orthonormal to float64 round-off (errors do not accumulate: each step "
+            "re-orthonormalises); tests the retraction code",
             description="max over steps of max|W^T W - I| for Riemannian GD (QR retraction)",
         ),
         check(
-            "rgd_qr_polar_projector_max", np.max(data["qr_polar"]), 1e-10,
-            reason="[D] both retractions return a basis of span(W - lr xi) and xi = (I - WW^T) grad is rotation-"
-            "equivariant, so QR and polar give the same subspaces (the retraction the paper uses is unknown, "
-            "note pitfall 8); compare projectors, never raw W (pitfall 2)",
+            "rgd_qr_polar_projector_max", np.max(data["qr_polar"]), 1e-10, kind="consistency",
+            reason="[D] by construction: both retractions return a basis of span(W - lr xi) and xi = (I - WW^T) "
+            "grad is rotation-equivariant, so QR and polar give the same subspaces; tests the retraction code (the "
+            "retraction the paper uses is unknown, note pitfall 8); compare projectors, never raw W (pitfall 2)",
             description="max over steps of ||P_qr - P_polar||_F",
         ),
         check(
-            "rgd_first_order_error", abs(order - 1), 0.2,
+            "rgd_first_order_error", abs(order - 1), 0.2, kind="theory",
             reason="[D] checklist 4: GD with step lr approximates the flow at t = lr x steps with an O(lr) error; "
             "the fitted order of the projector error must be 1 (+-0.2, as diffrax's test_ode_order allows)",
             description="|log-log slope of max_t ||P_GD - P_closed||_F against lr - 1| over lr in "
@@ -209,7 +213,7 @@ def constrained_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dic
             predicted=1.0, measured=order,
         ),
         check(
-            "principal_angle_rate_rel_error", abs(measured / predicted - 1), RATE_TOL,
+            "principal_angle_rate_rel_error", abs(measured / predicted - 1), RATE_TOL, kind="theory",
             reason="[D] note 2.2: if W0^T U_h is non-singular the principal angles to the top-h eigenspace decay "
             "like exp(-2 (lambda_h - lambda_{h+1}) t); GD's linearised contraction 1 - 2 lr gap adds an O(lr) "
             f"bias of {abs(discrete_rate(lam[h - 1] - lam[h], 0.0, lr) / predicted - 1):.2%}; the issue's bound is 5%",
@@ -218,9 +222,10 @@ def constrained_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dic
             predicted=predicted, measured=measured,
         ),
         check(
-            "final_loss_error", abs(float(data["final_loss"]) - limit), 1e-6,
+            "final_loss_error", abs(float(data["final_loss"]) - limit), 1e-6, kind="theory",
             reason="[D] checklist 5 (Ky Fan): the constrained minimum is -sum_{k<=h} lambda_k, reached from a "
-            "generic start",
+            "generic start; 1e-6 is the note's bound (the run lasts constrained_efolds e-foldings of the angle "
+            "rate, and the loss gap is quadratic in the principal sines)",
             description=f"|L(W_T) - (-sum of the top {h} eigenvalues of C)| after Riemannian GD",
             predicted=limit, measured=float(data["final_loss"]),
         ),
@@ -258,54 +263,74 @@ def width_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dict[str,
     span = f"m in {[int(w) for w in widths]}"
     checks = [
         check(
-            "ssl_param_change_slope", slopes["ssl_param"], -0.1, op=">=",
+            "ssl_param_change_slope", slopes["ssl_param"], -0.1, op=">=", kind="theory",
             reason="[V-abs] SSL deviates from the NTK approximation; [R?] the note's operationalisation (checklist "
             "7): with W^T W = I the subspace travels an O(1) Grassmann distance however wide the net, so the "
-            "relative change of the constrained layer does not decrease with m (slope > -0.1)",
+            "relative change of the constrained layer does not decrease with m; the note's criterion is a log-log "
+            "slope > -0.1 ('no decrease')",
             description=f"log-log slope of ||W_T - W_0|| / ||W_0|| (constrained output layer, SSL) over {span}, "
             "mean over seeds",
             measured=mean["ssl_param"],
         ),
         check(
-            "sup_param_change_slope", slopes["sup_param"], -0.3,
-            reason="NTK theory (Jacot et al. 2018; note 2.3): in NTK parametrisation the parameters move O(m^-1/2) "
-            "relative (slope -1/2); <= -0.3 leaves room for the small widths, where training is not lazy yet",
+            "ssl_ntk_change_slope", slopes["ssl_ntk"], -0.1, op=">=", kind="theory",
+            reason="[V-abs] the infinite-width SSL model deviates significantly from the NTK approximation; [R?] the "
+            "note's criterion (checklist 7): the NTK change of constrained SSL does not decrease with m, log-log "
+            "slope > -0.1. Expected to fail at CPU widths: the initial empirical kernel differs from its "
+            "infinite-width limit by O(m^-1/2), and any training moves it by that much on top of the "
+            "width-independent change (our model, reported as ssl_ntk_change_infinite_width_fraction), so the "
+            "slope over m <= 4096 is negative even if the limit moves; the criterion would need widths where that "
+            "fluctuation is small against the width-independent part. Kept as the note states it, not replaced",
+            description=f"log-log slope of ||K_T - K_0||_F / ||K_0||_F (empirical NTK, all parameters, constrained "
+            f"SSL) over {span}, mean over seeds",
+            measured=mean["ssl_ntk"],
+        ),
+        check(
+            "sup_param_change_slope", slopes["sup_param"], -0.3, kind="theory",
+            reason="NTK theory (Jacot et al. 2018; note 2.3 and checklist 7): in NTK parametrisation the parameters "
+            "move O(m^-1/2) relative (slope -1/2); the gate is -1/2 with the +-0.2 tolerance of a fitted order "
+            "(as rgd_first_order_error), one-sided because a faster decay is lazier still",
             description=f"log-log slope of ||a_T - a_0|| / ||a_0|| (output layer, supervised MSE) over {span}",
             predicted=-0.5, measured=mean["sup_param"],
         ),
         check(
-            "sup_ntk_change_slope", slopes["sup_ntk"], -0.3,
+            "sup_ntk_change_slope", slopes["sup_ntk"], -0.3, kind="theory",
             reason="NTK theory: the tangent kernel of supervised training stays at its initial value as m -> inf "
-            "(lazy regime); with only the output layer trained the change is O(|delta a|^2 + <a, delta a>/m), "
-            "slope about -1 (our derivation)",
+            "(lazy regime); the note's checklist 7 expects ~m^-1/2, and with only the output layer trained the "
+            "change is O(|delta a|^2 + <a, delta a>/m), slope about -1 (our derivation); the gate is the note's "
+            "-1/2 with the +-0.2 tolerance of a fitted order, one-sided (-1 is lazier still)",
             description=f"log-log slope of ||K_T - K_0||_F / ||K_0||_F (empirical NTK, all parameters) over {span}",
             measured=mean["sup_ntk"],
         ),
         check(
-            "ssl_ntk_change_infinite_width_fraction", fraction, 0.5, op=">=",
-            reason="[V-abs] the infinite-width SSL model deviates significantly from the NTK approximation; [R?] "
-            "our test of 'does not vanish as m -> inf': fit change^2 = alpha^2 + beta^2/m (the initial kernel's "
-            "O(m^-1/2) fluctuation adds in quadrature, which also makes the raw log-log slope negative at small m); "
-            "at least half of the squared change at the largest width must be width-independent",
+            "ssl_ntk_change_infinite_width_fraction", fraction, 0.5, op=">=", kind="reported",
+            reason="not gated: our own model of the finite-width fluctuation ([R?], not from the paper or the note): "
+            "fit change^2 = alpha^2 + beta^2/m (the initial kernel's O(m^-1/2) fluctuation adds in quadrature) and "
+            "report the width-independent share alpha^2 at the largest width; no theory fixes what share counts "
+            "as 'does not vanish' (the reference 0.5 is a choice), so it explains ssl_ntk_change_slope rather than "
+            "replacing it",
             description=f"alpha^2 / (NTK change at m = {int(widths[-1])})^2 for constrained SSL (alpha^2 = "
             f"{alpha2:.3g}, beta^2 = {beta2:.3g}); supervised for comparison: {sup_fraction:.3g}",
             measured=mean["ssl_ntk"],
         ),
         check(
-            "ssl_vs_sup_ntk_change_ratio", ratio, 3.0, op=">=",
-            reason="[V-abs] / [R?]: same network, initialisation, data and widths; at the largest width the SSL "
-            "kernel must move several times more than the supervised one (which goes to 0 like 1/m)",
-            description=f"NTK change of SSL / of supervised training at m = {int(widths[-1])}",
+            "ssl_vs_sup_ntk_change_ratio", ratio, 1.0, op=">", kind="baseline",
+            reason="[V-abs] / [R?]: the null model is the same network (initialisation, data, width) trained "
+            "supervised, the NTK regime; under the null the SSL kernel moves as much as that one, ratio 1 (the "
+            "null's exact value). The abstract quantifies no ratio, so the gate is the null's value, not a "
+            "multiple of it",
+            description=f"NTK change of SSL / of supervised training at m = {int(widths[-1])} (seed means)",
+            predicted=1.0, measured={"ssl": mean["ssl_ntk"][-1], "supervised": mean["sup_ntk"][-1]},
         ),
         check(
-            "network_vs_grassmann_model_max", np.max(data["net_vs_model"]), 1e-8,
-            reason="[D] with its hidden layer frozen, the constrained SSL network is the linear Grassmann model of "
-            "its own C = C_phi / m (features phi, whose spectrum converges as m grows), so Riemannian GD on the "
-            "network (autodiff through the features, step lr on a in NTK parametrisation) and on -tr(W^T C W) give "
-            "the same subspaces to round-off; with the closed-form checks above this is the abstract's 'exact, "
-            "network width independent dynamics' [V-abs] in our reading [R?]. The closed form itself differs from "
-            "GD by O(lr) (summary: net_projector_error_max, at lr (lambda_1 - lambda_min) = "
-            f"{float(data['net_lr_scale']):g})",
+            "network_vs_grassmann_model_max", np.max(data["net_vs_model"]), 1e-8, kind="consistency",
+            reason="[D] by construction: with its hidden layer frozen, the constrained SSL network is the linear "
+            "Grassmann model of its own C = C_phi / m (features phi, whose spectrum converges as m grows), so "
+            "Riemannian GD on the network (autodiff through the features, step lr on a in NTK parametrisation) and "
+            "on -tr(W^T C W) give the same subspaces to round-off; tests the width study's code. With the "
+            "closed-form checks above this is the abstract's 'exact, network width independent dynamics' [V-abs] in "
+            "our reading [R?]. The closed form itself differs from GD by O(lr) (summary: net_projector_error_max, "
+            f"at lr (lambda_1 - lambda_min) = {float(data['net_lr_scale']):g})",
             description="max over widths, seeds and recorded times of ||P_network(t) - P_model(t)||_F",
         ),
     ]

@@ -10,6 +10,7 @@ statement comes from, with the note's labels: [M] the paper as remembered (wordi
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -132,7 +133,7 @@ def covariance_checks(
     rank_excess = max(r - b for r, b in zip(per_layer["rank"], per_layer["rank_bound"]))
     checks = [
         check(
-            "op_identity_rel_error", max(per_layer["identity"]), IDENTITY_TOL,
+            "op_identity_rel_error", max(per_layer["identity"]), IDENTITY_TOL, kind="theory",
             reason="[D] E[-grad L_simp] = 2 OP vec(W) exactly (a.e.) for a bias-free ReLU net without output "
             "normalisation on an iid-with-replacement population: the augmentation variances cancel. The paper "
             "([M], Theorem 1) states vec(dW) = OP vec(W), the factor 2 (from r = 1/2||.||^2, both branches "
@@ -142,7 +143,7 @@ def covariance_checks(
             measured=per_layer["identity"],
         ),
         check(
-            "weighted_identity_rel_error", max(per_layer["weighted"]), IDENTITY_TOL,
+            "weighted_identity_rel_error", max(per_layer["weighted"]), IDENTITY_TOL, kind="theory",
             reason="[D] with detached symmetric weights alpha(z,z') (exact-cov loss, [V-code] nt_xent.py with "
             "exact_cov_unaug_sim: sigmoid(-r/tau) of the un-augmented views) the weighted identity "
             "E[-grad] = 2 OP^alpha vec(W) has no residue; the weighted form itself is the paper's Theorem 2 [M]",
@@ -151,7 +152,7 @@ def covariance_checks(
             measured=per_layer["weighted"],
         ),
         check(
-            "aug_weight_residue", min(per_layer["residue"]), RESIDUE_MIN, op=">=",
+            "aug_weight_residue", min(per_layer["residue"]), RESIDUE_MIN, op=">=", kind="theory",
             reason="[D] when beta depends on the augmented views (here the H = 1 InfoNCE weight "
             "sigmoid((r+ - r-)/tau)) the augmentation variances no longer cancel: Theorem 2's residue [M]. It must "
             "be visibly non-zero (>= 1e4 x the exact tolerance) against OP^alpha_bar, alpha_bar = E[beta | z, z']",
@@ -160,29 +161,32 @@ def covariance_checks(
             measured=per_layer["residue"],
         ),
         check(
-            "op_min_eigenvalue_rel", min(per_layer["min_eig_rel"]), -RANK_RTOL, op=">=",
-            reason="[D] OP = V_z[Kbar] is a covariance, hence PSD (stated in the paper [M]); float64 round-off "
-            "gives eigenvalues ~ -1e-16 x the largest",
+            "op_min_eigenvalue_rel", min(per_layer["min_eig_rel"]), -RANK_RTOL, op=">=", kind="consistency",
+            reason="[D] by construction: OP = V_z[Kbar] is computed as a covariance (a p-weighted sum of outer "
+            "products), hence PSD (the paper states it [M]); tests the code. float64 round-off gives eigenvalues "
+            "~ -1e-16 x the largest",
             description="min over layers of lambda_min(OP_l) / lambda_max(OP_l)",
             measured=per_layer["min_eig_rel"],
         ),
         check(
-            "op_rank_excess", rank_excess, 0,
-            reason="[D] Z centred mean connections with n_L columns each span <= (Z - 1) n_L directions; for a "
-            "binary root (Z = 2, SB-HLTM) rank(OP) <= n_L (note 2.5 / checklist 4)",
+            "op_rank_excess", rank_excess, 0, kind="consistency",
+            reason="[D] by construction: Z centred mean connections with n_L columns each span <= (Z - 1) n_L "
+            "directions; for a binary root (Z = 2, SB-HLTM) rank(OP) <= n_L (note 2.5 / checklist 4); tests the code",
             description=f"max over layers of numerical rank(OP_l) (eigenvalues > {RANK_RTOL:g} x max) minus "
             "min(P, (Z - 1) n_L)",
             predicted=per_layer["rank_bound"], measured=per_layer["rank"],
         ),
         check(
             "variance_decomposition_rel_error", max(per_layer["variance_decomposition"]), 1e-8,
-            reason="[D] law of total variance, exact on a finite population: V[K] - E_z V_aug[K|z] = OP; OP keeps "
-            "the between-instance part only. Relative to ||OP|| (smaller than ||V[K]||), hence 1e-8",
+            kind="consistency",
+            reason="[D] by construction (law of total variance, exact on a finite population): V[K] - E_z "
+            "V_aug[K|z] = OP, three implementations of one identity; OP keeps the between-instance part only. "
+            "Relative to ||OP|| (smaller than ||V[K]||), hence 1e-8 rather than round-off",
             description="max over layers of ||V[K] - E_z V_aug[K|z] - OP|| / ||OP||",
             measured=per_layer["variance_decomposition"],
         ),
         check(
-            "loss_weight_formula_rel_error", max(per_layer["weight_formula"]), 1e-10,
+            "loss_weight_formula_rel_error", max(per_layer["weight_formula"]), 1e-10, kind="theory",
             reason="[D] note 1.2: grad L = sum_k beta_k grad(r+ - r-_k) with beta = sigmoid((r+ - r- + r0)/tau) "
             "(soft triplet) and the softmax weight (InfoNCE); both sides by autodiff, equal to round-off",
             description="max over layers and over {soft triplet (r0 = 0.1), InfoNCE (H = 1)} of the relative "
@@ -193,7 +197,9 @@ def covariance_checks(
     if z == 2:
         checks.append(check(
             "binary_root_outer_product_rel_error", max(per_layer["binary_outer_product"]), 1e-10,
-            reason="[D] note 2.5: for a binary instance OP = p0 p1 dK dK^T with dK = Kbar(1) - Kbar(0)",
+            kind="consistency",
+            reason="[D] by construction (algebra of a two-point covariance, note 2.5): for a binary instance OP = "
+            "p0 p1 dK dK^T with dK = Kbar(1) - Kbar(0); tests the code; float64 round-off",
             description="max over layers of ||OP - p0 p1 dK dK^T|| / ||OP||",
             measured=per_layer["binary_outer_product"],
         ))
@@ -251,34 +257,39 @@ def hltm_sampler_checks(
     z_m = float(scipy.stats.norm.isf(0.0027 / (2 * err_agree.size)))
     checks = [
         check(
-            "hltm_corr_root_max_error", float(err_corr.max()), 3.0 / sqrt_n,
-            reason="[D] polarities multiply along a path: corr(z_mu, z0) = prod of rho on the path root -> mu; "
-            "the sample correlation's standard error is <= 1/sqrt(N), the issue's bound is 3/sqrt(N)",
+            "hltm_corr_root_max_error", float(err_corr.max()), 3.0 / sqrt_n, kind="consistency",
+            reason="[D] tests our sampler against the exact model: polarities multiply along a path, corr(z_mu, z0) "
+            "= prod of rho on the path root -> mu; the sample correlation's standard error is <= 1/sqrt(N), the "
+            "issue's bound is 3/sqrt(N)",
             description=f"max over all {err_corr.size} nodes below the root of |corr(z_mu, z0) - rho_0mu| "
             f"(N = {n})",
         ),
         check(
-            "hltm_edge_agreement_max_error", float(err_agree.max()), 0.5 * z_m / sqrt_n,
-            reason="[D] definition of the SB-HLTM (note 2.5 [M + V-code]): P(z_nu = z_mu) = (1 + rho)/2 on every "
+            "hltm_edge_agreement_max_error", float(err_agree.max()), 0.5 * z_m / sqrt_n, kind="consistency",
+            reason="[D] tests our sampler against the definition of the SB-HLTM (note 2.5 [M + V-code]): "
+            "P(z_nu = z_mu) = (1 + rho)/2 on every "
             f"edge; a frequency's standard error is <= 1/(2 sqrt(N)); bound z = {z_m:.2f} of them (family-wise "
             f"3 sigma over the {err_agree.size} edges)",
             description=f"max over all {err_agree.size} edges of |P(z_child = z_parent) - (1 + rho)/2|",
         ),
         check(
-            "hltm_positive_corr_max_error", float(err_pos.max()), z_m / sqrt_n,
-            reason="[D] the augmentation resamples every latent below the root: two samples of z_mu given the "
+            "hltm_positive_corr_max_error", float(err_pos.max()), z_m / sqrt_n, kind="consistency",
+            reason="[D] tests our sampler: the augmentation resamples every latent below the root: two samples of "
+            "z_mu given the "
             "same root are conditionally independent, so corr(z_mu, z_mu+) = rho_0mu^2; standard error <= "
             f"1/sqrt(N), bound z = {z_m:.2f} of them (family-wise 3 sigma over the nodes)",
             description="max over nodes below the root of |corr(z_mu, z_mu of the positive) - rho_0mu^2|",
         ),
         check(
-            "hltm_root_balance_error", abs(float(root.mean()) - 0.5), 1.5 / sqrt_n,
-            reason="[V-code] the root is uniform on {0, 1}; 3 standard errors of a frequency",
+            "hltm_root_balance_error", abs(float(root.mean()) - 0.5), 1.5 / sqrt_n, kind="consistency",
+            reason="[V-code] tests our sampler: the root is uniform on {0, 1}; 3 standard errors of a frequency",
             description="|mean(z0) - 1/2|",
         ),
         check(
             "hltm_negative_root_agreement_error", abs(float(np.mean(root_neg == root)) - 0.5), 1.5 / sqrt_n,
-            reason="[V-code] negatives have an independent root, so half of them share the anchor's root",
+            kind="consistency",
+            reason="[V-code] tests our sampler: negatives have an independent root, so half of them share the "
+            "anchor's root; 3 standard errors of a frequency",
             description="|P(root of the negative = root of the anchor) - 1/2|",
         ),
     ]
@@ -342,6 +353,17 @@ def _trend(values: np.ndarray) -> tuple[float, float]:
     return float(np.min(np.diff(values, axis=-1))), float(np.min(values[..., -1] - values[..., 0]))
 
 
+def _lower_bound(diff: np.ndarray, confidence: float) -> np.ndarray:
+    """One-sided lower confidence bound of the seed mean of paired differences ``diff`` (..., S), Student t.
+
+    nan with fewer than 2 seeds (no spread to estimate)."""
+    n = diff.shape[-1]
+    if n < 2:
+        return np.full(diff.shape[:-1], np.nan)
+    se = np.std(diff, axis=-1, ddof=1) / np.sqrt(n)
+    return np.mean(diff, axis=-1) - float(scipy.stats.t.ppf(confidence, n - 1)) * se
+
+
 @float64
 def hltm_learning_checks(
     main: Mapping[str, np.ndarray],
@@ -350,84 +372,137 @@ def hltm_learning_checks(
     hids: Sequence[int],
     *,
     rise_min: float,
-    trend_tol: float,
-    trend_min: float,
-    hardest_tol: float,
+    trend_tol: float = 0.02,
+    trend_min: float = 0.02,
+    hardest_tol: float = 0.0,
     reference: tuple[Sequence[float], Sequence[float]] | None = None,
+    confidence: float = 0.95,
 ) -> tuple[list[Check], dict[str, Any]]:
     """Checks of the HLTM learning claims (note checklist 7) on recorded per-level correlations.
+
+    A trend claimed for training is gated on what training adds (final minus initial correlation of the same run):
+    at initialisation the final-correlation trends with polarity and hid are already present (random features of
+    nearly deterministic latents are correlated with them), so the raw trends are ``reported`` only.
 
     Args:
       main: per loss name, (E, S, depth) best |corr| per level (root first) over E evaluations of S seeds at the
         main setting (evaluation 0 = initialisation).
-      sweep: (n_hid, n_low, E, S, depth) the same for the sweep loss over ``hids`` x ``polarity_lows``.
+      sweep: (n_hid, n_low, E, S, depth) the same for the sweep loss over ``hids`` x ``polarity_lows``; the seeds
+        are paired across the sweep (a seed's tree is shared by every polarity range and hid).
       polarity_lows, hids: the sweep values (increasing).
-      rise_min, trend_tol, trend_min, hardest_tol: thresholds (see :class:`experiments.hltm.HLTMConfig`).
-      reference: optional [R] (init, final) per-level means at the main setting for the sweep loss.
+      rise_min: the root's rise above initialisation every seed must exceed (evaluation noise; see
+        :class:`experiments.hltm.HLTMConfig`).
+      trend_tol, trend_min: reference values shown with the reported raw trends (not gates).
+      hardest_tol: allowance of the "root is hardest after training" check; 0 (the default) is the paper's
+        criterion.
+      reference: optional [R] (init, final) per-level means at the main setting for the sweep loss (reported).
+      confidence: one-sided confidence of the seed-statistic trend checks (lower bound of the paired seed mean).
 
     Returns:
       ``(checks, summary)``.
     """
     rise = {loss: c[-1, :, 0] - c[0, :, 0] for loss, c in main.items()}
+    n_seeds = sweep.shape[3]
     final_mean = sweep[:, :, -1].mean(axis=2)  # (n_hid, n_low, depth), seed mean
     overall = final_mean.mean(axis=-1)  # mean over levels: (n_hid, n_low)
+    overall_init = sweep[:, :, 0].mean(axis=(2, 3))
     pol_step, pol_gain = _trend(overall)  # along the polarity axis, for every hid
     hid_step, hid_gain = _trend(overall.T)  # along the hid axis, for every polarity
+    init_pol_step, init_pol_gain = _trend(overall_init)
+    init_hid_step, init_hid_gain = _trend(overall_init.T)
+    # What training adds, per run, mean over levels: (n_hid, n_low, S); paired differences across the sweep.
+    gain = (sweep[:, :, -1] - sweep[:, :, 0]).mean(axis=-1)
+    gain_pol = gain[:, -1] - gain[:, 0]  # (n_hid, S): largest minus smallest polarity range, per hid and seed
+    gain_hid = gain[-1] - gain[0]  # (n_low, S): largest minus smallest hid, per polarity range and seed
+    lb_pol, lb_hid = _lower_bound(gain_pol, confidence), _lower_bound(gain_hid, confidence)
+    t_q = float(scipy.stats.t.ppf(confidence, n_seeds - 1)) if n_seeds > 1 else math.nan
     init = {loss: c[0].mean(axis=0) for loss, c in main.items()}
     final = {loss: c[-1].mean(axis=0) for loss, c in main.items()}
     root_gap = lambda v: float(v[0] - np.min(v[1:])) if v.size > 1 else np.nan
     losses = ", ".join(main)
+    lows_s, hids_s = [float(v) for v in polarity_lows], [int(v) for v in hids]
+    stat = (f"one-sided {confidence:.0%} lower confidence bound of the seed mean of the paired difference "
+            f"(Student t, {n_seeds - 1} dof, t = {t_q:.3g}; needs >= 2 seeds)")
+    raw = ("not gated: the raw trend of the final correlation is already present at initialisation (random "
+           "features of nearly deterministic latents are correlated with them), so it cannot fail because of "
+           "learning; the training_gain_* checks gate what training adds. Reference: the former gate")
     checks = [
         check(
             "root_rise_min_over_seeds", min(float(np.min(r)) for r in rise.values()), rise_min, op=">=",
+            kind="theory",
             reason="[V-abs] contrastive learning 'amplifies initial random selectivities' and [M] the hidden units "
-            "learn the latents: the root's best |corr| must rise above its initialisation in every seed; the margin "
-            "is 3 standard errors of a correlation near 0.85 on the evaluation set",
+            "learn the latents: the root's best |corr| must rise above its initialisation in every seed (note "
+            "checklist 7 and 5.3). rise_min is evaluation noise: a sample correlation near the [R] root levels "
+            "0.7-0.85 has standard error (1 - r^2)/sqrt(n_eval), 0.004-0.008 at n_eval = 4096, so the difference "
+            "of the initial and final estimates must exceed ~3 standard errors",
             description=f"min over seeds and losses ({losses}) of final - initial best |corr| of the root at the "
             "main setting",
             measured={k: v for k, v in rise.items()},
         ),
         check(
-            "corr_vs_polarity_min_step", pol_step, -trend_tol, op=">=",
-            reason="[M] the correlation is higher for larger polarity (signals attenuate as products of "
-            "polarities, [D]); adjacent sweep points may differ by seed-mean noise only",
-            description="min over hid and adjacent polarity ranges of the change in final best |corr| (mean "
-            "over levels and seeds)",
-            measured=overall,
+            "training_gain_vs_polarity", float(np.min(lb_pol)), 0.0, op=">", kind="theory",
+            reason="[M] the correlation is higher for larger polarity; as a claim about learning ([D] the "
+            "covariance operator's signal dK scales with the products of polarities, so larger polarity should "
+            "be learned more) training must add more at the largest polarity range than at the smallest: gated "
+            f"on final minus initial of the same run, {stat}, > 0 for every hid. Correlations are capped at 1: a "
+            "run that starts near the cap has less room to gain, so this can fail from the ceiling",
+            description=f"min over hid {hids_s} of the lower bound of mean_seeds[(final - initial)(lo = "
+            f"{lows_s[-1]:g}) - (final - initial)(lo = {lows_s[0]:g})], correlations averaged over levels",
+            measured={"paired_difference_per_hid_seed": gain_pol, "lower_bound_per_hid": lb_pol,
+                      "seed_mean_per_hid": gain_pol.mean(axis=-1)},
         ),
         check(
-            "corr_vs_polarity_total_gain", pol_gain, trend_min, op=">=",
-            reason="[M] same claim; the whole polarity sweep must show a gain beyond noise for every hid",
-            description="min over hid of final best |corr| (mean over levels and seeds) at the largest minus at "
-            "the smallest polarity range",
-        ),
-        check(
-            "corr_vs_hid_min_step", hid_step, -trend_tol, op=">=",
+            "training_gain_vs_hid", float(np.min(lb_hid)), 0.0, op=">", kind="theory",
             reason="[M] over-parameterisation helps: more units per node, more chance of a lucky unit with good "
-            "initial selectivity; adjacent sweep points may differ by noise only",
+            "initial selectivity for training to amplify; gated on what training adds (final minus initial of "
+            f"the same seed and tree): {stat}, > 0 for every polarity range. More units also raise the initial "
+            "best |corr| (a max over more units), which is why the raw trend is not gated",
+            description=f"min over polarity ranges {lows_s} of the lower bound of mean_seeds[(final - initial)"
+            f"(hid = {hids_s[-1]}) - (final - initial)(hid = {hids_s[0]})], correlations averaged over levels",
+            measured={"paired_difference_per_low_seed": gain_hid, "lower_bound_per_low": lb_hid,
+                      "seed_mean_per_low": gain_hid.mean(axis=-1)},
+        ),
+        check(
+            "corr_vs_polarity_min_step", pol_step, -trend_tol, op=">=", kind="reported",
+            reason=f"{raw} (adjacent steps may fall by at most trend_tol)",
+            description="min over hid and adjacent polarity ranges of the change in final best |corr| (mean "
+            f"over levels and seeds); at initialisation: {init_pol_step:.3g}",
+            measured={"final": overall, "initial": overall_init},
+        ),
+        check(
+            "corr_vs_polarity_total_gain", pol_gain, trend_min, op=">=", kind="reported",
+            reason=f"{raw} (the whole sweep gains at least trend_min)",
+            description="min over hid of final best |corr| (mean over levels and seeds) at the largest minus at "
+            f"the smallest polarity range; at initialisation: {init_pol_gain:.3g}",
+        ),
+        check(
+            "corr_vs_hid_min_step", hid_step, -trend_tol, op=">=", kind="reported",
+            reason=f"{raw} (adjacent steps may fall by at most trend_tol)",
             description="min over polarity ranges and adjacent hid values of the change in final best |corr| "
-            "(mean over levels and seeds)",
+            f"(mean over levels and seeds); at initialisation: {init_hid_step:.3g}",
         ),
         check(
-            "corr_vs_hid_total_gain", hid_gain, trend_min, op=">=",
-            reason="[M] same claim; the whole hid sweep must show a gain beyond noise for every polarity range",
+            "corr_vs_hid_total_gain", hid_gain, trend_min, op=">=", kind="reported",
+            reason=f"{raw} (the whole sweep gains at least trend_min)",
             description="min over polarity ranges of final best |corr| (mean over levels and seeds) at the largest "
-            "minus at the smallest hid",
+            f"minus at the smallest hid; at initialisation: {init_hid_gain:.3g}",
         ),
         check(
-            "root_lowest_initial", max(root_gap(v) for v in init.values()), 0.0,
+            "root_lowest_initial", max(root_gap(v) for v in init.values()), 0.0, kind="theory",
             reason="[M] latents near the root are harder: their signal is attenuated by products of polarities "
-            "([D]: corr(z_mu, z0) = rho_0mu), and lower levels start high already at initialisation",
+            "([D]: corr(z_mu, z0) = rho_0mu), and lower levels start high already at initialisation (note "
+            "checklist 7); no allowance",
             description="seed-mean initial best |corr| of the root minus the lowest other level (main setting)",
             measured=init,
         ),
         check(
-            "root_final_gap_to_hardest", max(root_gap(v) for v in final.values()), hardest_tol,
-            reason="[M] 'the top-most latent is the hardest' and [R] (root lowest at the end by ~0.01, e.g. "
-            "[.88, .89, .91, .92, .95]). After training the root and the levels just below it end within ~0.02 of "
-            "each other and their order changes between sets of seeds (measured: 8-seed means with the root 0.006 "
-            "and 0.013 below, and 0.01 above, the next level), so the root may not be easier than the hardest "
-            "other level by more than that seed noise",
+            "root_final_gap_to_hardest", max(root_gap(v) for v in final.values()), hardest_tol, kind="theory",
+            reason="[M] 'the top-most latent is the hardest' (note checklist 7: the root level has the lowest "
+            "correlation among levels), the paper's criterion "
+            + ("without allowance: the root must not end above the lowest other level. After training the root "
+               "and the levels just below it end close together ([R] root lower by ~0.01), so this seed mean can "
+               "fail when the order of a near-tie flips" if hardest_tol == 0 else
+               f"with an allowance of {hardest_tol:g} set in the config (not from the theory)"),
             description=f"max over losses ({losses}) of seed-mean final best |corr| of the root minus the lowest "
             "other level (main setting; <= 0: the root is the lowest)",
             measured=final,
@@ -439,10 +514,11 @@ def hltm_learning_checks(
         diff = max(float(np.max(np.abs(init[sweep_loss] - ref_init))),
                    float(np.max(np.abs(final[sweep_loss] - ref_final))))
         checks.append(check(
-            "reference_R_max_abs_diff", diff, 0.1,
-            reason="note checklist 7: accept within about 0.1 of the [R] means (our re-run of the official code, "
-            "not the paper; single-seed spread up to 0.2). Our loss differs from the code's (see "
-            "reference_differences), and the trees of a seed differ (another random generator)",
+            "reference_R_max_abs_diff", diff, 0.1, kind="reported",
+            reason="not gated: [R] is our own re-run of the official code, not the paper (whose numbers could not "
+            "be retrieved), and our procedure departs from it on purpose (loss, evaluation; see "
+            "reference_differences) with other trees per seed, so agreement is context, not a test of the "
+            "theory; reference: the note's 'within about 0.1' (checklist 7, single-seed spread up to 0.2)",
             description=f"max over levels of |ours - [R]| for the {sweep_loss} seed-mean initial and final best "
             "|corr| at the main setting",
             predicted={"init": ref_init, "final": ref_final},
@@ -459,5 +535,13 @@ def hltm_learning_checks(
         "sweep_final_root_per_seed": {f"lo={lo},hid={h}": sweep[i, j, -1, :, 0] for i, h in enumerate(hids)
                                       for j, lo in enumerate(polarity_lows)},
         "sweep_overall_final": overall,
+        "sweep_overall_initial": overall_init,
+        "sweep_overall_gain": gain.mean(axis=-1),
+        "sweep_gain_per_seed": {f"lo={lo},hid={h}": gain[i, j] for i, h in enumerate(hids)
+                                for j, lo in enumerate(polarity_lows)},
+        "raw_trends": {"final": {"polarity_total": pol_gain, "polarity_min_step": pol_step, "hid_total": hid_gain,
+                                 "hid_min_step": hid_step},
+                       "initial": {"polarity_total": init_pol_gain, "polarity_min_step": init_pol_step,
+                                   "hid_total": init_hid_gain, "hid_min_step": init_hid_step}},
     }
     return checks, summary
