@@ -88,7 +88,7 @@ CASES = [
     Case([*DEEP, "--seed=-1"], "seed", "-1", "accepted: the same run as seed 2**32 - 1"),
     Case([*NCD, "--setup.n-eval", "1"], "n_eval", "1", "accepted, failed in the probe"),
     Case([*NCD, "--setup.noise-std", "nan"], "noise_std", "nan", "accepted, trains on nan"),
-    Case([*NCD, "--min-gain", "nan"], "min_gain", "nan", "accepted (nan fails every comparison)"),
+    Case([*NCD, "--max-asymmetry", "nan"], "max_asymmetry", "nan", "accepted (nan fails every comparison)"),
     Case(["run", "directpred", "--smoke", "--setup.momentum", "-1"], "momentum", "-1", "refused inside the run"),
     Case(["run", "directpred", "--smoke", "--eps-sweep", "inf"], "eps_sweep", "inf", "accepted"),
     Case(["run", "kernel_bt", "--smoke", "--max-steps", "0"], "max_steps", "0",

@@ -11,7 +11,9 @@ from experiments.directpred.run import DATA
 from stepwise import cli, io
 from stepwise.compare import tian2021
 
-CHECKS = ["directpred_modes_min", "directpred_modes_vs_linear", "directpred_vs_linear", "directpred_learns"]
+CHECKS = ["directpred_modes_min", "directpred_modes_vs_linear", "directpred_vs_linear", "directpred_learns",
+          "twolayer_vs_linear", "directpred_eps_best"]
+KINDS = ["theory", "theory", "theory", "baseline", "reported", "reported"]
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +27,8 @@ def test_smoke_run_files_and_real_values(smoke_run):
     out, res = smoke_run
     assert json.loads((out / "results.json").read_text()) == res
     assert [c["name"] for c in res["checks"]] == CHECKS and all(c["reason"] for c in res["checks"])
+    assert [c["kind"] for c in res["checks"]] == KINDS
+    assert all((c["passed"] is None) == (c["kind"] == "reported") for c in res["checks"])
     assert res["figures"] == ["directpred.png"] and (out / "directpred.png").stat().st_size > 20_000
     d = io.load_npz(out / DATA)
     cfg = DirectPredConfig.smoke()
@@ -38,9 +42,14 @@ def test_smoke_run_files_and_real_values(smoke_run):
     assert d["sweep_final"][0, 0] == d["probe_directpred"][0, -1]
     v = {c["name"]: c for c in res["checks"]}
     final = {m: d[f"probe_{m}"][:, -1] for m in ("directpred", "linear")}
-    # the same saved float64 numbers and the same formula (default rtol 1e-7 is slack)
-    np.testing.assert_allclose(v["directpred_vs_linear"]["value"], final["directpred"].mean() - final["linear"].mean())
+    # the same saved float64 numbers and the same formula (default rtol 1e-7 is slack): the paired seed statistic
+    diff = final["directpred"] - final["linear"]
+    np.testing.assert_allclose(v["directpred_vs_linear"]["value"],
+                               diff.mean() - 2 * diff.std(ddof=1) / np.sqrt(cfg.seeds), atol=1e-12)
+    assert v["directpred_vs_linear"]["threshold"] == 0 and v["directpred_vs_linear"]["op"] == ">"
     assert v["directpred_modes_min"]["passed"] and v["directpred_modes_min"]["value"] >= 2
+    # the sweep's best eps, reported against Table 6's 0.1
+    assert v["directpred_eps_best"]["value"] in (0.1, 0.5) and v["directpred_eps_best"]["threshold"] == 0.1
     mean, std = res["summary"]["probe_final_mean_std"]["directpred"]
     assert mean == pytest.approx(final["directpred"].mean()) and std == pytest.approx(final["directpred"].std(ddof=1))
 
@@ -51,9 +60,22 @@ def test_checks_fail_when_directpred_is_worse():
         {"directpred": np.array([0.70, 0.72]), "linear": np.array([0.80, 0.82])}, np.array([0.78, 0.78]), n,
         min_modes=7)}
     assert not any(c.passed for c in checks.values()), [c.explain() for c in checks.values()]
-    ok = tian2021.directpred_checks({"directpred": np.array([0.81, 0.8]), "linear": np.array([0.8, 0.8])},
+    # beats by 3.5 points with a paired SE of 0.5: mean - 2 SE = 2.5 points
+    ok = tian2021.directpred_checks({"directpred": np.array([0.83, 0.84]), "linear": np.array([0.8, 0.8])},
                                     np.array([0.7, 0.7]), {"directpred": [8, 9], "linear": [8, 8]}, min_modes=7)
-    assert all(c.passed for c in ok)
+    assert all(c.passed for c in ok) and len(ok) == 4  # no mlp, no sweep: nothing reported
+    assert {c.name: c.value for c in ok}["directpred_vs_linear"] == pytest.approx(0.025)
+    # A mean gain inside 2 standard errors of the seeds is not "beats".
+    noisy = {c.name: c for c in tian2021.directpred_checks(
+        {"directpred": np.array([0.85, 0.80, 0.81]), "linear": np.array([0.80, 0.81, 0.80])}, np.array([0.7] * 3),
+        {"directpred": [8] * 3, "linear": [8] * 3})}
+    assert not noisy["directpred_vs_linear"].passed and noisy["directpred_learns"].passed
+    # The reported ones: the two-layer predictor and the eps sweep's best eps, passed None.
+    rep = {c.name: c for c in tian2021.directpred_checks(
+        {"directpred": np.array([0.8, 0.8]), "linear": np.array([0.8, 0.8]), "mlp": np.array([0.7, 0.72])},
+        np.array([0.7, 0.7]), {"directpred": [8, 8], "linear": [8, 8]}, sweep={0.0: [0.8], 0.1: [0.85], 0.5: [0.7]})}
+    assert rep["directpred_eps_best"].value == 0.1 and rep["directpred_eps_best"].passed is None
+    assert rep["twolayer_vs_linear"].value == pytest.approx(-0.09) and rep["twolayer_vs_linear"].kind == "reported"
 
 
 def test_paper_config_is_the_papers_setting():
@@ -74,6 +96,10 @@ def test_config_validation():
 
 
 @pytest.mark.slow
-def test_cpu_default_passes_every_check(tmp_path):
+def test_cpu_default_checks(tmp_path):
+    """The CPU default: DirectPred does not collapse and beats the untrained network; whether it beats the trained
+    linear predictor by 2 standard errors of the seeds (the paper's claim) is a result at this scale, not asserted."""
     res = run(DirectPredConfig(), tmp_path)
-    assert res["passed"], [c for c in res["checks"] if not c["passed"]]
+    v = {c["name"]: c for c in res["checks"]}
+    assert v["directpred_modes_min"]["passed"] and v["directpred_learns"]["passed"]
+    assert res["passed"] == all(c["passed"] for c in res["checks"] if c["kind"] != "reported")

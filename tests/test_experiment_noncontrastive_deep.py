@@ -11,8 +11,13 @@ from experiments.noncontrastive_deep.run import DATA
 from stepwise import cli, io
 from stepwise.compare import tian2021
 
-CHECKS = ["b1_alignment_cos_min", "b1_aligned_modes_min", "b1_alignment_gain", "b2_asymmetry_ratio",
-          "b2_min_eigenvalue_ratio", "b3_spectrum_split_decades", "b3_null_modes_shrink_decades"]
+CHECKS = ["b1_alignment_cos_min", "b1_aligned_modes_min", "b1_alignment_vs_random", "b2_asymmetry_end",
+          "b2_min_eigenvalue_vs_random", "b2_asymmetry_ratio", "b3_spectrum_split_decades",
+          "b3_null_modes_shrink_decades", "b3_loglog_slope"]
+KINDS = {"b1_alignment_cos_min": "theory", "b1_aligned_modes_min": "theory", "b1_alignment_vs_random": "baseline",
+         "b2_asymmetry_end": "theory", "b2_min_eigenvalue_vs_random": "baseline", "b2_asymmetry_ratio": "reported",
+         "b3_spectrum_split_decades": "reported", "b3_null_modes_shrink_decades": "reported",
+         "b3_loglog_slope": "reported"}
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +31,13 @@ def test_smoke_run_files_and_contract(smoke_run):
     out, res = smoke_run
     assert json.loads((out / "results.json").read_text()) == res
     assert [c["name"] for c in res["checks"]] == CHECKS
+    assert {c["name"]: c["kind"] for c in res["checks"]} == KINDS
     for c in res["checks"]:
-        assert c["reason"] and {"value", "threshold", "passed", "op"} <= set(c)
+        assert c["reason"] and {"value", "threshold", "passed", "op", "kind"} <= set(c)
+        if c["kind"] == "reported":
+            assert c["passed"] is None
+        else:
+            assert isinstance(c["passed"], bool)
     assert res["figures"] == ["noncontrastive_deep.png"] and (out / "noncontrastive_deep.png").stat().st_size > 20_000
     assert res["config"]["setup"]["projector"] == [16, 8] and res["versions"]["jax"] and res["wall_time_s"] > 0
     data = io.load_npz(out / DATA)
@@ -36,21 +46,24 @@ def test_smoke_run_files_and_contract(smoke_run):
 
 
 def test_smoke_check_values_are_real(smoke_run):
-    """Even 300 steps of the tiny MLP show the paper's trends: W_p's cosines with F's eigenvectors rise from ~0,
-    its asymmetry falls several-fold and its negative eigenvalues vanish."""
+    """Even 300 steps of the tiny MLP show the paper's trends: W_p's cosines with F's eigenvectors rise from ~0 far
+    above a random predictor's, its asymmetry falls and its negative eigenvalues shrink far beyond a random W_p's."""
     out, res = smoke_run
     v = {c["name"]: c for c in res["checks"]}
-    assert v["b1_alignment_gain"]["passed"] and v["b1_alignment_gain"]["value"] > 0.5
-    assert v["b2_asymmetry_ratio"]["passed"] and v["b2_asymmetry_ratio"]["value"] < 0.25
-    assert v["b2_min_eigenvalue_ratio"]["passed"]
-    assert v["b1_aligned_modes_min"]["value"] >= 2
+    assert v["b1_alignment_vs_random"]["passed"] and v["b1_alignment_vs_random"]["value"] > 0.5
+    # the null: mean cosine of random W_p over the non-null modes, ~0 +- 1/sqrt(d n_modes)
+    assert 0 < v["b1_alignment_vs_random"]["threshold"] < 0.5
+    assert v["b2_min_eigenvalue_vs_random"]["passed"] and v["b2_min_eigenvalue_vs_random"]["threshold"] < -0.3
+    assert v["b1_aligned_modes_min"]["passed"] and v["b1_aligned_modes_min"]["value"] >= 2
+    assert v["b2_asymmetry_end"]["threshold"] == 0.1  # the note's criterion, whatever the smoke run measures
+    assert 0 < v["b2_asymmetry_ratio"]["value"] < 1  # reported: the asymmetry falls from its random start
+    assert v["b3_loglog_slope"]["threshold"] == 0.5 and v["b3_loglog_slope"]["passed"] is None
     # The verdicts are recomputed from the saved data by the same function.
     d = io.load_npz(out / DATA)
-    again = tian2021.deep_checks([tian2021.alignment_trajectory(d["corr"][0], d["wp"][0])], min_modes=2)
+    again = tian2021.deep_checks([tian2021.alignment_trajectory(d["corr"][0], d["wp"][0])])
     for c in again:  # the same function on the saved float64 arrays: identical up to JSON's exact float repr
-        np.testing.assert_allclose(c.value, v[c.name]["value"], rtol=1e-9)
+        np.testing.assert_allclose(c.value, float(v[c.name]["value"]), rtol=1e-9)  # JSON keeps nan as "nan"
         assert c.passed == v[c.name]["passed"]
-    assert res["summary"]["b3_loglog_slope"]["gated"] is False
 
 
 def _trajectory(rng, aligned: bool, t=5, d=6):
@@ -70,14 +83,35 @@ def _trajectory(rng, aligned: bool, t=5, d=6):
 
 def test_checks_pass_on_an_aligned_case_and_fail_on_a_random_one(rng):
     good = {c.name: c for c in tian2021.deep_checks([_trajectory(rng, True)])}
-    assert all(c.passed for c in good.values()), [c.explain() for c in good.values() if not c.passed]
+    gated = [c for c in good.values() if c.kind != "reported"]
+    assert all(c.passed for c in gated), [c.explain() for c in gated if not c.passed]
+    assert all(c.passed is None for c in good.values() if c.kind == "reported")
+    # aligned W_p = U diag(sqrt(s) + 0.05) U^T: the log-log slope over the held modes is below 0.5 (the offset)
+    assert 0 < good["b3_loglog_slope"].value < 0.5
     # the held modes' eigenvectors (gaps >= 0.1 x ||F||) are exact to ~d eps / 0.1 = 1e-14, so cos = 1 - O(1e-28)
     # plus round-off ~d eps
     np.testing.assert_allclose(good["b1_alignment_cos_min"].value, 1.0, rtol=1e-12)
     assert good["b1_aligned_modes_min"].value == 4
     bad = {c.name: c for c in tian2021.deep_checks([_trajectory(rng, False)])}
-    for name in ("b1_alignment_cos_min", "b1_alignment_gain", "b2_asymmetry_ratio", "b2_min_eigenvalue_ratio"):
+    for name in ("b1_alignment_cos_min", "b1_alignment_vs_random", "b2_asymmetry_end", "b2_min_eigenvalue_vs_random"):
         assert not bad[name].passed, bad[name].explain()
+
+
+def test_random_predictor_null():
+    """The null's statistics match their known distributions: for i.i.d. Gaussian W_p, cos_j = w_jj / ||w_j|| has
+    mean 0 and variance ~1/d, the asymmetry ||W - W^T|| / ||W|| concentrates at sqrt(2 (d - 1) / d), and the
+    symmetric part's spectrum is symmetric about 0 (a semicircle), so lambda_min / max|lambda| is near -1."""
+    d, k, n = 16, 4, 4000
+    null = tian2021.random_predictor_null(d, k, draws=n)
+    # mean over k cosines of variance ~1/d each: std sqrt(1/(d k)); the mean of n draws is within 4 / sqrt(n) of it
+    assert abs(null["mean_cos"].mean()) < 4 * np.sqrt(1 / (d * k * n))
+    assert null["mean_cos"].std() == pytest.approx(np.sqrt(1 / (d * k)), rel=0.1)
+    assert null["asymmetry"].mean() == pytest.approx(np.sqrt(2 * (d - 1) / d), rel=0.02)
+    assert -1 <= null["min_eig_ratio"].min() and null["min_eig_ratio"].mean() < -0.6
+    again = tian2021.random_predictor_null(d, k, draws=n)  # fixed seed: the same null for every call
+    np.testing.assert_array_equal(again["mean_cos"], null["mean_cos"])
+    with pytest.raises(ValueError, match="n_modes"):
+        tian2021.random_predictor_null(d, 0)
 
 
 def test_alignment_statistics_match_numpy(rng):
@@ -114,12 +148,17 @@ def test_config_validation():
                    dict(projector=(8, 1)), dict(batch_size=2000), dict(lr=2.0, beta=1.0)):
         with pytest.raises(ValueError, match="invalid network setup"):
             NetSetup(**kwargs)
-    for kwargs in (dict(seeds=0), dict(min_cos=1.5), dict(min_modes=99)):
+    for kwargs in (dict(seeds=0), dict(min_cos=1.5), dict(min_modes=99), dict(max_asymmetry=0.0)):
         with pytest.raises(ValueError, match="invalid noncontrastive_deep config"):
             NoncontrastiveDeepConfig(**kwargs)
 
 
 @pytest.mark.slow
-def test_cpu_default_passes_every_check(tmp_path):
+def test_cpu_default_checks(tmp_path):
+    """The CPU default: every gated check passes except, possibly, the note's B2 end value (asymmetry < 0.1), which
+    a few thousand SGD steps need not reach (its reason says so); it is asserted to be a real measurement."""
     res = run(NoncontrastiveDeepConfig(), tmp_path)
-    assert res["passed"], [c for c in res["checks"] if not c["passed"]]
+    gated = [c for c in res["checks"] if c["kind"] != "reported"]
+    assert all(c["passed"] for c in gated if c["name"] != "b2_asymmetry_end"), [c for c in gated if not c["passed"]]
+    asym = next(c for c in gated if c["name"] == "b2_asymmetry_end")
+    assert 0 < asym["value"] < 1 and res["passed"] == asym["passed"]

@@ -366,6 +366,8 @@ CASES = {
          {"directpred": [3, 3], "linear": [2, 3]}), {"min_modes": 2}),
     "stepwise.compare.tian2021.loglog_slope": lambda d: ((d.alignment.s[-1], np.abs(d.alignment.p[-1])), {}),
     "stepwise.compare.tian2021.mean_spread": lambda d: ((d.sweep[0, 0, -1],), {}),
+    "stepwise.compare.tian2021.random_predictor_null": lambda d: ((3, 2), {"draws": 20}),
+    "stepwise.compare.tian2021.seed_margin": lambda d: ((d.sweep[0, 0, -1, 0] - 0.5,), {}),
     "stepwise.compare.tian2021.spectrum_split": lambda d: ((d.alignment.s,), {}),
 }
 

@@ -12,9 +12,14 @@ Runtime:   CPU default (BYOL, MLP on digits, 1000 steps; DirectPred, a trained l
            is short for BYOL: the checks at this scale test the machinery more than the paper's claim.
            The paper-length setting is :meth:`DirectPredConfig.paper` (estimate in its docstring: about 2-3 hours on
            one H100 for the whole comparison).
-Verdict:   DirectPred keeps its representation from collapsing and its linear-probe accuracy is not more than 2 points
-           below the trained linear predictor's (the paper: it is 0.7-3 points above) nor below the untrained
-           network's.
+Verdict:   FAILED at the CPU default (theory 3/3, baseline 0/1; 2 reported), on the baseline: DirectPred's final
+           probe accuracy (0.892 / 0.908 / 0.928) beats the same seed's untrained network (0.876 / 0.892 / 0.848) by
+           3.7 points on average, but with a paired standard error of 2.1 points (mean - 2 SE = -0.5 points < 0).
+           Theory: DirectPred does not collapse (>= 2 non-null modes of F; 15 / 12 / 16), keeps more modes than
+           the trained linear predictor (+3.7 on average), and beats it (the paper's B5 claim: paired difference
+           +1.3 points, SE 0.35, mean - 2 SE = +0.6 points > 0). Reported: two-layer minus linear predictor (-3.5
+           points; the paper's +4.3 is on a ResNet-18 with BatchNorm) and the eps sweep's best eps (0 here, 0.1 in
+           Table 6; 2 seeds per eps, 0.5 worst as in the paper).
 
 DirectPred (``formula="code"``, the reference code's): p_j = max(sqrt(s_j / s_max) + eps, 1e-4), F_hat with momentum
 rho, W_p set every ``freq`` steps; see :mod:`stepwise.training.noncontrastive` for the paper's formula.
@@ -46,9 +51,8 @@ class DirectPredConfig:
       eps_sweep: DirectPred's eps values of the sweep (Table 6: 0, 0.01, 0.1, 0.5), each with ``sweep_seeds`` runs
         (the run at ``eps`` is shared with the method comparison).
       sweep_seeds: runs per eps of the sweep.
-      margin: accuracy margin of the comparisons (fraction; ours).
       min_modes: fewest non-null modes of F (s_j > 1e-3 s_max) for DirectPred's representation to count as not
-        collapsed.
+        collapsed (2: a collapsed network's uncentred F has rank 1).
     """
 
     setup: NetSetup = dataclasses.replace(NetSetup(), steps=1000, track_every=200)
@@ -59,8 +63,7 @@ class DirectPredConfig:
     formula: Literal["code", "paper"] = "code"
     eps_sweep: tuple[float, ...] = (0.0, 0.01, 0.1, 0.5)
     sweep_seeds: int = 2
-    margin: float = 0.02
-    min_modes: int = 4
+    min_modes: int = 2
 
     def __post_init__(self):
         errors = config_value_errors(self)
@@ -76,8 +79,6 @@ class DirectPredConfig:
             errors.append(f"freq must be >= 1 (got {self.freq})")
         if self.formula not in ("code", "paper"):
             errors.append(f"formula must be 'code' or 'paper' (got {self.formula!r})")
-        if not 0 <= self.margin < 1:
-            errors.append(f"margin must be in [0, 1) (got {self.margin})")
         if not 1 <= self.min_modes <= self.setup.d:
             errors.append(f"min_modes must be in [1, d = {self.setup.d}] (got {self.min_modes})")
         if errors:
@@ -92,7 +93,7 @@ class DirectPredConfig:
     def smoke(cls) -> "DirectPredConfig":
         """Seconds-long run for the tests: tiny MLP, 2 seeds, a 2-point sweep."""
         return cls(setup=dataclasses.replace(NetSetup().tiny(), steps=200, track_every=100), seeds=2,
-                   eps_sweep=(0.5,), sweep_seeds=1, min_modes=2)
+                   eps_sweep=(0.5,), sweep_seeds=1)
 
     @classmethod
     def gpu(cls, *, dataset: str | None = None, data_dir: str | None = None) -> "DirectPredConfig":
@@ -107,7 +108,7 @@ class DirectPredConfig:
         )
         setup = recipe.on_gpu(dataset=dataset, data_dir=data_dir, steps=GPU_STEPS, projector=(512, 128))
         setup = dataclasses.replace(setup, n_eval=500, track_every=max(setup.steps // 8, 1))
-        return cls(setup=setup, seeds=1, eps_sweep=(0.5,), sweep_seeds=1, min_modes=32)
+        return cls(setup=setup, seeds=1, eps_sweep=(0.5,), sweep_seeds=1)
 
     @classmethod
     def paper(cls, dataset: Literal["cifar10", "stl10"] = "cifar10", data_dir: str | None = None) -> "DirectPredConfig":
@@ -141,4 +142,4 @@ class DirectPredConfig:
             lr=0.03, momentum=0.9, weight_decay=4e-4, batch_size=128, track_every=1000, beta=0.004 / 0.03,
             alpha_p=1.0, pred_hidden=512, **data,
         )
-        return cls(setup=setup, seeds=5, min_modes=32)
+        return cls(setup=setup, seeds=5)

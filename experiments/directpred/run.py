@@ -92,7 +92,8 @@ def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False,
     final = {m: a[:, -1] for m, a in acc.items()}
     initial = acc["linear"][:, 0]  # the untrained network (the predictor does not enter the features)
     n_modes = {m: [_non_null(s) for s in v] for m, v in spectra.items()}
-    checks = tian2021.directpred_checks(final, initial, n_modes, min_modes=cfg.min_modes, margin=cfg.margin)
+    checks = tian2021.directpred_checks(final, initial, n_modes, min_modes=cfg.min_modes,
+                                        sweep={e: sweep[e] for e in cfg.sweep})
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep_eps = np.array(cfg.sweep)
     io.save_npz_atomic(
