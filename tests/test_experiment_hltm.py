@@ -11,7 +11,7 @@ import pytest
 from experiments.hltm import HLTMConfig
 from stepwise import cli, io
 from stepwise.compare.checks import all_passed
-from stepwise.compare.tian2020 import best_unit_correlation, hltm_learning_checks
+from stepwise.compare.tian2020 import best_unit_correlation, hltm_learning_checks, linear_alignment_checks
 from stepwise.data import hltm as H
 from stepwise.models.tree import init_tree_net, tree_net
 from stepwise.training.hltm import contrastive_loss, train_runs
@@ -26,16 +26,17 @@ SAMPLER = {"hltm_corr_root_max_error", "hltm_edge_agreement_max_error", "hltm_po
 KINDS = {
     "theory": {"root_rise_min_over_seeds", "training_gain_vs_polarity", "training_gain_vs_hid", "root_lowest_initial",
                "root_final_gap_to_hardest", "op_identity_rel_error", "weighted_identity_rel_error",
-               "aug_weight_residue", "loss_weight_formula_rel_error"},
+               "aug_weight_residue", "loss_weight_formula_rel_error", "linear_alignment_final_sin2_max"},
     "consistency": {"op_min_eigenvalue_rel", "op_rank_excess", "variance_decomposition_rel_error",
                     "binary_root_outer_product_rel_error", "hltm_corr_root_max_error", "hltm_edge_agreement_max_error",
                     "hltm_positive_corr_max_error", "hltm_root_balance_error", "hltm_negative_root_agreement_error"},
     "reported": {"corr_vs_polarity_min_step", "corr_vs_polarity_total_gain", "corr_vs_hid_min_step",
-                 "corr_vs_hid_total_gain"},
+                 "corr_vs_hid_total_gain", "linear_alignment_rate_rel_error", "linear_alignment_min_cos"},
 }
 # Trends of what training adds: gated on the seeds' paired differences, and at smoke (and default) scale they do not
 # hold (training adds less where the network starts nearer the cap of 1); their verdict is asserted from the value.
 TRAINING_TRENDS = {"training_gain_vs_polarity", "training_gain_vs_hid"}
+LINEAR = {"linear_alignment_final_sin2_max", "linear_alignment_rate_rel_error", "linear_alignment_min_cos"}
 COVARIANCE = {"op_identity_rel_error", "weighted_identity_rel_error", "aug_weight_residue", "op_min_eigenvalue_rel",
               "op_rank_excess", "variance_decomposition_rel_error", "loss_weight_formula_rel_error",
               "binary_root_outer_product_rel_error"}
@@ -51,7 +52,7 @@ def smoke_run(tmp_path_factory):
 def test_smoke_checks_verdicts_with_real_values(smoke_run):
     _, res = smoke_run
     checks = {c["name"]: c for c in res["checks"]}
-    assert set(checks) == LEARNING | SAMPLER | COVARIANCE  # depth 3: no [R] reference comparison
+    assert set(checks) == LEARNING | SAMPLER | COVARIANCE | LINEAR  # depth 3: no [R] reference comparison
     assert {name: c["kind"] for name, c in checks.items()} == {n: k for k, names in KINDS.items() for n in names}
     for c in checks.values():
         if c["kind"] == "reported":  # shown, not gated: no verdict, and a reason that says why
@@ -167,6 +168,31 @@ def test_trends_present_at_initialisation_are_not_credited_to_training():
     one = {c.name: c for c in hltm_learning_checks(main, _sweep(rows, learned, seeds=1), lows, hids,
                                                     rise_min=0.02)[0]}
     assert np.isnan(one["training_gain_vs_hid"].value) and one["training_gain_vs_hid"].passed is False
+
+
+def test_linear_alignment_on_the_smoke_run_and_against_a_wrong_direction(smoke_run):
+    """Checklist 8: the rows of a linear f = Wx trained on the leaves end within the predicted SGD noise floor of
+    rho; the same trajectory measured against another direction (rho with its entries permuted) fails."""
+    _, res = smoke_run
+    checks = {c["name"]: c for c in res["checks"]}
+    lin = res["summary"]["linear_alignment"]
+    assert checks["linear_alignment_final_sin2_max"]["passed"] is True
+    assert min(lin["initial_cos"]) < 0.7 < 0.99 < min(lin["final_cos"])  # from random rows to aligned ones
+    # the threshold is the theory's: noise-free remainder + chi^2 quantile x predicted floor, nothing measured
+    assert checks["linear_alignment_final_sin2_max"]["threshold"] == pytest.approx(
+        lin["transient_sin2"] + lin["chi2_factor"] * lin["floor_sin2"])
+    rng = np.random.default_rng(0)
+    rho = np.array([0.9, -0.8, 0.7, 0.6, -0.5, 0.4, 0.3, 0.2])
+    rho_hat = rho / np.linalg.norm(rho)
+    rows = np.stack([rho_hat + 0.003 * rng.normal(size=8) for _ in range(3)])  # sin^2 ~ 7e-5, floor ~ 1e-4
+    traj = np.concatenate([rng.normal(size=(1, 3, 8)), np.repeat(rows[None], 2000, axis=0)])  # 2000 steps
+    traj /= np.linalg.norm(traj, axis=-1, keepdims=True)
+    d = rng.integers(0, 2, size=(2, 500, 8)) - rng.integers(0, 2, size=(2, 500, 8))
+    good = {c.name: c for c in linear_alignment_checks(traj, rho, d[0], d[1], lr=0.01, batch_size=128)[0]}
+    bad = {c.name: c for c in linear_alignment_checks(traj, rho[::-1], d[0], d[1], lr=0.01, batch_size=128)[0]}
+    assert good["linear_alignment_final_sin2_max"].passed is True
+    assert bad["linear_alignment_final_sin2_max"].passed is False
+    assert good["linear_alignment_min_cos"].passed is None
 
 
 def test_tree_net_against_a_per_node_loop(rng):

@@ -358,6 +358,10 @@ CASES = {
     "stepwise.compare.tian2020.hltm_sampler_checks": lambda d: (
         (d.edge_polarities, d.path_polarities, 2, d.hltm_views), {}),
     "stepwise.compare.tian2020.level_correlations": lambda d: ((d.pre, d.latents), {}),
+    "stepwise.compare.tian2020.linear_alignment_checks": lambda d: (
+        (np.stack([np.linalg.qr(np.random.default_rng(t).normal(size=(4, 3)))[0].T for t in range(6)]),
+         np.array([0.9, 0.5, 0.7, 0.3]), d.hltm_views.latents[2][:100] - d.hltm_views.latents_pos[2][:100],
+         d.hltm_views.latents[2][:100] - d.hltm_views.latents_neg[2][:100]), {"lr": 0.05, "batch_size": 16}),
     # ---- stepwise.compare.tian2021
     "stepwise.compare.tian2021.alignment_trajectory": lambda d: ((d.corr, d.wp), {}),
     "stepwise.compare.tian2021.deep_checks": lambda d: (([d.alignment, d.alignment],), {"min_modes": 2}),

@@ -5,7 +5,8 @@ iteration) with the sweep loss (InfoNCE); the main setting is also trained with 
 its own tree (a seed's tree is shared by all polarity ranges, |rho| rescaled), initialisation, training stream and
 fixed evaluation set; the best |corr| between each latent node's units and its latent is recorded per level.
 Beside the learning checks, the run checks the SB-HLTM sampler against the exact model and the covariance-operator
-identities on an exact finite population of HLTM samples (binary root: rank(OP) <= n_L).
+identities on an exact finite population of HLTM samples (binary root: rank(OP) <= n_L), and trains a one-layer
+linear f = Wx on the leaves with L_simp (note checklist 8: its rows align with the leaf polarities rho_0alpha).
 
 Writes to ``out_dir``: ``curves.npz`` (all correlation curves and training losses), ``hltm_training.png`` and
 ``hltm_sweep.png`` (drawn from that file), then ``results.json``, each atomically.
@@ -14,6 +15,7 @@ Writes to ``out_dir``: ``curves.npz`` (all correlation curves and training losse
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -124,6 +126,33 @@ def _covariance(cfg: HLTMConfig, tree: hltm_data.HLTM, key: jax.Array):
         return checks_tian.covariance_checks(weights, views, clean=clean, tau=cfg.cov_tau)
 
 
+def _linear_alignment(cfg: HLTMConfig, tree: hltm_data.HLTM, key: jax.Array):
+    """Note checklist 8: SGD on L_simp for a linear f = Wx on the leaves, rows renormalised after each step."""
+    rho = np.asarray(hltm_data.path_polarities(tree)[-1], np.float64)
+    lr = cfg.lin_lr / (0.5 * float(rho @ rho))
+    steps = math.ceil(cfg.lin_efolds / math.log1p(cfg.lin_lr))
+    k_w, k_train, k_noise = jax.random.split(key, 3)
+    w0 = jax.random.normal(k_w, (cfg.lin_rows, tree.n_leaves), jnp.float32)  # the dtype of the sampled leaves
+    w0 = w0 / jnp.linalg.norm(w0, axis=1, keepdims=True)
+
+    @jax.jit
+    def train(w0, keys):
+        def step(w, k):
+            v = hltm_data.sample_views(tree, cfg.batch_size, key=k)
+            d_pos, d_neg = v.x - v.x_pos, v.x - v.x_neg
+            # -grad of mean(1/2 ||W d+||^2 - 1/2 ||W d-||^2) = W (mean d- d-^T - mean d+ d+^T)
+            w = w + lr * w @ ((d_neg.T @ d_neg - d_pos.T @ d_pos) / cfg.batch_size)
+            w = w / jnp.linalg.norm(w, axis=1, keepdims=True)
+            return w, w
+
+        return jax.lax.scan(step, w0, keys)[1]
+
+    traj = np.concatenate([np.asarray(w0)[None], np.asarray(train(w0, jax.random.split(k_train, steps)))])
+    fresh = hltm_data.sample_views(tree, cfg.n_sampler, key=k_noise)
+    return checks_tian.linear_alignment_checks(traj, rho, np.asarray(fresh.x - fresh.x_pos),
+                                               np.asarray(fresh.x - fresh.x_neg), lr=lr, batch_size=cfg.batch_size)
+
+
 def run(cfg: HLTMConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
     """Run the experiment and write its files to ``out_dir``. Returns the results dictionary."""
     from stepwise.plots.hltm import plot_hltm_sweep, plot_hltm_training
@@ -167,6 +196,7 @@ def run(cfg: HLTMConfig, out_dir: str | Path, *, progress: bool = False) -> dict
     noisy_tree = hltm_data.make_hltm(cfg.depth, cfg.children, (lows[0], 1.0),
                                      key=jax.random.fold_in(_tree_keys(cfg)[0], 0))
     cov_checks, cov_summary = _covariance(cfg, noisy_tree, jax.random.key(cfg.seed + 2))
+    lin_checks, lin_summary = _linear_alignment(cfg, main_tree, jax.random.key(cfg.seed + 3))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     io.save_npz_atomic(
@@ -188,6 +218,7 @@ def run(cfg: HLTMConfig, out_dir: str | Path, *, progress: bool = False) -> dict
         "levels": [f"d{cfg.depth - t}" + (" (root)" if t == 0 else "") for t in range(cfg.depth)],
         "sampler": {"n": sampler_summary["n"], "path_polarities": sampler_summary["path_polarities"]},
         "covariance": cov_summary,
+        "linear_alignment": lin_summary,
         "reference_R": {f"lo={lo},hid={h}": {"init": v[0], "final": v[1]}
                         for (lo, h), v in checks_tian.REFERENCE_R.items()},
         "reference_differences": REFERENCE_DIFFERENCES,
@@ -197,7 +228,7 @@ def run(cfg: HLTMConfig, out_dir: str | Path, *, progress: bool = False) -> dict
         out_dir,
         experiment=EXPERIMENT,
         config=dataclasses.asdict(cfg),
-        checks=[*learn_checks, *sampler_checks, *cov_checks],
+        checks=[*learn_checks, *sampler_checks, *cov_checks, *lin_checks],
         wall_time_s=time.perf_counter() - t0,
         extra={"summary": summary, "figures": [f.name for f in figures], "data": ["curves.npz"]},
     )
