@@ -104,16 +104,17 @@ def test_rank_and_relative_errors():
 
 
 def test_checks_pass_fail_and_serialise():
-    ok = compare.check("err", 0.01, 0.02, reason="why")
-    bad = compare.check("err", 0.03, 0.02, reason="why")
-    nan = compare.check("err", float("nan"), 0.02, reason="why")
-    ge = compare.check("count", 3, 3, op=">=", reason="why")
+    ok = compare.check("err", 0.01, 0.02, kind="theory", reason="why")
+    bad = compare.check("err", 0.03, 0.02, kind="theory", reason="why")
+    nan = compare.check("err", float("nan"), 0.02, kind="theory", reason="why")
+    ge = compare.check("count", 3, 3, op=">=", kind="consistency", reason="why")
     assert ok.passed and not bad.passed and not nan.passed and ge.passed
-    assert not compare.check("x", float("inf"), float("inf"), op="==", reason="r").passed
+    with pytest.raises(ValueError, match="finite threshold"):  # a gated check cannot have an infinite threshold
+        compare.check("x", float("inf"), float("inf"), op="==", kind="theory", reason="r")
     assert compare.all_passed([ok, ge]) and not compare.all_passed([ok, bad]) and not compare.all_passed([])
     d = nan.to_dict()
     json.dumps(d, allow_nan=False)  # strict JSON: non-finite values become strings
     assert d["value"] == "nan" and d["passed"] is False
     assert "FAIL" in bad.explain() and "PASS" in ok.explain()
-    with_arrays = compare.check("e", 0.0, 1.0, reason="r", predicted=np.array([1.0, np.inf]), measured=np.arange(2))
+    with_arrays = compare.check("e", 0.0, 1.0, kind="theory", reason="r", predicted=np.array([1.0, np.inf]), measured=np.arange(2))
     assert json.loads(json.dumps(with_arrays.to_dict())) ["predicted"] == [1.0, "inf"]

@@ -85,7 +85,9 @@ def test_kernel_agreement_passes_on_prediction_fails_on_noise(rng):
     tilt = (1e-6 * np.sqrt(30 * 2) / np.linalg.svd(truth, compute_uv=False)[-1]) ** 2
     assert good.similarity == pytest.approx(1.0, abs=tilt + 1000 * two_n * EPS)
     assert good.baseline_random == pytest.approx(k / 30)
-    assert cn.final_embedding_check(good, "final", kernel="test").passed
+    check = cn.final_embedding_check(good, "final", kernel="test")
+    assert check.passed and check.kind == "baseline"  # threshold: the same-kernel null's mean + 2 std
+    assert check.threshold == pytest.approx(good.baseline_kernel.mean() + 2 * good.baseline_kernel.std())
     bad = cn.kernel_agreement(k_all, two_n, rng.standard_normal((30, 5)), k, dtype=np.float64)
     assert bad.similarity < good.similarity
     assert not cn.final_embedding_check(bad, "final", kernel="test").passed
@@ -121,6 +123,7 @@ def test_step_order_recovers_the_constructed_order(rng, order, tau):
     assert res.kendall_tau == pytest.approx(tau)
     assert np.all(res.captured > 0.99)
     checks = {c.name: c for c in cn.step_order_checks(res, kernel="test")}
+    assert {c.kind for c in checks.values()} == {"theory"}
     assert checks["step_order_kendall_tau"].passed == (tau > 0)
     assert checks["onset_vs_gamma_loglog_slope"].passed == (tau > 0)  # reversed order: larger gamma, later step
     assert res.slope == pytest.approx(np.polyfit(np.log(res.gammas[order]), np.log(onsets), 1)[0])

@@ -18,11 +18,22 @@ def test_smoke_run_writes_the_documented_files(tmp_path, loss):
     res = run(DeepConfig.smoke(loss), tmp_path)
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk == res and isinstance(res["passed"], bool)
-    names = [c["name"] for c in res["checks"]]
-    assert names == ["steps_detected", "rank_max_increment", "onsets_strictly_ordered"]
+    kinds = {c["name"]: c["kind"] for c in res["checks"]}
+    # E5 (hidden representations, a research question of the paper): reported, not gated; the smoke net has a
+    # projector, so its backbone output is a hidden representation.
+    assert kinds == {"steps_detected": "theory", "rank_max_increment": "theory",
+                     "onsets_strictly_ordered": "consistency", "backbone_steps_detected": "reported",
+                     "backbone_participation_ratio": "reported"}
     for c in res["checks"]:
+        if c["kind"] == "reported":
+            assert c["passed"] is None and "E5" in c["reason"], c
+            continue
         ok = {"<=": c["value"] <= c["threshold"], ">=": c["value"] >= c["threshold"]}[c["op"]]
         assert ok == c["passed"], c
+    gated = [c for c in res["checks"] if c["kind"] != "reported"]
+    assert res["passed"] == all(c["passed"] for c in gated)
+    pr = next(c for c in res["checks"] if c["name"] == "backbone_participation_ratio")
+    assert 1.0 <= pr["value"] <= DeepConfig.smoke(loss).embed_dim and len(pr["measured"]) == 2
     assert res["config"]["loss"] == loss and res["versions"]["flax"] and res["device"]["platform"] == "cpu"
     data = io.load_npz(tmp_path / "spectrum.npz")
     t, d = data["step"].shape[0], DeepConfig.smoke(loss).d
@@ -44,6 +55,18 @@ def test_scale_output_layer_scales_only_the_last_kernel():
     np.testing.assert_allclose(after[i], 1e-3 * before[i], rtol=1e-6)
     x = np.ones((2, 4, 4, 1), np.float32)
     np.testing.assert_allclose(pure.apply(scaled, x), 1e-3 * pure.apply(pure.params, x), rtol=1e-5)
+
+
+def test_participation_ratio_and_no_hidden_checks_without_projector():
+    from experiments.stepwise_deep.run import hidden_checks, participation_ratio
+    from stepwise.compare import detect_steps
+
+    np.testing.assert_allclose(participation_ratio(np.array([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, -1e-9]])), [3.0, 1.0])
+    eig = np.ones((3, 4))
+    det = detect_steps(np.arange(3.0), eig)
+    assert hidden_checks(DeepConfig.for_loss("vicreg"), det, eig) == []  # no projector: backbone = embedding
+    checks = hidden_checks(DeepConfig.smoke("vicreg"), det, eig)
+    assert [c.kind for c in checks] == ["reported", "reported"] and all(c.passed is None for c in checks)
 
 
 def test_linear_probe_accuracy(rng):

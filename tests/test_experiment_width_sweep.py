@@ -9,8 +9,9 @@ from experiments.width_sweep import WidthSweepConfig, run
 from experiments.width_sweep.run import monotone_violation
 from stepwise import io
 
-CHECKS = {"gram_error_monotone_in_width", "projector_distance_monotone_in_width", "widest_gram_rel_error",
-          "final_loss_max"}
+KINDS = {"gram_error_monotone_in_width": "theory", "projector_distance_monotone_in_width": "theory",
+         "widest_gram_vs_random_function": "baseline", "widest_gram_rel_error": "reported",
+         "gram_error_loglog_slope": "reported", "kernel_limit_gram_rel_error": "theory", "final_loss_max": "theory"}
 
 
 @pytest.fixture(scope="module")
@@ -21,27 +22,40 @@ def smoke(tmp_path_factory):
 
 def test_smoke_run_passes_and_distance_falls_with_width(smoke):
     cfg, res, out = smoke
-    assert {c["name"] for c in res["checks"]} == CHECKS
+    assert {c["name"]: c["kind"] for c in res["checks"]} == KINDS
     for c in res["checks"]:
-        assert c["passed"], f"{c['name']} = {c['value']} (needs {c['op']} {c['threshold']})"
+        if c["kind"] == "reported":
+            assert c["passed"] is None and c["reason"], c
+        else:
+            assert c["passed"], f"{c['name']} = {c['value']} (needs {c['op']} {c['threshold']})"
     assert res["passed"] is True and json.loads((out / "results.json").read_text()) == res
     assert res["figures"] == ["width_sweep.png"] and (out / "width_sweep.png").stat().st_size > 10_000
     data = io.load_npz(out / "width_sweep.npz")
     per = res["summary"]["per_width"]
     assert [p["width"] for p in per] == list(cfg.widths) == data["widths"].tolist()
-    gram = np.array([p["gram_inf"] for p in per])
-    np.testing.assert_allclose(gram, data["gram_inf"])  # the same float64 numbers via JSON and npz: exact
+    seeds = np.array([p["gram_inf_seeds"] for p in per]).T  # (n_seeds, widths)
+    assert seeds.shape == (cfg.n_seeds, len(cfg.widths)) and cfg.n_seeds >= 3
+    np.testing.assert_allclose(seeds, data["gram_inf_seeds"])  # the same float64 numbers via JSON and npz: exact
+    gram = seeds.mean(axis=0)
+    np.testing.assert_allclose(gram, data["gram_inf"])
+    assert len({tuple(p["init_seeds"]) for p in per}) == len(per)  # every network has its own initialisation
+    assert len(set(per[0]["init_seeds"])) == cfg.n_seeds
     # The checks' values are the statistics of the saved distances, recomputed here.
-    value = {c["name"]: c["value"] for c in res["checks"]}
-    assert value["gram_error_monotone_in_width"] == pytest.approx(monotone_violation(gram))
-    assert value["widest_gram_rel_error"] == pytest.approx(gram[-1])
-    # Real separation, not noise: the widest net is several times closer than the narrowest, far below a random
-    # function of the same kernel, and closer still to its own NTK at initialisation.
-    assert gram[-1] < 0.5 * gram[0] and gram[-1] < 0.5 * per[-1]["random_gram_inf"]
+    check = {c["name"]: c for c in res["checks"]}
+    assert check["gram_error_monotone_in_width"]["value"] == pytest.approx(monotone_violation(gram))
+    assert check["widest_gram_rel_error"]["value"] == pytest.approx(gram[-1])
+    null = data["random_gram"][-1]
+    assert null.size == cfg.n_draws == 20
+    base = check["widest_gram_vs_random_function"]
+    assert base["threshold"] == pytest.approx(null.mean() - 2 * null.std())
+    assert base["value"] == pytest.approx(seeds[:, -1].max())
+    # Real separation, not noise: the widest nets are closer than the narrowest ones, far below random functions
+    # of the same kernel, and closer still to their own NTK at initialisation.
+    assert gram[-1] < 0.5 * gram[0] and seeds[:, -1].max() < 0.5 * null.mean()
     assert per[-1]["gram_emp"] < gram[-1]
-    # Every width reached the loss plateau ~0, and the kernel machine itself matches the prediction tightly.
-    assert max(p["final_loss"] for p in per) < 1e-12
-    assert res["summary"]["kernel_limit"]["gram"] < 1e-2
+    # Every network reached the loss plateau ~0, and the kernel machine itself matches the prediction tightly.
+    assert max(max(p["final_loss_seeds"]) for p in per) < 1e-12
+    assert check["kernel_limit_gram_rel_error"]["value"] == res["summary"]["kernel_limit"]["gram"] < 1e-2
 
 
 def test_monotone_violation_against_a_loop():
@@ -61,6 +75,8 @@ def test_monotone_violation_against_a_loop():
     ({"init_scale": 1.0}, "init_scale"),
     ({"lr_scale": 1.0}, "lr_scale"),
     ({"n_pairs": 1}, "n_pairs"),
+    ({"n_seeds": 0}, "n_seeds"),
+    ({"n_draws": 1}, "n_draws"),
 ])
 def test_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -40,3 +40,23 @@ def test_min_separation_threshold_and_errors():
     assert detect_steps(t, eig, min_separation=2.0).n_steps == 1
     with pytest.raises(ValueError, match="eigenvalues must be"):
         detect_steps(t[:10], eig)
+
+
+def test_stepwise_checks_kinds_and_onset_order_by_construction():
+    """The order of onsets of a sorted spectrum holds by construction (a consistency check, not the paper's order
+    claim): on random sorted spectra, however the columns cross, the detected onsets never decrease."""
+    from stepwise.compare import stepwise_checks
+
+    t, eig, loss = staircase([10, 30, 50, 70])
+    kinds = {c.name: c.kind for c in stepwise_checks(detect_steps(t, eig, loss), 3)}
+    assert kinds == {"steps_detected": "theory", "rank_max_increment": "theory", "onsets_strictly_ordered": "consistency"}
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        t = np.arange(40.0)
+        walks = np.exp(np.cumsum(rng.normal(0, 0.5, size=(40, 5)), axis=0))  # crossing, non-monotone paths
+        det = detect_steps(t, np.sort(walks, axis=1)[:, ::-1], learned_fraction=0.0)
+        finite = det.onsets[np.isfinite(det.onsets)]
+        assert np.all(np.diff(finite) >= 0)
+    # Only a tie breaks strict order: two modes already above the onset level at the first tracking point.
+    t, eig, _ = staircase([-20, -20, 30])
+    assert not detect_steps(t, eig).strictly_ordered

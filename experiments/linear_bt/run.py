@@ -90,8 +90,9 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
             "final_rowspace_max_angle",
             float(np.max(angles)),
             1e-2,
-            reason="theory note 6.7: small initialisation selects exactly the top-d eigenvectors of Gamma; "
-            "leakage of mode d+1 is ~ lambda_d(0)^((1 - gamma_(d+1)/gamma_d)/2)",
+            kind="theory",
+            reason="theory note 6.7 (criterion 1e-2 rad): small initialisation selects exactly the top-d "
+            "eigenvectors of Gamma; leakage of mode d+1 is ~ lambda_d(0)^((1 - gamma_(d+1)/gamma_d)/2) (note 2.7)",
             description="largest principal angle (rad) between the row space of W and span(v_1..v_d)",
         ),
     ]
@@ -103,8 +104,9 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
                 "test_gram_rel_error",
                 compare.gram_relative_error(f_meas, f_pred),
                 1e-2,
-                reason="theory note 6.7: on new inputs f(x) = Lambda^(-1/2) V_d^T x up to a rotation; the "
-                "rotation-free Gram matrix must agree to 1e-2",
+                kind="theory",
+                reason="theory note 6.7 (criterion 1e-2): on new inputs f(x) = Lambda^(-1/2) V_d^T x up to a "
+                "rotation; the rotation-free Gram matrix must agree to 1e-2",
                 description=f"relative Frobenius error of the {cfg.n_test}x{cfg.n_test} Gram matrix of held-out "
                 "embeddings, trained vs predicted",
             )

@@ -156,6 +156,39 @@ def linear_probe_accuracy(embeddings: np.ndarray, labels: np.ndarray, *, seed: i
     return acc
 
 
+def participation_ratio(eigenvalues: np.ndarray) -> np.ndarray:
+    """(sum lambda)^2 / sum lambda^2 of each row of (T, k) eigenvalues (negative round-off clipped to 0): the
+    effective number of dimensions a representation uses."""
+    lam = np.maximum(np.asarray(eigenvalues, dtype=np.float64), 0.0)
+    den = np.sum(lam**2, axis=-1)
+    return np.where(den > 0, np.sum(lam, axis=-1) ** 2 / np.where(den > 0, den, 1.0), 0.0)
+
+
+def hidden_checks(cfg: DeepConfig, det_feat: compare.StepDetection, cov_feat: np.ndarray) -> list[compare.Check]:
+    """Simon et al. E5 (hidden representations), reported and not gated: steps in the backbone-output covariance
+    and its effective dimension at the start and the end. Empty without a projector (the backbone output is then
+    the embedding itself)."""
+    if not cfg.projector:
+        return []
+    why = ("theory note E5: the paper poses how the dimensionality of hidden representations evolves as a research "
+           "question (no prediction to gate); the backbone is not small-initialised, only the output layer is")
+    pr = participation_ratio(cov_feat)
+    return [
+        compare.check(
+            "backbone_steps_detected", det_feat.n_steps, None, kind="reported", reason=why,
+            description=f"well-separated steps in the backbone-output covariance spectrum (width {cov_feat.shape[1]}), "
+            "detected as for the embedding",
+            measured=det_feat.onsets,
+        ),
+        compare.check(
+            "backbone_participation_ratio", float(pr[-1]), None, kind="reported", reason=why,
+            description="effective dimension (sum lambda)^2 / sum lambda^2 of the backbone-output covariance at the "
+            "end of training (measured: at the first and last tracking point)",
+            measured=[float(pr[0]), float(pr[-1])],
+        ),
+    ]
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainedNetwork:
     """One trained network of this experiment and what it was trained on (shared with ``ntk_after_training``).
@@ -209,7 +242,7 @@ def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, checkpo
     det = compare.detect_steps(t, res.cov_out, res.eval_loss)
     det_feat = compare.detect_steps(t, res.cov_feat, None)
     probe = linear_probe_accuracy(res.snapshots, eval_labels, seed=cfg.seed)
-    checks = compare.stepwise_checks(det, cfg.min_steps)
+    checks = compare.stepwise_checks(det, cfg.min_steps) + hidden_checks(cfg, det_feat, res.cov_feat)
     out_dir.mkdir(parents=True, exist_ok=True)
     io.save_npz_atomic(
         out_dir / "spectrum.npz",

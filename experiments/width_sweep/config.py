@@ -2,7 +2,9 @@
 
 Command:   make fig-width-sweep   (or `stepwise run width_sweep --out DIR`)
 Runtime:   see README (measured on the shared 2-core CPU).
-Verdict:   the held-out distance to the infinite-width NTK prediction falls monotonically with the width.
+Verdict:   the held-out distance to the infinite-width NTK prediction, averaged over 3 network seeds, falls
+           monotonically with the width (theory); the widest nets beat random functions of the same kernel
+           (baseline); the widest distance itself and the log-log slope are reported, not gated.
 
 Small initialisation is by centring: the network trains g(x) = f(theta, x) - f(theta_0, x) from theta_0 + delta,
 with delta a random parameter direction scaled so the initial embeddings are ``init_scale`` / sqrt(gamma_1). The
@@ -25,8 +27,9 @@ class WidthSweepConfig:
     """One-hidden-layer ReLU MLPs of several widths trained by full-batch GD on ||C - I||_F^2 over fixed pairs.
 
     Attributes:
-      dataset, n_pairs, crop, preprocess, n_test, seed, data_dir: the fixed pairs, as in ``kernel_bt`` (seed 1: its
-        100 pairs give d = 4 with gamma_5/gamma_4 = 0.60; seed 0's best gap is 0.70).
+      dataset, n_pairs, crop, preprocess, n_test, seed, data_dir: the fixed pairs, as in ``kernel_bt`` (seed 0, the
+        default everywhere: its 100 pairs give d = 2 with gamma_3/gamma_2 = 0.60; seeds 1 and 2 also give d = 2, at
+        0.54 and 0.65).
       widths: hidden widths, strictly increasing, at least 2 (the issue asks for >= 4 in the full run).
       d: embedding dimension; None = the d in [2, ``d_max``] with the smallest gamma_(d+1)/gamma_d of the widest
         architecture's infinite-width NTK. Mode d+1 leaks into the learned subspace by about
@@ -39,12 +42,16 @@ class WidthSweepConfig:
       extra_widths: GD runs on until the last predicted step plus this many rise-widths of the kernel theory.
       max_steps: refuse (before training) a run predicted to need more updates.
       ridge: regulariser of the contrastive eigenproblem (units of the mean diagonal of K).
-      monotone_tolerance: allowed relative rise of the distance from one width to the next (0 = strict).
-      gram_threshold: required held-out Gram relative error of the widest net against the stax NTK prediction.
-        Measured (seed 1, 100 pairs, d = 4): 0.38, 0.23, 0.12, 0.091 at widths 64..4096, while the distance to each
-        net's own NTK at initialisation is 0.005 at 4096: what remains is the finite-width kernel's departure from
-        stax (4.4% relative at 4096, part of it width-independent: Flax's truncated-normal first layer, see
-        :func:`stepwise.ntk.stax_network`). 0.15 leaves ~1.6x margin over 0.091 and fails width 256 and below.
+      monotone_tolerance: allowed relative rise of the seed-mean distance from one width to the next (0 = strict,
+        the theory note's "decreases monotonically").
+      n_seeds: networks per width (different initialisations and deltas; the pairs stay those of ``seed``). The
+        trend is gated on the mean over them: the theory's claim is about the expected distance. Seed 0 of a run
+        draws the same networks as the single-seed runs before (init seed 1000 x seed + width index).
+      n_draws: random functions of the stax kernel drawn for the baseline of the widest nets (mean - 2 std).
+
+    The widest net's distance is not gated against a number: the note gives none (paper numbers [U]), and besides
+    the O(1/sqrt(width)) fluctuation of the NTK the finite net's kernel converges to one that differs from stax's
+    by a width-independent amount (Flax's truncated-normal first layer, :func:`stepwise.ntk.stax_network`).
     """
 
     dataset: Literal["patches", "digits", "cifar10", "stl10"] = "digits"
@@ -60,9 +67,10 @@ class WidthSweepConfig:
     max_steps: int = 100_000
     ridge: float = 1e-9
     monotone_tolerance: float = 0.0
-    gram_threshold: float = 0.15
+    n_seeds: int = 3
+    n_draws: int = 20
     n_test: int = 100
-    seed: int = 1
+    seed: int = 0
     data_dir: str | None = None
 
     def __post_init__(self):
@@ -95,8 +103,10 @@ class WidthSweepConfig:
             errors.append(f"ridge must be >= 0 (got {self.ridge})")
         if not self.monotone_tolerance >= 0:
             errors.append(f"monotone_tolerance must be >= 0 (got {self.monotone_tolerance})")
-        if not self.gram_threshold > 0:
-            errors.append(f"gram_threshold must be > 0 (got {self.gram_threshold})")
+        if not 1 <= self.n_seeds <= 100:
+            errors.append(f"n_seeds must be in [1, 100] (got {self.n_seeds})")
+        if self.n_draws < 2:
+            errors.append(f"n_draws must be >= 2: the baseline needs a spread (got {self.n_draws})")
         if self.n_test < 2:
             errors.append(f"n_test must be >= 2 (got {self.n_test})")
         if errors:
@@ -108,6 +118,6 @@ class WidthSweepConfig:
 
     @classmethod
     def smoke(cls) -> "WidthSweepConfig":
-        """A seconds-long run used by the tests: 30 pairs (seed 0: d = 4, gamma_5/gamma_4 = 0.63), widths 32..512."""
-        # Widest 512: measured Gram error 0.18 (0.83, 0.42, 0.18 over the widths); 0.3 fails widths 128 and below.
-        return cls(n_pairs=30, n_test=30, widths=(32, 128, 512), seed=0, gram_threshold=0.3)
+        """A seconds-long run used by the tests: 30 pairs (seed 0: d = 4, gamma_5/gamma_4 = 0.63), widths 32..512,
+        3 network seeds."""
+        return cls(n_pairs=30, n_test=30, widths=(32, 128, 512), seed=0)

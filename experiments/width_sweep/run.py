@@ -1,13 +1,14 @@
 """Runner for the width-sweep experiment (Simon et al. 2023, NTK extension; theory note 3 and 6.9).
 
-For each hidden width: a one-hidden-layer ReLU MLP (:class:`stepwise.models.MLP`) in float64, centred so the
-initial function is ~0 (g = f(theta) - f(theta_0), started at theta_0 + delta, see the config), trained by full-batch
-GD on ||C - I||_F^2 over the fixed pairs until past the last predicted step. Its held-out embedding is compared,
-up to rotation, with the kernel prediction :func:`stepwise.theory.kernel.predict_embeddings` of the infinite-width
-NTK of the same architecture (:func:`stepwise.ntk.infinite_ntk`) and of its own empirical NTK at initialisation.
-The infinite-width point is the kernel machine on the widest architecture's stax NTK trained by GD
-(:func:`stepwise.training.train_kernel_bt`). Writes ``width_sweep.npz``, ``width_sweep.png`` (drawn from it) and
-``results.json`` (last), each atomically.
+For each hidden width and each of ``n_seeds`` network seeds: a one-hidden-layer ReLU MLP (:class:`stepwise.models.MLP`)
+in float64, centred so the initial function is ~0 (g = f(theta) - f(theta_0), started at theta_0 + delta, see the
+config), trained by full-batch GD on ||C - I||_F^2 over the fixed pairs until past the last predicted step. Its
+held-out embedding is compared, up to rotation, with the kernel prediction
+:func:`stepwise.theory.kernel.predict_embeddings` of the infinite-width NTK of the same architecture
+(:func:`stepwise.ntk.infinite_ntk`, one per width, shared by the seeds) and of its own empirical NTK at
+initialisation. The trend with width is judged on the mean over the seeds. The infinite-width point is the kernel
+machine on the widest architecture's stax NTK trained by GD (:func:`stepwise.training.train_kernel_bt`). Writes
+``width_sweep.npz``, ``width_sweep.png`` (drawn from it) and ``results.json`` (last), each atomically.
 """
 
 from __future__ import annotations
@@ -86,18 +87,55 @@ def choose_d(cfg: WidthSweepConfig, m: int, xs) -> tuple[int, np.ndarray]:
     return 2 + int(np.argmin(ratios[1:])), ratios
 
 
-def sweep_width(cfg: WidthSweepConfig, width: int, xs, xts, d: int, seed: int, k_delta: jax.Array) -> dict:
-    """Train one width; return its kernels' predictions, its held-out embedding and the distances."""
+def net_seed(cfg: WidthSweepConfig, s: int, i: int) -> int:
+    """The integer init seed of network seed ``s`` at width index ``i`` (s = 0: the single-seed run's seeds)."""
+    if s == 0:
+        return 1000 * cfg.seed + i
+    return int(np.random.SeedSequence([cfg.seed, s, i]).generate_state(1)[0] >> 1)
+
+
+def net_key(k_nets: jax.Array, s: int, i: int) -> jax.Array:
+    """The key of network seed ``s``'s delta at width index ``i`` (s = 0: the single-seed run's keys)."""
+    k = jax.random.fold_in(k_nets, i)
+    return k if s == 0 else jax.random.fold_in(k, s)
+
+
+def stax_prediction(cfg: WidthSweepConfig, width: int, xs, xts, d: int) -> dict:
+    """The infinite-width NTK of the width-``width`` architecture (stax; no random draw, so shared by every network
+    seed), its contrastive eigenvalues and its kernel-PCA prediction of the held-out embedding."""
+    module = build_model("mlp", (1, 1, xs.shape[-1]), hidden=(width,), embed_dim=d)
+    k_inf, kt_inf = _split(infinite_ntk(module, jnp.concatenate([xs, xts])), xs.shape[0])
+    k_inf = 0.5 * (k_inf + k_inf.T)
+    g_inf, a_inf = theory.contrastive_eigh(k_inf, ridge=cfg.ridge)
+    return {"k": k_inf, "kt": kt_inf, "gammas": g_inf[: d + 2],
+            "predicted": theory.predict_embeddings(k_inf, kt_inf, d, eig=(g_inf, a_inf))}
+
+
+def random_function_errors(stax: dict, d: int, n_draws: int, seed: int) -> np.ndarray:
+    """(n_draws,) held-out Gram errors against the stax prediction of random functions B k(x) of the same kernel
+    (B Gaussian, scaled to the prediction's norm): the null a learned embedding must beat."""
+    rng = np.random.default_rng(seed)
+    p = stax["predicted"]
+    out = np.empty(n_draws)
+    for j in range(n_draws):
+        f = stax["kt"] @ rng.standard_normal((stax["k"].shape[0], d))
+        out[j] = compare.gram_relative_error(f * (np.linalg.norm(p) / np.linalg.norm(f)), p)
+    return out
+
+
+def sweep_width(cfg: WidthSweepConfig, width: int, xs, xts, d: int, seed: int, k_delta: jax.Array,
+                stax: dict) -> dict:
+    """Train one network of width ``width``; return its held-out embedding and its distances to the predictions
+    of the stax NTK (``stax``, :func:`stax_prediction`) and of its own empirical NTK at initialisation."""
     m = xs.shape[-1]
     # The init seed is a plain integer: a jax.random.randint draw differs with and without x64 (int32 vs int64).
     module = build_model("mlp", (1, 1, m), hidden=(width,), embed_dim=d, seed=seed)
     model = pure_model(module)
     theta0 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), model.params)
-    k_inf, kt_inf = _split(infinite_ntk(module, jnp.concatenate([xs, xts])), xs.shape[0])
+    k_inf = stax["k"]
     k_emp, kt_emp = _split(empirical_ntk(model.apply, theta0, jnp.concatenate([xs, xts]), backend="jax"), xs.shape[0])
-    k_inf, k_emp = 0.5 * (k_inf + k_inf.T), 0.5 * (k_emp + k_emp.T)
+    k_emp = 0.5 * (k_emp + k_emp.T)
     g_emp, a_emp = theory.contrastive_eigh(k_emp, ridge=cfg.ridge)
-    g_inf, a_inf = theory.contrastive_eigh(k_inf, ridge=cfg.ridge)
 
     # delta: a random parameter direction scaled so that g(theta_0 + delta) ~ J delta has the target rms.
     leaves, tree = jax.tree.flatten(theta0)
@@ -117,16 +155,11 @@ def sweep_width(cfg: WidthSweepConfig, width: int, xs, xts, d: int, seed: int, k
                          f"{pred.mode_steps[last]:.3g} updates, beyond max_steps = {cfg.max_steps}")
     theta, losses = _train_centred(model.apply, theta0, delta, xs, lr, steps)
     f_test = np.asarray(model.apply(theta, xts) - model.apply(theta0, xts))
-    p_inf = theory.predict_embeddings(k_inf, kt_inf, d, eig=(g_inf, a_inf))
+    p_inf = stax["predicted"]
     p_emp = theory.predict_embeddings(k_emp, kt_emp, d, eig=(g_emp, a_emp))
-    # A random d-dimensional function of the same stax kernel: the scale a "close" distance must be far below.
-    rand = np.asarray(jax.random.normal(jax.random.fold_in(k_delta, 1), (k_inf.shape[0], d), jnp.float32), np.float64)
-    rand_f = kt_inf @ rand
-    rand_f *= np.linalg.norm(p_inf) / np.linalg.norm(rand_f)  # same norm as the prediction
     return {
-        "width": width, "random_gram_inf": compare.gram_relative_error(rand_f, p_inf), "lr": lr, "steps": steps, "losses": losses, "k_inf": k_inf, "kt_inf": kt_inf,
-        "gammas_inf": g_inf[: d + 2], "gammas_emp": g_emp[: d + 2],
-        "test_embeddings": f_test, "predicted_inf": p_inf,
+        "width": width, "seed": seed, "lr": lr, "steps": steps, "losses": losses,
+        "gammas_emp": g_emp[: d + 2], "test_embeddings": f_test,
         "gram_inf": compare.gram_relative_error(f_test, p_inf),
         "proj_inf": compare.projector_distance(f_test, p_inf),
         "gram_emp": compare.gram_relative_error(f_test, p_emp),
@@ -149,6 +182,13 @@ def kernel_limit(cfg: WidthSweepConfig, k: np.ndarray, kt: np.ndarray, d: int, k
     f_test, p = kt @ traj.b_final.T, theory.predict_embeddings(k, kt, d, eig=(g, a))
     return {"gram": compare.gram_relative_error(f_test, p), "proj": compare.projector_distance(f_test, p),
             "final_loss": float(traj.loss[-1])}
+
+
+def loglog_slope(widths: np.ndarray, values: np.ndarray) -> float:
+    """Least-squares slope of log(values) against log(widths)."""
+    x, y = np.log(np.asarray(widths, dtype=np.float64)), np.log(np.asarray(values, dtype=np.float64))
+    x = x - x.mean()
+    return float(x @ (y - y.mean()) / (x @ x))
 
 
 def monotone_violation(values: np.ndarray) -> float:
@@ -174,58 +214,105 @@ def run(cfg: WidthSweepConfig, out_dir: str | Path, *, progress: bool = False) -
         xts = jnp.asarray(xt.reshape(-1, 1, 1, m))
         d, ratios = choose_d(cfg, m, xs)
         cfg = dataclasses.replace(cfg, d=d)
-        runs = [sweep_width(cfg, w, xs, xts, cfg.d, 1000 * cfg.seed + i, jax.random.fold_in(k_nets, i))
-                for i, w in enumerate(cfg.widths)]
-        limit = kernel_limit(cfg, runs[-1]["k_inf"], runs[-1]["kt_inf"], cfg.d, k_limit)
+        stax = [stax_prediction(cfg, w, xs, xts, cfg.d) for w in cfg.widths]
+        runs = [[sweep_width(cfg, w, xs, xts, cfg.d, net_seed(cfg, s, i), net_key(k_nets, s, i), stax[i])
+                 for i, w in enumerate(cfg.widths)] for s in range(cfg.n_seeds)]
+        limit = kernel_limit(cfg, stax[-1]["k"], stax[-1]["kt"], cfg.d, k_limit)
+    null = np.stack([random_function_errors(st, cfg.d, cfg.n_draws, cfg.seed) for st in stax])  # (W, n_draws)
 
     widths = np.asarray(cfg.widths, dtype=np.int64)
-    arr = {name: np.asarray([r[name] for r in runs]) for name in
-           ("gram_inf", "proj_inf", "gram_emp", "proj_emp", "ntk_rel_diff", "final_loss", "lr", "steps")}
-    viol_gram, viol_proj = monotone_violation(arr["gram_inf"]), monotone_violation(arr["proj_inf"])
+    per_seed = {name: np.asarray([[r[name] for r in seed_runs] for seed_runs in runs]) for name in
+                ("gram_inf", "proj_inf", "gram_emp", "proj_emp", "ntk_rel_diff", "final_loss", "lr", "steps")}
+    mean = {name: v.mean(axis=0) for name, v in per_seed.items()}  # (W,) seed means
+    viol_gram, viol_proj = monotone_violation(mean["gram_inf"]), monotone_violation(mean["proj_inf"])
+    null_thr = float(null[-1].mean() - 2.0 * null[-1].std())
+    slope = loglog_slope(widths, mean["gram_inf"])
+    seeds = f"{cfg.n_seeds} network seed{'s' if cfg.n_seeds > 1 else ''}"
+    trend = ("theory note 6.9 (E7) and note 3 (role of the NTK): a wider net stays closer to its linearisation, so "
+             "its embedding's distance to the infinite-width kernel prediction decreases monotonically with width. "
+             f"The claim is about the expected distance (one network fluctuates), so it is gated on the mean over "
+             f"{seeds} per width; value = the largest relative rise of that mean from one width to the next")
+    floor = ("the finite net's NTK fluctuates about its limit by O(1/sqrt(width)) with no stated constant, drifts "
+             "during training, and its limit differs from stax's by a width-independent amount (Flax's "
+             "truncated-normal first layer, stepwise.ntk.stax_network)")
     checks = [
         compare.check(
-            "gram_error_monotone_in_width", viol_gram, cfg.monotone_tolerance,
-            reason="issue 4 acceptance, theory note 3 (role of the NTK): a wider net stays closer to its linearisation, "
-            "so its embedding approaches the infinite-width kernel prediction; value = largest relative rise of the "
-            "held-out Gram error from one width to the next",
-            description=f"max relative increase of the Gram error over widths {list(cfg.widths)}",
+            "gram_error_monotone_in_width", viol_gram, cfg.monotone_tolerance, kind="theory", reason=trend,
+            description=f"max relative increase of the seed-mean held-out Gram error over widths {list(cfg.widths)}",
+            measured=per_seed["gram_inf"],
         ),
         compare.check(
-            "projector_distance_monotone_in_width", viol_proj, cfg.monotone_tolerance,
-            reason="the same for the learned subspace (rotation-invariant projector distance)",
-            description="max relative increase of ||P_net - P_ntk||_F over the widths",
+            "projector_distance_monotone_in_width", viol_proj, cfg.monotone_tolerance, kind="theory",
+            reason="the same for the learned subspace (rotation-invariant projector distance): " + trend,
+            description="max relative increase of the seed-mean ||P_net - P_ntk||_F over the widths",
+            measured=per_seed["proj_inf"],
         ),
         compare.check(
-            "widest_gram_rel_error", arr["gram_inf"][-1], cfg.gram_threshold,
-            reason="theory note 3: a wide net trained from small initialisation learns kernel PCA of the NTK's "
-            "contrastive kernel; the threshold leaves room for the O(1/sqrt(width)) kernel fluctuation and its drift "
-            "during training (kernel GD alone reaches " f"{limit['gram']:.1e}; a random function of the same kernel "
-            f"scores {runs[-1]['random_gram_inf']:.2f})",
-            description=f"held-out Gram relative error of width {cfg.widths[-1]} vs the stax NTK prediction",
+            "widest_gram_vs_random_function", float(per_seed["gram_inf"][:, -1].max()), null_thr, kind="baseline",
+            reason="the widest nets' embeddings must be closer to the stax NTK prediction than random functions "
+            f"B k(x) of the same kernel (scaled alike): threshold = mean - 2 std of {cfg.n_draws} draws (mean "
+            f"{null[-1].mean():.2f}); value = the worst of the {seeds}",
+            description=f"largest held-out Gram relative error of the width-{cfg.widths[-1]} nets vs the stax NTK "
+            "prediction",
+            predicted=null[-1], measured=per_seed["gram_inf"][:, -1],
         ),
         compare.check(
-            "final_loss_max", float(np.max(arr["final_loss"])), 1e-3,
-            reason="GD must reach the loss plateau ~0 (all d modes learned) for the final-embedding comparison "
-            "to mean anything",
-            description="largest final ||C - I||_F^2 over the widths",
+            "widest_gram_rel_error", float(mean["gram_inf"][-1]), None, kind="reported",
+            reason="theory note 6.9: the paper's numbers are [U] and the note asks for the trend (gated above) and "
+            f"the values; no theory value exists for a finite width: {floor}",
+            description=f"seed-mean held-out Gram relative error of width {cfg.widths[-1]} vs the stax NTK prediction "
+            f"(measured: each seed; own NTK at initialisation: {mean['gram_emp'][-1]:.3g})",
+            measured=per_seed["gram_inf"][:, -1],
+        ),
+        compare.check(
+            "gram_error_loglog_slope", slope, -0.5, op="==", kind="reported",
+            reason="the NTK's finite-width fluctuation is O(1/sqrt(width)), so a distance linear in it falls with "
+            "slope -1/2 (the kernel distance per width is in the summary, ntk_rel_diff); not gated: the paper states "
+            "no rate, the narrowest nets are outside the perturbative regime, and the width-independent part of the "
+            "kernel's limit (Flax's truncated-normal first layer) would flatten the slope at large width",
+            description="least-squares slope of log seed-mean Gram error vs log width",
+        ),
+        compare.check(
+            "kernel_limit_gram_rel_error", limit["gram"], 1e-2, kind="theory",
+            reason="theory note 6.8 (criterion 1e-2, as 6.7): the kernel machine on the widest architecture's stax "
+            "NTK, trained by GD from small initialisation, ends at kernel PCA of the contrastive kernel (the "
+            "sweep's infinite-width point)",
+            description="held-out Gram relative error of the stax-NTK kernel machine vs its kernel-PCA prediction",
+        ),
+        compare.check(
+            "final_loss_max", float(per_seed["final_loss"].max()), 1e-6, kind="theory",
+            reason="theory note 2.6 / 6.7 (criterion ||C - I||_F < 1e-3, i.e. loss < 1e-6): GD from small "
+            "initialisation reaches the minimum C = I with all d modes learned, which the final-embedding "
+            "comparison needs",
+            description=f"largest final ||C - I||_F^2 over the widths and the {seeds}",
         ),
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
-    steps_max = int(arr["steps"].max()) + 1
-    loss_curves = np.full((len(runs), steps_max), np.nan)
-    for i, r in enumerate(runs):
+    first = runs[0]
+    steps_max = int(per_seed["steps"][0].max()) + 1
+    loss_curves = np.full((len(first), steps_max), np.nan)
+    for i, r in enumerate(first):
         loss_curves[i, : r["losses"].size] = r["losses"]
     io.save_npz_atomic(
-        out_dir / DATA, widths=widths, **{k: arr[k] for k in ("gram_inf", "proj_inf", "gram_emp", "proj_emp",
-                                                              "ntk_rel_diff", "final_loss", "lr")},
-        limit_gram=np.float64(limit["gram"]), limit_proj=np.float64(limit["proj"]), loss_curves=loss_curves,
-        gram_threshold=np.float64(cfg.gram_threshold),
+        out_dir / DATA, widths=widths,
+        **{k: mean[k] for k in ("gram_inf", "proj_inf", "gram_emp", "proj_emp", "ntk_rel_diff", "final_loss")},
+        **{f"{k}_seeds": per_seed[k] for k in ("gram_inf", "proj_inf", "gram_emp", "proj_emp")},
+        lr=per_seed["lr"][0], limit_gram=np.float64(limit["gram"]), limit_proj=np.float64(limit["proj"]),
+        loss_curves=loss_curves, random_gram=null, random_gram_threshold=np.float64(null_thr),
     )
     figure = plot_width_sweep(out_dir, out_dir / FIGURE)
     summary = {
-        "two_n": int(xs.shape[0]), "m": m, "d": cfg.d, "gamma_ratios_widest_stax": ratios,
-        "per_width": [{k: r[k] for k in ("width", "random_gram_inf", "gram_inf", "proj_inf", "gram_emp", "proj_emp", "ntk_rel_diff",
-                                          "final_loss", "lr", "steps", "gammas_inf", "gammas_emp")} for r in runs],
+        "two_n": int(xs.shape[0]), "m": m, "d": cfg.d, "gamma_ratios_widest_stax": ratios, "n_seeds": cfg.n_seeds,
+        "per_width": [
+            {"width": w, **{k: mean[k][i] for k in ("gram_inf", "proj_inf", "gram_emp", "proj_emp", "ntk_rel_diff",
+                                                      "final_loss")},
+             **{f"{k}_seeds": per_seed[k][:, i] for k in ("gram_inf", "proj_inf", "gram_emp", "final_loss", "lr",
+                                                          "steps")},
+             "random_gram_mean": float(null[i].mean()), "random_gram_std": float(null[i].std()),
+             "gammas_inf": stax[i]["gammas"], "gammas_emp_seed0": first[i]["gammas_emp"],
+             "init_seeds": [runs[s][i]["seed"] for s in range(cfg.n_seeds)]}
+            for i, w in enumerate(cfg.widths)],
+        "gram_loglog_slope": slope,
         "kernel_limit": limit,
         "figure": str(figure.name),
     }
