@@ -7,7 +7,7 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: test-compat test-nt gpu-wheels gpu-check bench-ntk verify-example fig-ntk-after-training install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep report bench bench-train clean help
+.PHONY: test-compat test-nt gpu-wheels gpu-check bench-ntk verify-example fig-ntk-after-training install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep fig-speedup report bench bench-train clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
@@ -100,13 +100,16 @@ fig-width-sweep: $(STAMP)
 fig-ntk-after-training: $(STAMP)
 	$(VENV)/bin/stepwise run ntk_after_training --out $(RUNS)/ntk_after_training --overwrite
 
+fig-speedup: $(STAMP)
+	$(VENV)/bin/stepwise run speedup --out $(RUNS)/speedup --overwrite
+
 # `stepwise verify` exits 1 when a check fails (the run is published and the report shows it: go on), 2 when it could
 # not run (nothing published: stop). --overwrite: the previous run is replaced when the new one completes.
 verify-example: $(STAMP)
 	$(VENV)/bin/stepwise verify --model experiments/custom_architecture.py:make_model --out $(RUNS)/verify_example \
 		--overwrite || test $$? -eq 1
 
-reproduce: fig-linear fig-kernel fig-deep fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep fig-ntk-after-training verify-example
+reproduce: fig-linear fig-kernel fig-deep fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep fig-ntk-after-training fig-speedup verify-example
 	$(MAKE) --no-print-directory report
 
 bench: $(STAMP)

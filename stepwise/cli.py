@@ -49,6 +49,7 @@ def _experiments():
     from experiments.noncontrastive_linear import NoncontrastiveLinearConfig, run as run_noncontrastive_linear
     from experiments.noncontrastive_deep import NoncontrastiveDeepConfig, run as run_noncontrastive_deep
     from experiments.ntk_after_training import NtkAfterTrainingConfig, run as run_ntk_after_training
+    from experiments.speedup import SpeedupConfig, run as run_speedup
     from experiments.stepwise_deep import DeepConfig, run as run_deep
     from experiments.width_sweep import WidthSweepConfig, run as run_width_sweep
 
@@ -69,6 +70,8 @@ def _experiments():
                         "Simon et al. 2023 NTK extension: ReLU MLPs of growing width approach the NTK prediction"),
         "ntk_after_training": (NtkAfterTrainingConfig, run_ntk_after_training,
                                "Simon et al. 2023 E6: BT/SimCLR/VICReg embeddings vs their after-training NTK, cross-method"),
+        "speedup": (SpeedupConfig, run_speedup,
+                    "Simon et al. 2023 Sec. 5: gradient focused on small eigendirections speeds up the last step"),
     }
 
 

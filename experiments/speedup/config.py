@@ -1,0 +1,145 @@
+"""Configuration of the speed-up experiment (Simon et al. 2023, section 5: focus the gradient on small eigendirections).
+
+Command:   make fig-speedup      (or `stepwise run speedup --out DIR`; `--smoke` for the seconds-long version)
+Runtime:   default about 2 min on a 2-core CPU (linear part ~10 s, the deep part 3 seeds x 2 networks); smoke ~20 s;
+           both measured in results.json (``wall_time_s``).
+Verdict:   linear model: every variant's step times match its exact per-mode GD map (<= 1e-6) and the last step
+           time falls by the predicted factor; deep stand-in: the boosted loss reaches the last step earlier than plain
+           Barlow Twins on every seed, at no cost in final loss.
+
+Two parts share the config:
+
+- the linear model of ``linear_bt`` (same data pipeline; d, init and learning rate here) from aligned initialisation
+  W(0) = U S(0) V_d^T (theory note 2.2; U random orthogonal, s_j(0) = init_scale / sqrt(gamma_1), so
+  lambda_j(0) = init_scale^2 gamma_j / gamma_1), trained by GD in float64 under the four update rules of
+  :mod:`stepwise.theory.speedup` (plain, input, boost, input_boost), each at ``lr_scale`` x its own stability limit;
+- the deep stand-in: ``stepwise_deep``'s MLP on digits with the centred theory-form Barlow Twins loss, trained plain
+  and with the boost (a loss whose gradient is the per-mode rescaled one), ``deep_seeds`` seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from stepwise.errors import config_value_errors
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedupConfig:
+    """Plain Barlow Twins vs gradient focused on small eigendirections, in the linear model and on an MLP.
+
+    Attributes:
+      dataset: image source of the linear model's fixed pairs (as ``linear_bt``).
+      n_pairs: positive pairs of the linear model.
+      crop: crop side (None: ``linear_bt``'s default for the dataset; m = crop^2 x channels).
+      d: embedding dimension of the linear model; the last step is mode d's.
+      preprocess: ``center`` or ``none`` (as ``linear_bt``).
+      init_scale: s_j(0) = init_scale / sqrt(gamma_1), so lambda_j(0) = init_scale^2 gamma_j / gamma_1.
+      lr_scale: every variant's learning rate as a fraction of its own GD stability limit 1 / (4 max_k g_k).
+      eps: the boost's eps: a mode that has not appeared gets (1 + eps) / eps times the plain gradient.
+      rank: rank r of the input preconditioner (None: d).
+      settle_widths: each variant runs until its last predicted step plus this many of its rise widths.
+      deep: run the deep stand-in.
+      deep_hidden: hidden widths of the MLP (``stepwise_deep``'s model, no projector).
+      deep_d: the MLP's embedding dimension.
+      deep_lr_scale: SGD learning rate of both networks as a fraction of 1 / (4 gamma_1), gamma_1 the top
+        eigenvalue of the head kernel's Gamma at initialisation (measured at the start of each run).
+      deep_eps: the boost's eps for the MLP.
+      deep_head_scale: factor on the output layer's initial kernel (small initialisation).
+      deep_steps: SGD steps of each network (None: ``deep_steps_factor`` x the head-kernel prediction of plain's
+        last step, rounded up to a tracking point).
+      deep_steps_factor: see ``deep_steps``.
+      deep_seeds: seeds 0..deep_seeds-1 (model, batches, views); the gated deep statistics are over seeds.
+      deep_batch_size, deep_n_train, deep_n_eval, deep_track_every: as ``stepwise_deep``.
+      deep_n_pairs: augmented training pairs over which the head kernel's Gamma is estimated at initialisation.
+      deep_loss_level: the last step's time on the MLP is the first step at which the held-out loss is at or below
+        this level (0.5: half-way between the last plateau, 1, and the minimum, 0; theory note 2.5).
+      seed: seeds the linear model's data, crops and U.
+      data_dir: folder for cifar10 / stl10.
+    """
+
+    dataset: Literal["patches", "digits", "cifar10", "stl10"] = "digits"
+    n_pairs: int = 500
+    crop: int | None = None
+    d: int = 8
+    preprocess: Literal["center", "none"] = "center"
+    init_scale: float = 1e-6
+    lr_scale: float = 0.02
+    eps: float = 0.1
+    rank: int | None = None
+    settle_widths: float = 6.0
+    deep: bool = True
+    deep_hidden: tuple[int, ...] = (128, 128)
+    deep_d: int = 4
+    deep_lr_scale: float = 0.1
+    deep_eps: float = 0.1
+    deep_head_scale: float = 1e-12
+    deep_steps: int | None = None
+    deep_steps_factor: float = 1.5
+    deep_seeds: int = 3
+    deep_batch_size: int = 256
+    deep_n_train: int = 1500
+    deep_n_eval: int = 297
+    deep_track_every: int = 10
+    deep_n_pairs: int = 512
+    deep_loss_level: float = 0.5
+    seed: int = 0
+    data_dir: str | None = None
+
+    def __post_init__(self):
+        errors = config_value_errors(self)
+        if self.n_pairs < 2:
+            errors.append(f"n_pairs must be >= 2 (got {self.n_pairs})")
+        if self.crop is not None and self.crop < 1:
+            errors.append(f"crop must be >= 1 or None (got {self.crop})")
+        if self.d < 1:
+            errors.append(f"d must be >= 1 (got {self.d})")
+        if self.rank is not None and self.rank < self.d:
+            errors.append(f"rank must be >= d = {self.d} (the preconditioner must cover the learned modes; got "
+                          f"{self.rank})")
+        if not 0 < self.init_scale < 1:
+            # lambda_j(0) = init_scale^2 gamma_j / gamma_1 must start below the learned value 1 for a step to exist.
+            errors.append(f"init_scale must be in (0, 1) (got {self.init_scale})")
+        if not 0 < self.lr_scale < 1:
+            errors.append(f"lr_scale must be in (0, 1), a fraction of each variant's stability limit (got "
+                          f"{self.lr_scale})")
+        for name in ("eps", "deep_eps", "deep_head_scale"):
+            if not getattr(self, name) > 0:
+                errors.append(f"{name} must be > 0 (got {getattr(self, name)})")
+        if not self.settle_widths >= 0:
+            errors.append(f"settle_widths must be >= 0 (got {self.settle_widths})")
+        if any(w < 1 for w in self.deep_hidden):
+            errors.append(f"every width in deep_hidden must be >= 1 (got {self.deep_hidden})")
+        if self.deep_d < 2:
+            errors.append(f"deep_d must be >= 2 (got {self.deep_d})")
+        if not 0 < self.deep_lr_scale < 1:
+            errors.append(f"deep_lr_scale must be in (0, 1) (got {self.deep_lr_scale})")
+        if self.deep_steps is not None and self.deep_steps < 1:
+            errors.append(f"deep_steps must be >= 1 or None (got {self.deep_steps})")
+        if not self.deep_steps_factor >= 1:
+            errors.append(f"deep_steps_factor must be >= 1 (got {self.deep_steps_factor})")
+        for name in ("deep_seeds", "deep_track_every"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        for name in ("deep_batch_size", "deep_n_eval", "deep_n_pairs"):
+            if getattr(self, name) < 2:
+                errors.append(f"{name} must be >= 2 (got {getattr(self, name)})")
+        if self.deep_batch_size > self.deep_n_train or self.deep_n_pairs > self.deep_n_train:
+            errors.append(f"deep_batch_size and deep_n_pairs must not exceed deep_n_train = {self.deep_n_train}")
+        if not 0 < self.deep_loss_level < 1:
+            errors.append(f"deep_loss_level must be in (0, 1), between the last plateau and the minimum (got "
+                          f"{self.deep_loss_level})")
+        if errors:
+            raise ValueError("invalid speedup config: " + "; ".join(errors))
+
+    @property
+    def effective_rank(self) -> int:
+        return self.d if self.rank is None else self.rank
+
+    @classmethod
+    def smoke(cls) -> "SpeedupConfig":
+        """Seconds-long: few pairs and small crops for the linear model; a one-hidden-layer MLP, one seed."""
+        return cls(n_pairs=80, crop=5, d=4, deep_hidden=(64,), deep_d=3, deep_seeds=1, deep_batch_size=64,
+                   deep_n_train=256, deep_n_eval=64, deep_n_pairs=128, deep_track_every=5, deep_head_scale=1e-6,
+                   deep_lr_scale=0.15)
