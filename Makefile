@@ -86,7 +86,7 @@ report: $(STAMP)
 
 fig-kernel: $(STAMP)
 	$(VENV)/bin/stepwise run kernel_bt --kernel ntk --out $(RUNS)/kernel_bt_ntk --overwrite
-	$(VENV)/bin/stepwise run kernel_bt --kernel rbf --d 6 --out $(RUNS)/kernel_bt_rbf --overwrite
+	$(VENV)/bin/stepwise run kernel_bt --kernel rbf --out $(RUNS)/kernel_bt_rbf --overwrite
 
 fig-hltm: $(STAMP)
 	$(VENV)/bin/stepwise run hltm --out $(RUNS)/hltm --overwrite

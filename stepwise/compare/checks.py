@@ -137,6 +137,7 @@ def _passed_of(c: Check | dict) -> bool | None:
     return c.passed if isinstance(c, Check) else c.get("passed")
 
 
+@float64
 def all_passed(checks: Iterable[Check | dict]) -> bool:
     """True when there is at least one theory or baseline check and every gated check passed.
 
@@ -149,6 +150,7 @@ def all_passed(checks: Iterable[Check | dict]) -> bool:
     return any(_kind_of(c) in _HEADLINE_KINDS for c in gated) and all(_passed_of(c) is True for c in gated)
 
 
+@float64
 def kind_summary(checks: Iterable[Check | dict]) -> dict[str, dict[str, int]]:
     """``{kind: {"passed": p, "total": n}}`` for every kind in :data:`KINDS` (``passed`` is 0 for reported)."""
     out = {k: {"passed": 0, "total": 0} for k in KINDS}
@@ -160,6 +162,7 @@ def kind_summary(checks: Iterable[Check | dict]) -> dict[str, dict[str, int]]:
     return out
 
 
+@float64
 def summary_line(checks: Iterable[Check | dict]) -> str:
     """The headline of a run: ``"theory 8/8, baseline 2/2; 3 consistency (3 pass); 4 reported"``."""
     s = kind_summary(checks)
