@@ -364,6 +364,7 @@ CASES = {
          d.hltm_views.latents[2][:100] - d.hltm_views.latents_neg[2][:100]), {"lr": 0.05, "batch_size": 16}),
     # ---- stepwise.compare.tian2021
     "stepwise.compare.tian2021.alignment_trajectory": lambda d: ((d.corr, d.wp), {}),
+    "stepwise.compare.tian2021.b4_checks": lambda d: (({"symmetric": [1, 1], "regular": [3, 4]},), {"alpha_p": 1.0}),
     "stepwise.compare.tian2021.deep_checks": lambda d: (([d.alignment, d.alignment],), {"min_modes": 2}),
     "stepwise.compare.tian2021.directpred_checks": lambda d: (
         ({"directpred": np.array([0.61, 0.63]), "linear": np.array([0.6, 0.62])}, np.array([0.4, 0.41]),

@@ -1,9 +1,12 @@
-"""Runner for the deep non-contrastive experiment (Tian, Chen & Ganguli 2021, Fig. 2; theory note checklist B1-B3).
+"""Runner for the deep non-contrastive experiment (Tian, Chen & Ganguli 2021, Fig. 2 and Table 3; theory note
+checklist B1-B4).
 
 Trains BYOL with a linear predictor (``seeds`` runs), tracks F = E[f f^T] of the online projector outputs and W_p,
-and checks alignment, symmetry and the spectrum. Writes to ``out_dir``, each file atomically: ``alignment.npz``
-(per seed: the tracked F and W_p, their aligned spectra s, p, the cosines, asymmetry, losses), then the figure
-drawn from it (``noncontrastive_deep.png``), then ``results.json`` last.
+and checks alignment, symmetry and the spectrum; then the B4 ablation (``b4_seeds`` runs each without EMA, with a
+symmetric and with a regular W_p, at ``b4_alpha_p``) and whether the symmetric one collapses. Writes to ``out_dir``,
+each file atomically: ``alignment.npz`` (per seed: the tracked F and W_p, their aligned spectra s, p, the cosines,
+asymmetry, losses; the B4 runs' spectra of F at the end), then the figure drawn from it (``noncontrastive_deep.png``),
+then ``results.json`` last.
 
 The helpers :func:`load_data`, :func:`network` and :func:`train` are shared with the DirectPred experiment.
 """
@@ -83,9 +86,10 @@ def describe(setup: NetSetup) -> str:
             f"{view[0]}x{view[1]}x{view[2]}, batch {setup.batch_size}, {setup.dtype}")
 
 
-def workloads(setup: NetSetup, runs: int, **method) -> list[scale.Workload]:
+def workloads(setup: NetSetup, runs: int, *, label: str | None = None, **method) -> list[scale.Workload]:
     """The training step and tracking of ``runs`` runs of one method (``method``: :class:`NoncontrastiveConfig`
-    overrides), from XLA's cost analysis of the programs :func:`train` compiles (no data read, nothing compiled)."""
+    overrides; ``label`` names it, by default its predictor), from XLA's cost analysis of the programs :func:`train`
+    compiles (no data read, nothing compiled)."""
     shape = image_shape(setup.dataset, patch_size=setup.patch_size)
     aug = augmentation(setup)
     model = _template(setup, aug.output_shape(shape))
@@ -94,7 +98,7 @@ def workloads(setup: NetSetup, runs: int, **method) -> list[scale.Workload]:
         _method_config(setup, method), image_shape=shape, n_train=setup.n_train, n_eval=setup.n_eval)
     points = -(-setup.steps // setup.track_every) + 1
     name = method.get("direct", method.get("predictor", "linear"))
-    name = "linear" if name == "none" else name
+    name = label or ("linear" if name == "none" else name)
     return [scale.Workload(f"{name} train step", step, setup.steps * runs, "step", setup.steps),
             scale.Workload(f"{name} tracking", track, points * runs, "point", points)]
 
@@ -102,8 +106,22 @@ def workloads(setup: NetSetup, runs: int, **method) -> list[scale.Workload]:
 def plan(cfg: NoncontrastiveDeepConfig, **device) -> scale.ComputePlan:
     """FLOPs per step and per tracking point of BYOL, and the estimated time of ``cfg.seeds`` runs on the default
     device (or the one named by ``device_kind=...``, ``platform=...``; :func:`stepwise.scale.make_plan`)."""
-    return scale.make_plan(f"{EXPERIMENT}: BYOL, {describe(cfg.setup)}, {cfg.seeds} seed(s)",
-                           workloads(cfg.setup, cfg.seeds), dtype=cfg.setup.dtype, programs=2, **device)
+    work = workloads(cfg.setup, cfg.seeds)
+    for name, sym in B4_PREDICTORS.items():
+        if cfg.b4_seeds:
+            work += workloads(cfg.setup, cfg.b4_seeds, label=f"B4 {name}", **_b4_method(cfg, sym))
+    return scale.make_plan(f"{EXPERIMENT}: BYOL, {describe(cfg.setup)}, {cfg.seeds} seed(s)"
+                           + (f", B4 ablation {cfg.b4_seeds} seed(s)" if cfg.b4_seeds else ""),
+                           work, dtype=cfg.setup.dtype, programs=2 + 4 * bool(cfg.b4_seeds), **device)
+
+
+#: The B4 ablation's predictors (no EMA): name -> symmetrised W_p.
+B4_PREDICTORS = {"symmetric": True, "regular": False}
+
+
+def _b4_method(cfg: NoncontrastiveDeepConfig, symmetric: bool) -> dict:
+    """Note B4's runs: no EMA (the target is the online network under stop-gradient), alpha_p of the ablation."""
+    return {"method": "simsiam", "symmetrize": symmetric, "alpha_p": cfg.b4_alpha_p}
 
 
 def train(setup: NetSetup, data: Data, seed: int, *, progress: bool = False, checkpoints: Checkpointing | None = None,
@@ -135,7 +153,7 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
         checkpoints: Checkpointing | None = None, plan: scale.ComputePlan | None = None) -> dict:
     """Run the experiment and write its files to ``out_dir``. Returns the results dictionary (with ``plan``, computed
     before the run, next to the measured times). ``checkpoints``: each seed's training checkpoints
-    (``checkpoint-seed<k>.msgpack``)."""
+    (``checkpoint-seed<k>.msgpack``, ``checkpoint-b4-<symmetric|regular>-seed<k>.msgpack``)."""
     from stepwise.plots.noncontrastive_deep import plot_noncontrastive_deep
 
     t0 = time.perf_counter()
@@ -146,9 +164,20 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
         t = time.perf_counter()
         runs.append(train(cfg.setup, data, seed, progress=progress, checkpoints=checkpoints, name=f"seed{seed}"))
         timings.append(time.perf_counter() - t)
+    b4, b4_timings = {name: [] for name in B4_PREDICTORS}, []  # the B4 ablation: F's spectrum at the end per seed
+    for name, sym in B4_PREDICTORS.items():
+        for seed in range(cfg.b4_seeds):
+            t = time.perf_counter()
+            r = train(cfg.setup, data, seed, progress=progress, checkpoints=checkpoints, name=f"b4-{name}-seed{seed}",
+                      **_b4_method(cfg, sym))
+            b4[name].append(np.linalg.eigvalsh(r.corr[-1].astype(np.float64))[::-1])
+            b4_timings.append(time.perf_counter() - t)
     aligned = [tian2021.alignment_trajectory(r.corr, r.wp) for r in runs]
     checks = tian2021.deep_checks(aligned, min_cos=cfg.min_cos, min_modes=cfg.min_modes,
                                   max_asymmetry=cfg.max_asymmetry)
+    b4_modes = {name: [int(np.sum(s > tian2021.ALIGN_FLOOR * s[0])) for s in v] for name, v in b4.items()}
+    if cfg.b4_seeds:
+        checks += tian2021.b4_checks(b4_modes, alpha_p=cfg.b4_alpha_p)
     out_dir.mkdir(parents=True, exist_ok=True)
     stack = lambda name, src: np.stack([getattr(x, name) for x in src])  # noqa: E731
     io.save_npz_atomic(
@@ -157,6 +186,8 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
         asymmetry=stack("asymmetry", aligned), min_eig_ratio=stack("min_eig_ratio", aligned),
         train_loss=stack("train_loss", runs), eval_loss=stack("eval_loss", runs),
         target_cos=stack("target_cos", runs), lr=np.float64(cfg.setup.lr), floor=np.float64(tian2021.ALIGN_FLOOR),
+        **{f"b4_spectrum_{name}": np.asarray(v, np.float64).reshape(cfg.b4_seeds, cfg.setup.d)
+           for name, v in b4.items()},
     )
     figure = plot_noncontrastive_deep(out_dir)
     end = [a.alive[-1] for a in aligned]
@@ -169,7 +200,9 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
         "b3_loglog_slope": [tian2021.loglog_slope(a.s[-1], a.p[-1], m) for a, m in zip(aligned, end)],
         "spectrum_split_decades_and_null_change": [tian2021.spectrum_split(a.s) for a in aligned],
         "target_cos_end": [float(r.target_cos[-1]) for r in runs],
-        "train_time_s": [r.train_time_s for r in runs], "run_time_s": timings,
+        "b4_non_null_modes_end": b4_modes, "b4_participation_ratio_end": {
+            name: [float(np.sum(s) ** 2 / np.sum(s**2)) for s in v] for name, v in b4.items()},
+        "train_time_s": [r.train_time_s for r in runs], "run_time_s": timings, "b4_run_time_s": b4_timings,
         "time_per_step_ms": [1e3 * (r.train_time_s - r.tracking_time_s) / cfg.setup.steps for r in runs],
     }
     extra = {"summary": summary, "figures": [figure.name], "data": [DATA]}
