@@ -40,6 +40,8 @@ class SpeedupConfig:
       eps: the boost's eps: a mode that has not appeared gets (1 + eps) / eps times the plain gradient.
       rank: rank r of the input preconditioner (None: d).
       settle_widths: each variant runs until its last predicted step plus this many of its rise widths.
+      random_init: also train every variant from ``linear_bt``'s small random initialisation (i.i.d. entries of std
+        init_scale / sqrt(gamma_1)), predicted with Gram-Schmidt amplitudes (theory note 2.4).
       deep: run the deep stand-in.
       deep_hidden: hidden widths of the MLP (``stepwise_deep``'s model, no projector).
       deep_d: the MLP's embedding dimension.
@@ -51,7 +53,10 @@ class SpeedupConfig:
         last step, rounded up to a tracking point).
       deep_steps_factor: see ``deep_steps``.
       deep_seeds: seeds 0..deep_seeds-1 (model, batches, views); the gated deep statistics are over seeds.
-      deep_batch_size, deep_n_train, deep_n_eval, deep_track_every: as ``stepwise_deep``.
+      deep_batch_size: pairs per SGD step.
+      deep_n_train: training images (digits).
+      deep_n_eval: held-out images whose fixed pair of views is tracked (loss, spectra).
+      deep_track_every: SGD steps between tracking points (the resolution of the last step's time).
       deep_n_pairs: augmented training pairs over which the head kernel's Gamma is estimated at initialisation.
       deep_loss_level: the last step's time on the MLP is the first step at which the held-out loss is at or below
         this level (0.5: half-way between the last plateau, 1, and the minimum, 0; theory note 2.5).
@@ -69,6 +74,7 @@ class SpeedupConfig:
     eps: float = 0.1
     rank: int | None = None
     settle_widths: float = 6.0
+    random_init: bool = True
     deep: bool = True
     deep_hidden: tuple[int, ...] = (128, 128)
     deep_d: int = 4
