@@ -317,6 +317,11 @@ def run(cfg: SpeedupConfig, out_dir: str | Path, *, progress: bool = False) -> d
                    f"{variant}_predicted_loss": np.sum((1.0 - curves) ** 2, axis=1),
                    f"{variant}_predicted_steps": p.step_times, f"{variant}_measured_steps": measured[variant],
                    f"{variant}_flow_steps": np.sort(p.flow_steps), f"{variant}_lr": np.float64(p.lr)}
+    if "random_init" in summary:
+        rnd = summary["random_init"]
+        for variant in theory.VARIANTS:
+            arrays[f"random_{variant}_measured_steps"] = rnd["measured_steps"][variant]
+            arrays[f"random_{variant}_predicted_steps"] = rnd["predicted_steps"][variant]
     result_summary: dict = {"linear": summary, "linear_time_s": t_linear}
     if cfg.deep:
         t1 = time.perf_counter()
