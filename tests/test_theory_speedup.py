@@ -106,7 +106,8 @@ def test_map_crossing_equals_brute_force_iteration():
         while np.isnan(out).any():
             prev, lam = lam, lam * (1 + x * sp.boost_gain(lam, eps) * (1 - lam)) ** 2
             for j in np.flatnonzero(np.isnan(out) & (lam >= 0.5)):
-                lo, hi = math.log(prev[j] / (1 - prev[j])), math.log(min(lam[j], 1 - 1e-16) / (1 - min(lam[j], 1 - 1e-16)))
+                top = min(lam[j], 1 - 1e-16)
+                lo, hi = math.log(prev[j] / (1 - prev[j])), math.log(top / (1 - top))
                 out[j] = k - lo / (hi - lo)
             k += 1
         np.testing.assert_allclose(sp.map_crossing_steps(RATES, A0, lr, eps=eps), out, rtol=1e-8)

@@ -193,7 +193,8 @@ def random_init_checks(cfg: SpeedupConfig, lin: dict) -> tuple[list, dict]:
     # the j-th event is gated when the mode that makes it is (the same sorting as linear_bt)
     order = {k: np.argsort(preds[k].mode_steps, kind="stable") for k in runs}
     worst = {k: float(np.max(np.abs(rel[k][gated[order[k]]]))) if gated.any() else float("nan") for k in runs}
-    angles = {k: float(np.max(compare.principal_angles(r.w_final.T, np.eye(g.size)[:, : cfg.d]))) for k, r in runs.items()}
+    top = np.eye(g.size)[:, : cfg.d]  # span(v_1..v_d) in the eigenbasis the runs are recorded in
+    angles = {k: float(np.max(compare.principal_angles(r.w_final.T, top))) for k, r in runs.items()}
     ratio = {k: float(np.max(measured["plain"]) / np.max(measured[k])) for k in runs}
     ratio_pred = {k: preds["plain"].last_step / preds[k].last_step for k in runs}
     checks = []
@@ -311,7 +312,8 @@ def run(cfg: SpeedupConfig, out_dir: str | Path, *, progress: bool = False) -> d
                     "d": np.int64(cfg.d)}
     for variant in theory.VARIANTS:
         r, p = lin["runs"][variant], lin["predictions"][variant]
-        curves = np.sort(theory.gd_eigenvalues(p.rates, p.amplitudes, p.lr, r.step.size - 1, eps=p.eps), axis=1)[:, ::-1]
+        curves = theory.gd_eigenvalues(p.rates, p.amplitudes, p.lr, r.step.size - 1, eps=p.eps)
+        curves = np.sort(curves, axis=1)[:, ::-1]
         arrays |= {f"{variant}_step": r.step, f"{variant}_eigenvalues": r.eigenvalues, f"{variant}_loss": r.loss,
                    f"{variant}_predicted_eigenvalues": curves,
                    f"{variant}_predicted_loss": np.sum((1.0 - curves) ** 2, axis=1),

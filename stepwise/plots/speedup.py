@@ -56,7 +56,8 @@ def plot_speedup(run_dir: str | Path, out: str | Path | None = None) -> Path:
     x = np.arange(len(others))
     t_plain = float(np.max(data["plain_measured_steps"]))
     measured = [t_plain / float(np.max(data[f"{v}_measured_steps"])) for v in others]
-    mapped = [float(np.max(data["plain_predicted_steps"])) / float(np.max(data[f"{v}_predicted_steps"])) for v in others]
+    t_map = float(np.max(data["plain_predicted_steps"]))
+    mapped = [t_map / float(np.max(data[f"{v}_predicted_steps"])) for v in others]
     flow = [float(np.max(data["plain_flow_steps"])) / float(np.max(data[f"{v}_flow_steps"])) for v in others]
     ax.bar(x, measured, color=[_COLORS.get(v, "grey") for v in others], alpha=0.6, label="measured (GD)")
     ax.scatter(x, mapped, color="black", marker="_", s=600, zorder=3, label="exact GD map")

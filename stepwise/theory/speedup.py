@@ -32,7 +32,7 @@ for all time, because W Gamma M = U S diag(gamma_j mu_j) V_d^T (mu_j the eigenva
 K(C) = U diag(kappa(lambda_j)) U^T are both diagonal in the same frames. With lambda_j = gamma_j s_j^2 and the *mode
 rate* g_j = gamma_j mu_j (plain: g_j = gamma_j; input: g_j = 1 for j <= r):
 
-    ds_j/dt = 4 g_j kappa(lambda_j) s_j (1 - lambda_j)   =>   dlambda_j/dt = 8 g_j kappa(lambda_j) lambda_j (1 - lambda_j)
+    ds_j/dt = 4 g_j kappa(lambda_j) s_j (1 - lambda_j)  =>  dlambda_j/dt = 8 g_j kappa(lambda_j) lambda_j (1 - lambda_j)
     GD (exact):  lambda_j <- lambda_j (1 + 4 lr g_j kappa(lambda_j) (1 - lambda_j))^2
 
 **Closed-form step times (flow).** Half-rise (or any level l) time from lambda_j(0) = a_j < l < 1:
