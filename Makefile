@@ -22,6 +22,7 @@ help:
 	@echo "make fig-directpred  Tian et al. 2021 Sec. 6: DirectPred vs trained predictors, 3 seeds, eps sweep"
 	@echo "make fig-hltm    Tian et al. 2020: tree ReLU net learns HLTM latents; covariance-operator identities"
 	@echo "make fig-grassmann  Esser et al. 2023: linear SSL collapse, exact Grassmann flow, SSL vs supervised NTK vs width"
+	@echo "make fig-speedup  Simon et al. 2023 sec. 5: focusing the gradient on small eigendirections (linear + MLP)"
 	@echo "make report      rebuild reports/index.html from $(RUNS)/*/results.json"
 	@echo "make bench       timing benchmarks -> bench/*.json"
 	@echo "make bench-train time per training step, JAX vs PyTorch (installs torch, bench-only) -> bench/bench_train.json"

@@ -303,6 +303,16 @@ CASES = {
     "stepwise.theory.noncontrastive.theorem2_operator": lambda d: (
         (d.y.wp, d.ncx, d.ncx_aug, nc.Hyper(method="fixed_tau", tau=0.8, stop_gradient=False)), {}),
     "stepwise.theory.noncontrastive.vector_field": lambda d: ((d.y, d.ncx, d.ncx_aug, d.hyper), {}),
+    # ---- stepwise.theory.speedup
+    "stepwise.theory.speedup.boost_gain": lambda d: ((np.array([-0.1, 0.0, 0.3, 1.0]), 0.1), {}),
+    "stepwise.theory.speedup.flow_crossing_times": lambda d: ((d.g[:3], d.amps), {"eps": 0.1}),
+    "stepwise.theory.speedup.gd_eigenvalues": lambda d: ((d.g[:3], d.amps, d.llr, 30), {"eps": 0.1}),
+    "stepwise.theory.speedup.input_preconditioner": lambda d: ((d.g, d.v, 3), {}),
+    "stepwise.theory.speedup.map_crossing_steps": lambda d: ((d.g[:3], d.amps, d.llr), {"eps": 0.1}),
+    "stepwise.theory.speedup.mode_rates": lambda d: ((d.g, "input", 3), {}),
+    "stepwise.theory.speedup.predict": lambda d: (
+        (d.g, d.amps, "input_boost"), {"lr_scale": 0.3, "eps": 0.1, "rank": 3}),
+    "stepwise.theory.speedup.update_direction": lambda d: ((d.lw0, d.gamma), {"precond": np.eye(5), "eps": 0.1}),
     # ---- stepwise.compare.checks
     "stepwise.compare.checks.all_passed": lambda d: (([ck.check("a", 0.5, 1.0, kind="theory", reason="r")],), {}),
     "stepwise.compare.checks.check": lambda d: (
