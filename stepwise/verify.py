@@ -178,6 +178,10 @@ class VerifyConfig:
 def load_factory(spec: str) -> Callable:
     """Import ``path/to/file.py:name`` or ``package.module:name`` and return the callable ``name``.
 
+    As Python does for ``python file.py``, a model file's own folder is put on ``sys.path`` first, so the file
+    can import its sibling modules (``from blocks import ResBlock``). As ``python -m`` does, the current folder is
+    put on ``sys.path`` for the ``package.module`` form, so a package in the folder the command runs from is found.
+
     Raises:
       ModelSpecError: malformed spec, missing file, import failure (with the original error), missing or
         non-callable attribute.
@@ -190,6 +194,7 @@ def load_factory(spec: str) -> Callable:
         if not path.is_file():
             raise ModelSpecError(f"model file {target!r} not found (looked at {path.resolve()})")
         name = f"_stepwise_user_model_{abs(hash(str(path.resolve())))}"
+        _put_first_on_path(path.resolve().parent)
         try:
             module_spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(module_spec)
@@ -200,6 +205,7 @@ def load_factory(spec: str) -> Callable:
             raise ModelSpecError(f"could not import {path.resolve()}: {type(err).__name__}: {err}") from err
         where = str(path.resolve())
     else:
+        _put_first_on_path(Path.cwd())
         try:
             module = importlib.import_module(target)
         except Exception as err:  # noqa: BLE001
@@ -213,6 +219,14 @@ def load_factory(spec: str) -> Callable:
     if not callable(factory):
         raise ModelSpecError(f"{where}:{attr} is a {type(factory).__name__}, not a callable make_model(rngs)")
     return factory
+
+
+def _put_first_on_path(folder: Path) -> None:
+    """``folder`` at the front of ``sys.path`` (once), where Python puts a script's folder or ``-m``'s cwd."""
+    folder = str(folder)
+    if folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
 
 
 def _check_signature(factory: Callable, spec: str) -> None:

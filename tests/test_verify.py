@@ -2,6 +2,7 @@
 
 import json
 import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -170,3 +171,60 @@ def test_divergence_stops_with_step_and_quantity(tmp_path):
     with pytest.raises(DivergenceError, match=r"diverged at step \d+: .* Try: lower the learning rate \(now 0.5\)"):
         V.verify(V.dataclasses.replace(V.VerifyConfig.smoke(EXAMPLE), steps=100, lr=0.5), tmp_path / "run")
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+_NET = """
+from flax import nnx
+
+
+class Net(nnx.Module):
+    def __init__(self, rngs):
+        self.out = nnx.Linear(64, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(x.reshape(x.shape[0], -1))
+"""
+
+
+@pytest.mark.parametrize("form", ["file", "package"])
+def test_model_specs_import_like_python_does(tmp_path, form):
+    """A model file imports its sibling modules (its folder goes first on sys.path, as for `python file.py`), and
+    `package.module:name` is found in the folder the console command runs from (as for `python -m`). Run through
+    the installed `stepwise` script, whose sys.path[0] is its bin folder: a missing attribute is reported with the
+    module's callables, which proves the import itself worked (it failed with ModuleNotFoundError before)."""
+    import subprocess
+    import sys
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    if form == "file":
+        (tmp_path / "models").mkdir()
+        (tmp_path / "models" / f"blocks_{tag}.py").write_text(_NET)
+        (tmp_path / "models" / "arch.py").write_text(f"from blocks_{tag} import Net\n\ndef make_model(rngs):\n"
+                                                     "    return Net(rngs)\n")
+        spec = "models/arch.py"
+    else:
+        pkg = tmp_path / f"pkg_{tag}"
+        pkg.mkdir()
+        (pkg / "__init__.py").write_text("")
+        (pkg / "blocks.py").write_text(_NET)
+        (pkg / "arch.py").write_text(f"from pkg_{tag}.blocks import Net\n\ndef make_model(rngs):\n    return Net(rngs)\n")
+        spec = f"pkg_{tag}.arch"
+    script = Path(sys.executable).parent / "stepwise"
+    proc = subprocess.run([str(script), "verify", "--model", f"{spec}:nope", "--dataset", "digits",
+                           "--out", str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "has no attribute 'nope'; its public callables are ['Net', 'make_model']" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    # and through the API, the factory builds the model
+    import os
+
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        factory = V.load_factory(f"{spec}:make_model")
+    finally:
+        os.chdir(cwd)
+    from flax import nnx
+
+    assert isinstance(factory(nnx.Rngs(0)), nnx.Module)
