@@ -95,6 +95,23 @@ def test_kernel_agreement_passes_on_prediction_fails_on_noise(rng):
         cn.kernel_agreement(k_all, two_n, rng.standard_normal((29, 5)), k)
 
 
+
+@pytest.mark.parametrize("null_mean,null_std,kind", [(0.5, 0.1, "baseline"), (0.9, 0.05, "reported"),
+                                                     (0.96, 0.05, "reported")])
+def test_final_embedding_baseline_at_or_above_one_is_reported(null_mean, null_std, kind):
+    """A similarity is at most 1: a null whose mean + 2 std reaches 1 could not be beaten by any run, so the check is
+    reported (uninformative), not failed (a ResNet eval smoke set it at 1.168)."""
+    draws = null_mean + null_std * np.array([-1.0, 1.0] * 10)  # mean null_mean, std null_std exactly
+    agreement = cn.KernelAgreement(k=2, gammas=np.ones(4), ridge=0.0, predicted=np.eye(5, 2), learned=np.eye(5, 2),
+                                   similarity=0.97, baseline_kernel=draws, baseline_random=0.4)
+    c = cn.final_embedding_check(agreement, "final", kernel="test")
+    assert c.kind == kind and c.threshold == pytest.approx(null_mean + 2 * null_std)
+    if kind == "reported":
+        assert c.passed is None and "at or above 1" in c.reason
+    else:
+        assert c.passed is True
+
+
 def _stepwise_snapshots(q: np.ndarray, order: list[int], t: np.ndarray, onsets: np.ndarray, d: int, rng) -> np.ndarray:
     """(T, n, d) snapshots in which direction q[:, order[j]] rises logistically around onsets[j] to size 3 - 0.3 j."""
     n = q.shape[0]

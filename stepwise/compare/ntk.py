@@ -185,7 +185,23 @@ def kernel_agreement(
 
 @float64
 def final_embedding_check(agreement: KernelAgreement, name: str, *, kernel: str) -> Check:
-    """The learned subspace must match the kernel prediction better than random functions of the same kernel."""
+    """The learned subspace must match the kernel prediction better than random functions of the same kernel.
+
+    The similarity is at most 1. When the null's mean + 2 std reaches 1 (few held-out points, or random functions of
+    this kernel already spanning nearly the learned subspace), no measurement can beat it: the check is then
+    ``reported`` (the baseline is uninformative at this size), never a failure that could not have been a pass.
+    """
+    if agreement.baseline_threshold >= 1.0:
+        return check(
+            name, agreement.similarity, agreement.baseline_threshold, op=">=", kind="reported",
+            reason=f"not gated: the {kernel} NTK's random-function baseline (mean + 2 std over "
+            f"{agreement.baseline_kernel.size} draws) is at or above 1, the largest possible similarity, so no "
+            "run could beat it; use more held-out points (n_eval) so that random functions of the kernel stop "
+            "spanning the learned subspace",
+            description=f"subspace similarity (mean cos^2 of principal angles) of the top-{agreement.k} learned "
+            f"subspace and the {kernel} NTK prediction on held-out points",
+            predicted=agreement.baseline_threshold, measured=agreement.similarity,
+        )
     return check(
         name, agreement.similarity, agreement.baseline_threshold, op=">=", kind="baseline",
         reason=f"theory note 6.12 / E6: the {kernel} NTK's contrastive eigenfunctions predict the learned embedding; "
