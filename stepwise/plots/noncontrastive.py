@@ -4,7 +4,9 @@
 invariant parabola, the fixed points and the collapse basin, and Eqn 16 on the parabola (the paper's Figs. 3-4).
 ``eigenvalues.png``: eigenvalue trajectories: the aligned matrix model against the per-mode theory, the full
 BYOL run from a random start (A7), and the per-mode constants of Eqn 14.
-``theorems.png``: Theorems 1-3, the EMA correlation of Fig. 7 and the asymmetric part of Fig. 8, with thresholds.
+``theorems.png``: Theorems 1-3, the EMA correlation of Fig. 7 and the asymmetric part of Fig. 8, with thresholds;
+a third row (Fig. 9) when the data has it: the commutator in a stable and an unstable (eta = 0) setting with the
+Gronwall form of Theorem 3's bound, lambda_min K along both, and aligned fixed points against Eqn 8 linearised.
 """
 
 from __future__ import annotations
@@ -165,7 +167,8 @@ def _eigenvalues(d: dict, plt, out: Path) -> Path:
 
 
 def _theorems(d: dict, plt, out: Path) -> Path:
-    fig, axes = plt.subplots(2, 3, figsize=(17, 9))
+    fig9 = "f9_t" in d  # data written before Fig. 9 was added has two rows
+    fig, axes = plt.subplots(3 if fig9 else 2, 3, figsize=(17, 13.5 if fig9 else 9))
     ax = axes[0, 0]
     for name, err in zip(d["a1_names"], d["a1_rel_error"]):
         control = str(name).startswith("control")
@@ -228,7 +231,50 @@ def _theorems(d: dict, plt, out: Path) -> Path:
     ax.set_ylabel("fixed points of Eqn 16")
     ax.set_title(f"A5: saddle-node bifurcation (sigma2 = {float(d['sigma2']):g})")
     ax.legend(fontsize=7, frameon=False)
+    if fig9:
+        _fig9(d, axes[2])
     return _finish(fig, plt, out)
+
+
+def _fig9(d: dict, axes) -> None:
+    t, tau = d["f9_t"], float(d["f9_tau"])
+    labels = (f"stable: eta = {float(d['f9_stable_eta']):g}", "unstable: eta = 0")
+    floor = 1e-17
+    ax = axes[0]
+    for comm, gron, live, label, col in zip(d["f9_commutator"], d["f9_gronwall"], d["f9_live"], labels,
+                                            ("tab:blue", "tab:red")):
+        ax.plot(t, np.maximum(comm, floor), color=col, lw=1.8, label=f"||L(t)||/||L(0)||, {label}")
+        ax.plot(t, np.maximum(gron, floor), color=col, ls="--", lw=1,
+                label="bound exp(-2 int lambda_min K)" if col == "tab:red" else None)
+    ax.plot(t, np.maximum(d["f9_stable_bound"], floor), color="black", ls=":", lw=1,
+            label="Theorem 3: e^{-2 lambda0 t} (stable)")
+    ax.axhline(1.0, color="grey", lw=0.5)
+    ax.set_yscale("log")
+    ax.set_ylim(1e-16, 1e3)
+    ax.set_xlabel("t")
+    ax.set_title(f"Fig. 9: ||[F, W_p]|| from random starts (tau = {tau:g})")
+    ax.legend(fontsize=7, frameon=False, loc="lower left")
+
+    ax = axes[1]
+    for lam, label, col in zip(d["f9_lambda_min"], labels, ("tab:blue", "tab:red")):
+        ax.plot(t, lam, color=col, lw=1.5, label=label)
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xlabel("t")
+    ax.set_ylabel("lambda_min K(t) (Eqn 9)")
+    ax.set_title("Fig. 9: the hypothesis of Theorem 3")
+    ax.legend(fontsize=8, frameon=False)
+
+    ax = axes[2]
+    for comm, lin, label, col in zip(d["f9_fixed_commutator"], d["f9_fixed_linear"], ("unstable", "stable"),
+                                     ("tab:red", "tab:blue")):
+        ax.plot(d["f9_fixed_t"], comm, color=col, lw=2.5, alpha=0.6, label=f"{label} fixed point (ODE)")
+        ax.plot(d["f9_fixed_t"], lin, color="black", ls="--", lw=1, label="Eqn 8 linearised" if col == "tab:blue"
+                else None)
+    ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel("||L(t)|| / ||L(0)||")
+    ax.set_title("Fig. 9: aligned fixed points at eta = 0, W_p perturbed")
+    ax.legend(fontsize=8, frameon=False)
 
 
 def plot_noncontrastive_linear(run_dir: str | Path) -> list[Path]:
