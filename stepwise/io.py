@@ -55,10 +55,23 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
-    """``np.savez`` to ``path`` atomically."""
+    """``np.savez`` to ``path`` atomically.
+
+    Floating-point types NumPy cannot store (bfloat16 and the float8 types of ``ml_dtypes``, which ``np.savez``
+    writes as raw bytes of dtype ``V2``/``V1`` that nothing reads back as numbers) are saved as float32, which holds
+    every one of their values exactly.
+    """
+    arrays = {k: _storable(v) for k, v in arrays.items()}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
     return Path(path)
+
+
+def _storable(value: Any) -> Any:
+    a = np.asarray(value)
+    if a.dtype.kind == "V" and a.dtype.fields is None and a.dtype.itemsize <= 2:  # ml_dtypes' bfloat16, float8_*
+        return a.astype(np.float32)
+    return a
 
 
 def _jsonable_tree(obj: Any) -> Any:

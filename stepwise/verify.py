@@ -34,6 +34,7 @@ import importlib.util
 import inspect
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -470,13 +471,27 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
     io.save_npz_atomic(out_dir / DATA, step=res.step, eigenvalues=res.cov_out, eval_loss=res.eval_loss,
                        onsets=onsets, well_separated=det.well_separated, lr=np.float64(lr),
                        predicted_half_steps=np.sort(predicted_steps), half_times=det.half_times, **arrays)
-    figure = plot_verify(out_dir, title=f"{cfg.model} - {cfg.loss} on {cfg.dataset}")
-    results = io.write_results(
-        out_dir, experiment=f"verify/{Path(cfg.model.rpartition(':')[0]).stem}:{cfg.model.rpartition(':')[2]}",
-        config=dataclasses.asdict(cfg) | {"learning_rate": lr},
-        checks=checks, wall_time_s=time.perf_counter() - t0,
-        extra={"summary": summary, "figures": [figure.name], "data": [DATA], "report": "report.html"},
-    )
+    # results.json first: the run's verdicts must survive a figure that cannot be drawn (then rewritten with the
+    # figure's name, or with the plotting error, which the report and the command line show).
+    def write(figures: list[str], figure_error: str | None = None) -> dict:
+        extra = {"summary": summary, "figures": figures, "data": [DATA], "report": "report.html"}
+        if figure_error is not None:
+            extra["figure_error"] = figure_error
+        return io.write_results(
+            out_dir, experiment=f"verify/{Path(cfg.model.rpartition(':')[0]).stem}:{cfg.model.rpartition(':')[2]}",
+            config=dataclasses.asdict(cfg) | {"learning_rate": lr},
+            checks=checks, wall_time_s=time.perf_counter() - t0, extra=extra,
+        )
+
+    results = write([])
+    try:
+        figure = plot_verify(out_dir, title=f"{cfg.model} - {cfg.loss} on {cfg.dataset}")
+    except Exception as err:  # noqa: BLE001 - a figure never loses the run; say what failed
+        problem = f"the figure could not be drawn from {DATA}: {type(err).__name__}: {err}"
+        warnings.warn(problem, stacklevel=2)
+        results = write([], problem)
+    else:
+        results = write([figure.name])
     build_run_report(out_dir, out_dir / "report.html")
     return results
 

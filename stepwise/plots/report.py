@@ -159,6 +159,8 @@ def _section(run_dir: Path, res: dict) -> str:
         path = run_dir / str(name)
         if path.is_file():
             figs += _embed(path, name)
+    if res.get("figure_error"):
+        figs += f"<p class='fail'>No figure: {html.escape(str(res['figure_error']))}</p>"
     dev = _dict(res.get("device"))
     meta = (
         f"device: {html.escape(str(dev.get('platform')))} ({html.escape(str(dev.get('kind')))} x{dev.get('count')}), "
