@@ -119,11 +119,11 @@ bench: $(STAMP)
 # PyTorch is a benchmark-only dependency: installed here when missing, never by `make install` / `make test`.
 bench-train: $(STAMP)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
-	$(VENV)/bin/stepwise bench train --out bench
+	$(PY) benchmarks/bench_train.py --out bench
 
 # Each case runs in its own process (honest peak RSS); about an hour on a 2-core CPU. Quick look: --quick.
 bench-ntk: $(STAMP)
-	$(VENV)/bin/stepwise bench ntk --out bench
+	$(PY) benchmarks/bench_ntk.py --out bench
 
 # The GPU machine reaches no registry: carry what its image lacks (benchmarks/gpu/wheels.py says which) as wheels.
 gpu-wheels:

@@ -3,9 +3,9 @@
     python benchmarks/ntk_devices.py --devices 4 --n 500 1000 --model mlp [--out bench/ntk_devices.json]
 
 Forces ``--devices`` host devices (``XLA_FLAGS=--xla_force_host_platform_device_count``, set before JAX starts),
-then for each n computes the float32 kernel (x2 = None) of a ``stepwise bench ntk`` model on one device and spread
-over all of them with the same per-device memory budget, twice each (the first call compiles), and reports the
-times and the largest difference relative to the largest entry. The forced devices share the host's cores, so this
+then for each n computes the float32 kernel (x2 = None) of a :mod:`benchmarks.bench_ntk` model on one device and
+spread over all of them with the same per-device memory budget, twice each (the first call compiles), and reports
+the times and the largest difference relative to the largest entry. The forced devices share the host's cores, so this
 checks the sharded driver and its overhead, not a speed-up; on accelerators each device brings its own FLOPs.
 """
 
@@ -34,8 +34,8 @@ def main() -> int:
     import jax
     import numpy as np
 
+    from benchmarks.bench_ntk import MODELS
     from stepwise import ntk
-    from stepwise.bench_ntk import MODELS
     from stepwise.io import environment, write_json_atomic
     from stepwise.models import build_model, param_count, pure_model
 
@@ -80,4 +80,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if not __package__:  # run as a file: the repository root, not benchmarks/, on the path
+        sys.path[0] = str(Path(__file__).resolve().parents[1])
     sys.exit(main())

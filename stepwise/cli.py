@@ -9,10 +9,10 @@ prints the plan and stops. Config flags apply on top, e.g. ``--steps 3``; for th
 ``setup`` (directpred, noncontrastive_deep) ``--steps`` and ``--batch-size`` mean ``--setup.steps`` and
 ``--setup.batch-size``.
 
-``stepwise bench train --out DIR``: the training-step benchmark, JAX vs PyTorch (:mod:`stepwise.bench`).
-``stepwise bench ntk --out DIR``: empirical-NTK time and peak memory per backend and size (:mod:`stepwise.bench_ntk`).
 ``stepwise verify --model path/to/file.py:make_model [--loss ...] [--out DIR]``: check a new architecture against the
-stepwise theory and its own NTK (:mod:`stepwise.verify`).
+stepwise theory and its own NTK (:mod:`stepwise.verify`). The benchmarks are not part of the library: from the
+repository root, ``python benchmarks/bench_train.py --out DIR`` (JAX vs PyTorch) and ``python benchmarks/bench_ntk.py
+--out DIR`` (empirical NTK).
 
 Experiment flags come from the experiment's config dataclass (via tyro), e.g.
 ``stepwise run linear_bt --dataset digits --d 8 --out runs/digits``; ``stepwise run linear_bt --help`` lists them.
@@ -445,23 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list the experiments")
     sub.add_parser("verify", help="check a new architecture: `stepwise verify --model path/to/file.py:make_model`",
                    add_help=False)
-    p_bench = sub.add_parser("bench", help="`stepwise bench train|ntk --out DIR`: training step JAX vs PyTorch; "
-                             "empirical NTK", add_help=False)
-    p_bench.add_argument("benchmark")
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command == "run":
             return _run(args.experiment, rest)
         if args.command == "verify":
             return _verify(rest)
-        if args.command == "bench" and args.benchmark == "ntk":
-            from stepwise.bench_ntk import main as bench_ntk_main
-
-            return bench_ntk_main(rest)
-        if args.command == "bench":
-            from stepwise.bench import main as bench_main
-
-            return bench_main([args.benchmark, *rest])
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "report":

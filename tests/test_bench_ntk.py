@@ -1,11 +1,11 @@
-"""The empirical-NTK benchmark (stepwise.bench_ntk): one case in-process per method, and the CLI end to end."""
+"""The empirical-NTK benchmark (benchmarks/bench_ntk.py): one case in-process per method, and the CLI end to end."""
 
 import json
 
 import numpy as np
 import pytest
 
-from stepwise import bench_ntk
+from benchmarks import bench_ntk
 
 
 def test_cases_agree_across_methods_and_report_consistent_numbers():
@@ -26,10 +26,8 @@ def test_cases_agree_across_methods_and_report_consistent_numbers():
 
 
 def test_cli_quick_writes_the_json_and_skips_what_would_take_too_long(tmp_path):
-    from stepwise.cli import main
-
-    code = main(["bench", "ntk", "--quick", "--methods", "jax", "--sizes", "8", "4096", "--max-case-seconds",
-                 "1e-6", "--out", str(tmp_path)])
+    code = bench_ntk.main(["--quick", "--methods", "jax", "--sizes", "8", "4096", "--max-case-seconds", "1e-6",
+                           "--out", str(tmp_path)])
     assert code == 0
     data = json.loads((tmp_path / "bench_ntk.json").read_text())
     ran, skipped = data["cases"]

@@ -1,7 +1,7 @@
 """The training step on the GPU: stepwise's jitted JAX step against the same step in PyTorch, same batch and precision.
 
-The step is ``stepwise.bench``'s (sample a batch of on-device images, two views by shift + noise, forward both, the
-centred Barlow Twins theory loss, backward, plain SGD), on a GroupNorm CIFAR ResNet-18 at width 1 (11.2 M
+The step is ``benchmarks.bench_train``'s (sample a batch of on-device images, two views by shift + noise, forward
+both, the centred Barlow Twins theory loss, backward, plain SGD), on a GroupNorm CIFAR ResNet-18 at width 1 (11.2 M
 parameters, 32x32x3, batch 256, d = 64), the PyTorch twin built from the JAX module's weights (outputs checked to
 agree). Precision, the same on both sides in each mode:
 
@@ -39,7 +39,7 @@ def _torch_precision(torch, mode: str):
 def measure(mode: str, cfg, *, rounds: int, steps: int, torch_device: str | None) -> dict:
     import jax
 
-    from stepwise import bench
+    from benchmarks import bench_train as bench
     from stepwise.scale import program_flops
 
     jax_precision = {"float32": "float32", "tf32": "tensorfloat32"}[mode]
@@ -89,7 +89,7 @@ def _gpu_parity(jb, cfg, torch) -> dict:
     """Max |JAX - PyTorch| of the initial networks' outputs on the same images, both on the GPU."""
     import jax
 
-    from stepwise import bench
+    from benchmarks import bench_train as bench
 
     x = np.random.default_rng(1).normal(size=(8, *cfg.input_shape)).astype(np.float32)
     z_jax = np.asarray(jax.jit(jb.pure.apply)(jb.pure.params, x))
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
-    from stepwise import bench
+    from benchmarks import bench_train as bench
     from stepwise.io import environment, write_json_atomic
 
     t_start = time.perf_counter()
@@ -154,4 +154,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if not __package__:  # run as a file: the repository root, not benchmarks/gpu/, on the path
+        sys.path[0] = str(Path(__file__).resolve().parents[2])
     sys.exit(main())

@@ -12,8 +12,8 @@
 #   tests    tests/test_device.py on the GPU: jit, training sharded over the local devices, both NTK backends
 #            against the CPU in float32, determinism
 #   train    benchmarks/gpu/bench_train.py: ResNet-18 (width 1, 32x32, batch 256) step, JAX vs PyTorch, float32 / TF32
-#   ntk      stepwise bench ntk on the GPU: CPU-scale ResNet-18 (176,792 parameters, d = 16), n = 2000, 5000, 10000,
-#            at XLA's default precision and at float32 ("highest")
+#   ntk      benchmarks/bench_ntk.py on the GPU: CPU-scale ResNet-18 (176,792 parameters, d = 16), n = 2000, 5000,
+#            10000, at XLA's default precision and at float32 ("highest")
 # and writes to $OUT (at most 8 files, flat): gpu_check.json (every step's status, wall time, the deep runs'
 # results), bench_train_gpu.json, bench_ntk_gpu.json, bench_ntk_gpu.png, stepwise_deep_<loss>.png x 3, log.txt.
 # Those are committed under docs/gpu/.
@@ -132,10 +132,10 @@ step tests "$TEST_TIMEOUT" "$PY" -m pytest -q -p no:cacheprovider -p no:xdist te
     --junitxml="$WORK/tests.xml" "${TEST_SELECT[@]}"
 # JAX and PyTorch share the GPU in this process: JAX takes half of its memory, not the default 75%
 XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 step train 150 "$PY" benchmarks/gpu/bench_train.py --out "$WORK/bench_train_gpu.json" "${TRAIN_ARGS[@]}"
-step ntk_default 180 "$PY" -m stepwise.cli bench ntk --out "$WORK/ntk_default" "${NTK_ARGS[@]}"
+step ntk_default 180 "$PY" -m benchmarks.bench_ntk --out "$WORK/ntk_default" "${NTK_ARGS[@]}"
 # float32 without TF32 passes: one size, for the fraction of the float32 GEMM rate
 JAX_DEFAULT_MATMUL_PRECISION=highest step ntk_highest 80 \
-    "$PY" -m stepwise.cli bench ntk --out "$WORK/ntk_highest" "${NTK_HIGHEST_ARGS[@]}"
+    "$PY" -m benchmarks.bench_ntk --out "$WORK/ntk_highest" "${NTK_HIGHEST_ARGS[@]}"
 
 "$PY" benchmarks/gpu/summary.py --work "$WORK" --out "$OUT" --dry-run "$DRY" --wall "$((SECONDS - T_START))" \
     >>"$LOG" 2>&1

@@ -1,6 +1,7 @@
 """Empirical-NTK benchmark: time and peak memory of :func:`stepwise.ntk.empirical_ntk` per backend and size.
 
-``stepwise bench ntk --out DIR`` (or ``make bench-ntk``) writes ``DIR/bench_ntk.json``. For each network of
+``python benchmarks/bench_ntk.py --out DIR`` (or ``python -m benchmarks.bench_ntk``, or ``make bench-ntk``) writes
+``DIR/bench_ntk.json`` and the figure ``DIR/bench_ntk.png`` (:mod:`benchmarks.bench_ntk_plot`). For each network of
 :data:`MODELS`, each method (the ``"jax"`` backend and every neural-tangents implementation that works with the JAX
 in use, see :func:`stepwise._compat.nt_working_implementations`) and each n of :data:`SIZES`, one fresh worker
 process computes the (n, n) kernel of n standard-normal float32 inputs with itself (``x2=None``: blocks on and
@@ -137,7 +138,7 @@ def run_case(model: str, method: str, n: int, *, quick: bool = False, seed: int 
 
 
 def _worker_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="stepwise bench ntk _worker")
+    parser = argparse.ArgumentParser(prog="bench_ntk _worker")
     parser.add_argument("--model", required=True)
     parser.add_argument("--method", required=True)
     parser.add_argument("--n", type=int, required=True)
@@ -149,9 +150,11 @@ def _worker_main(argv: Sequence[str]) -> int:
 
 
 def _run_worker(model: str, method: str, n: int, *, quick: bool, timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "stepwise.bench_ntk", "_worker", "--model", model, "--method", method,
-           "--n", str(n), *(["--quick"] if quick else [])]
-    env = {**os.environ, "JAX_ENABLE_X64": "0"}  # float32, as the experiments train
+    from benchmarks.common import worker_command, worker_env
+
+    cmd = worker_command("bench_ntk", "--model", model, "--method", method, "--n", str(n),
+                         *(["--quick"] if quick else []))
+    env = worker_env({"JAX_ENABLE_X64": "0"})  # float32, as the experiments train
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -255,7 +258,7 @@ def run(out_dir: str | os.PathLike, *, models: Sequence[str] | None = None, size
                     previous = previous if "skipped" in case else None
                 _write(out_dir, cases, complete=False)
     results = _write(out_dir, cases, complete=True)
-    from stepwise.plots.bench_ntk import plot_bench_ntk
+    from benchmarks.bench_ntk_plot import plot_bench_ntk
 
     plot_bench_ntk(Path(out_dir) / "bench_ntk.json")  # bench_ntk.png next to it, drawn from the JSON
     return results
@@ -275,11 +278,11 @@ def _results_header(models, sizes, method_names, table, all_methods, quick, max_
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``stepwise bench ntk --out DIR [--models ...] [--sizes ...] [--methods ...] [--quick]``."""
+    """``python benchmarks/bench_ntk.py --out DIR [--models ...] [--sizes ...] [--methods ...] [--quick]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_worker"]:
         return _worker_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="stepwise bench ntk", description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="bench_ntk", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench"), help="folder for bench_ntk.json")
     parser.add_argument("--models", nargs="+", default=None, help=f"subset of {list(MODELS)}")
     parser.add_argument("--sizes", nargs="+", type=int, default=None, help=f"kernel sizes n (default {SIZES})")
@@ -299,4 +302,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if not __package__:  # run as a file: the repository root, not benchmarks/, on the path (workers import from it)
+        sys.path[0] = str(Path(__file__).resolve().parents[1])
     sys.exit(main())
