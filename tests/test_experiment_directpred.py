@@ -12,8 +12,9 @@ from stepwise import cli, io
 from stepwise.compare import tian2021
 
 CHECKS = ["directpred_modes_min", "directpred_modes_vs_linear", "directpred_vs_linear", "directpred_learns",
-          "twolayer_vs_linear", "directpred_eps_best"]
-KINDS = ["theory", "theory", "theory", "baseline", "reported", "reported"]
+          "twolayer_vs_linear", "lstsq_worse_than_directpred", "lstsq_vs_linear", "lstsq_modes_mean", "directpred_eps_best"]
+KINDS = ["theory", "theory", "theory", "baseline", "reported", "theory", "reported", "reported",
+         "reported"]
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +34,12 @@ def test_smoke_run_files_and_real_values(smoke_run):
     d = io.load_npz(out / DATA)
     cfg = DirectPredConfig.smoke()
     t = cfg.setup.steps // cfg.setup.track_every + 1
-    for m in ("directpred", "linear", "mlp"):
+    assert list(d["methods"]) == ["directpred", "linear", "mlp", "lstsq"]
+    for m in ("directpred", "linear", "mlp", "lstsq"):
         acc = d[f"probe_{m}"]
         assert acc.shape == (cfg.seeds, t) and np.all((acc > 0.3) & (acc <= 1.0))  # 10 classes: chance is 0.1
     np.testing.assert_array_equal(d["probe_directpred"][:, 0], d["probe_linear"][:, 0])  # same untrained network
+    np.testing.assert_array_equal(d["probe_lstsq"][:, 0], d["probe_linear"][:, 0])
     assert d["sweep_final"].shape == (2, 1) and list(d["sweep_eps"]) == [0.1, 0.5]
     # The sweep's eps = 0.1 entry is the method comparison's seed-0 run.
     assert d["sweep_final"][0, 0] == d["probe_directpred"][0, -1]
@@ -47,6 +50,9 @@ def test_smoke_run_files_and_real_values(smoke_run):
     np.testing.assert_allclose(v["directpred_vs_linear"]["value"],
                                diff.mean() - 2 * diff.std(ddof=1) / np.sqrt(cfg.seeds), atol=1e-12)
     assert v["directpred_vs_linear"]["threshold"] == 0 and v["directpred_vs_linear"]["op"] == ">"
+    worse = final["directpred"] - d["probe_lstsq"][:, -1]  # note B8: the same paired seed statistic
+    np.testing.assert_allclose(v["lstsq_worse_than_directpred"]["value"],
+                               worse.mean() - 2 * worse.std(ddof=1) / np.sqrt(cfg.seeds), atol=1e-12)
     assert v["directpred_modes_min"]["passed"] and v["directpred_modes_min"]["value"] >= 2
     # the sweep's best eps, reported against Table 6's 0.1
     assert v["directpred_eps_best"]["value"] in (0.1, 0.5) and v["directpred_eps_best"]["threshold"] == 0.1
@@ -78,6 +84,21 @@ def test_checks_fail_when_directpred_is_worse():
     assert rep["twolayer_vs_linear"].value == pytest.approx(-0.09) and rep["twolayer_vs_linear"].kind == "reported"
 
 
+def test_lstsq_checks_on_constructed_cases():
+    """Note B8: the least-squares predictor worse than DirectPred by 2 SE of the seeds passes; as good fails."""
+    base = {"directpred": np.array([0.85, 0.86, 0.84]), "linear": np.array([0.84, 0.85, 0.83])}
+    n = {"directpred": [8] * 3, "linear": [8] * 3}
+    worse = {c.name: c for c in tian2021.directpred_checks(base | {"lstsq": np.array([0.40, 0.35, 0.38])},
+                                                           np.array([0.7] * 3), n)}
+    assert worse["lstsq_worse_than_directpred"].passed and worse["lstsq_worse_than_directpred"].kind == "theory"
+    assert worse["lstsq_vs_linear"].passed is None and worse["lstsq_vs_linear"].value == pytest.approx(0.4633, abs=1e-3)
+    same = {c.name: c for c in tian2021.directpred_checks(base | {"lstsq": np.array([0.85, 0.87, 0.83])},
+                                                          np.array([0.7] * 3), n)}
+    assert not same["lstsq_worse_than_directpred"].passed
+    assert "lstsq_worse_than_directpred" not in {c.name for c in tian2021.directpred_checks(base, np.array([0.7] * 3),
+                                                                                          n)}
+
+
 def test_paper_config_is_the_papers_setting():
     cfg = DirectPredConfig.paper()
     s = cfg.setup
@@ -89,7 +110,7 @@ def test_paper_config_is_the_papers_setting():
 
 def test_config_validation():
     for kwargs in (dict(seeds=0), dict(sweep_seeds=4), dict(rho=1.0), dict(eps=-0.1), dict(eps_sweep=(-1.0,)),
-                   dict(freq=0), dict(formula="book"), dict(min_modes=0)):
+                   dict(freq=0), dict(formula="book"), dict(min_modes=0), dict(lstsq_reg=0.0)):
         with pytest.raises(ValueError, match="invalid directpred config"):
             DirectPredConfig(**kwargs)
     assert DirectPredConfig(eps=0.2, eps_sweep=(0.0, 0.5)).sweep == (0.0, 0.2, 0.5)

@@ -225,6 +225,43 @@ def test_directpred_sets_wp_from_the_running_correlation(images):
     np.testing.assert_allclose(other.wp[1], ncm.direct_predictor(other.corr_running[1], eps=0.3), rtol=1e-9)
 
 
+def test_lstsq_predictor_matches_numpy(rng):
+    """Table 1's ridge least squares: W_p (F + reg s_max I) = (C + C^T) / 2, against NumPy's solve."""
+    a, c = rng.normal(size=(6, 4)), rng.normal(size=(6, 6))
+    for corr in (a @ a.T, a @ a.T + np.eye(6)):  # rank 4 (the ridge keeps it solvable) and full rank
+        s_max = np.linalg.eigvalsh(corr).max()
+        ref = np.linalg.solve((corr + 0.01 * s_max * np.eye(6)).T, (0.5 * (c + c.T)).T).T
+        got = np.asarray(ncm.lstsq_predictor(corr, c, reg=0.01))
+        # condition number <= (1 + 0.01) / 0.01 ~ 100: a backward-stable solve is good to ~100 x 6 eps relative
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e4 * EPS * np.abs(ref).max())
+    # the least-squares fit of exact linear targets a = M f recovers M's symmetric part as reg -> 0 (full-rank F)
+    m = rng.normal(size=(6, 6))
+    m = m + m.T
+    f = rng.normal(size=(200, 6))
+    corr, cross = f.T @ f / 200, (f @ m.T).T @ f / 200
+    np.testing.assert_allclose(ncm.lstsq_predictor(corr, cross, reg=1e-12), 0.5 * (m @ corr + corr @ m)
+                               @ np.linalg.inv(corr), rtol=1e-8, atol=1e-8)
+    assert np.all(np.isfinite(ncm.lstsq_predictor(np.zeros((3, 3)), np.zeros((3, 3)), reg=0.01)))
+
+
+def test_lstsq_sets_wp_from_the_running_moments(images):
+    """direct="lstsq": after step 0, W_p is the least squares of the first batch's F_hat and C_hat = E[a f^T], where
+    the target starts as a copy of the online network (a = f at step 0)."""
+    nc = ncm.NoncontrastiveConfig(direct="lstsq", rho=0.3, eps=0.01)
+    out = train(images, steps=2, nc=nc)
+    net = init_mlp(jax.random.key(1))
+    f1, f2 = (np.asarray(apply(net, v)) for v in views(images, 0))
+    corr0 = (f1.T @ f1 + f2.T @ f2) / (2 * BATCH)
+    cross0 = (f2.T @ f1 + f1.T @ f2) / (2 * BATCH)  # p1 = W_p f1 predicts a2 = f2, p2 predicts a1 = f1
+    np.testing.assert_allclose(out.corr_running[1], corr0, rtol=1e-10, atol=1e-14)
+    # the same solve on moments equal to ~1e-15: the ridge bounds the condition number by ~100
+    np.testing.assert_allclose(out.wp[1], ncm.lstsq_predictor(corr0, cross0, reg=0.01), rtol=1e-8, atol=1e-10)
+    assert np.all(np.isfinite(out.wp)) and not np.allclose(out.wp[2], out.wp[1])
+    # the other modes' states carry no cross-correlation (their checkpoints and programs are unchanged)
+    plain = train(images, steps=1, nc=DIRECTPRED)
+    assert np.all(np.isfinite(plain.wp))
+
+
 def test_two_layer_predictor_and_symmetrize(rng):
     pred = ncm.init_predictor("mlp", 8, key=jax.random.key(0), hidden=5, dtype=jnp.float64)
     assert pred["w1"].shape == (5, 8) and pred["w2"].shape == (8, 5) and not np.any(pred["b1"])

@@ -31,6 +31,8 @@ def _method(cfg: DirectPredConfig, name: str, eps: float | None = None) -> dict:
     if name == "directpred":
         return {"direct": "directpred", "rho": cfg.rho, "eps": cfg.eps if eps is None else eps, "freq": cfg.freq,
                 "formula": cfg.formula}
+    if name == "lstsq":
+        return {"direct": "lstsq", "rho": cfg.rho, "eps": cfg.lstsq_reg, "freq": cfg.freq}
     return {"predictor": name}
 
 
@@ -40,7 +42,8 @@ def _non_null(s: np.ndarray) -> int:
 
 def runs_per_method(cfg: DirectPredConfig) -> dict[str, int]:
     """How many training runs each method gets: ``seeds``, plus for DirectPred the sweep's runs at the other eps."""
-    return {"directpred": cfg.seeds + (len(cfg.sweep) - 1) * cfg.sweep_seeds, "linear": cfg.seeds, "mlp": cfg.seeds}
+    return {"directpred": cfg.seeds + (len(cfg.sweep) - 1) * cfg.sweep_seeds, "linear": cfg.seeds, "mlp": cfg.seeds,
+            "lstsq": cfg.seeds}
 
 
 def plan(cfg: DirectPredConfig, **device) -> scale.ComputePlan:

@@ -1,8 +1,9 @@
 """Figure of the DirectPred experiment (Tian, Chen & Ganguli 2021, Section 6), drawn from ``directpred.npz``.
 
 ``directpred.png``: linear-probe accuracy over training for DirectPred, the trained linear and the two-layer
-predictor (mean and standard deviation over seeds), the final accuracies per seed, DirectPred's eps sweep (Table 6),
-and the end-of-training spectrum of F per method (which modes survive).
+predictor and the least-squares "optimal" W_p of Table 1 (mean and standard deviation over seeds), the final
+accuracies per seed, DirectPred's eps sweep (Table 6), and the end-of-training spectrum of F per method (which modes
+survive).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from stepwise.plots._mpl import pyplot, save_atomic
 
 DATA = "directpred.npz"
 FIGURE = "directpred.png"
-_LABELS = {"directpred": "DirectPred", "linear": "linear W_p (SGD)", "mlp": "two-layer predictor (SGD)"}
+_LABELS = {"directpred": "DirectPred", "linear": "linear W_p (SGD)", "mlp": "two-layer predictor (SGD)",
+           "lstsq": "least-squares W_p (Table 1)"}
 
 
 def plot_directpred(run_dir: str | Path) -> Path:

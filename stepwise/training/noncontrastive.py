@@ -39,6 +39,12 @@ relative to sqrt(s_max) in the code, to s_max in the paper. DirectCopy (Wang, Ch
 code's ``balance_type=direct``, ``dyn_convert=1``): p_j = max(s_j / s_max + eps, 1e-4) (``code``) or
 p_j = s_j + eps, i.e. W_p = F_hat + eps I (``paper``).
 
+The least-squares ("optimal") predictor of the paper's Table 1 (``direct="lstsq"``; the reference code's
+``predictor_reg=solve``): with the running cross-correlation C_hat = E[a f^T] of each prediction's target a and its
+input f (the same momentum rho and first-batch initialisation as F_hat), W_p solves W_p (F_hat + lambda I) =
+(C_hat + C_hat^T) / 2 (the paper's symmetrised right-hand side), lambda = eps * s_max a ridge relative to F_hat's
+largest eigenvalue (the paper says only "with regularisation").
+
 What differs from the paper's networks, by the project's design: no BatchNorm anywhere (the models are per-example
 pure functions), so the two-layer predictor is Linear -> ReLU -> Linear; the target starts as a copy of the online
 network (standard BYOL; the reference code leaves its own random initialisation, note pitfall 7.8).
@@ -87,13 +93,14 @@ __all__ = [
     "NoncontrastiveState",
     "direct_predictor",
     "init_predictor",
+    "lstsq_predictor",
     "predict",
     "train_noncontrastive",
 ]
 
 Method = Literal["byol", "simsiam"]
 Predictor = Literal["linear", "mlp"]
-Direct = Literal["none", "directpred", "directcopy"]
+Direct = Literal["none", "directpred", "directcopy", "lstsq"]
 Formula = Literal["code", "paper"]
 
 _P_FLOOR = 1e-4  # the reference code's floor on the predictor's eigenvalues (clamp(min=1e-4))
@@ -116,10 +123,12 @@ class NoncontrastiveConfig:
       pred_init_scale: predictor weights start ~ N(0, pred_init_scale^2 / fan_in); biases at 0.
       alpha_p: predictor learning rate / online learning rate (> 0).
       eta_p: the predictor's coupled weight decay; None means ``TrainConfig.weight_decay`` (the paper's default).
-      direct: ``none`` (W_p trained by its optimizer), ``directpred`` or ``directcopy`` (W_p set from F_hat; linear
-        predictor only).
+      direct: ``none`` (W_p trained by its optimizer), ``directpred`` or ``directcopy`` (W_p set from F_hat), or
+        ``lstsq`` (W_p the ridge least-squares predictor from F_hat and the running cross-correlation, Table 1);
+        linear predictor only.
       rho: F_hat's momentum, in [0, 1) (the code's ``dyn_lambda``; the paper's best is 0.3).
-      eps: the eigenvalue regulariser (>= 0; the paper's best is 0.1, the code's README example 0.01).
+      eps: the eigenvalue regulariser (>= 0; the paper's best is 0.1, the code's README example 0.01); for
+        ``lstsq`` the relative ridge lambda / s_max.
       freq: set W_p every ``freq`` steps (at steps with step % freq == 0); in between it takes optimizer steps.
       formula: ``code`` (default) or ``paper`` (see the module docstring).
       symmetrize: after every update set W_p <- (W_p + W_p^T) / 2 (the reference code's
@@ -162,8 +171,8 @@ class NoncontrastiveConfig:
             errors.append(f"alpha_p (predictor learning-rate ratio) must be > 0 (got {self.alpha_p})")
         if self.eta_p is not None and not (_finite(self.eta_p) and self.eta_p >= 0):
             errors.append(f"eta_p (predictor weight decay) must be None or >= 0 (got {self.eta_p})")
-        if self.direct not in ("none", "directpred", "directcopy"):
-            errors.append(f"direct must be 'none', 'directpred' or 'directcopy' (got {self.direct!r})")
+        if self.direct not in ("none", "directpred", "directcopy", "lstsq"):
+            errors.append(f"direct must be 'none', 'directpred', 'directcopy' or 'lstsq' (got {self.direct!r})")
         elif self.direct != "none" and self.predictor != "linear":
             errors.append(f"direct={self.direct!r} sets a linear W_p; it needs predictor='linear'")
         if not (_finite(self.rho) and 0 <= self.rho < 1):
@@ -258,6 +267,30 @@ def direct_predictor(corr: jax.Array, *, eps: float, formula: Formula = "code",
     return (u * p[None, :]) @ u.T
 
 
+def lstsq_predictor(corr: jax.Array, cross: jax.Array, *, reg: float) -> jax.Array:
+    """The ridge least-squares W_p of Table 1: W_p (F_hat + reg s_max I) = (C_hat + C_hat^T) / 2.
+
+    Args:
+      corr: (d, d) symmetric positive semi-definite F_hat = E[f f^T] of the predictor's inputs.
+      cross: (d, d) C_hat = E[a f^T] of each prediction's target a and its input f (W_p f ~ a).
+      reg: the ridge relative to F_hat's largest eigenvalue (> 0 keeps the solve defined when F_hat is singular).
+
+    Returns:
+      (d, d) W_p in corr's dtype. Negative eigenvalues of F_hat (round-off) are clamped to 0 and the ridge
+      reg s_max is floored at the dtype's smallest normal number, so a collapsed F_hat = 0 gives a finite W_p.
+
+    References:
+      Tian, Chen & Ganguli 2021, Table 1 (theory note tian2021 section 4, B8); reference code ``regulate_predictor``
+      (``predictor_reg=solve``, which solves with C_hat itself and an absolute ridge ``dyn_reg``).
+    """
+    s, u = jnp.linalg.eigh(corr)
+    s = jnp.maximum(s, 0)
+    tiny = jnp.finfo(corr.dtype).tiny
+    ridge = jnp.maximum(reg * jnp.maximum(jnp.max(s), tiny), tiny)  # a normal number: 1 / ridge stays finite
+    inv = (u / (s + ridge)[None, :]) @ u.T
+    return 0.5 * (cross + cross.T) @ inv
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Loss, state, step.
 
@@ -298,6 +331,8 @@ class NoncontrastiveState:
       eps: DirectPred's regulariser, held as data rather than compiled in, so that an eps sweep reuses one
         compiled step.
       step: step counter. key: the run's base key.
+      cross: (d, d) running C_hat = E[a f^T] (target, predictor input; momentum rho) for ``direct="lstsq"``, else
+        None (no leaves: the other methods' states and checkpoints are unchanged).
     """
 
     params: Any
@@ -307,16 +342,21 @@ class NoncontrastiveState:
     eps: jax.Array
     step: jax.Array
     key: jax.Array
+    cross: Any = None
 
 
-def _regulate(pred: dict, corr: jax.Array, step: jax.Array, nc: NoncontrastiveConfig, eps: jax.Array) -> dict:
-    """The predictor after the optimizer update: DirectPred/DirectCopy every ``freq`` steps, or symmetrised."""
+def _regulate(pred: dict, corr: jax.Array, step: jax.Array, nc: NoncontrastiveConfig, eps: jax.Array,
+              cross: jax.Array | None = None) -> dict:
+    """The predictor after the optimizer update: DirectPred/DirectCopy/least squares every ``freq`` steps, or
+    symmetrised."""
     if nc.symmetrize:
         return {"w": 0.5 * (pred["w"] + pred["w"].T)}
     if nc.direct == "none":
         return pred
 
     def direct(w):
+        if nc.direct == "lstsq":
+            return lstsq_predictor(corr, cross, reg=eps).astype(w.dtype)
         return direct_predictor(corr, eps=eps, formula=nc.formula, kind=nc.direct).astype(w.dtype)
 
     if nc.freq == 1:
@@ -343,18 +383,25 @@ def _make_step(apply: ApplyFn, nc: NoncontrastiveConfig, tx, lr: float, aug: Aug
             f1, f2 = apply(params["net"], v1), apply(params["net"], v2)
             a1, a2 = jax.lax.stop_gradient((f1, f2) if targets is None else targets)
             p1, p2 = predict(nc.predictor, params["pred"], f1), predict(nc.predictor, params["pred"], f2)
-            return symmetric_loss(nc.loss, p1, p2, a1, a2), (f1, f2)
+            aux = (f1, f2, a1, a2) if nc.direct == "lstsq" else (f1, f2)
+            return symmetric_loss(nc.loss, p1, p2, a1, a2), aux
 
-        (loss, (f1, f2)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        f1, f2 = aux[0], aux[1]
         batch_corr = (f1.T @ f1 + f2.T @ f2) / (2 * f1.shape[0])
         corr = jnp.where(state.step == 0, batch_corr, nc.rho * state.corr + (1 - nc.rho) * batch_corr)
+        cross = state.cross
+        if nc.direct == "lstsq":  # C_hat = E[a f^T]: p1 = W_p f1 predicts a2, p2 predicts a1
+            a1, a2 = aux[2], aux[3]
+            batch_cross = (a2.T @ f1 + a1.T @ f2) / (2 * f1.shape[0])
+            cross = jnp.where(state.step == 0, batch_cross, nc.rho * state.cross + (1 - nc.rho) * batch_cross)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        params = {"net": params["net"], "pred": _regulate(params["pred"], corr, state.step, nc, state.eps)}
+        params = {"net": params["net"], "pred": _regulate(params["pred"], corr, state.step, nc, state.eps, cross)}
         target = None if state.target is None else jax.tree.map(
             lambda t, w: t + ema * (w - t), state.target, params["net"])
         new = dataclasses.replace(state, params=params, target=target, opt_state=opt_state, corr=corr,
-                                  step=state.step + 1)
+                                  step=state.step + 1, cross=cross)
         return new, loss
 
     return jax.jit(step, donate_argnums=0)
@@ -450,6 +497,7 @@ def _make_init(nc: NoncontrastiveConfig, tx, d: int, dtype):
             params=online, target=None if nc.method == "simsiam" else jax.tree.map(jnp.copy, params),
             opt_state=tx.init(online), corr=jnp.zeros((d, d), dtype), eps=jnp.asarray(eps, dtype),
             step=jnp.zeros((), jnp.int32), key=key,
+            cross=jnp.zeros((d, d), dtype) if nc.direct == "lstsq" else None,
         )
 
     return init
