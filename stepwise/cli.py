@@ -168,7 +168,7 @@ def _planned_bytes(name: str, cfg) -> int:
         nets = [cfg.deep_config(loss) for loss in cfg.losses]
     elif name in ("noncontrastive_deep", "directpred"):
         runs = (cfg.seeds + 2 * cfg.b4_seeds if name == "noncontrastive_deep"
-                else 3 * cfg.seeds + len(cfg.sweep) * cfg.sweep_seeds)
+                else 4 * cfg.seeds + len(cfg.sweep) * cfg.sweep_seeds)
         nets = [cfg.setup] * runs
     elif name in ("stepwise_deep", "verify"):
         nets = [cfg]
