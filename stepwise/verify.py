@@ -48,7 +48,8 @@ from stepwise.compare import ntk as cntk
 from stepwise.theory import kernel as theory
 from stepwise.theory import linear
 
-__all__ = ["VerifyConfig", "ModelSpecError", "load_factory", "output_layer", "build_model_checked", "verify"]
+__all__ = ["VerifyConfig", "ModelSpecError", "StatefulLayers", "load_factory", "output_layer", "build_model_checked",
+           "stateful_layers", "verify"]
 
 Loss = Literal["barlow_twins", "simclr", "vicreg"]
 DATA = "verify.npz"
@@ -314,6 +315,180 @@ def scale_leaf(params, path: str, factor: float):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Layers with training-time state: nnx.BatchNorm on batch statistics, dropout (RNG streams).
+
+# What a training-mode forward pass may change: BatchNorm's running statistics and the counters of RNG streams.
+_CARRIED_KINDS = ("BatchStat", "RngCount")
+
+STATEFUL_SEMANTICS = {
+    "training": "the module as make_model built it (Flax's default: training mode): each view's forward pass "
+                "normalises with the statistics of its own batch and updates the running averages with the layer's "
+                "momentum; dropout is on, its RNG stream counters advance and are carried in the jitted step's "
+                "state (and checkpoints), so a step's randomness is a function of the step",
+    "analysis": "model.eval(): dropout off, every nnx.BatchNorm a fixed affine map; the statistics of the layers "
+                "that use batch statistics in training are recomputed at the current parameters on the fixed "
+                "training views of the NTK pairs (one training-mode pass, momentum 0, gradient stopped), so the "
+                "function analysed is the population version of the one trained, not the lagging running average. "
+                "The tracked spectra, the evaluation loss, both NTKs, the head detection, the learning rate and the "
+                "predictions all use it",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class StatefulLayers:
+    """A module whose forward pass updates state (nnx.BatchNorm on batch statistics, dropout), as pure functions.
+
+    Attributes:
+      params: the ``nnx.Param`` state (differentiated).
+      state: the state a training pass updates (BatchStat, RngCount; every non-key variable), carried in training.
+      train: ``(params, state, x) -> (y, state')``: the module in the mode ``make_model`` returned it in.
+      eval: ``(params, state, x) -> y``: ``model.eval()`` (running statistics, dropout off); per example.
+      calibrate: ``(params, state, x) -> state'``: the running statistics of the BatchNorm layers in ``batch_norm``
+        set to the statistics of the batch ``x`` (those layers on batch statistics with momentum 0, the rest of the
+        network as in ``eval``); the rest of ``state`` unchanged.
+      batch_norm: paths of the BatchNorm layers that use batch statistics in training.
+      rng_streams: paths of the RNG stream counters a training pass advances (dropout).
+    """
+
+    params: object
+    state: object
+    train: Callable
+    eval: Callable
+    calibrate: Callable
+    batch_norm: tuple[str, ...]
+    rng_streams: tuple[str, ...]
+
+    def analysis(self, state) -> Callable:
+        """The pure ``(params, x) -> y`` evaluation-mode function at the fixed ``state`` (its floating statistics
+        follow float64 inputs, as :func:`stepwise.ntk.empirical_ntk` casts parameters and inputs under x64)."""
+
+        def apply(p, x):
+            if jnp.asarray(x).dtype == jnp.float64:
+                wide = lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a  # noqa: E731
+                return self.eval(p, jax.tree.map(wide, state), x)
+            return self.eval(p, state, x)
+
+        return apply
+
+    def summary(self, n_calibration: int) -> dict:
+        return {"batch_norm_batch_statistics": list(self.batch_norm), "rng_streams": list(self.rng_streams),
+                "calibration_views": n_calibration, **STATEFUL_SEMANTICS}
+
+
+def _path(path: tuple) -> str:
+    return "/".join(str(p) for p in path) or "(root)"
+
+
+def _flat(state) -> dict:
+    from flax import nnx
+
+    return {tuple(path): v for path, v in nnx.to_flat_state(state)}
+
+
+def _probe_batch(n: int, view_shape: tuple[int, ...]) -> jax.Array:
+    """A deterministic batch whose examples differ everywhere (nonzero batch variance in every channel)."""
+    size = int(np.prod(view_shape))
+    grid = np.sin(np.arange(n * size, dtype=np.float64) * 0.7297 + 0.3).reshape(n, *view_shape)
+    return jnp.asarray(grid, jnp.float32)
+
+
+def stateful_layers(module, spec: str, view_shape: tuple[int, int, int], select: Callable = lambda y: y
+                    ) -> StatefulLayers | None:
+    """The pure functions of ``module`` if a forward pass changes its state, None if it does not (then the module
+    is one pure ``(params, x) -> y`` function, split as before).
+
+    Probes, eagerly and before any training: a forward pass in the mode the factory returned the module in, one
+    in ``model.eval()`` mode, and the trace of a jitted gradient through the training pass.
+
+    Raises:
+      ModelSpecError: the training pass fails; it changes state other than BatchNorm statistics and RNG counters,
+        or BatchNorm statistics of a layer that is not an ``nnx.BatchNorm`` on batch statistics; the evaluation
+        pass changes state; a typed PRNG key outside an RNG stream; the jitted gradient cannot be traced.
+    """
+    from flax import nnx
+
+    graphdef, params, keys, state = nnx.split(module, nnx.Param, nnx.RngKey, ...)
+    for path, v in _flat(state).items():
+        if jnp.issubdtype(jnp.asarray(v[...]).dtype, jax.dtypes.prng_key):
+            raise ModelSpecError(f"the module from {spec} holds a PRNG key in {_path(path)} ({type(v).__name__}) "
+                                 "outside an nnx.Rngs stream; keep keys in nnx.Rngs / RngStream (e.g. pass "
+                                 "rngs=rngs to nnx.Dropout)")
+
+    def merged(gd, p, k, st):
+        copy = lambda t: jax.tree.map(lambda a: a, t)  # fresh variables in the current trace: mutable there
+        return nnx.merge(gd, copy(p), copy(k), copy(st))
+
+    def train(p, st, x):
+        m = merged(graphdef, p, keys, st)
+        y = select(m(x))
+        return y, nnx.split(m, nnx.Param, nnx.RngKey, ...)[3]
+
+    x = _probe_batch(4, view_shape)
+    mode = "in the mode make_model returned it in (Flax's default: training mode, batch statistics, dropout on)"
+    try:
+        _, after = train(params, state, x)
+    except Exception as err:  # noqa: BLE001
+        raise ModelSpecError(f"the module from {spec} failed {mode}: {type(err).__name__}: {err}. A Dropout "
+                             "(or attention dropout) needs rngs=rngs at construction") from err
+    before_flat, after_flat = _flat(state), _flat(after)
+    changed = {p: type(v).__name__ for p, v in before_flat.items()
+               if not np.array_equal(np.asarray(v[...]), np.asarray(after_flat[p][...]))}
+    if not changed:
+        return None
+    batch_norm = {tuple(p) for p, m in nnx.iter_modules(module)
+                  if isinstance(m, nnx.BatchNorm) and not m.use_running_average}
+    other = {p: k for p, k in changed.items()
+             if k not in _CARRIED_KINDS or (k == "BatchStat" and tuple(p[:-1]) not in batch_norm)}
+    if other:
+        listed = ", ".join(f"{_path(p)} ({k})" for p, k in sorted(other.items()))
+        raise ModelSpecError(
+            f"a forward pass of the module from {spec} changes state verify does not support: {listed}. Supported: "
+            "nnx.BatchNorm statistics (BatchStat) and the RNG streams of dropout (RngCount). Make other state "
+            "constant in the forward pass (or an nnx.Param), or return the module in eval mode (model.eval()) to "
+            "train and analyse that fixed function")
+
+    eval_module = nnx.clone(module)
+    eval_module.eval()
+    graphdef_eval = nnx.split(eval_module, nnx.Param, nnx.RngKey, ...)[0]
+    calib_module = nnx.clone(module)
+    calib_module.eval()
+    calib_module.set_attributes(lambda path, m: tuple(path) in batch_norm, use_running_average=False, momentum=0.0,
+                                raise_if_not_found=False)
+    graphdef_calib = nnx.split(calib_module, nnx.Param, nnx.RngKey, ...)[0]
+
+    def evaluate(p, st, x):
+        return select(merged(graphdef_eval, p, keys, st)(x))
+
+    def calibrate(p, st, x):
+        m = merged(graphdef_calib, p, keys, st)
+        m(x)
+        return jax.lax.stop_gradient(nnx.split(m, nnx.Param, nnx.RngKey, ...)[3])
+
+    try:
+        merged_eval = merged(graphdef_eval, params, keys, state)
+        merged_eval(x)
+        still = _flat(nnx.split(merged_eval, nnx.Param, nnx.RngKey, ...)[3])
+    except Exception as err:  # noqa: BLE001
+        raise ModelSpecError(f"the module from {spec} failed in eval mode (model.eval()): {type(err).__name__}: "
+                             f"{err}") from err
+    moved = [_path(p) for p, v in before_flat.items() if not np.array_equal(np.asarray(v[...]), np.asarray(still[p][...]))]
+    if moved:
+        raise ModelSpecError(f"in eval mode (model.eval()) a forward pass of the module from {spec} still changes "
+                             f"{', '.join(moved)}; verify analyses the eval-mode function, which must be "
+                             "deterministic (set deterministic / use_running_average through model.eval())")
+    try:
+        jax.eval_shape(jax.grad(lambda p: jnp.sum(train(p, state, x)[0])), params)
+        jax.eval_shape(lambda p: calibrate(p, state, x), params)
+    except Exception as err:  # noqa: BLE001
+        raise ModelSpecError(f"the training pass of the module from {spec} cannot be differentiated under jax.jit: "
+                             f"{type(err).__name__}: {err}") from err
+    return StatefulLayers(
+        params=params, state=state, train=train, eval=evaluate, calibrate=calibrate,
+        batch_norm=tuple(sorted(_path(p) for p in batch_norm if any(tuple(c[:-1]) == p for c in changed))),
+        rng_streams=tuple(sorted(_path(p) for p, k in changed.items() if k == "RngCount")))
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The run.
 
 
@@ -375,7 +550,7 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
     from stepwise.plots.report import build_run_report
     from stepwise.plots.verify import plot_verify
     from stepwise.training import TrainConfig, train_ssl
-    from stepwise.training.ssl import checkpoint_kwargs, eval_key
+    from stepwise.training.ssl import checkpoint_kwargs, eval_key, train_ssl_stateful
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -386,10 +561,22 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
     module, d = build_model_checked(factory, cfg.model, view_shape, cfg.seed)
     if d > cfg.n_eval:
         raise ModelSpecError(f"the embedding has d = {d} > n_eval = {cfg.n_eval} outputs; raise n_eval")
-    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    layers = stateful_layers(module, cfg.model, view_shape)  # refuses unsupported state before training
+    # The NTK's points: fixed augmented training pairs and the evaluation views train_ssl tracks. The pairs' views
+    # also calibrate the BatchNorm statistics of the analysed (eval-mode) function of a stateful model.
+    x1, x2 = make_pairs(aug, jax.random.fold_in(jax.random.key(cfg.seed), 2**31 - 2), jnp.asarray(train[: cfg.n_pairs]))
+    e1, _ = make_pairs(aug, eval_key(cfg.seed), jnp.asarray(evals))  # the views train_ssl tracks
+    xs = jnp.concatenate([x1, x2, e1])
+    two_n = 2 * cfg.n_pairs
+    if layers is None:
+        graphdef, params, rest = nnx.split(module, nnx.Param, ...)
 
-    def apply(p, x):
-        return nnx.merge(graphdef, p, rest)(x)
+        def apply(p, x):
+            return nnx.merge(graphdef, p, rest)(x)
+    else:
+        calibrate = jax.jit(layers.calibrate)
+        params, model_state = layers.params, calibrate(layers.params, layers.state, xs[:two_n])
+        apply = layers.analysis(model_state)
 
     probe = jnp.zeros((2, *view_shape), jnp.float32)
     head = None
@@ -397,6 +584,9 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
         head = output_layer(apply, params, probe)
         before = float(jnp.sqrt(jnp.mean(apply(params, jnp.asarray(train[:64])) ** 2)))
         params = scale_leaf(params, head, cfg.init_scale)
+        if layers is not None:  # the statistics at the parameters trained from (changed only if BN follows the head)
+            model_state = calibrate(params, model_state, xs[:two_n])
+            apply = layers.analysis(model_state)
         after = float(jnp.sqrt(jnp.mean(apply(params, jnp.asarray(train[:64])) ** 2)))
         if not after <= max(1e3 * cfg.init_scale, 1e-3) * max(before, 1e-30):
             raise ModelSpecError(
@@ -408,10 +598,6 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
 
     # The NTK at initialisation comes first: it sets the learning rate and predicts the step times.
     t_ntk = time.perf_counter()
-    x1, x2 = make_pairs(aug, jax.random.fold_in(jax.random.key(cfg.seed), 2**31 - 2), jnp.asarray(train[: cfg.n_pairs]))
-    e1, _ = make_pairs(aug, eval_key(cfg.seed), jnp.asarray(evals))  # the views train_ssl tracks
-    xs = jnp.concatenate([x1, x2, e1])
-    two_n = 2 * cfg.n_pairs
     k_init = np.asarray(empirical_ntk(apply, params, xs, backend=cfg.ntk_backend), np.float64)
     ntk_time = time.perf_counter() - t_ntk
     kc, _ = theory.center_kernel(0.5 * (k_init[:two_n, :two_n] + k_init[:two_n, :two_n].T))
@@ -427,11 +613,30 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
 
     tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=lr, optimizer="sgd",
                        track_every=cfg.track_every, n_snapshot=cfg.n_eval, seed=cfg.seed)
-    res = train_ssl(apply, None, params, _loss(cfg), train, aug, tcfg, eval_images=evals, progress=progress,
-                    **checkpoint_kwargs(checkpoints))
+    stateful_summary = None
+    if layers is None:
+        res = train_ssl(apply, None, params, _loss(cfg), train, aug, tcfg, eval_images=evals, progress=progress,
+                        **checkpoint_kwargs(checkpoints))
+        apply_final = apply
+    else:
+        calib = xs[:two_n]
+
+        def tracked(p, st, x):  # the eval-mode function with statistics recomputed at the current parameters
+            return layers.eval(p, layers.calibrate(p, st, calib), x)
+
+        res, running = train_ssl_stateful(layers.train, tracked, params, model_state, _loss(cfg), train, aug, tcfg,
+                                          eval_images=evals, progress=progress, **checkpoint_kwargs(checkpoints))
+        final_state = calibrate(res.params, running, calib)
+        apply_final = layers.analysis(final_state)
+        z_cal = np.asarray(apply_final(res.params, e1), np.float64)
+        z_run = np.asarray(layers.eval(res.params, running, e1), np.float64)
+        stateful_summary = layers.summary(two_n) | {
+            # how far Flax's running averages (what model.eval() would use) lag the recomputed statistics
+            "running_vs_recomputed_rel_diff": float(np.linalg.norm(z_run - z_cal) / max(np.linalg.norm(z_cal), 1e-30)),
+        }
 
     t_ntk = time.perf_counter()
-    k_final = np.asarray(empirical_ntk(apply, res.params, xs, backend=cfg.ntk_backend), np.float64)
+    k_final = np.asarray(empirical_ntk(apply_final, res.params, xs, backend=cfg.ntk_backend), np.float64)
     ntk_time += time.perf_counter() - t_ntk
     z_eval = np.asarray(res.snapshots[-1], np.float64)
 
@@ -444,7 +649,8 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
                      "separations": det.separations, "output_layer": head, "two_n": two_n,
                      "train_time_s": res.train_time_s, "ntk_time_s": ntk_time, "lr": lr,
                      "lr_stability_limit": limit, "gammas_init_ntk": eig[0][: d + 2],
-                     "predicted_half_steps_lazy": np.sort(predicted_steps), "measured_half_steps": det.half_times}
+                     "predicted_half_steps_lazy": np.sort(predicted_steps), "measured_half_steps": det.half_times,
+                     "stateful_layers": stateful_summary}
     arrays: dict = {}
     kernel_error = None
     if k >= 2:

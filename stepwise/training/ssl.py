@@ -627,3 +627,117 @@ def train_ssl(
                desc="SSL training", checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
     return SSLRun(**_stacked(fit, ("snapshots",)), params=distributed.fetch(fit.state.params))
 
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training with state beside the parameters (BatchNorm statistics, RNG streams): an additive path; train_ssl above
+# is unchanged.
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class StatefulTrainState:
+    """:class:`TrainState` plus ``model_state``: non-differentiated state a forward pass updates (BatchNorm running
+    statistics, RNG stream counters), carried from step to step inside the jitted step and checkpointed with it.
+    Its leaves must be plain arrays (no typed PRNG keys: keep constant keys out of it, closed over)."""
+
+    params: Any
+    model_state: Any
+    opt_state: Any
+    step: jax.Array
+    key: jax.Array
+
+
+def _make_stateful_step(apply_train: StatefulApplyFn, loss_fn: LossFn, tx, aug: Augmentation, batch_size: int,
+                        batch_sharding):
+    """One jitted, donated step: each view is its own forward pass in training mode (batch statistics of that
+    view's batch, as two ``model(x)`` calls in PyTorch/Flax SSL code do), the state threaded view 1 -> view 2."""
+
+    def step(state: StatefulTrainState, data: jax.Array):
+        v1, v2 = _views(state, data, aug, batch_size, batch_sharding)
+
+        def loss_of(params):
+            z1, s1 = apply_train(params, state.model_state, v1)
+            z2, s2 = apply_train(params, s1, v2)
+            return loss_fn(z1, z2), s2
+
+        (loss, model_state), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return dataclasses.replace(state, params=params, model_state=jax.lax.stop_gradient(model_state),
+                                   opt_state=opt_state, step=state.step + 1), loss
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def _stateful_tracker(apply_eval: StateApplyFn, loss_fn: LossFn, n_snapshot: int):
+    """Jitted: the tracked matrices, loss and snapshot of ``apply_eval(params, model_state, .)`` (no projector
+    split: the backbone spectra equal the output ones)."""
+
+    @jax.jit
+    def track(params, model_state, x1, x2):
+        z1, z2 = apply_eval(params, model_state, x1), apply_eval(params, model_state, x2)
+        return _spectra_matrices(z1, z2, z1, z2) | {"eval_loss": loss_fn(z1, z2), "snapshots": z1[:n_snapshot]}
+
+    return track
+
+
+def train_ssl_stateful(
+    apply_train: StatefulApplyFn,
+    apply_eval: StateApplyFn,
+    params: Any,
+    model_state: Any,
+    loss_fn: LossFn,
+    images: np.ndarray,
+    aug: Augmentation,
+    cfg: TrainConfig,
+    *,
+    eval_images: np.ndarray,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    devices: list | None = None,
+    rank_threshold: float = 0.1,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float = 0.0,
+) -> tuple[SSLRun, Any]:
+    """:func:`train_ssl` for a network with training-time state (BatchNorm, dropout).
+
+    Training differentiates ``apply_train`` (e.g. the module in training mode: batch statistics, dropout on) and
+    carries the state it returns; tracking evaluates ``apply_eval`` (e.g. the module in evaluation mode) at the
+    current parameters and state. Data, views, keys, tracking points, checkpoints and divergence checks are those of
+    :func:`train_ssl`.
+
+    Args:
+      apply_train: (params, model_state, x: (n, ...)) -> ((n, d), model_state'); ``model_state'`` is not
+        differentiated (its gradient is stopped).
+      apply_eval: (params, model_state, x) -> (n, d): the tracked function.
+      params: initial parameters (differentiated).
+      model_state: initial state; leaves are plain arrays (checkpointed as such).
+      loss_fn, images, aug, cfg, eval_images, checkpoint, resume, progress, devices, rank_threshold,
+        checkpoint_every, checkpoint_seconds: as for :func:`train_ssl`.
+
+    Returns:
+      (run, model_state): the :class:`SSLRun` (``cov_feat``/``bt_feat`` equal ``cov_out``/``bt_out``) and the final
+      state.
+
+    Raises:
+      ValueError, DivergenceError: as :func:`train_ssl`.
+    """
+    devices = list(jax.devices()) if devices is None else list(devices)
+    images, eval_images = _check_inputs(images, eval_images, aug, cfg, devices)
+    replicated, batch_sharding = _shardings(devices)
+    tx = make_optimizer(cfg)
+    step_fn = _make_stateful_step(apply_train, loss_fn, tx, aug, cfg.batch_size, batch_sharding)
+    track = _stateful_tracker(apply_eval, loss_fn, cfg.n_snapshot)
+
+    params = jax.tree.map(jnp.copy, params)  # donated by the step: never delete the caller's arrays
+    model_state = jax.tree.map(jnp.copy, model_state)
+    state = StatefulTrainState(params=params, model_state=model_state, opt_state=tx.init(params),
+                               step=jnp.zeros((), jnp.int32), key=jax.random.key(cfg.seed))
+    data = distributed.put_global(jnp.asarray(images), replicated, what="the training images")
+    e1, e2 = _eval_views(aug, cfg.seed, eval_images, replicated)
+    fit = _fit(step_fn, state, data, lambda s: track(s.params, s.model_state, e1, e2), cfg, replicated=replicated,
+               checkpoint=checkpoint, resume=resume, progress=progress, rank_threshold=rank_threshold,
+               desc="SSL training", checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
+    final = distributed.fetch((fit.state.params, fit.state.model_state))
+    return SSLRun(**_stacked(fit, ("snapshots",)), params=final[0]), final[1]

@@ -1,0 +1,113 @@
+"""Small external-style architectures for `stepwise verify` tests (smoke sizes, 8x8x1 digits views).
+
+Our own small versions of what researchers bring: a ResNet with ``nnx.BatchNorm`` (as in the JAX AI stack's
+ResNet-18 for PyTorch users) and a ViT-style net with ``nnx.Dropout``, LayerNorm and MultiHeadAttention (as in the
+Flax NNX ViT example); each file-level factory is ``make_*(rngs)`` for ``--model tests/verify_zoo.py:make_*``.
+"""
+
+import jax.numpy as jnp
+from flax import nnx
+
+
+class TinyBatchNormMLP(nnx.Module):
+    """flatten -> Linear -> BatchNorm -> ReLU -> Linear: the hand-checked reference model."""
+
+    def __init__(self, din: int, hidden: int, dout: int, *, rngs: nnx.Rngs, momentum: float = 0.9):
+        self.lin1 = nnx.Linear(din, hidden, rngs=rngs)
+        self.bn = nnx.BatchNorm(hidden, momentum=momentum, rngs=rngs)
+        self.lin2 = nnx.Linear(hidden, dout, rngs=rngs)
+
+    def __call__(self, x):
+        return self.lin2(nnx.relu(self.bn(self.lin1(x.reshape(x.shape[0], -1)))))
+
+
+class TinyDropoutMLP(nnx.Module):
+    def __init__(self, din: int, hidden: int, dout: int, *, rngs: nnx.Rngs, rate: float = 0.5):
+        self.lin1 = nnx.Linear(din, hidden, rngs=rngs)
+        self.drop = nnx.Dropout(rate, rngs=rngs)
+        self.lin2 = nnx.Linear(hidden, dout, rngs=rngs)
+
+    def __call__(self, x):
+        return self.lin2(self.drop(nnx.relu(self.lin1(x.reshape(x.shape[0], -1)))))
+
+
+class BasicBlock(nnx.Module):
+    """ResNet basic block: conv-BN-ReLU-conv-BN plus the (projected) shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int, *, rngs: nnx.Rngs):
+        self.conv1 = nnx.Conv(cin, cout, (3, 3), strides=stride, padding="SAME", use_bias=False, rngs=rngs)
+        self.bn1 = nnx.BatchNorm(cout, rngs=rngs)
+        self.conv2 = nnx.Conv(cout, cout, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
+        self.bn2 = nnx.BatchNorm(cout, rngs=rngs)
+        self.project = stride != 1 or cin != cout
+        if self.project:
+            self.shortcut = nnx.Conv(cin, cout, (1, 1), strides=stride, use_bias=False, rngs=rngs)
+            self.bn_sc = nnx.BatchNorm(cout, rngs=rngs)
+
+    def __call__(self, x):
+        y = nnx.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        s = self.bn_sc(self.shortcut(x)) if self.project else x
+        return nnx.relu(y + s)
+
+
+class ResNetBN(nnx.Module):
+    """A small ResNet with BatchNorm (stem, two stages of basic blocks, global pooling, linear projector)."""
+
+    def __init__(self, in_channels: int = 1, width: int = 8, embed_dim: int = 8, *, rngs: nnx.Rngs):
+        self.stem = nnx.Conv(in_channels, width, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
+        self.bn = nnx.BatchNorm(width, rngs=rngs)
+        self.block1 = BasicBlock(width, width, 1, rngs=rngs)
+        self.block2 = BasicBlock(width, 2 * width, 2, rngs=rngs)
+        self.head = nnx.Linear(2 * width, embed_dim, rngs=rngs)
+
+    def __call__(self, x):
+        y = nnx.relu(self.bn(self.stem(x)))
+        y = self.block2(self.block1(y))
+        return self.head(jnp.mean(y, axis=(1, 2)))
+
+
+class EncoderBlock(nnx.Module):
+    def __init__(self, dim: int, heads: int, rate: float, *, rngs: nnx.Rngs):
+        self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(num_heads=heads, in_features=dim, dropout_rate=rate, decode=False, deterministic=False,
+                                           rngs=rngs)
+        self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
+        self.mlp1 = nnx.Linear(dim, 2 * dim, rngs=rngs)
+        self.mlp2 = nnx.Linear(2 * dim, dim, rngs=rngs)
+        self.drop = nnx.Dropout(rate, rngs=rngs)
+
+    def __call__(self, x):
+        x = x + self.drop(self.attn(self.norm1(x)))
+        return x + self.drop(self.mlp2(nnx.gelu(self.mlp1(self.norm2(x)))))
+
+
+class TinyViT(nnx.Module):
+    """2x2 patches, a class token, positional embeddings, one encoder block with dropout and attention dropout."""
+
+    def __init__(self, image: int = 8, channels: int = 1, patch: int = 2, dim: int = 16, heads: int = 2,
+                 embed_dim: int = 8, rate: float = 0.1, *, rngs: nnx.Rngs):
+        n = (image // patch) ** 2
+        self.patch = nnx.Conv(channels, dim, (patch, patch), strides=patch, padding="VALID", rngs=rngs)
+        self.cls = nnx.Param(jnp.zeros((1, 1, dim), jnp.float32))
+        self.pos = nnx.Param(0.02 * nnx.initializers.normal()(rngs.params(), (1, n + 1, dim), jnp.float32))
+        self.drop = nnx.Dropout(rate, rngs=rngs)
+        self.block = EncoderBlock(dim, heads, rate, rngs=rngs)
+        self.norm = nnx.LayerNorm(dim, rngs=rngs)
+        self.head = nnx.Linear(dim, embed_dim, rngs=rngs)
+
+    def __call__(self, x):
+        p = self.patch(x)
+        p = p.reshape(p.shape[0], -1, p.shape[-1])
+        cls = jnp.broadcast_to(self.cls[...], (p.shape[0], 1, p.shape[-1]))
+        h = self.drop(jnp.concatenate([cls, p], axis=1) + self.pos[...])
+        h = self.norm(self.block(h))
+        return self.head(h[:, 0])
+
+
+def make_resnet_bn(rngs: nnx.Rngs) -> nnx.Module:
+    return ResNetBN(rngs=rngs)
+
+
+def make_vit_dropout(rngs: nnx.Rngs) -> nnx.Module:
+    return TinyViT(rngs=rngs)
