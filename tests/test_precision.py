@@ -304,6 +304,7 @@ CASES = {
         (d.y.wp, d.ncx, d.ncx_aug, nc.Hyper(method="fixed_tau", tau=0.8, stop_gradient=False)), {}),
     "stepwise.theory.noncontrastive.vector_field": lambda d: ((d.y, d.ncx, d.ncx_aug, d.hyper), {}),
     # ---- stepwise.theory.speedup
+    "stepwise.theory.linear.aligned_map": lambda d: ((d.amps, 4 * 0.01 * d.g[:3]), {"eps": 0.1}),
     "stepwise.theory.speedup.boost_gain": lambda d: ((np.array([-0.1, 0.0, 0.3, 1.0]), 0.1), {}),
     "stepwise.theory.speedup.flow_crossing_times": lambda d: ((d.g[:3], d.amps), {"eps": 0.1}),
     "stepwise.theory.speedup.gd_eigenvalues": lambda d: ((d.g[:3], d.amps, d.llr, 30), {"eps": 0.1}),

@@ -39,6 +39,7 @@ __all__ = [
     "LinearPrediction",
     "aligned_eigenvalues",
     "aligned_eigenvalues_gd",
+    "aligned_map",
     "cross_correlation",
     "eigenbasis_amplitudes",
     "eigh_desc",
@@ -282,22 +283,26 @@ def flow_crossing_times(gammas: np.ndarray, a0: np.ndarray, level: float = 0.5) 
 
 
 @float64
-def map_crossing_steps(gammas: np.ndarray, a0: np.ndarray, lr: float, level: float = 0.5) -> np.ndarray:
+def map_crossing_steps(gammas: np.ndarray, a0: np.ndarray, lr: float, level: float = 0.5, *,
+                       eps: float | None = None) -> np.ndarray:
     """Real-valued number of GD updates after which an aligned mode's eigenvalue first reaches ``level``.
 
-    Exact for the per-mode map lambda <- lambda (1 + 4 lr gamma (1 - lambda))^2: the geometric early phase is
-    jumped analytically up to lambda = 1e-8 (relative error ~1e-8), the rest is iterated, and the fractional
-    update is interpolated linearly in logit(lambda) between the two iterates that bracket the level (the same
-    convention :func:`stepwise.compare.crossing_times` uses on measured curves).
+    Exact for the per-mode map lambda <- lambda (1 + 4 lr gamma kappa(lambda) (1 - lambda))^2, with kappa = 1 for
+    plain Barlow Twins and kappa = (1 + eps)/(max(lambda, 0) + eps) for the boosted gradient of
+    :mod:`stepwise.theory.speedup` (``eps``): the geometric early phase is jumped analytically up to lambda = 1e-8
+    min(1, eps / (1 + eps)) (relative error ~1e-8), the rest is iterated, and the fractional update is interpolated
+    linearly in logit(lambda) between the two iterates that bracket the level (the same convention
+    :func:`stepwise.compare.crossing_times` uses on measured curves).
 
     Args:
-      gammas: (d,) mode eigenvalues.
+      gammas: (d,) mode eigenvalues (the mode rates).
       a0: (d,) initial eigenvalues a_j.
       lr: learning rate.
       level: the level in (0, 1).
+      eps: the boost's epsilon (> 0), or None for the plain map.
 
     Returns:
-      (d,) steps; 0 where a_j >= level; inf where gamma_j <= 0 or a_j is not finite.
+      (d,) steps; 0 where a_j >= level; inf where gamma_j <= 0 or a_j is not finite and positive.
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie in (0, 1); got {level}")
@@ -309,10 +314,11 @@ def map_crossing_steps(gammas: np.ndarray, a0: np.ndarray, lr: float, level: flo
     todo = np.flatnonzero(live & (a0 < level))
     if todo.size == 0:
         return out
-    g = 4.0 * lr * gammas[todo]
-    growth = 2.0 * np.log1p(g)  # d(log lambda)/d(step) in the geometric phase
+    g = 4.0 * float(lr) * gammas[todo]
+    kappa0 = 1.0 if eps is None else (1.0 + eps) / eps
+    growth = 2.0 * np.log1p(g * kappa0)  # d(log lambda)/d(step) while lambda << min(1, eps)
     lam = a0[todo].copy()
-    jump_to = min(_GEOMETRIC_REGIME, level)
+    jump_to = min(_GEOMETRIC_REGIME * (1.0 if eps is None else min(1.0, eps / (1.0 + eps))), level)
     k0 = np.where(lam < jump_to, np.floor(np.log(jump_to / lam) / growth), 0.0)
     lam = lam * np.exp(k0 * growth)
     steps = k0.copy()
@@ -323,7 +329,7 @@ def map_crossing_steps(gammas: np.ndarray, a0: np.ndarray, lr: float, level: flo
         if not active.any():
             break
         prev[active] = lam[active]
-        lam[active] = lam[active] * (1.0 + g[active] * (1.0 - lam[active])) ** 2
+        lam[active] = aligned_map(lam[active], g[active], eps)
         crossed = active & (lam >= level)
         if crossed.any():
             lo, hi = _logit(prev[crossed]), _logit(np.minimum(lam[crossed], 1 - 1e-16))
@@ -334,6 +340,14 @@ def map_crossing_steps(gammas: np.ndarray, a0: np.ndarray, lr: float, level: flo
         raise ValueError("step-time iteration did not converge; the learning rate is too small for this gamma")
     out[todo] = steps + frac
     return out
+
+
+@float64
+def aligned_map(lam: np.ndarray, x: np.ndarray, eps: float | None = None) -> np.ndarray:
+    """One exact GD step of aligned eigenvalues: lambda (1 + x kappa(lambda) (1 - lambda))^2 with x = 4 lr gamma
+    and kappa = 1 (plain) or (1 + eps)/(max(lambda, 0) + eps) (the boost of :mod:`stepwise.theory.speedup`)."""
+    kappa = 1.0 if eps is None else (1.0 + eps) / (np.maximum(lam, 0.0) + eps)
+    return lam * (1.0 + x * kappa * (1.0 - lam)) ** 2
 
 
 @float64

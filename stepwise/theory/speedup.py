@@ -80,6 +80,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from stepwise._precision import float64
+from stepwise.theory import linear as _linear
 
 __all__ = [
     "VARIANTS",
@@ -97,12 +98,6 @@ __all__ = [
 Variant = Literal["plain", "input", "boost", "input_boost"]
 #: The update rules, in the order results and figures show them.
 VARIANTS: tuple[str, ...] = get_args(Variant)
-
-# Below this eigenvalue the per-step factor of the GD map is constant to relative ~1e-8 (the neglected factor is
-# 1 - lambda (1 + 1/eps)), so the map is jumped analytically up to here and iterated exactly afterwards (as
-# stepwise.theory.linear.map_crossing_steps does for the plain map).
-_GEOMETRIC_REGIME = 1e-8
-_MAX_EXACT_ITERATIONS = 50_000_000
 
 
 def _check_variant(variant: str) -> None:
@@ -249,10 +244,7 @@ def flow_crossing_times(rates: np.ndarray, a0: np.ndarray, *, eps: float | None 
     return np.where((g > 0) & np.isfinite(a) & (a > 0), t, np.inf)
 
 
-def _map(lam, x, eps):
-    """One exact GD step of the aligned eigenvalues: lambda (1 + x kappa(lambda) (1 - lambda))^2."""
-    kappa = 1.0 if eps is None else (1.0 + eps) / (np.maximum(lam, 0.0) + eps)
-    return lam * (1.0 + x * kappa * (1.0 - lam)) ** 2
+_map = _linear.aligned_map
 
 
 @float64
@@ -294,41 +286,7 @@ def map_crossing_steps(rates: np.ndarray, a0: np.ndarray, lr: float, *, eps: flo
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie in (0, 1); got {level}")
-    eps = _check_eps(eps)
-    g = np.asarray(rates, dtype=np.float64)
-    a = np.asarray(a0, dtype=np.float64)
-    out = np.full(g.shape, np.inf)
-    live = (g > 0) & np.isfinite(a) & (a > 0)
-    out[live & (a >= level)] = 0.0
-    todo = np.flatnonzero(live & (a < level))
-    if todo.size == 0:
-        return out
-    x = 4.0 * float(lr) * g[todo]
-    kappa0 = 1.0 if eps is None else (1.0 + eps) / eps
-    growth = 2.0 * np.log1p(x * kappa0)  # d(log lambda)/d(step) while lambda << min(1, eps)
-    lam = a[todo].copy()
-    jump_to = min(_GEOMETRIC_REGIME * (1.0 if eps is None else min(1.0, eps / (1.0 + eps))), level)
-    k0 = np.where(lam < jump_to, np.floor(np.log(jump_to / lam) / growth), 0.0)
-    lam = lam * np.exp(k0 * growth)
-    steps = k0.copy()
-    frac = np.full(todo.size, np.nan)
-    prev = lam.copy()
-    active = np.ones(todo.size, dtype=bool)
-    for _ in range(_MAX_EXACT_ITERATIONS):
-        if not active.any():
-            break
-        prev[active] = lam[active]
-        lam[active] = _map(lam[active], x[active], eps)
-        crossed = active & (lam >= level)
-        if crossed.any():
-            lo, hi = _logit(prev[crossed]), _logit(np.minimum(lam[crossed], 1 - 1e-16))
-            frac[crossed] = (_logit(level) - lo) / (hi - lo)
-            active &= ~crossed
-        steps[active] += 1.0
-    else:  # pragma: no cover - needs lr * g ~ 1e-8
-        raise ValueError("step-time iteration did not converge; the learning rate is too small for these rates")
-    out[todo] = steps + frac
-    return out
+    return _linear.map_crossing_steps(rates, a0, lr, level, eps=_check_eps(eps))
 
 
 @dataclasses.dataclass(frozen=True)
