@@ -49,7 +49,7 @@ from stepwise.theory import kernel as theory
 from stepwise.theory import linear
 
 __all__ = ["VerifyConfig", "ModelSpecError", "StatefulLayers", "load_factory", "output_layer", "build_model_checked",
-           "stateful_layers", "verify"]
+           "output_selector", "stateful_layers", "verify"]
 
 Loss = Literal["barlow_twins", "simclr", "vicreg"]
 DATA = "verify.npz"
@@ -99,6 +99,8 @@ class VerifyConfig:
       min_tau: ``step_order_kendall_tau`` threshold.
       seed: seeds the factory's ``nnx.Rngs``, the batches, the views and the NTK pairs.
       data_dir: local dataset folder.
+      output: which of the model's outputs is the embedding, when it returns several: an index of a tuple or list
+        (``--output 1``) or a key of a dict (``--output latent``); None: the model returns one array.
     """
 
     model: str
@@ -120,6 +122,7 @@ class VerifyConfig:
     min_tau: float = 0.5
     seed: int = 0
     data_dir: str | None = None
+    output: str | None = None
 
     def __post_init__(self):
         from stepwise.errors import config_value_errors  # here: this function is verify's whole validation
@@ -249,11 +252,46 @@ def _attr_name(obj) -> str:
     return getattr(obj, "__qualname__", getattr(obj, "__name__", type(obj).__name__))
 
 
-def build_model_checked(factory: Callable, spec: str, view_shape: tuple[int, int, int], seed: int):
+def _describe(y) -> str:
+    if isinstance(y, dict):
+        return "a dict with keys " + ", ".join(f"{k!r}: shape {tuple(getattr(v, 'shape', ()))}" for k, v in y.items())
+    return (f"a {type(y).__name__} of {len(y)}: "
+            + ", ".join(f"[{i}] shape {tuple(getattr(v, 'shape', ()))}" for i, v in enumerate(y)))
+
+
+def output_selector(output: str | None, spec: str = "the model") -> Callable:
+    """``y -> the embedding``: ``y`` itself (``output`` None), ``y[int(output)]`` of a tuple or list, or
+    ``y[output]`` of a dict. Raises ModelSpecError (naming the outputs there are) when it does not apply."""
+
+    def select(y):
+        if output is None:
+            if isinstance(y, (tuple, list, dict)):
+                how = "an index (--output 0)" if not isinstance(y, dict) else f"a key (--output {next(iter(y), 'KEY')})"
+                raise ModelSpecError(f"{spec} returns {_describe(y)}; pick the embedding with {how}")
+            return y
+        if isinstance(y, dict):
+            if output not in y:
+                raise ModelSpecError(f"--output {output!r} is not a key of what {spec} returns: {_describe(y)}")
+            return y[output]
+        if isinstance(y, (tuple, list)):
+            try:
+                return y[int(output)]
+            except (ValueError, IndexError):
+                raise ModelSpecError(f"--output {output!r} is not an index of what {spec} returns: "
+                                     f"{_describe(y)}") from None
+        raise ModelSpecError(f"--output {output!r} was given but {spec} returns one array (shape "
+                             f"{tuple(getattr(y, 'shape', ()))}); leave --output out")
+
+    return select
+
+
+def build_model_checked(factory: Callable, spec: str, view_shape: tuple[int, int, int], seed: int,
+                        select: Callable = lambda y: y):
     """Call the factory, check the module, and return ``(module, d)``.
 
-    The module must be an ``nnx.Module`` mapping (N, H, W, C) float32 views to a finite (N, d) array with d >= 2,
-    for N = 2 and N = 3 (so a batch size baked into the model is caught here).
+    The module must be an ``nnx.Module`` mapping (N, H, W, C) float32 views to a finite (N, d) array with d >= 2
+    (after ``select``, :func:`output_selector`, picks it from several outputs), for N = 2 and N = 3 (so a batch size
+    baked into the model is caught here).
     """
     from flax import nnx
 
@@ -272,6 +310,7 @@ def build_model_checked(factory: Callable, spec: str, view_shape: tuple[int, int
         except Exception as err:  # noqa: BLE001
             raise ModelSpecError(f"the module from {spec} failed on a batch of shape {x.shape} (N, H, W, C) of the "
                                  f"dataset's views: {type(err).__name__}: {err}") from err
+        y = select(y)
         shape = tuple(getattr(y, "shape", ()))
         if len(shape) != 2 or shape[0] != n:
             raise ModelSpecError(f"the module from {spec} maps images of shape {x.shape} to shape {shape}; expected "
@@ -294,13 +333,20 @@ def output_layer(apply: Callable, params, x) -> str:
     leaves = [leaf for _, leaf in flat]
     closed = jax.make_jaxpr(lambda *ls: apply(jax.tree.unflatten(tree, ls), x))(*leaves)
     position = {id(v): i for i, v in enumerate(closed.jaxpr.invars)}
+    # Only parameters the output depends on: a layer whose result is discarded (a head of an output not selected)
+    # is not the output layer. Backward liveness over the equations (a nested call counts as one equation).
+    live = {id(v) for v in closed.jaxpr.outvars}
+    for eqn in reversed(closed.jaxpr.eqns):
+        if any(id(v) in live for v in eqn.outvars):
+            live.update(id(v) for v in eqn.invars)
     first_use: dict[int, int] = {}
     for e, eqn in enumerate(closed.jaxpr.eqns):
         for v in eqn.invars:
             i = position.get(id(v))
             if i is not None and i not in first_use:
                 first_use[i] = e
-    candidates = [i for i, leaf in enumerate(leaves) if jnp.ndim(leaf) >= 2 and i in first_use]
+    candidates = [i for i, leaf in enumerate(leaves)
+                  if jnp.ndim(leaf) >= 2 and i in first_use and id(closed.jaxpr.invars[i]) in live]
     if not candidates:
         raise ModelSpecError("the model has no matrix parameter (ndim >= 2) used in its forward pass; use --init none")
     head = max(candidates, key=lambda i: (first_use[i], i))
@@ -558,10 +604,11 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
     train, evals = _data(cfg)
     aug = Augmentation(shift=cfg.shift, noise_std=cfg.noise_std)
     view_shape = aug.output_shape(train.shape[1:])
-    module, d = build_model_checked(factory, cfg.model, view_shape, cfg.seed)
+    select = output_selector(cfg.output, cfg.model)
+    module, d = build_model_checked(factory, cfg.model, view_shape, cfg.seed, select)
     if d > cfg.n_eval:
         raise ModelSpecError(f"the embedding has d = {d} > n_eval = {cfg.n_eval} outputs; raise n_eval")
-    layers = stateful_layers(module, cfg.model, view_shape)  # refuses unsupported state before training
+    layers = stateful_layers(module, cfg.model, view_shape, select)  # refuses unsupported state before training
     # The NTK's points: fixed augmented training pairs and the evaluation views train_ssl tracks. The pairs' views
     # also calibrate the BatchNorm statistics of the analysed (eval-mode) function of a stateful model.
     x1, x2 = make_pairs(aug, jax.random.fold_in(jax.random.key(cfg.seed), 2**31 - 2), jnp.asarray(train[: cfg.n_pairs]))
@@ -572,7 +619,7 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
         graphdef, params, rest = nnx.split(module, nnx.Param, ...)
 
         def apply(p, x):
-            return nnx.merge(graphdef, p, rest)(x)
+            return select(nnx.merge(graphdef, p, rest)(x))
     else:
         calibrate = jax.jit(layers.calibrate)
         params, model_state = layers.params, calibrate(layers.params, layers.state, xs[:two_n])

@@ -246,3 +246,43 @@ def test_zoo_vit_dropout_smoke_cli(tmp_path):
                          "--no-progress"])
     assert code in (0, 1)  # checks computed; a smoke run need not pass them
     _check_results(out, rng_streams=True, batch_norm=False)
+
+
+# --output: the embedding among several outputs (issue 17 item 3, in part).
+
+
+@pytest.mark.parametrize("output,expected", [("1", "latent"), ("0", "logits")])
+def test_output_selects_a_tuple_element_and_head_detection_follows_it(output, expected):
+    module = zoo.TwoOutputs(rngs=nnx.Rngs(0))
+    select = V.output_selector(output, "m")
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    apply = lambda p, x: select(nnx.merge(graphdef, p, rest)(x))  # noqa: E731
+    # the logits layer is used last in the forward pass but does not reach the latent output
+    assert V.output_layer(apply, params, jnp.zeros((2, 8, 8, 1), jnp.float32)).startswith(f"['{expected}']['kernel']")
+
+
+def test_output_selector_errors_name_the_outputs():
+    pair = (jnp.zeros((2, 10)), jnp.zeros((2, 6)))
+    with pytest.raises(V.ModelSpecError, match=r"returns a tuple of 2: \[0\] shape \(2, 10\), \[1\] shape \(2, 6\); "
+                                               r"pick the embedding with an index \(--output 0\)"):
+        V.output_selector(None, "m")(pair)
+    with pytest.raises(V.ModelSpecError, match="not an index"):
+        V.output_selector("2", "m")(pair)
+    with pytest.raises(V.ModelSpecError, match=r"not a key .* 'latent': shape \(2, 6\)"):
+        V.output_selector("z", "m")({"logits": pair[0], "latent": pair[1]})
+    with pytest.raises(V.ModelSpecError, match="returns one array"):
+        V.output_selector("0", "m")(pair[0])
+    np.testing.assert_array_equal(V.output_selector("latent", "m")({"latent": pair[1]}), pair[1])
+
+
+def test_cli_output_flag(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["verify", "--model", f"{ZOO}:make_two_outputs", "--smoke", "--out", str(out),
+                     "--no-progress"]) == 2
+    assert "--output 0" in capsys.readouterr().err and not out.exists()
+    code = cli.main(["verify", "--model", f"{ZOO}:make_two_outputs_dict", "--output", "latent", "--smoke",
+                     "--out", str(out), "--no-progress"])
+    assert code in (0, 1)
+    results = json.loads((out / "results.json").read_text())
+    assert results["summary"]["output_layer"].startswith("['latent']['kernel']") and results["summary"]["d"] == 6
+    assert results["config"]["output"] == "latent" and results["summary"]["stateful_layers"] is None

@@ -111,3 +111,27 @@ def make_resnet_bn(rngs: nnx.Rngs) -> nnx.Module:
 
 def make_vit_dropout(rngs: nnx.Rngs) -> nnx.Module:
     return TinyViT(rngs=rngs)
+
+
+class TwoOutputs(nnx.Module):
+    """Returns (logits, latent) or {"logits": ..., "latent": ...}: a classifier head on top of the embedding."""
+
+    def __init__(self, din: int = 64, hidden: int = 32, d: int = 6, classes: int = 10, as_dict: bool = False, *,
+                 rngs: nnx.Rngs):
+        self.body = nnx.Linear(din, hidden, rngs=rngs)
+        self.latent = nnx.Linear(hidden, d, rngs=rngs)
+        self.logits = nnx.Linear(d, classes, rngs=rngs)
+        self.as_dict = as_dict
+
+    def __call__(self, x):
+        z = self.latent(nnx.relu(self.body(x.reshape(x.shape[0], -1))))
+        logits = self.logits(z)
+        return {"logits": logits, "latent": z} if self.as_dict else (logits, z)
+
+
+def make_two_outputs(rngs: nnx.Rngs) -> nnx.Module:
+    return TwoOutputs(rngs=rngs)
+
+
+def make_two_outputs_dict(rngs: nnx.Rngs) -> nnx.Module:
+    return TwoOutputs(as_dict=True, rngs=rngs)
