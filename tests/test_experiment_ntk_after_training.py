@@ -21,15 +21,22 @@ def smoke(tmp_path_factory):
 def test_smoke_run_writes_results_and_figure(smoke):
     cfg, res, out = smoke
     assert json.loads((out / "results.json").read_text()) == res
+    by_name = {c["name"]: c for c in res["checks"]}
+    # A similarity check is gated against its random-function baseline unless that baseline reaches 1, the largest
+    # possible similarity (few held-out points in the smoke run): then no run could pass and it is reported instead.
+    for loss in LOSSES:
+        c = by_name[f"ntk_similarity_{loss}"]
+        assert c["kind"] == ("reported" if c["threshold"] >= 1.0 else "baseline"), c
     gated = [c for c in res["checks"] if c["kind"] != "reported"]
-    assert [c["name"] for c in gated] == [f"ntk_similarity_{loss}" for loss in LOSSES] + ["cross_method_margin_min"]
+    similarity = [f"ntk_similarity_{loss}" for loss in LOSSES if by_name[f"ntk_similarity_{loss}"]["kind"] != "reported"]
+    assert [c["name"] for c in gated] == similarity + ["cross_method_margin_min"]
     assert all(c["kind"] == "baseline" for c in gated)  # each threshold is a null's mean + 2 std
     for c in gated:
         assert {"name", "value", "threshold", "passed", "reason", "kind"} <= set(c)
         assert c["passed"] == (c["value"] >= c["threshold"])
     assert res["passed"] == all(c["passed"] for c in gated)
     # Step order and onset slope per method are shown, not gated (theory note 6.11: report, do not gate).
-    reported = {c["name"]: c for c in res["checks"] if c["kind"] == "reported"}
+    reported = {c["name"]: c for c in res["checks"] if c["kind"] == "reported" and not c["name"].startswith("ntk_similarity_")}
     for name, c in reported.items():
         assert c["passed"] is None and c["reason"], c
         loss = next(loss for loss in LOSSES if name.endswith(loss))
