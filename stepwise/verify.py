@@ -49,7 +49,7 @@ from stepwise.theory import kernel as theory
 from stepwise.theory import linear
 
 __all__ = ["VerifyConfig", "ModelSpecError", "StatefulLayers", "load_factory", "output_layer", "build_model_checked",
-           "output_selector", "stateful_layers", "verify"]
+           "output_selector", "stateful_layers", "float32_copy", "verify"]
 
 Loss = Literal["barlow_twins", "simclr", "vicreg"]
 DATA = "verify.npz"
@@ -558,6 +558,32 @@ def _loss(cfg: VerifyConfig):
     return get_loss("vicreg")
 
 
+def float32_copy(params):
+    """The parameters with every floating leaf narrower than float32 (bfloat16, float16) widened to float32.
+
+    The NTK of a mixed-precision model is taken with these: the forward pass keeps the model's own compute dtype
+    (a layer built with ``dtype=jnp.bfloat16`` still casts to it), but the per-example Jacobians and their
+    contraction are float32, so the kernel is positive semi-definite to float32 round-off (a Jacobian contracted
+    in bfloat16 is not: eigenvalues down to ~eps(bfloat16) lambda_max below zero)."""
+    def widen(a):
+        a = jnp.asarray(a)
+        return a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) and a.dtype.itemsize < 4 else a
+    return jax.tree.map(widen, params)
+
+
+def _contrastive_eigh(kc: np.ndarray, when: str):
+    """The contrastive eigenproblem of the centred NTK block, with an error a ``verify`` user can act on."""
+    try:
+        return theory.contrastive_eigh(kc, ridge=cntk.kernel_ridge(kc, np.float32))
+    except ValueError as err:
+        raise ValueError(
+            f"the empirical NTK {when} is not positive semi-definite to float32 round-off (its centred training "
+            "block plus the round-off ridge has no Cholesky factor); the model's "
+            "output is probably not a deterministic per-example function of its input (state or randomness left "
+            "in the analysed eval-mode pass) or it overflows; check that model.eval() gives the same output twice "
+            "and that the embeddings are finite and O(1)") from err
+
+
 def _kernel_checks(cfg: VerifyConfig, t, snapshots, onsets, k_init, k_final, two_n: int, z_eval, k: int):  # noqa: PLR0913
     """The NTK statistics and checks (order, step times, final embedding); raises ValueError if not computable."""
     checks: list = []
@@ -645,10 +671,10 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
 
     # The NTK at initialisation comes first: it sets the learning rate and predicts the step times.
     t_ntk = time.perf_counter()
-    k_init = np.asarray(empirical_ntk(apply, params, xs, backend=cfg.ntk_backend), np.float64)
+    k_init = np.asarray(empirical_ntk(apply, float32_copy(params), xs, backend=cfg.ntk_backend), np.float64)
     ntk_time = time.perf_counter() - t_ntk
     kc, _ = theory.center_kernel(0.5 * (k_init[:two_n, :two_n] + k_init[:two_n, :two_n].T))
-    eig = theory.contrastive_eigh(kc, ridge=cntk.kernel_ridge(kc, np.float32))
+    eig = _contrastive_eigh(kc, "at initialisation")
     limit = linear.stability_limit(eig[0][0])
     lr = float(LOSS_DEFAULTS[cfg.loss]["lr_fraction"] * limit if cfg.lr is None else cfg.lr)  # weakly typed
     f0 = np.asarray(apply(params, xs[:two_n]), np.float64)
@@ -683,7 +709,8 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
         }
 
     t_ntk = time.perf_counter()
-    k_final = np.asarray(empirical_ntk(apply_final, res.params, xs, backend=cfg.ntk_backend), np.float64)
+    k_final = np.asarray(empirical_ntk(apply_final, float32_copy(res.params), xs, backend=cfg.ntk_backend),
+                         np.float64)
     ntk_time += time.perf_counter() - t_ntk
     z_eval = np.asarray(res.snapshots[-1], np.float64)
 

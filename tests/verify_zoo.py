@@ -1,8 +1,8 @@
 """Small external-style architectures for `stepwise verify` tests (smoke sizes, 8x8x1 digits views).
 
 Our own small versions of what researchers bring: a ResNet with ``nnx.BatchNorm`` (as in the JAX AI stack's
-ResNet-18 for PyTorch users) and a ViT-style net with ``nnx.Dropout``, LayerNorm and MultiHeadAttention (as in the
-Flax NNX ViT example); each file-level factory is ``make_*(rngs)`` for ``--model tests/verify_zoo.py:make_*``.
+ResNet-18 for PyTorch users), a ViT-style net with ``nnx.Dropout``, LayerNorm and MultiHeadAttention (as in the
+Flax NNX ViT example), an MLP-Mixer, a bfloat16 CNN and a model with several outputs; each file-level factory is ``make_*(rngs)`` for ``--model tests/verify_zoo.py:make_*``.
 """
 
 import jax.numpy as jnp
@@ -135,3 +135,63 @@ def make_two_outputs(rngs: nnx.Rngs) -> nnx.Module:
 
 def make_two_outputs_dict(rngs: nnx.Rngs) -> nnx.Module:
     return TwoOutputs(as_dict=True, rngs=rngs)
+
+
+class MixerBlock(nnx.Module):
+    """MLP-Mixer block: token mixing across patches, then channel mixing, each LayerNorm -> MLP -> residual."""
+
+    def __init__(self, tokens: int, dim: int, *, rngs: nnx.Rngs):
+        self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
+        self.tok1 = nnx.Linear(tokens, 2 * tokens, rngs=rngs)
+        self.tok2 = nnx.Linear(2 * tokens, tokens, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
+        self.ch1 = nnx.Linear(dim, 2 * dim, rngs=rngs)
+        self.ch2 = nnx.Linear(2 * dim, dim, rngs=rngs)
+
+    def __call__(self, x):  # (batch, tokens, dim)
+        y = jnp.swapaxes(self.norm1(x), 1, 2)
+        x = x + jnp.swapaxes(self.tok2(nnx.gelu(self.tok1(y))), 1, 2)
+        return x + self.ch2(nnx.gelu(self.ch1(self.norm2(x))))
+
+
+class TinyMixer(nnx.Module):
+    """2x2 patches -> two Mixer blocks -> LayerNorm -> mean over tokens -> linear head (as in the MLP-Mixer paper)."""
+
+    def __init__(self, image: int = 8, channels: int = 1, patch: int = 2, dim: int = 16, embed_dim: int = 8, *,
+                 rngs: nnx.Rngs):
+        tokens = (image // patch) ** 2
+        self.patch = nnx.Conv(channels, dim, (patch, patch), strides=patch, padding="VALID", rngs=rngs)
+        self.blocks = nnx.List([MixerBlock(tokens, dim, rngs=rngs) for _ in range(2)])
+        self.norm = nnx.LayerNorm(dim, rngs=rngs)
+        self.head = nnx.Linear(dim, embed_dim, rngs=rngs)
+
+    def __call__(self, x):
+        p = self.patch(x)
+        h = p.reshape(p.shape[0], -1, p.shape[-1])
+        for block in self.blocks:
+            h = block(h)
+        return self.head(jnp.mean(self.norm(h), axis=1))
+
+
+class Bf16CNN(nnx.Module):
+    """A CNN whose parameters and activations are bfloat16 (``param_dtype`` and ``dtype``), as a mixed-precision
+    user writes it; it returns bfloat16 embeddings."""
+
+    def __init__(self, channels: int = 1, width: int = 16, embed_dim: int = 8, *, rngs: nnx.Rngs):
+        kw = {"dtype": jnp.bfloat16, "param_dtype": jnp.bfloat16, "rngs": rngs}
+        self.conv1 = nnx.Conv(channels, width, (3, 3), padding="SAME", **kw)
+        self.conv2 = nnx.Conv(width, 2 * width, (3, 3), strides=2, padding="SAME", **kw)
+        self.lin = nnx.Linear(2 * width, 64, **kw)
+        self.head = nnx.Linear(64, embed_dim, **kw)
+
+    def __call__(self, x):
+        y = nnx.relu(self.conv2(nnx.relu(self.conv1(x.astype(jnp.bfloat16)))))
+        return self.head(nnx.relu(self.lin(jnp.mean(y, axis=(1, 2)))))
+
+
+def make_mixer(rngs: nnx.Rngs) -> nnx.Module:
+    return TinyMixer(rngs=rngs)
+
+
+def make_bf16_cnn(rngs: nnx.Rngs) -> nnx.Module:
+    return Bf16CNN(rngs=rngs)
