@@ -306,6 +306,12 @@ def _print_verdict(name: str, results: dict, seconds: float, where: Path) -> Non
         mark = "rep " if kind == "reported" else "ok  " if c["passed"] else "FAIL"
         ref = "(not gated)" if kind == "reported" else f"{c['op']} {c['threshold']}"
         print(f"  {mark} {kind:<11} {c['name']:<32} {c['value']!s:<24} {ref}")
+        causes = (results.get("summary") or {}).get("failure_causes") or {}
+        if mark == "FAIL" and c["name"] in causes:
+            from stepwise.compare.diagnose import CAUSES
+
+            for cause in causes[c["name"]]:
+                print(f"         why: {CAUSES.get(cause, cause)}")
 
 
 def _run(name: str, argv: list[str]) -> int:

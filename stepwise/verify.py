@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stepwise import compare, io
+from stepwise.compare import diagnose
 from stepwise.compare import ntk as cntk
 from stepwise.theory import kernel as theory
 from stepwise.theory import linear
@@ -747,6 +748,10 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
                    "checks need at least two learned modes (train longer or raise lr)",
             description="modes whose eigenvalue reached 10% of the top one",
         ))
+    # Why a failing check failed: still learning at the end, a kernel that moved, or a real disagreement.
+    diag = diagnose.diagnose(t, res.cov_out, k_init[:two_n, :two_n], k_final[:two_n, :two_n])
+    checks += diagnose.diagnosis_checks(diag)
+    summary |= {"diagnosis": diag.summary(), "failure_causes": diagnose.failure_causes(checks, diag)}
     out_dir.mkdir(parents=True, exist_ok=True)
     io.save_npz_atomic(out_dir / DATA, step=res.step, eigenvalues=res.cov_out, eval_loss=res.eval_loss,
                        onsets=onsets, well_separated=det.well_separated, lr=np.float64(lr),

@@ -28,6 +28,7 @@ import stepwise.theory
 from stepwise._compat import enable_x64
 from stepwise._precision import is_float64
 from stepwise.compare import checks as ck
+from stepwise.compare import diagnose as dg
 from stepwise.compare import exact as ex
 from stepwise.compare import ntk as cn
 from stepwise.compare import steps as st
@@ -139,6 +140,7 @@ def _data() -> types.SimpleNamespace:
     d.a, d.b = rng.normal(size=(8, 2)), rng.normal(size=(8, 3))
     d.za, d.zb = rng.normal(size=(8, 3)), rng.normal(size=(8, 3))
     d.detection = st.detect_steps(d.t, d.eigs, d.loss)
+    d.diagnosis = dg.diagnose(d.t, d.eigs, d.k, d.k + 0.3 * _psd(rng, d.k.shape[0]))
     steps = 400
     d.gd_eigs = -np.sort(-d.pred.eigenvalue_curves(steps), axis=1)
     d.gd_loss = li.predicted_loss(d.gd_eigs)
@@ -358,6 +360,12 @@ CASES = {
     "stepwise.compare.ntk.step_order_checks": lambda d: ((d.order,), {"kernel": "rbf"}),
     # ---- stepwise.compare.steps
     "stepwise.compare.steps.detect_steps": lambda d: ((d.t, d.eigs, d.loss), {}),
+    # ---- stepwise.compare.diagnose
+    "stepwise.compare.diagnose.diagnose": lambda d: ((d.t, d.eigs, d.k, 1.5 * d.k), {}),
+    "stepwise.compare.diagnose.diagnosis_checks": lambda d: ((d.diagnosis,), {}),
+    "stepwise.compare.diagnose.failure_causes": lambda d: (([d.check], d.diagnosis), {}),
+    "stepwise.compare.diagnose.kernel_change": lambda d: ((d.k, 1.5 * d.k), {}),
+    "stepwise.compare.diagnose.spectrum_change_at_end": lambda d: ((d.t, d.eigs), {}),
     "stepwise.compare.steps.stepwise_checks": lambda d: ((d.detection, 2), {}),
     # ---- stepwise.compare.tian2020
     "stepwise.compare.tian2020.best_unit_correlation": lambda d: ((d.pre[1], d.latents[1]), {}),
@@ -406,6 +414,10 @@ METHOD_CASES = {
     "stepwise.compare.ntk.KernelAgreement.summary": lambda d: (d.agreement, ()),
     "stepwise.compare.ntk.StepOrder.summary": lambda d: (d.order, ()),
     "stepwise.compare.steps.StepDetection.n_plateaus": lambda d: (d.detection, None),
+    "stepwise.compare.diagnose.Diagnosis.causes": lambda d: (d.diagnosis, ("step_order_kendall_tau",)),
+    "stepwise.compare.diagnose.Diagnosis.kernel_moved": lambda d: (d.diagnosis, None),
+    "stepwise.compare.diagnose.Diagnosis.still_learning": lambda d: (d.diagnosis, None),
+    "stepwise.compare.diagnose.Diagnosis.summary": lambda d: (d.diagnosis, ()),
     "stepwise.compare.steps.StepDetection.n_steps": lambda d: (d.detection, None),
 }
 

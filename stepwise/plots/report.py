@@ -123,19 +123,26 @@ _KINDS_LEGEND = (
 )
 
 
-def _check_row(c: dict) -> str:
+def _check_row(c: dict, causes: dict | None = None) -> str:
+    from stepwise.compare.diagnose import CAUSES
+
     thr = c.get("threshold")
     thr = "&ndash;" if thr is None else f"{_fmt(c.get('op', ''))} {_fmt(thr)}"
+    why = ""
+    if c.get("kind") != "reported" and not c.get("passed") and isinstance(causes, dict) and causes.get(c["name"]):
+        why = "<br><span class='fail'>why it failed: " + "; ".join(
+            html.escape(CAUSES.get(str(k), str(k))) for k in causes[c["name"]]) + "</span>"
     return (
         f"<tr><td>{_verdict(c['passed'] if c.get('kind') == 'reported' else bool(c['passed']))}</td>"
-        f"<td><b>{html.escape(c['name'])}</b><br><span class='reason'>{_fmt(c.get('description', ''))}</span></td>"
+        f"<td><b>{html.escape(c['name'])}</b><br><span class='reason'>{_fmt(c.get('description', ''))}</span>{why}</td>"
         f"<td class='num'>{_fmt(c.get('value', ''))}</td><td class='num'>{thr}</td>"
         f"<td class='reason'>{_fmt(c.get('reason', ''))}</td></tr>"
     )
 
 
-def _check_tables(checks: list[dict]) -> str:
-    """The checks of one run grouped by kind of evidence, theory first, each group with its own table."""
+def _check_tables(checks: list[dict], causes: dict | None = None) -> str:
+    """The checks of one run grouped by kind of evidence, theory first, each group with its own table; a failed
+    check shows the readings of :mod:`stepwise.compare.diagnose` that apply (``causes``: name -> cause keys)."""
     out = ""
     for kind in KINDS:
         group = [c for c in checks if c.get("kind", "theory") == kind]
@@ -145,7 +152,7 @@ def _check_tables(checks: list[dict]) -> str:
         why = "why not gated" if kind == "reported" else "why this threshold"
         out += (
             f"<h3>{html.escape(_KIND_TITLE[kind])}</h3><table><tr><th>verdict</th><th>check</th><th>value</th>"
-            f"<th>{head}</th><th>{why}</th></tr>{''.join(_check_row(c) for c in group)}</table>"
+            f"<th>{head}</th><th>{why}</th></tr>{''.join(_check_row(c, causes) for c in group)}</table>"
         )
     return out
 
@@ -170,7 +177,7 @@ def _section(run_dir: Path, res: dict) -> str:
     return (
         f"<section id='{html.escape(run_dir.name)}'><h2>{_verdict(res['passed'])} {title}</h2>"
         f"<p><b>{html.escape(summary_line(res['checks']))}</b></p><p class='sub'>{meta}</p>"
-        f"{figs}{_check_tables(res['checks'])}<details><summary>config and versions</summary><pre>"
+        f"{figs}{_check_tables(res['checks'], _dict(res.get('summary')).get('failure_causes'))}<details><summary>config and versions</summary><pre>"
         f"{html.escape(json.dumps({'config': cfg, 'versions': res.get('versions')}, indent=2))}</pre></details></section>"
     )
 

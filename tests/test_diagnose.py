@@ -1,0 +1,78 @@
+"""stepwise.compare.diagnose: why a check of a trained network failed (issue 17 item 4)."""
+
+import numpy as np
+import pytest
+
+from stepwise.compare import check
+from stepwise.compare import diagnose as dg
+
+
+def _rises(t, onsets, width=1.0):
+    """(T, 3) logistic rises to 1, 0.8, 0.6 at the given onsets."""
+    heights = np.array([1.0, 0.8, 0.6])
+    return heights / (1.0 + np.exp(-(t[:, None] - np.asarray(onsets)[None]) / width))
+
+
+def test_spectrum_change_at_end_matches_a_direct_computation():
+    t = np.linspace(0.0, 100.0, 101)
+    eig = _rises(t, [10.0, 30.0, 96.0])  # the third mode is rising at the end
+    # last tenth: t from 90 to 100, tracking points 90 and 100; reference by hand, sorted rows
+    rows = np.sort(eig[[90, 100]], axis=1)[:, ::-1]
+    expected = np.max(np.abs(rows[1] - rows[0])) / rows[1, 0]
+    assert dg.spectrum_change_at_end(t, eig) == pytest.approx(expected, rel=1e-12)
+    assert dg.spectrum_change_at_end(t, eig) > dg.STILL_LEARNING
+    settled = _rises(t, [10.0, 30.0, 50.0])
+    assert dg.spectrum_change_at_end(t, settled) < 1e-6  # every rise is > 40 widths past its onset
+
+
+def test_spectrum_change_uses_at_least_the_last_two_points_and_refuses_bad_shapes():
+    t = np.array([0.0, 1.0])
+    eig = np.array([[1.0, 0.1], [2.0, 0.1]])
+    assert dg.spectrum_change_at_end(t, eig) == pytest.approx(0.5)  # |2 - 1| / 2
+    with pytest.raises(ValueError, match="T = len"):
+        dg.spectrum_change_at_end(t, eig[:1])
+    with pytest.raises(ValueError, match="fraction"):
+        dg.spectrum_change_at_end(t, eig, fraction=1.0)
+
+
+def test_kernel_change_is_zero_for_the_same_kernel_and_exact_for_a_scaled_one():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(6, 4))
+    k = a @ a.T
+    assert dg.kernel_change(k, k) == (0.0, 1.0)
+    change, ratio = dg.kernel_change(k, 3.0 * k)
+    assert change == pytest.approx(2.0, rel=1e-12) and ratio == pytest.approx(3.0, rel=1e-12)
+    # centring: adding a constant to every entry changes nothing
+    assert dg.kernel_change(k, k + 5.0)[0] < 1e-12
+    with pytest.raises(ValueError, match="one shape"):
+        dg.kernel_change(k, k[:5, :5])
+    with pytest.raises(ValueError, match="zero after centring"):
+        dg.kernel_change(np.ones((3, 3)), k[:3, :3])
+
+
+@pytest.mark.parametrize("spectrum,kernel,name,expected", [
+    (0.2, 0.1, "steps_detected", ["too_few_steps_trained"]),
+    (0.01, 2.0, "steps_detected", ["prediction_disagrees"]),  # a step count: a moved kernel does not explain it
+    (0.01, 2.0, "step_order_kendall_tau", ["kernel_moved"]),
+    (0.2, 2.0, "final_embedding_ntk_similarity", ["too_few_steps_trained", "kernel_moved"]),
+    (0.01, 0.1, "final_embedding_ntk_similarity", ["prediction_disagrees"]),
+    (float("nan"), 0.1, "learned_modes", ["too_few_steps_trained"]),
+])
+def test_causes(spectrum, kernel, name, expected):
+    diag = dg.Diagnosis(spectrum, kernel, 1.0)
+    assert diag.causes(name) == expected
+
+
+def test_failure_causes_lists_failed_gated_checks_only_and_checks_are_reported():
+    diag = dg.Diagnosis(0.01, 2.0, 4.0)
+    checks = [check("steps_detected", 1, 4, op=">=", kind="theory", reason="r"),
+              check("step_order_kendall_tau", 0.9, 0.5, op=">=", kind="theory", reason="r"),
+              check("final_embedding_ntk_similarity", 0.1, 0.5, op=">=", kind="baseline", reason="r"),
+              check("x", 0.0, 1.0, op=">=", kind="reported", reason="r")]
+    assert dg.failure_causes(checks, diag) == {"steps_detected": ["prediction_disagrees"],
+                                               "final_embedding_ntk_similarity": ["kernel_moved"]}
+    reported = dg.diagnosis_checks(diag)
+    assert [c.name for c in reported] == ["spectrum_change_at_end", "ntk_change"]
+    assert all(c.kind == "reported" and c.passed is None for c in reported)
+    assert reported[1].value == 2.0 and reported[1].measured == {"gamma_1_ratio": 4.0}
+    assert set(dg.CAUSES) == {"too_few_steps_trained", "kernel_moved", "prediction_disagrees"}
