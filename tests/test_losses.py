@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stepwise import losses
-from stepwise.losses import LOSSES, barlow_twins, barlow_twins_theory, get_loss, simclr, vicreg
+from stepwise.losses import LOSSES, barlow_twins, barlow_twins_theory, get_loss, infonce_floored, simclr, vicreg
 from stepwise.losses import ssl as ssl_module
 from stepwise.theory import linear
 from stepwise.training.noncontrastive import symmetric_loss
@@ -56,6 +56,7 @@ def ref_barlow_twins(z1, z2, lambda_offdiag=5e-3, eps=1e-5):
 
 
 def ref_simclr(z1, z2, temperature=0.5, norm_floor=1e-12):
+    """NT-Xent of Chen et al. 2020, Eq. 1: cosine similarity (the norm clipped at 1e-12 as F.normalize does)."""
     n = z1.shape[0]
     u = [v / max(np.linalg.norm(v), norm_floor) for v in list(z1) + list(z2)]
     total = 0.0
@@ -86,10 +87,16 @@ def ref_vicreg(z1, z2, sim_weight=25.0, var_weight=25.0, cov_weight=1.0, eps=1e-
     return sim_weight * invariance + var_weight * variance + cov_weight * (c1 + c2)
 
 
+def ref_infonce_floored(z1, z2, temperature=0.2, norm_floor=1.0):
+    """The same NT-Xent with each embedding divided by max(|z|, norm_floor)."""
+    return ref_simclr(z1, z2, temperature=temperature, norm_floor=norm_floor)
+
+
 REFERENCES = {
     "barlow_twins_theory": ref_barlow_twins_theory,
     "barlow_twins": ref_barlow_twins,
     "simclr": ref_simclr,
+    "infonce_floored": ref_infonce_floored,
     "vicreg": ref_vicreg,
 }
 
@@ -102,7 +109,8 @@ CASES = [
     ("simclr", {}),
     ("simclr", {"temperature": 0.1}),
     ("simclr", {"temperature": 2.0}),
-    ("simclr", {"temperature": 0.2, "norm_floor": 1.5}),  # views of norm ~2 and ~0.2: both sides of the floor
+    ("infonce_floored", {}),
+    ("infonce_floored", {"temperature": 0.5, "norm_floor": 1.5}),  # views of norm ~2 and ~0.2: both sides
     ("vicreg", {}),
     ("vicreg", {"convention": "paper"}),
     ("vicreg", {"sim_weight": 1.0, "var_weight": 3.0, "cov_weight": 0.5, "eps": 1e-2, "gamma": 2.0}),
@@ -132,8 +140,18 @@ def test_matches_loop_reference(rng, name, hparams):
 
 
 def test_registry_and_exports():
-    assert set(LOSSES) == {"barlow_twins_theory", "barlow_twins", "simclr", "vicreg"}
-    assert set(losses.__all__) == {"LOSSES", "barlow_twins", "barlow_twins_theory", "get_loss", "simclr", "vicreg"}
+    assert set(LOSSES) == {"barlow_twins_theory", "barlow_twins", "simclr", "infonce_floored", "vicreg"}
+    assert set(losses.__all__) == {"LOSSES", "PUBLISHED", "THEORY_FORMS", "barlow_twins", "barlow_twins_theory",
+                                   "get_loss", "infonce_floored", "simclr", "vicreg"}
+    # The published names are the published losses, with the published defaults; the theory forms are separate.
+    assert losses.PUBLISHED == ("barlow_twins", "simclr", "vicreg")
+    assert set(losses.THEORY_FORMS) == set(LOSSES) - set(losses.PUBLISHED)
+    assert get_loss("barlow_twins").func.__kwdefaults__ == {"lambda_offdiag": 5e-3, "eps": 1e-5}
+    assert simclr.__kwdefaults__ == {"temperature": 0.5}  # no norm floor: cosine similarity (clip 1e-12 only)
+    assert vicreg.__kwdefaults__["sim_weight"] == 25.0 and vicreg.__kwdefaults__["var_weight"] == 25.0
+    assert vicreg.__kwdefaults__["cov_weight"] == 1.0
+    with pytest.raises(ValueError, match=r"'norm_floor'.*'simclr'"):
+        get_loss("simclr", norm_floor=3.0)
     assert LOSSES["vicreg"] is vicreg
     f = get_loss("vicreg", convention="paper", gamma=2.0)
     assert f.func is vicreg and f.keywords == {"convention": "paper", "gamma": 2.0}
@@ -160,8 +178,8 @@ def _jitted(fn):
     return call
 
 
-jit_barlow_twins_theory, jit_barlow_twins, jit_simclr, jit_vicreg = map(
-    _jitted, (barlow_twins_theory, barlow_twins, simclr, vicreg)
+jit_barlow_twins_theory, jit_barlow_twins, jit_simclr, jit_infonce_floored, jit_vicreg = map(
+    _jitted, (barlow_twins_theory, barlow_twins, simclr, infonce_floored, vicreg)
 )
 
 
@@ -320,7 +338,7 @@ def test_simclr_tiny_embeddings_tend_to_uniform_logits(rng):
     assert np.all(np.isfinite(g)) and np.any(g != 0)
 
 
-def test_simclr_norm_floor_small_norm_regime(rng):
+def test_infonce_floored_small_norm_regime(rng):
     # Far below the floor eps the loss is NT-Xent on the dot products of z / eps; its expansion to first order in
     # the logits is log(2n - 1) - (1/tau) mean_a [u_a . u_p(a) - mean_{b != a} u_a . u_b] (u = z / eps): the
     # linear, spectral-contrastive regime in which small initialisation matters.
@@ -331,7 +349,7 @@ def test_simclr_norm_floor_small_norm_regime(rng):
     partner = np.roll(np.arange(2 * n), n)
     first_order = math.log(2 * n - 1) - np.mean(
         dots[np.arange(2 * n), partner] - (dots.sum(1) - np.diag(dots)) / (2 * n - 1)) / tau
-    got = float(jit_simclr(jnp.asarray(z1), jnp.asarray(z2), temperature=tau, norm_floor=eps))
+    got = float(jit_infonce_floored(jnp.asarray(z1), jnp.asarray(z2), temperature=tau, norm_floor=eps))
     # Compare the deviations from log(2n - 1) (~4e-9): rel 1e-9 on the loss itself (2.6e-9 absolute) would
     # almost let a missing first-order term pass. The deviation is known to the second-order term (~max|dots| /
     # tau relative, 2e-9 here) plus the loss's round-off (~8 eps log(2n - 1) absolute).
@@ -339,7 +357,8 @@ def test_simclr_norm_floor_small_norm_regime(rng):
     rel = np.abs(dots).max() / tau + 8 * EPS * base / abs(first_order - base)
     assert got - base == pytest.approx(first_order - base, rel=10 * rel)
     # ... and it depends on the scale of the embeddings (quadratically), unlike standard (cosine) NT-Xent.
-    smaller = float(jit_simclr(jnp.asarray(0.5 * z1), jnp.asarray(0.5 * z2), temperature=tau, norm_floor=eps))
+    smaller = float(jit_infonce_floored(jnp.asarray(0.5 * z1), jnp.asarray(0.5 * z2), temperature=tau,
+                                        norm_floor=eps))
     assert abs(got - math.log(2 * n - 1)) > 1e-9
     assert smaller - math.log(2 * n - 1) == pytest.approx(0.25 * (got - math.log(2 * n - 1)), rel=1e-4)
     # cosine similarity ignores the scale 0.5 (exact in binary): the same values to a few ulps
@@ -347,10 +366,10 @@ def test_simclr_norm_floor_small_norm_regime(rng):
         float(jit_simclr(jnp.asarray(z1), jnp.asarray(z2), temperature=tau)), rel=1e-12)
     # Above the floor it is standard SimCLR.
     big1, big2 = (100.0 * z for z in _views(rng, n=n))
-    assert float(jit_simclr(big1, big2, temperature=tau, norm_floor=eps)) == pytest.approx(
+    assert float(jit_infonce_floored(big1, big2, temperature=tau, norm_floor=eps)) == pytest.approx(
         float(jit_simclr(big1, big2, temperature=tau)), rel=1e-13)
     with pytest.raises(ValueError, match="norm_floor"):
-        simclr(jnp.asarray(z1), jnp.asarray(z2), norm_floor=0.0)
+        infonce_floored(jnp.asarray(z1), jnp.asarray(z2), norm_floor=0.0)
 
 
 def test_barlow_twins_constant_feature_is_finite(rng):
@@ -413,6 +432,7 @@ def test_get_loss_unknown_hparam():
     ("name", "hparams", "match"),
     [
         ("simclr", {"temperature": 0.0}, "temperature"),
+        ("infonce_floored", {"norm_floor": -1.0}, "norm_floor"),
         ("barlow_twins", {"eps": -1.0}, "eps"),
         ("vicreg", {"convention": "code"}, "convention"),
         ("vicreg", {"var_weight": -1.0}, "var_weight"),
@@ -541,7 +561,9 @@ def test_zero_rows_value_and_gradient(rng, name, hparams, where):
     np.testing.assert_allclose(float(value), f, rtol=1e-10)  # the loop-vs-vectorised bound of section 1
     s0 = 1.0
     if name == "simclr" or name == "byol_cosine":
-        s0 = hparams.get("norm_floor", 1e-12)
+        s0 = 1e-12
+    elif name == "infonce_floored":
+        s0 = hparams.get("norm_floor", 1.0)
     fd, steps = _central_differences(ref, arrays, s0)
     for g, want, h in zip(grads, fd, steps):
         # Central differences err by ~(h / s)^2 relative (third-order term; h / s <= 1e-5, times a curvature of at

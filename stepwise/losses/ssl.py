@@ -1,8 +1,13 @@
-"""Self-supervised losses on the embeddings of two views: linear-theory Barlow Twins, Barlow Twins, SimCLR, VICReg.
+"""Self-supervised losses on the embeddings of two views: Barlow Twins, SimCLR, VICReg as published, and theory forms.
 
 Every loss is a pure JAX function ``loss(z1, z2, *, hparams) -> scalar`` of two (n, d) arrays whose row i is a
 positive pair (two views of the same input). They are differentiable, work under ``jax.jit`` and ``jax.vmap``,
-and keep the input dtype (float32 in, float32 out, also with x64 enabled). The exact normalisations:
+and keep the input dtype (float32 in, float32 out, also with x64 enabled).
+
+Names. ``barlow_twins``, ``simclr`` and ``vicreg`` are the losses as published, with the published defaults
+(:data:`PUBLISHED`); the forms the theory solves have their own names, ``barlow_twins_theory`` (centred or not,
+lambda = 1, no standardisation) and ``infonce_floored`` (NT-Xent with a norm floor of order 1), listed in
+:data:`THEORY_FORMS`, and never stand in for a published loss. The exact normalisations:
 
 ``barlow_twins_theory`` -- the loss the linear theory solves (Simon et al. 2023; theory note section 1):
 
@@ -30,9 +35,14 @@ and keep the input dtype (float32 in, float32 out, also with x64 enabled). The e
     L = (1 / 2n) sum_a l_a
 
   Each anchor has its partner as positive and the other 2n - 2 embeddings as negatives; the self-similarity is
-  excluded. The norm is clipped at 1e-12 (as ``torch.nn.functional.normalize``) so that embeddings of a
-  small-initialisation network, or exact zeros, give finite values and gradients: below that norm the
-  similarities shrink towards 0 and the loss towards log(2n - 1).
+  excluded. The norm is clipped at 1e-12 (as ``torch.nn.functional.normalize``) only for numerical safety: exact
+  zeros give finite values and gradients. tau = 0.5 by default, SimCLR's setting for CIFAR-10 (Chen et al. 2020,
+  Appendix B.9); the paper's other published values are 0.1 and 0.2 (ImageNet).
+
+``infonce_floored`` -- a theory form of the contrastive loss, not SimCLR: the same NT-Xent with the norm divided by
+  max(||u_a||, norm_floor), norm_floor of order 1. Embeddings much shorter than the floor are compared by their
+  scaled dot product (the small-logit expansion is the spectral contrastive loss, the regime of the linear theory,
+  in which small initialisation means something); longer ones by their cosine.
 
 ``vicreg`` -- VICReg (Bardes, Ponce and LeCun 2022, Section 3.2, Eqs. 1-6), with per view
 
@@ -71,7 +81,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["LOSSES", "barlow_twins", "barlow_twins_theory", "get_loss", "simclr", "vicreg"]
+__all__ = ["LOSSES", "PUBLISHED", "THEORY_FORMS", "barlow_twins", "barlow_twins_theory", "get_loss",
+           "infonce_floored", "simclr", "vicreg"]
 
 VICRegConvention = Literal["paper", "reference"]
 _VICREG_CONVENTIONS = ("paper", "reference")
@@ -120,8 +131,12 @@ def _check_barlow_twins(lambda_offdiag, eps) -> None:
     _require("eps", eps, lambda v: v >= 0.0, "a finite number >= 0")
 
 
-def _check_simclr(temperature, norm_floor=_NORM_EPS) -> None:
+def _check_simclr(temperature) -> None:
     _require("temperature", temperature, lambda v: 0.0 < v < float("inf"), "a finite number > 0")
+
+
+def _check_infonce_floored(temperature, norm_floor) -> None:
+    _check_simclr(temperature)
     _require("norm_floor", norm_floor, lambda v: 0.0 < v < float("inf"), "a finite number > 0")
 
 
@@ -227,22 +242,64 @@ def barlow_twins(z1: jax.Array, z2: jax.Array, *, lambda_offdiag: float = 5e-3, 
     return jnp.sum(on * on) + lambda_offdiag * _offdiag_sum_sq(c)
 
 
-def simclr(z1: jax.Array, z2: jax.Array, *, temperature: float = 0.5, norm_floor: float = _NORM_EPS) -> jax.Array:
-    """SimCLR's NT-Xent loss over the 2n embeddings of a batch.
+def _nt_xent(z1: jax.Array, z2: jax.Array, temperature, norm_floor: float) -> jax.Array:
+    """NT-Xent over u = [z1; z2] normalised as u_a / max(|u_a|, norm_floor) (the shared body of both losses)."""
+    z1, z2 = _validate_views(z1, z2)
+    n = z1.shape[0]
+    u = jnp.concatenate([z1, z2], axis=0)
+    # sqrt(max(|u|^2, eps^2)) rather than max(|u|, eps): the gradient of |u| is 0/0 at u = 0.
+    sq = jnp.sum(u * u, axis=1, keepdims=True)
+    u = u / jnp.sqrt(jnp.maximum(sq, norm_floor * norm_floor))
+    logits = (u @ u.T) * (1.0 / temperature)
+    logits = jnp.where(jnp.eye(2 * n, dtype=bool), jnp.full((), -jnp.inf, logits.dtype), logits)
+    positive = jnp.sum(u[:n] * u[n:], axis=1) * (1.0 / temperature)  # s_{a,p(a)}, the same for a and p(a)
+    lse = jax.nn.logsumexp(logits, axis=1)
+    return jnp.mean(lse) - jnp.mean(positive)
 
-    With u = [z1; z2] (2n, d) normalised as u_a / max(|u_a|, norm_floor), s_ab = u_a . u_b (the cosine similarity
-    when |u_a|, |u_b| >= norm_floor) and p(a) the partner of a (a +- n),
+
+def simclr(z1: jax.Array, z2: jax.Array, *, temperature: float = 0.5) -> jax.Array:
+    """SimCLR's NT-Xent loss on the cosine similarities of the 2n embeddings of a batch.
+
+    With u = [z1; z2] (2n, d) normalised to unit length, s_ab = u_a . u_b and p(a) the partner of a (a +- n),
     L = (1/2n) sum_a [ -s_{a,p(a)}/tau + log sum_{b != a} exp(s_ab/tau) ]: each anchor has its partner as positive
-    and the other 2n - 2 embeddings as negatives. Evaluated with a log-sum-exp.
+    and the other 2n - 2 embeddings as negatives. Evaluated with a log-sum-exp. The norm is clipped at 1e-12 (as
+    ``torch.nn.functional.normalize``) for numerical safety only, so zero embeddings give finite values and
+    gradients. The loss is invariant to the scale of each embedding, hence to the scale of the output layer.
 
-    ``norm_floor`` is the clip of the norm in the normalisation (1e-12, as in ``F.normalize``-style code, by
-    default: standard SimCLR). A larger floor projects embeddings onto the ball of radius ``norm_floor`` instead of
-    onto the sphere: embeddings much shorter than the floor are compared by their scaled dot product (the loss
-    is then a smooth function of z / norm_floor whose small-z expansion is the spectral contrastive loss, the
-    regime of the linear theory), and embeddings longer than it by their cosine, exactly as in standard SimCLR.
-    Cosine normalisation alone makes the loss invariant to the scale of the output layer, so "small
-    initialisation" has no effect on it (it only rescales the learning rate); the floor restores a small-norm
-    regime in which small initialisation means something.
+    Args:
+      z1: (n, d) embeddings of the first views, n >= 2.
+      z2: (n, d) embeddings of the second views; row i is the partner of ``z1[i]``.
+      temperature: tau > 0; 0.5 by default, SimCLR's CIFAR-10 setting (Chen et al. 2020, Appendix B.9).
+
+    Returns:
+      () scalar loss, dtype of the inputs; log(2n - 1) when all embeddings are equal (or all zero).
+
+    Raises:
+      ValueError: bad shapes (see :func:`barlow_twins_theory`) or ``temperature <= 0``.
+      TypeError: the views are not floating or differ in dtype.
+
+    References:
+      Chen et al. 2020, SimCLR (arXiv 2002.05709), Eq. 1, Algorithm 1 and Appendix B.9.
+
+    Example:
+      >>> z = jnp.ones((2, 3))  # all embeddings equal: every anchor sees 2n - 1 = 3 equal logits
+      >>> round(float(simclr(z, z)), 6) == round(float(jnp.log(3.0)), 6)
+      True
+    """
+    _check_simclr(temperature)
+    return _nt_xent(z1, z2, temperature, _NORM_EPS)
+
+
+def infonce_floored(z1: jax.Array, z2: jax.Array, *, temperature: float = 0.2, norm_floor: float = 1.0) -> jax.Array:
+    """A theory form of the contrastive loss (not SimCLR): NT-Xent with the norm floored at ``norm_floor``.
+
+    As :func:`simclr`, but each embedding is divided by max(|u_a|, norm_floor) instead of |u_a|. This projects
+    embeddings onto the ball of radius ``norm_floor`` instead of onto the sphere: embeddings much shorter than the
+    floor are compared by their scaled dot product (the loss is then a smooth function of z / norm_floor whose
+    small-z expansion is the spectral contrastive loss, the regime of the linear theory), and embeddings longer
+    than it by their cosine, as in SimCLR. Cosine normalisation alone makes SimCLR invariant to the scale of the
+    output layer, so "small initialisation" has no effect on it; the floor restores a small-norm regime in which
+    it does. Use it as the contrastive counterpart of :func:`barlow_twins_theory`, never in place of SimCLR.
 
     Args:
       z1: (n, d) embeddings of the first views, n >= 2.
@@ -258,26 +315,16 @@ def simclr(z1: jax.Array, z2: jax.Array, *, temperature: float = 0.5, norm_floor
       TypeError: the views are not floating or differ in dtype.
 
     References:
-      Chen et al. 2020, SimCLR (arXiv 2002.05709), Eq. 1 and Algorithm 1. HaoChen et al. 2021 (spectral
-      contrastive loss) for the small-logit expansion.
+      Chen et al. 2020, SimCLR (arXiv 2002.05709), Eq. 1; HaoChen et al. 2021 (spectral contrastive loss,
+      arXiv 2106.04156) for the small-logit expansion.
 
     Example:
-      >>> z = jnp.ones((2, 3))  # all embeddings equal: every anchor sees 2n - 1 = 3 equal logits
-      >>> round(float(simclr(z, z)), 6) == round(float(jnp.log(3.0)), 6)
+      >>> z = jnp.full((2, 3), 1e-3)  # far below the floor: all logits ~0, the loss ~log(2n - 1)
+      >>> round(float(infonce_floored(z, z)), 4) == round(float(jnp.log(3.0)), 4)
       True
     """
-    _check_simclr(temperature, norm_floor)
-    z1, z2 = _validate_views(z1, z2)
-    n = z1.shape[0]
-    u = jnp.concatenate([z1, z2], axis=0)
-    # sqrt(max(|u|^2, eps^2)) rather than max(|u|, eps): the gradient of |u| is 0/0 at u = 0.
-    sq = jnp.sum(u * u, axis=1, keepdims=True)
-    u = u / jnp.sqrt(jnp.maximum(sq, norm_floor * norm_floor))
-    logits = (u @ u.T) * (1.0 / temperature)
-    logits = jnp.where(jnp.eye(2 * n, dtype=bool), jnp.full((), -jnp.inf, logits.dtype), logits)
-    positive = jnp.sum(u[:n] * u[n:], axis=1) * (1.0 / temperature)  # s_{a,p(a)}, the same for a and p(a)
-    lse = jax.nn.logsumexp(logits, axis=1)
-    return jnp.mean(lse) - jnp.mean(positive)
+    _check_infonce_floored(temperature, norm_floor)
+    return _nt_xent(z1, z2, temperature, norm_floor)
 
 
 def vicreg(
@@ -374,13 +421,18 @@ LOSSES: dict[str, Callable[..., jax.Array]] = {
     "barlow_twins_theory": barlow_twins_theory,
     "barlow_twins": barlow_twins,
     "simclr": simclr,
+    "infonce_floored": infonce_floored,
     "vicreg": vicreg,
 }
+#: The losses as published (the names users know), and the theory forms, which never stand in for them.
+PUBLISHED: tuple[str, ...] = ("barlow_twins", "simclr", "vicreg")
+THEORY_FORMS: tuple[str, ...] = ("barlow_twins_theory", "infonce_floored")
 
 _CHECKS: dict[str, Callable[..., None]] = {
     "barlow_twins_theory": _check_barlow_twins_theory,
     "barlow_twins": _check_barlow_twins,
     "simclr": _check_simclr,
+    "infonce_floored": _check_infonce_floored,
     "vicreg": _check_vicreg,
 }
 
