@@ -44,13 +44,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from stepwise import compare, io
-from stepwise.compare import diagnose
+from stepwise.compare import diagnose, hidden
 from stepwise.compare import ntk as cntk
 from stepwise.theory import kernel as theory
 from stepwise.theory import linear
 
 __all__ = ["VerifyConfig", "ModelSpecError", "StatefulLayers", "load_factory", "output_layer", "build_model_checked",
-           "output_selector", "stateful_layers", "float32_copy", "verify"]
+           "output_selector", "stateful_layers", "features_function", "float32_copy", "verify"]
 
 Loss = Literal["barlow_twins", "simclr", "vicreg"]
 DATA = "verify.npz"
@@ -102,6 +102,9 @@ class VerifyConfig:
       data_dir: local dataset folder.
       output: which of the model's outputs is the embedding, when it returns several: an index of a tuple or list
         (``--output 1``) or a key of a dict (``--output latent``); None: the model returns one array.
+      features: the backbone, checked next to the embedding (theory note E5; reported, not gated): a dotted
+        attribute path from the module to a submodule or method that takes the model's input and returns the
+        backbone output (``--features backbone``, ``--features encoder.trunk``); None: no backbone checks.
     """
 
     model: str
@@ -124,6 +127,7 @@ class VerifyConfig:
     seed: int = 0
     data_dir: str | None = None
     output: str | None = None
+    features: str | None = None
 
     def __post_init__(self):
         from stepwise.errors import config_value_errors  # here: this function is verify's whole validation
@@ -155,6 +159,9 @@ class VerifyConfig:
             errors.append(f"n_pairs {self.n_pairs} exceeds n_train {self.n_train}")
         if self.steps < 2 * self.track_every:
             errors.append(f"steps {self.steps} must cover at least two tracking intervals of {self.track_every}")
+        if self.features is not None and not all(part.isidentifier() for part in self.features.split(".")):
+            errors.append(f"features must be a dotted attribute path such as 'backbone' or 'encoder.trunk' "
+                          f"(got {self.features!r})")
         if errors:
             raise ValueError("invalid verify config: " + "; ".join(errors))
 
@@ -585,6 +592,47 @@ def _contrastive_eigh(kc: np.ndarray, when: str):
             "and that the embeddings are finite and O(1)") from err
 
 
+def features_function(module, path: str, spec: str, view_shape: tuple[int, int, int]) -> Callable:
+    """``(module, x) -> (n, p)``: the backbone output named by ``path`` (a dotted attribute path to a submodule or
+    method taking the model's input), flattened per example; probed on a batch of views before any training.
+
+    Raises:
+      ModelSpecError: the path does not exist, is not callable, fails on the views, or does not return a finite
+        (batch, ...) array.
+    """
+    from flax import nnx
+
+    obj, walked = module, []
+    for part in path.split("."):
+        if not hasattr(obj, part):
+            base = set(dir(nnx.Module))  # eval, train, sow, ...: not backbones
+            names = sorted(n for n in dir(obj) if not n.startswith("_") and n not in base
+                           and callable(getattr(obj, n, None)))
+            raise ModelSpecError(f"--features {path}: {'.'.join(['model', *walked])} has no attribute {part!r}; its "
+                                 f"callable attributes: {', '.join(names) or 'none'}")
+        obj, walked = getattr(obj, part), [*walked, part]
+    if isinstance(obj, nnx.Variable) or not callable(obj):
+        raise ModelSpecError(f"--features {path}: model.{path} is a {type(obj).__name__}, not a submodule or method")
+
+    def features(m, x):
+        for part in path.split("."):
+            m = getattr(m, part)
+        y = m(x)
+        return jnp.reshape(y, (y.shape[0], -1))
+
+    x = _probe_batch(4, view_shape)
+    try:
+        y = features(module, x)
+    except Exception as err:  # noqa: BLE001
+        raise ModelSpecError(f"--features {path}: model.{path}(x) failed on a batch of views of shape {tuple(x.shape)} "
+                             f"({type(err).__name__}: {err}); name a submodule or method that takes the model's "
+                             f"input and returns the backbone output") from err
+    if y.shape[0] != 4 or not bool(jnp.all(jnp.isfinite(y))):
+        raise ModelSpecError(f"--features {path}: model.{path}(x) must return a finite (batch, ...) array; got shape "
+                             f"{tuple(y.shape)} for a batch of 4 (finite: {bool(jnp.all(jnp.isfinite(y)))}) from {spec}")
+    return features
+
+
 def _kernel_checks(cfg: VerifyConfig, t, snapshots, onsets, k_init, k_final, two_n: int, z_eval, k: int):  # noqa: PLR0913
     """The NTK statistics and checks (order, step times, final embedding); raises ValueError if not computable."""
     checks: list = []
@@ -636,6 +684,13 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
     if d > cfg.n_eval:
         raise ModelSpecError(f"the embedding has d = {d} > n_eval = {cfg.n_eval} outputs; raise n_eval")
     layers = stateful_layers(module, cfg.model, view_shape, select)  # refuses unsupported state before training
+    feature_of = None
+    if cfg.features is not None:
+        if layers is not None:
+            raise ModelSpecError(f"--features is not supported yet for a model whose forward pass changes state "
+                                 f"(BatchNorm or Dropout: {cfg.model}); leave --features out (the embedding is "
+                                 "checked), or return the module in eval mode (model.eval()) to check that function")
+        feature_of = features_function(module, cfg.features, cfg.model, view_shape)
     # The NTK's points: fixed augmented training pairs and the evaluation views train_ssl tracks. The pairs' views
     # also calibrate the BatchNorm statistics of the analysed (eval-mode) function of a stateful model.
     x1, x2 = make_pairs(aug, jax.random.fold_in(jax.random.key(cfg.seed), 2**31 - 2), jnp.asarray(train[: cfg.n_pairs]))
@@ -647,6 +702,9 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
 
         def apply(p, x):
             return select(nnx.merge(graphdef, p, rest)(x))
+
+        def features(p, x):
+            return feature_of(nnx.merge(graphdef, p, rest), x)
     else:
         calibrate = jax.jit(layers.calibrate)
         params, model_state = layers.params, calibrate(layers.params, layers.state, xs[:two_n])
@@ -689,7 +747,8 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
                        track_every=cfg.track_every, n_snapshot=cfg.n_eval, seed=cfg.seed)
     stateful_summary = None
     if layers is None:
-        res = train_ssl(apply, None, params, _loss(cfg), train, aug, tcfg, eval_images=evals, progress=progress,
+        res = train_ssl(apply, None if feature_of is None else features, params, _loss(cfg), train, aug, tcfg,
+                        eval_images=evals, progress=progress,
                         **checkpoint_kwargs(checkpoints))
         apply_final = apply
     else:
@@ -748,6 +807,15 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
                    "checks need at least two learned modes (train longer or raise lr)",
             description="modes whose eigenvalue reached 10% of the top one",
         ))
+    if feature_of is not None:  # the backbone next to the embedding (theory note E5), reported
+        det_feat = compare.detect_steps(t, res.cov_feat)
+        f_eval = np.asarray(features(res.params, e1), np.float64)
+        k_sim = max(1, min(k, f_eval.shape[1], d))
+        similarity = hidden.backbone_embedding_similarity(f_eval, z_eval, k_sim)
+        checks += hidden.hidden_checks(det_feat, res.cov_feat, similarity=similarity, k=k_sim)
+        summary["backbone"] = {"path": cfg.features, "width": int(f_eval.shape[1]), "n_steps": det_feat.n_steps,
+                               "onsets": det_feat.onsets, "k_similarity": k_sim}
+        arrays["backbone_eigenvalues"] = res.cov_feat
     # Why a failing check failed: still learning at the end, a kernel that moved, or a real disagreement.
     diag = diagnose.diagnose(t, res.cov_out, k_init[:two_n, :two_n], k_final[:two_n, :two_n])
     checks += diagnose.diagnosis_checks(diag)

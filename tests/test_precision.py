@@ -360,6 +360,10 @@ CASES = {
     "stepwise.compare.ntk.step_order_checks": lambda d: ((d.order,), {"kernel": "rbf"}),
     # ---- stepwise.compare.steps
     "stepwise.compare.steps.detect_steps": lambda d: ((d.t, d.eigs, d.loss), {}),
+    # ---- stepwise.compare.hidden
+    "stepwise.compare.hidden.backbone_embedding_similarity": lambda d: ((d.za, d.zb, 2), {}),
+    "stepwise.compare.hidden.hidden_checks": lambda d: ((d.detection, d.eigs), {"similarity": (0.5, 0.25), "k": 2}),
+    "stepwise.compare.hidden.participation_ratio": lambda d: ((d.eigs,), {}),
     # ---- stepwise.compare.diagnose
     "stepwise.compare.diagnose.diagnose": lambda d: ((d.t, d.eigs, d.k, 1.5 * d.k), {}),
     "stepwise.compare.diagnose.diagnosis_checks": lambda d: ((d.diagnosis,), {}),

@@ -60,3 +60,72 @@ def test_an_indefinite_kernel_is_refused_with_a_message_naming_no_missing_option
     with pytest.raises(ValueError, match="not positive semi-definite") as info:
         V._contrastive_eigh(k, "at initialisation")
     assert "ridge (e.g." not in str(info.value)
+
+
+# --features: the backbone checked next to the embedding (issue 17 item 3).
+
+
+@pytest.mark.parametrize("path,width", [("backbone", 32), ("pooled", 16)])
+def test_features_checks_the_backbone_next_to_the_embedding(tmp_path, path, width):
+    out = tmp_path / path
+    code = cli.main(["verify", "--model", f"{ZOO}:make_backbone_projector", "--features", path, "--smoke",
+                     "--out", str(out), "--no-progress"])
+    assert code in (0, 1)
+    results = json.loads((out / "results.json").read_text())
+    by_name = {c["name"]: c for c in results["checks"]}
+    for name in ("backbone_steps_detected", "backbone_participation_ratio", "backbone_embedding_similarity"):
+        assert by_name[name]["kind"] == "reported" and by_name[name]["passed"] is None
+    backbone = results["summary"]["backbone"]
+    assert backbone["path"] == path and backbone["width"] == width
+    data = io.load_npz(out / "verify.npz")
+    assert data["backbone_eigenvalues"].shape[0] == data["step"].shape[0]
+    assert by_name["backbone_steps_detected"]["value"] == backbone["n_steps"]
+    # recomputed from the saved spectrum
+    from stepwise.compare import hidden
+    pr = hidden.participation_ratio(data["backbone_eigenvalues"])
+    assert by_name["backbone_participation_ratio"]["value"] == pytest.approx(pr[-1], rel=1e-12)
+    assert 0.0 <= by_name["backbone_embedding_similarity"]["value"] <= 1.0 + 1e-12
+    assert by_name["backbone_embedding_similarity"]["threshold"] == pytest.approx(
+        backbone["k_similarity"] / results["config"]["n_eval"])
+
+
+@pytest.mark.parametrize("factory,path,match", [
+    ("make_backbone_projector", "trunk", r"model has no attribute 'trunk'; its callable attributes: backbone, pooled, "
+                                         r"proj1, proj2"),
+    ("make_backbone_projector", "backbone.l9", r"model.backbone has no attribute 'l9'; its callable attributes: l1, l2"),
+    ("make_backbone_projector", "proj2", r"model.proj2\(x\) failed on a batch of views"),
+    ("make_backbone_projector", "backbone.l1.kernel", r"is a Param, not a submodule or method"),
+    ("make_resnet_bn", "block1", r"--features is not supported yet for a model whose forward pass changes state"),
+])
+def test_bad_features_are_refused_before_training(tmp_path, capsys, factory, path, match):
+    out = tmp_path / "run"
+    code = cli.main(["verify", "--model", f"{ZOO}:{factory}", "--features", path, "--smoke", "--out", str(out),
+                     "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and not out.exists()
+    import re
+    assert re.search(match, err), err
+
+
+def test_features_path_syntax_is_validated():
+    with pytest.raises(ValueError, match="dotted attribute path"):
+        V.VerifyConfig(model="m.py:f", features="backbone-1")
+
+
+def test_backbone_embedding_similarity_against_direct_cases():
+    from stepwise.compare import hidden
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(20, 3))
+    # features that contain the embedding's top-2 principal directions (plus others of smaller variance): 1
+    f = np.concatenate([10 * z, 0.01 * rng.normal(size=(20, 5))], axis=1)
+    sim, ref = hidden.backbone_embedding_similarity(f, z, 2)
+    assert sim == pytest.approx(1.0, abs=1e-6) and ref == pytest.approx(2 / 20)
+    # features orthogonal to the embedding's centred span: 0
+    zc = z - z.mean(axis=0)
+    q, _ = np.linalg.qr(np.concatenate([np.ones((20, 1)), zc, rng.normal(size=(20, 4))], axis=1))
+    sim0, _ = hidden.backbone_embedding_similarity(q[:, 4:8], z, 2)
+    assert sim0 == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="same n points"):
+        hidden.backbone_embedding_similarity(f[:10], z, 2)
+    np.testing.assert_allclose(hidden.participation_ratio(np.array([[1.0, 1.0, 0.0], [1.0, 0.0, -1e-9], [0, 0, 0]])),
+                               [2.0, 1.0, 0.0])

@@ -195,3 +195,31 @@ def make_mixer(rngs: nnx.Rngs) -> nnx.Module:
 
 def make_bf16_cnn(rngs: nnx.Rngs) -> nnx.Module:
     return Bf16CNN(rngs=rngs)
+
+
+class Trunk(nnx.Module):
+    def __init__(self, din: int, width: int, *, rngs: nnx.Rngs):
+        self.l1 = nnx.Linear(din, width, rngs=rngs)
+        self.l2 = nnx.Linear(width, width, rngs=rngs)
+
+    def __call__(self, x):
+        return nnx.relu(self.l2(nnx.relu(self.l1(x.reshape(x.shape[0], -1)))))
+
+
+class BackboneProjector(nnx.Module):
+    """``backbone`` (a submodule taking the images) then a two-layer projector: for ``--features backbone``."""
+
+    def __init__(self, din: int = 64, width: int = 32, d: int = 8, *, rngs: nnx.Rngs):
+        self.backbone = Trunk(din, width, rngs=rngs)
+        self.proj1 = nnx.Linear(width, width, rngs=rngs)
+        self.proj2 = nnx.Linear(width, d, rngs=rngs)
+
+    def __call__(self, x):
+        return self.proj2(nnx.relu(self.proj1(self.backbone(x))))
+
+    def pooled(self, x):  # a method works too: --features pooled
+        return self.backbone(x)[:, :16]
+
+
+def make_backbone_projector(rngs: nnx.Rngs) -> nnx.Module:
+    return BackboneProjector(rngs=rngs)

@@ -6,7 +6,7 @@ B, C: overlap of each step's new direction with the contrastive eigenfunctions o
 training (rows: steps in the order they happened; columns: kernel modes in decreasing gamma; the theory is the
 diagonal). D: onset time against the assigned mode's gamma (log-log), with the theory's slope -1 for reference.
 E: subspace similarity of the learned embedding with the two NTK predictions, against the same-kernel random
-baseline and the random-subspace value.
+baseline and the random-subspace value. F (with ``--features``): the backbone output's covariance eigenvalues.
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ def plot_verify(run_dir: str | Path, title: str = "", out: str | Path | None = N
     data = load_npz(run_dir / "verify.npz")
     plt = pyplot()
     has_kernel = "overlap_init" in data
-    fig, axes = plt.subplots(1, 5 if has_kernel else 1, figsize=(26 if has_kernel else 6, 4.8), squeeze=False)
+    has_backbone = "backbone_eigenvalues" in data
+    panels = (5 if has_kernel else 1) + has_backbone
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.8), squeeze=False)
     axes = axes[0]
     step, eig, onsets = data["step"], data["eigenvalues"], data["onsets"]
     colors = plt.cm.viridis(np.linspace(0.0, 0.9, eig.shape[1]))
@@ -93,6 +95,16 @@ def plot_verify(run_dir: str | Path, title: str = "", out: str | Path | None = N
         ax.set_ylabel("subspace similarity (mean cos$^2$)")
         ax.set_title("E: final embedding vs kernel prediction")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    if has_backbone:
+        ax, feat = axes[-1], data["backbone_eigenvalues"]
+        # clipped at 1e-8 of the top: below that a float32 backbone's null directions are round-off noise
+        floor_f = max(float(np.max(feat)) * 1e-8, np.finfo(np.float64).tiny)
+        shades = plt.cm.magma(np.linspace(0.0, 0.85, feat.shape[1]))
+        for j in range(feat.shape[1]):
+            ax.semilogy(step, np.maximum(feat[:, j], floor_f), color=shades[j], lw=1.0)
+        ax.set_xlabel("step")
+        ax.set_ylabel("backbone covariance eigenvalues (clipped at 1e-8 of the top)")
+        ax.set_title("F: backbone output (--features; reported)")
     fig.suptitle(title)
     fig.tight_layout()
     path = save_atomic(fig, out or run_dir / FIGURE)
