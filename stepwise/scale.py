@@ -290,17 +290,18 @@ def ssl_costs(apply: Callable, features: Callable | None, params: Any, loss_fn: 
     Returns:
       ``(step_flops, tracking_flops)``.
     """
-    from stepwise.training.ssl import TrainState, _make_step, _shardings, _tracker, make_optimizer
+    from stepwise.training.engine import TrainState, make_optimizer, shardings
+    from stepwise.training.ssl import make_tracker, make_train_step
 
-    _, batch_sharding = _shardings(jax.devices("cpu")[:1])  # counted on the CPU (program_flops)
+    _, batch_sharding = shardings(jax.devices("cpu")[:1])  # counted on the CPU (program_flops)
     tx = make_optimizer(cfg)
     spec = abstract(params)
     state = TrainState(params=spec, opt_state=jax.eval_shape(tx.init, spec),
                        step=jax.ShapeDtypeStruct((), jnp.int32), key=_key_spec())
     data = jax.ShapeDtypeStruct((n_train, *image_shape), jnp.float32)
-    step = program_flops(_make_step(apply, loss_fn, tx, aug, cfg.batch_size, batch_sharding), state, data)
+    step = program_flops(make_train_step(apply, loss_fn, tx, aug, cfg.batch_size, batch_sharding), state, data)
     views = jax.ShapeDtypeStruct((n_eval, *aug.output_shape(image_shape)), jnp.float32)
-    track = program_flops(_tracker(apply, features, loss_fn, cfg.n_snapshot), spec, views, views)
+    track = program_flops(make_tracker(apply, features, loss_fn, cfg.n_snapshot), spec, views, views)
     return step, track
 
 
@@ -312,17 +313,17 @@ def noncontrastive_costs(apply: Callable, features: Callable | None, params: Any
     Returns:
       ``(step_flops, tracking_flops)``.
     """
-    from stepwise.training.noncontrastive import _program_config, _programs
-    from stepwise.training.ssl import _shardings
+    from stepwise.training.engine import shardings
+    from stepwise.training.noncontrastive import compiled_programs, program_config
 
-    _, batch_sharding = _shardings(jax.devices("cpu")[:1])  # counted on the CPU (program_flops)
+    _, batch_sharding = shardings(jax.devices("cpu")[:1])  # counted on the CPU (program_flops)
     features = apply if features is None else features
     spec = abstract(params)
     view_shape = aug.output_shape(image_shape)
     out = jax.eval_shape(apply, spec, jax.ShapeDtypeStruct((1, *view_shape), jnp.float32))
-    program_cfg, program_nc = _program_config(cfg, nc)
-    init, step_fn, track = _programs(apply, features, program_nc, program_cfg, aug, batch_sharding,
-                                     out.shape[-1], out.dtype)
+    program_cfg, program_nc = program_config(cfg, nc)
+    init, step_fn, track = compiled_programs(apply, features, program_nc, program_cfg, aug, batch_sharding,
+                                             out.shape[-1], out.dtype)
     state = jax.eval_shape(init, spec, _key_spec(), jax.ShapeDtypeStruct((), out.dtype))
     data = jax.ShapeDtypeStruct((n_train, *image_shape), jnp.float32)
     views = jax.ShapeDtypeStruct((n_eval, *view_shape), jnp.float32)

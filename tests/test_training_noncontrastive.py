@@ -12,7 +12,7 @@ from stepwise.data import Augmentation, make_pairs
 from stepwise.theory import noncontrastive as theory
 from stepwise.training import TrainConfig
 from stepwise.training import noncontrastive as ncm
-from stepwise.training.ssl import _shardings
+from stepwise.training.engine import shardings
 from test_training_ssl import AUG, N_IMAGES, SHAPE, apply, features, init_mlp
 
 N_TRAIN, BATCH, LR = 40, 16, 0.05
@@ -219,9 +219,9 @@ def test_directpred_sets_wp_from_the_running_correlation(images):
     corr1 = rho * corr0 + (1 - rho) * (g1.T @ g1 + g2.T @ g2) / (2 * BATCH)
     np.testing.assert_allclose(out.corr_running[2], corr1, rtol=1e-10, atol=1e-14)
     # Another eps is data, not a new program: same compiled step, W_p from the same F_hat with the new eps.
-    info = ncm._programs.cache_info()
+    info = ncm.compiled_programs.cache_info()
     other = train(images, steps=1, nc=dataclasses.replace(nc, eps=0.3))
-    assert ncm._programs.cache_info().misses == info.misses
+    assert ncm.compiled_programs.cache_info().misses == info.misses
     np.testing.assert_allclose(other.wp[1], ncm.direct_predictor(other.corr_running[1], eps=0.3), rtol=1e-9)
 
 
@@ -314,15 +314,15 @@ def test_step_compiles_once_and_runs_share_programs(images):
     params = init_mlp(jax.random.key(2))
     before = [np.asarray(x).copy() for x in jax.tree.leaves(params)]
     train(images, steps=3, params=params, seed=7)
-    info = ncm._programs.cache_info()
+    info = ncm.compiled_programs.cache_info()
     train(images, steps=5, params=init_mlp(jax.random.key(5)), seed=8, track_every=2)
-    after = ncm._programs.cache_info()
+    after = ncm.compiled_programs.cache_info()
     assert (after.misses, after.hits) == (info.misses, info.hits + 1)  # other seed / length / params: no rebuild
-    cfg, nc = ncm._program_config(TrainConfig(steps=1, batch_size=BATCH, lr=LR, n_snapshot=8),
-                                  ncm.NoncontrastiveConfig())
-    init, step, track = ncm._programs(apply, features, nc, cfg, AUG,
-                                      _shardings(jax.devices())[1], 8, jnp.dtype(jnp.float64))
-    assert ncm._programs.cache_info().misses == info.misses  # that is the programs the runs used
+    cfg, nc = ncm.program_config(TrainConfig(steps=1, batch_size=BATCH, lr=LR, n_snapshot=8),
+                                 ncm.NoncontrastiveConfig())
+    init, step, track = ncm.compiled_programs(apply, features, nc, cfg, AUG,
+                                              shardings(jax.devices())[1], 8, jnp.dtype(jnp.float64))
+    assert ncm.compiled_programs.cache_info().misses == info.misses  # that is the programs the runs used
     assert step._cache_size() == 1 and track._cache_size() == 1 and init._cache_size() == 1
     for leaf, ref in zip(jax.tree.leaves(params), before):  # the caller's arrays survive the donated steps
         assert not leaf.is_deleted()

@@ -149,8 +149,8 @@ def test_augmentation_that_does_not_fit_is_rejected(images):
 def test_step_compiles_once(images):
     tx = ssl.make_optimizer(ssl.TrainConfig(steps=1, batch_size=8, lr=0.1))
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
-    step = ssl._make_step(apply, barlow_twins_theory, tx, AUG, 8,
-                          jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+    step = ssl.make_train_step(apply, barlow_twins_theory, tx, AUG, 8,
+                               jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
     params = init_mlp(jax.random.key(0))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     state = ssl.TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), jax.random.key(0))

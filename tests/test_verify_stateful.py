@@ -22,7 +22,7 @@ from flax import nnx
 from stepwise import cli
 from stepwise import verify as V
 from stepwise.data import Augmentation
-from stepwise.training import ssl
+from stepwise.training import engine, ssl
 
 sys.path.insert(0, str(Path(__file__).parent))
 import verify_zoo as zoo  # noqa: E402
@@ -104,13 +104,13 @@ def test_one_stateful_sgd_step_matches_hand_computation(bn_layers):
     def loss_fn(z1, z2):
         return jnp.mean(jnp.sum((z1 - z2) ** 2, axis=1)) - 0.1 * jnp.mean(z1 * z2)
 
-    replicated, batch_sharding = ssl._shardings(jax.devices()[:1])
-    step = ssl._make_stateful_step(bn_layers.train, loss_fn, optax.sgd(lr), aug, 4, batch_sharding)
+    replicated, batch_sharding = engine.shardings(jax.devices()[:1])
+    step = ssl.make_stateful_step(bn_layers.train, loss_fn, optax.sgd(lr), aug, 4, batch_sharding)
     params = jax.tree.map(jnp.copy, bn_layers.params)
     state = ssl.StatefulTrainState(params=params, model_state=jax.tree.map(jnp.copy, bn_layers.state),
                                    opt_state=optax.sgd(lr).init(params), step=jnp.asarray(3, jnp.int32),
                                    key=jax.random.key(7))
-    v1, v2 = jax.jit(lambda s, d: ssl._views(s, d, aug, 4, batch_sharding))(state, jnp.asarray(images))
+    v1, v2 = jax.jit(lambda s, d: engine.sample_views(s, d, aug, 4, batch_sharding))(state, jnp.asarray(images))
     P = _bn_params(bn_layers)
     loss_ref, g = jax.value_and_grad(lambda P: loss_fn(_reference(P, v1)[0], _reference(P, v2)[0]))(P)
     _, mu1, var1 = _reference(P, v1)
@@ -146,10 +146,10 @@ def test_dropout_random_in_training_and_deterministic_in_eval():
     for state in (layers.state, s2):
         np.testing.assert_allclose(layers.eval(p, state, x), no_dropout, rtol=1e-5, atol=1e-6)
     # jitted, over steps: two dropout draws per step (one per view), different steps see different masks
-    replicated, batch_sharding = ssl._shardings(jax.devices()[:1])
+    replicated, batch_sharding = engine.shardings(jax.devices()[:1])
     aug = Augmentation()
-    step = ssl._make_stateful_step(layers.train, lambda a, b: jnp.mean((a - b) ** 2), optax.sgd(0.0), aug, 4,
-                                   batch_sharding)
+    step = ssl.make_stateful_step(layers.train, lambda a, b: jnp.mean((a - b) ** 2), optax.sgd(0.0), aug, 4,
+                                  batch_sharding)
     params = jax.tree.map(jnp.copy, layers.params)
     st = ssl.StatefulTrainState(params=params, model_state=jax.tree.map(jnp.copy, layers.state),
                                 opt_state=optax.sgd(0.0).init(params), step=jnp.asarray(0, jnp.int32),

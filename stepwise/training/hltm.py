@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from stepwise._typing import ApplyFn
 from stepwise.errors import DivergenceError
 from stepwise.theory.covariance import infonce_loss, pair_distance
 
@@ -38,8 +39,6 @@ __all__ = ["RunsHistory", "contrastive_loss", "train_runs"]
 Loss = Literal["simple", "infonce"]
 # (run data, key, batch size) -> (x, x_pos, x_neg), each (B, n_in)
 SampleFn = Callable[[Any, jax.Array, int], tuple[jax.Array, jax.Array, jax.Array]]
-# (params, x) -> (B, d) representation
-ApplyFn = Callable[[Any, jax.Array], jax.Array]
 # (params, run data) -> pytree of metrics
 EvalFn = Callable[[Any, Any], Any]
 

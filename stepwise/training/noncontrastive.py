@@ -1,7 +1,8 @@
 """Non-contrastive SSL in the training engine: BYOL, SimSiam and DirectPred (Tian, Chen & Ganguli 2021).
 
-One jitted, state-donating step, like :func:`stepwise.training.train_ssl` (it shares that engine's batch and view
-sampling, placement, host loop, tracking spectra, divergence check and checkpoints):
+One jitted, state-donating step, like :func:`stepwise.training.train_ssl`; the batch and view sampling, placement,
+host loop, tracking spectra, divergence check and checkpoints are the training engine's
+(:mod:`stepwise.training.engine`):
 
 1. draw the batch and two views from ``fold_in(run_key, step)``;
 2. online network ``apply(params["net"], v)`` -> projector outputs f1, f2 (the predictor's input);
@@ -64,7 +65,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,28 +73,29 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from stepwise._typing import ApplyFn
 from stepwise.data.augment import Augmentation, make_pairs
-from stepwise.training.ssl import (
-    ApplyFn,
+from stepwise.training.engine import (
     TrainConfig,
-    _check_inputs,
-    _eval_views,
-    _fit,
-    _shardings,
-    _spectra_matrices,
-    _stacked,
-    _views,
     make_optimizer,
+    run_arrays,
+    sample_views,
+    spectra_matrices,
+    train_on_views,
 )
 
 __all__ = [
     "NoncontrastiveConfig",
     "NoncontrastiveRun",
     "NoncontrastiveState",
+    "compiled_programs",
     "direct_predictor",
     "init_predictor",
     "lstsq_predictor",
+    "make_optimizer_pair",
     "predict",
+    "program_config",
+    "symmetric_loss",
     "train_noncontrastive",
 ]
 
@@ -376,7 +377,7 @@ def _make_step(apply: ApplyFn, nc: NoncontrastiveConfig, tx, lr: float, aug: Aug
     ema = lr * nc.beta
 
     def step(state: NoncontrastiveState, data: jax.Array):
-        v1, v2 = _views(state, data, aug, batch_size, batch_sharding)
+        v1, v2 = sample_views(state, data, aug, batch_size, batch_sharding)
         targets = None if nc.method == "simsiam" else (apply(state.target, v1), apply(state.target, v2))
 
         def loss_of(params):
@@ -464,7 +465,7 @@ def _tracker(apply: ApplyFn, features: ApplyFn, nc: NoncontrastiveConfig, n_snap
         target = net if state.target is None else state.target
         a1, a2 = apply(target, x1), apply(target, x2)
         p1, p2 = predict(nc.predictor, state.params["pred"], z1), predict(nc.predictor, state.params["pred"], z2)
-        out = _spectra_matrices(z1, z2, h1, h2) | {
+        out = spectra_matrices(z1, z2, h1, h2) | {
             "corr": (z1.T @ z1 + z2.T @ z2) / (2 * z1.shape[0]),
             "corr_running": state.corr,
             "eval_loss": symmetric_loss(nc.loss, p1, p2, a1, a2),
@@ -478,7 +479,7 @@ def _tracker(apply: ApplyFn, features: ApplyFn, nc: NoncontrastiveConfig, n_snap
     return track
 
 
-def _program_config(cfg: TrainConfig, nc: NoncontrastiveConfig) -> tuple[TrainConfig, NoncontrastiveConfig]:
+def program_config(cfg: TrainConfig, nc: NoncontrastiveConfig) -> tuple[TrainConfig, NoncontrastiveConfig]:
     """``cfg`` and ``nc`` with the fields that do not enter the compiled programs set to fixed values."""
     return dataclasses.replace(cfg, steps=1, track_every=1, checkpoint_every=0, seed=0), dataclasses.replace(nc, eps=0.0)
 
@@ -504,8 +505,8 @@ def _make_init(nc: NoncontrastiveConfig, tx, d: int, dtype):
 
 
 @functools.lru_cache(maxsize=16)
-def _programs(apply: ApplyFn, features: ApplyFn, nc: NoncontrastiveConfig, cfg: TrainConfig, aug: Augmentation,
-              batch_sharding, d: int, dtype):
+def compiled_programs(apply: ApplyFn, features: ApplyFn, nc: NoncontrastiveConfig, cfg: TrainConfig,
+                      aug: Augmentation, batch_sharding, d: int, dtype):
     """The jitted initialisation, step and tracker of a configuration, built once per process: runs that differ only
     in seed, length, initial parameters (same ``apply`` function) or eps reuse the compiled programs."""
     tx = make_optimizer_pair(cfg, nc)
@@ -560,29 +561,26 @@ def train_noncontrastive(
       ValueError: bad shapes or sizes, or lr x beta > 1 (a target momentum below 0), before any compute.
       DivergenceError: a training loss became NaN/inf.
     """
-    devices = list(jax.devices()) if devices is None else list(devices)
-    images, eval_images = _check_inputs(images, eval_images, aug, cfg, devices)
-    if nc.method == "byol" and cfg.lr * nc.beta > 1:
-        raise ValueError(f"lr x beta = {cfg.lr * nc.beta:g} > 1 gives a negative target momentum 1 - lr beta; "
-                         f"lower beta to <= {1 / cfg.lr:g} (or use method='simsiam' for no EMA)")
-    features = apply if features is None else features
-    replicated, batch_sharding = _shardings(devices)
-    view_shape = aug.output_shape(images.shape[1:])
-    out = jax.eval_shape(apply, params, jax.ShapeDtypeStruct((1, *view_shape), images.dtype))
-    program_cfg, program_nc = _program_config(cfg, nc)
-    init, step_fn, track = _programs(apply, features, program_nc, program_cfg, aug, batch_sharding,
-                                     out.shape[-1], out.dtype)
-    state = init(params, jax.random.key(cfg.seed), nc.eps)
-    data = jax.device_put(jnp.asarray(images), replicated)
-    e1, e2 = _eval_views(aug, cfg.seed, eval_images, replicated, pairs=_pairs)
-    e0 = jax.device_put(jnp.asarray(_center_crop(eval_images, view_shape)), replicated)
-    fit = _fit(step_fn, state, data, lambda s: track(s, e0, e1, e2), cfg, replicated=replicated,
-               checkpoint=checkpoint, resume=resume, progress=progress, rank_threshold=rank_threshold,
-               desc=f"{nc.method} ({nc.direct if nc.direct != 'none' else nc.predictor} predictor)",
-               checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
+    def build(images, eval_images, replicated, batch_sharding):
+        if nc.method == "byol" and cfg.lr * nc.beta > 1:
+            raise ValueError(f"lr x beta = {cfg.lr * nc.beta:g} > 1 gives a negative target momentum 1 - lr beta; "
+                             f"lower beta to <= {1 / cfg.lr:g} (or use method='simsiam' for no EMA)")
+        view_shape = aug.output_shape(images.shape[1:])
+        out = jax.eval_shape(apply, params, jax.ShapeDtypeStruct((1, *view_shape), images.dtype))
+        program_cfg, program_nc = program_config(cfg, nc)
+        init, step_fn, track = compiled_programs(apply, apply if features is None else features, program_nc,
+                                                 program_cfg, aug, batch_sharding, out.shape[-1], out.dtype)
+        state = init(params, jax.random.key(cfg.seed), nc.eps)
+        e0 = jax.device_put(jnp.asarray(_center_crop(eval_images, view_shape)), replicated)
+        return step_fn, state, lambda s, e1, e2: track(s, e0, e1, e2)
+
+    fit = train_on_views(build, images, aug, cfg, eval_images=eval_images, devices=devices, pairs=_pairs,
+                         desc=f"{nc.method} ({nc.direct if nc.direct != 'none' else nc.predictor} predictor)",
+                         checkpoint=checkpoint, resume=resume, progress=progress, rank_threshold=rank_threshold,
+                         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
     h = fit.history
     return NoncontrastiveRun(
-        **_stacked(fit, ("corr", "corr_running", "snapshots")),
+        **run_arrays(fit, ("corr", "corr_running", "snapshots")),
         wp=np.stack(h["wp"]) if "wp" in h else None,
         target_cos=np.asarray(h["target_cos"]),
         params=jax.device_get(fit.state.params),
