@@ -16,7 +16,7 @@ help:
 	@echo "make fig-linear  Simon et al. 2023 Fig. 1A/B (linear Barlow Twins) on patches and digits"
 	@echo "make fig-kernel  Simon et al. 2023 kernel extension: kernel machines (NTK, RBF) vs kernel PCA theory"
 	@echo "make fig-width-sweep  Simon et al. 2023 NTK extension: ReLU MLPs of growing width vs the NTK prediction"
-	@echo "make fig-deep    Simon et al. 2023 Fig. 1C/D: MLP on digits with Barlow Twins, SimCLR, VICReg"
+	@echo "make fig-deep    Simon et al. 2023 Fig. 1C/D: MLP on digits with Barlow Twins, SimCLR, VICReg as published, then the theory forms"
 	@echo "make fig-noncontrastive-linear  Tian et al. 2021: linear BYOL/SimSiam theory checks A1-A9"
 	@echo "make fig-noncontrastive-deep  Tian et al. 2021 Fig. 2: BYOL predictor alignment/symmetry on an MLP (B1-B3)"
 	@echo "make fig-directpred  Tian et al. 2021 Sec. 6: DirectPred vs trained predictors, 3 seeds, eps sweep"
@@ -72,6 +72,8 @@ fig-deep: $(STAMP)
 	$(VENV)/bin/stepwise run stepwise_deep --loss barlow_twins --out $(RUNS)/stepwise_deep_barlow_twins --overwrite
 	$(VENV)/bin/stepwise run stepwise_deep --loss simclr --out $(RUNS)/stepwise_deep_simclr --overwrite
 	$(VENV)/bin/stepwise run stepwise_deep --loss vicreg --out $(RUNS)/stepwise_deep_vicreg --overwrite
+	$(VENV)/bin/stepwise run stepwise_deep --loss barlow_twins_theory --out $(RUNS)/stepwise_deep_barlow_twins_theory --overwrite
+	$(VENV)/bin/stepwise run stepwise_deep --loss infonce_floored --out $(RUNS)/stepwise_deep_infonce_floored --overwrite
 
 fig-noncontrastive-linear: $(STAMP)
 	$(VENV)/bin/stepwise run noncontrastive_linear --out $(RUNS)/noncontrastive_linear --overwrite

@@ -556,14 +556,13 @@ def _data(cfg: VerifyConfig):
 
 
 def _loss(cfg: VerifyConfig):
+    """The published loss named by ``cfg.loss``, with its published defaults (:data:`stepwise.losses.PUBLISHED`):
+    Barlow Twins with per-batch standardisation and lambda 5e-3, SimCLR's NT-Xent on cosine similarity with
+    tau 0.5, VICReg 25/25/1. The theory forms (``barlow_twins_theory``, ``infonce_floored``) never stand in for
+    them; LOSS_DEFAULTS' ``temperature`` / ``norm_floor`` entries are not used."""
     from stepwise.losses import get_loss
 
-    if cfg.loss == "barlow_twins":
-        return get_loss("barlow_twins_theory", center=True)
-    if cfg.loss == "simclr":
-        d = LOSS_DEFAULTS["simclr"]
-        return get_loss("simclr", temperature=d["temperature"], norm_floor=d["norm_floor"])
-    return get_loss("vicreg")
+    return get_loss(cfg.loss)
 
 
 def float32_copy(params):

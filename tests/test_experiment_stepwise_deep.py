@@ -13,36 +13,86 @@ from stepwise import cli, io
 from stepwise.models import build_model, pure_model
 
 
-@pytest.mark.parametrize("loss", ["barlow_twins", "simclr", "vicreg"])
-def test_smoke_run_writes_the_documented_files(tmp_path, loss):
-    res = run(DeepConfig.smoke(loss), tmp_path)
+def _tiny(loss):
+    """A 40-step run with a projector (so the E5 rows appear): for the files and the bookkeeping, not the verdict."""
+    return dataclasses.replace(DeepConfig.smoke(loss), hidden=(32,), embed_dim=32, projector=(8,), steps=40,
+                               batch_size=64, n_train=256, n_eval=64)
+
+
+GATED = {"steps_detected": "theory", "separated_fraction": "theory", "flat_plateaus": "theory",
+         "rank_max_increment": "theory", "onsets_strictly_ordered": "consistency",
+         "learned_modes_accounted": "consistency"}
+
+
+@pytest.mark.parametrize("loss", ["barlow_twins", "simclr", "vicreg", "barlow_twins_theory", "infonce_floored"])
+def test_tiny_run_writes_the_documented_files(tmp_path, loss):
+    cfg = _tiny(loss)
+    res = run(cfg, tmp_path)
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk == res and isinstance(res["passed"], bool)
     kinds = {c["name"]: c["kind"] for c in res["checks"]}
-    # E5 (hidden representations, a research question of the paper): reported, not gated; the smoke net has a
+    # E5 (hidden representations, a research question of the paper): reported, not gated; this net has a
     # projector, so its backbone output is a hidden representation.
-    assert kinds == {"steps_detected": "theory", "rank_max_increment": "theory",
-                     "onsets_strictly_ordered": "consistency", "backbone_steps_detected": "reported",
-                     "backbone_participation_ratio": "reported"}
+    assert kinds == GATED | {"backbone_steps_detected": "reported", "backbone_participation_ratio": "reported"}
     for c in res["checks"]:
         if c["kind"] == "reported":
             assert c["passed"] is None and "E5" in c["reason"], c
             continue
-        ok = {"<=": c["value"] <= c["threshold"], ">=": c["value"] >= c["threshold"]}[c["op"]]
+        ok = {"<=": c["value"] <= c["threshold"], ">=": c["value"] >= c["threshold"],
+              "==": c["value"] == c["threshold"]}[c["op"]]
         assert ok == c["passed"], c
     gated = [c for c in res["checks"] if c["kind"] != "reported"]
     assert res["passed"] == all(c["passed"] for c in gated)
     pr = next(c for c in res["checks"] if c["name"] == "backbone_participation_ratio")
-    assert 1.0 <= pr["value"] <= DeepConfig.smoke(loss).embed_dim and len(pr["measured"]) == 2
+    assert 1.0 <= pr["value"] <= cfg.embed_dim and len(pr["measured"]) == 2
     assert res["config"]["loss"] == loss and res["versions"]["flax"] and res["device"]["platform"] == "cpu"
+    # Every learned mode is a separated step or merged with its neighbour, in the summary.
+    s = res["summary"]
+    assert s["loss_form"] == ("published" if loss in ("barlow_twins", "simclr", "vicreg") else "theory")
+    assert s["n_separated"] + len(s["merged_modes"]) == s["n_learned"]
+    assert sorted(j for group in s["step_groups"] for j in group) == list(range(s["n_learned"]))
+    assert all(j == i + 1 for j, i in s["merged_modes"])
     data = io.load_npz(tmp_path / "spectrum.npz")
-    t, d = data["step"].shape[0], DeepConfig.smoke(loss).d
+    t, d = data["step"].shape[0], cfg.d
     assert data["step"].shape == (t,) and data["eigenvalues"].shape == (t, d)
     # sorted decreasingly when recorded, so the differences are <= 0 exactly; the 1e-6 is slack
     assert np.all(np.diff(data["eigenvalues"], axis=1) <= 1e-6 * np.abs(data["eigenvalues"]).max())
     assert data["train_loss"].shape == (40,) and data["probe_accuracy"].shape == (t,)
     assert (tmp_path / "stepwise_deep.png").stat().st_size > 10_000
     assert not (tmp_path / "checkpoint.msgpack").exists()  # the API checkpoints only when given checkpoints=
+
+
+# What each published loss's smoke run shows (DeepConfig.smoke: d = 8, 800 steps; thresholds 3 steps, 2 plateaus,
+# fraction 0.5, stated there). The verdicts are the run's own checks (stepwise.compare.stepwise_checks), asserted
+# here one by one: True = must pass, False = fails as documented (README, DeepConfig.smoke), never tuned to pass.
+SMOKE_VERDICTS = {
+    # 4 separated of 4 learned (x64: 3 of 4); its loss keeps falling between steps (variance hinge per output
+    # dimension), as in the full run, so at most one plateau is flat. Its largest rank jump is 1 in float32 and 2
+    # under x64 (two modes merge), so rank_max_increment is not asserted.
+    "vicreg": {"steps_detected": True, "separated_fraction": True, "flat_plateaus": False,
+               "onsets_strictly_ordered": True, "learned_modes_accounted": True},
+    # The first two modes rise together in the first tracking interval (rank jumps by 2): one step.
+    "barlow_twins": {"steps_detected": False, "flat_plateaus": False, "rank_max_increment": False,
+                     "onsets_strictly_ordered": True, "learned_modes_accounted": True},
+    # Five modes learned, all merged into one rise: one step, fraction 0.2.
+    "simclr": {"steps_detected": False, "separated_fraction": False, "flat_plateaus": False,
+               "onsets_strictly_ordered": True, "learned_modes_accounted": True},
+}
+
+
+@pytest.mark.parametrize("loss", sorted(SMOKE_VERDICTS))
+def test_smoke_run_of_each_published_loss(tmp_path, loss):
+    """The CI-sized deep run of each published loss: its gated checks come out as SMOKE_VERDICTS says (seconds)."""
+    res = run(DeepConfig.smoke(loss), tmp_path)
+    by_name = {c["name"]: c for c in res["checks"]}
+    assert set(by_name) == set(GATED)  # no projector: no E5 rows
+    for name, want in SMOKE_VERDICTS[loss].items():
+        assert by_name[name]["passed"] is want, (name, by_name[name])
+    s = res["summary"]
+    if loss == "vicreg":
+        assert s["n_separated"] >= 3 and s["separated_fraction"] >= 0.5
+    else:  # what the failing losses do show: the first step is a merged group of several modes
+        assert len(s["step_groups"][0]) >= 2 and s["n_separated"] < 3
 
 
 def test_scale_output_layer_scales_only_the_last_kernel():
@@ -65,7 +115,7 @@ def test_participation_ratio_and_no_hidden_checks_without_projector():
     eig = np.ones((3, 4))
     det = detect_steps(np.arange(3.0), eig)
     assert hidden_checks(DeepConfig.for_loss("vicreg"), det, eig) == []  # no projector: backbone = embedding
-    checks = hidden_checks(DeepConfig.smoke("vicreg"), det, eig)
+    checks = hidden_checks(_tiny("vicreg"), det, eig)
     assert [c.kind for c in checks] == ["reported", "reported"] and all(c.passed is None for c in checks)
 
 
@@ -101,8 +151,42 @@ def test_cli_runs_a_loss_with_its_defaults(tmp_path, capsys):
     assert "stepwise_deep" in capsys.readouterr().out
 
 
+# The CPU defaults' verdicts as measured and documented (DeepConfig's module docstring, README): only the theory
+# form of Barlow Twins passes every check.
+CPU_DEFAULT_PASSES = {"barlow_twins": False, "simclr": False, "vicreg": False, "barlow_twins_theory": True,
+                      "infonce_floored": False}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["barlow_twins", "simclr", "vicreg"])
-def test_cpu_default_shows_at_least_four_steps(tmp_path, loss):
+@pytest.mark.parametrize("loss", sorted(CPU_DEFAULT_PASSES))
+def test_cpu_default_verdict_is_the_documented_one(tmp_path, loss):
     res = run(DeepConfig.for_loss(loss), tmp_path)
-    assert res["passed"], res["checks"]
+    assert res["passed"] is CPU_DEFAULT_PASSES[loss], res["checks"]
+
+
+def test_loss_names_are_the_published_losses():
+    """``--loss barlow_twins`` / ``simclr`` / ``vicreg`` train the published losses; the theory forms are rows of their
+    own."""
+    import jax.numpy as jnp
+
+    from experiments.stepwise_deep.config import LOSSES, PUBLISHED, THEORY_FORMS
+    from experiments.stepwise_deep.run import _loss
+    from stepwise import losses
+
+    assert PUBLISHED == losses.PUBLISHED and THEORY_FORMS == losses.THEORY_FORMS
+    assert set(LOSSES) == set(PUBLISHED) | set(THEORY_FORMS)
+    rng = np.random.default_rng(0)
+    z1 = jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)
+    z2 = z1 + 0.3 * jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)
+    for name in LOSSES:
+        fn = _loss(DeepConfig.for_loss(name))
+        assert fn.func is losses.LOSSES[name]
+    assert _loss(DeepConfig.for_loss("barlow_twins")).keywords == {"lambda_offdiag": 5e-3}
+    assert _loss(DeepConfig.for_loss("simclr")).keywords == {"temperature": 0.5}
+    assert _loss(DeepConfig.for_loss("vicreg")).keywords == {"sim_weight": 25.0, "var_weight": 25.0,
+                                                             "cov_weight": 1.0}
+    # the published SimCLR is blind to the embeddings' scale; the floored theory form is not
+    assert float(_loss(DeepConfig.for_loss("simclr"))(1e-3 * z1, 1e-3 * z2)) == pytest.approx(
+        float(_loss(DeepConfig.for_loss("simclr"))(z1, z2)), rel=1e-5)
+    floored = _loss(DeepConfig.for_loss("infonce_floored"))
+    assert abs(float(floored(1e-3 * z1, 1e-3 * z2)) - float(floored(z1, z2))) > 1e-3

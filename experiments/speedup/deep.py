@@ -97,10 +97,10 @@ def head_inputs(apply, params, path: str, x: jax.Array) -> tuple[np.ndarray, np.
 def deep_config(cfg: SpeedupConfig, seed: int, steps: int = 1, lr: float = 0.02) -> DeepConfig:
     """``stepwise_deep``'s Barlow Twins configuration (centred theory form) with this experiment's sizes."""
     return dataclasses.replace(
-        DeepConfig.for_loss("barlow_twins"), hidden=cfg.deep_hidden, embed_dim=cfg.deep_d, projector=(),
+        DeepConfig.for_loss("barlow_twins_theory"), hidden=cfg.deep_hidden, embed_dim=cfg.deep_d, projector=(),
         head_scale=cfg.deep_head_scale, steps=steps, lr=lr, batch_size=cfg.deep_batch_size,
         n_train=cfg.deep_n_train, n_eval=cfg.deep_n_eval, track_every=cfg.deep_track_every, seed=seed,
-        data_dir=cfg.data_dir, bt_form="centred", optimizer="sgd",
+        data_dir=cfg.data_dir, theory_center=True, optimizer="sgd",
     )
 
 

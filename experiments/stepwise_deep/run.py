@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments.stepwise_deep.config import DeepConfig
+from experiments.stepwise_deep.config import PUBLISHED, DeepConfig
 from stepwise import compare, io, scale
 from stepwise.data import Augmentation, image_shape, load_images
 from stepwise.losses import get_loss
@@ -85,14 +85,16 @@ def plan(cfg: DeepConfig, **device) -> scale.ComputePlan:
 
 
 def _loss(cfg: DeepConfig):
-    if cfg.loss == "barlow_twins":
-        if cfg.bt_form == "standard":
-            return get_loss("barlow_twins", lambda_offdiag=cfg.bt_lambda)
-        return get_loss("barlow_twins_theory", center=cfg.bt_form == "centred")
-    if cfg.loss == "simclr":
-        return get_loss("simclr", temperature=cfg.temperature, norm_floor=cfg.norm_floor)
+    """The loss ``cfg.loss`` of :mod:`stepwise.losses` with the config's hyper-parameters (each name is that loss)."""
     w = cfg.vicreg_weights
-    return get_loss("vicreg", sim_weight=w[0], var_weight=w[1], cov_weight=w[2])
+    hparams = {
+        "barlow_twins": {"lambda_offdiag": cfg.bt_lambda},
+        "simclr": {"temperature": cfg.temperature},
+        "vicreg": {"sim_weight": w[0], "var_weight": w[1], "cov_weight": w[2]},
+        "barlow_twins_theory": {"center": cfg.theory_center},
+        "infonce_floored": {"temperature": cfg.temperature, "norm_floor": cfg.norm_floor},
+    }[cfg.loss]
+    return get_loss(cfg.loss, **hparams)
 
 
 def _model(cfg: DeepConfig, input_shape):
@@ -242,7 +244,8 @@ def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, checkpo
     det = compare.detect_steps(t, res.cov_out, res.eval_loss)
     det_feat = compare.detect_steps(t, res.cov_feat, None)
     probe = linear_probe_accuracy(res.snapshots, eval_labels, seed=cfg.seed)
-    checks = compare.stepwise_checks(det, cfg.min_steps) + hidden_checks(cfg, det_feat, res.cov_feat)
+    checks = compare.stepwise_checks(det, cfg.min_steps, min_separated_fraction=cfg.min_separated_fraction,
+                                     min_plateaus=cfg.min_plateaus) + hidden_checks(cfg, det_feat, res.cov_feat)
     out_dir.mkdir(parents=True, exist_ok=True)
     io.save_npz_atomic(
         out_dir / "spectrum.npz",
@@ -253,8 +256,9 @@ def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, checkpo
     )
     figure = plot_stepwise_deep(out_dir, title=f"{cfg.loss} - {cfg.model} on {cfg.dataset}")
     summary = {
+        "loss_form": "published" if cfg.loss in PUBLISHED else "theory",
         "n_steps": det.n_steps, "onsets": det.onsets, "widths": det.widths, "separations": det.separations,
-        "n_plateaus": det.n_plateaus, "plateau_levels": det.plateau_levels,
+        "n_plateaus": det.n_plateaus, **det.summary(),
         "backbone_steps": det_feat.n_steps, "probe_accuracy_final": probe[-1], "probe_accuracy_initial": probe[0],
         "train_time_s": res.train_time_s, "tracking_fraction": res.tracking_fraction,
         "time_per_step_ms": 1e3 * (res.train_time_s - res.tracking_time_s) / max(cfg.steps, 1),
