@@ -6,12 +6,19 @@ import numpy as np
 import pytest
 
 from experiments.width_sweep import WidthSweepConfig, run
-from experiments.width_sweep.run import monotone_violation
-from stepwise import io
+from experiments.width_sweep.run import STEP_ERROR_TARGET, monotone_violation, step_time_statistics
+from stepwise import compare, io
+from stepwise.theory import linear
 
 KINDS = {"gram_error_monotone_in_width": "theory", "projector_distance_monotone_in_width": "theory",
          "widest_gram_vs_random_function": "baseline", "widest_gram_rel_error": "reported",
-         "gram_error_loglog_slope": "reported", "kernel_limit_gram_rel_error": "theory", "final_loss_max": "theory"}
+         "gram_error_loglog_slope": "reported", "kernel_limit_gram_rel_error": "theory", "final_loss_max": "theory",
+         "step_time_error_monotone_in_width": "theory", "step_time_rel_error_widest": "theory",
+         "step_time_rel_error_max": "reported", "first_step_rel_error_widest": "reported"}
+# Gated, but not expected to pass at the smoke's widths (<= 512): the README's width_sweep section says why (the
+# output blocks of a finite net's NTK reseed every later mode far above the initial scale). Asserted below for its
+# structure and its value, not its verdict.
+TARGET_CHECK = "step_time_rel_error_widest"
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +33,10 @@ def test_smoke_run_passes_and_distance_falls_with_width(smoke):
     for c in res["checks"]:
         if c["kind"] == "reported":
             assert c["passed"] is None and c["reason"], c
-        else:
+        elif c["name"] != TARGET_CHECK:
             assert c["passed"], f"{c['name']} = {c['value']} (needs {c['op']} {c['threshold']})"
-    assert res["passed"] is True and json.loads((out / "results.json").read_text()) == res
+    target = {c["name"]: c for c in res["checks"]}[TARGET_CHECK]
+    assert res["passed"] is target["passed"] and json.loads((out / "results.json").read_text()) == res
     assert res["figures"] == ["width_sweep.png"] and (out / "width_sweep.png").stat().st_size > 10_000
     data = io.load_npz(out / "width_sweep.npz")
     per = res["summary"]["per_width"]
@@ -56,6 +64,60 @@ def test_smoke_run_passes_and_distance_falls_with_width(smoke):
     # Every network reached the loss plateau ~0, and the kernel machine itself matches the prediction tightly.
     assert max(max(p["final_loss_seeds"]) for p in per) < 1e-12
     assert check["kernel_limit_gram_rel_error"]["value"] == res["summary"]["kernel_limit"]["gram"] < 1e-2
+
+
+def test_step_time_checks_are_recomputed_from_the_saved_arrays(smoke):
+    cfg, res, out = smoke
+    data = io.load_npz(out / "width_sweep.npz")
+    check = {c["name"]: c for c in res["checks"]}
+    n_w, d = len(cfg.widths), res["summary"]["d"]
+    pred, meas = data["pred_steps"], data["meas_steps"]
+    assert pred.shape == meas.shape == (cfg.n_seeds, n_w, d) and np.all(np.isfinite(meas))
+    # Predicted: the exact per-mode GD map of each net's own NTK eigenvalues and Gram-Schmidt amplitudes at its lr,
+    # sorted (the j-th step event).
+    for s in range(cfg.n_seeds):
+        for i in range(n_w):
+            steps = linear.map_crossing_steps(data["pred_gammas"][s, i], data["pred_amplitudes"][s, i],
+                                              float(data["lr_seeds"][s, i]))
+            np.testing.assert_allclose(np.sort(steps), pred[s, i], rtol=1e-12)
+    # Measured: the j-th largest eigenvalue of C reaching 1/2 (logit-interpolated), from the first seed's curves.
+    for i in range(n_w):
+        eig = data["eig_curves"][i]
+        eig = eig[np.isfinite(eig[:, 0])]
+        t = np.arange(eig.shape[0], dtype=np.float64)
+        np.testing.assert_allclose(compare.crossing_times(t, eig, 0.5, interp="logit"), meas[0, i], rtol=1e-12)
+        # The recorded eigenvalues are those of the C the loss compares with I: ||C - I||_F^2 = sum_j (1 - l_j)^2
+        # (float64 round-off of an O(d) sum: 1e-12 leaves a factor 1e3 over d eps).
+        loss = data["loss_curves"][i][: eig.shape[0]]
+        np.testing.assert_allclose(np.sum((1.0 - eig) ** 2, axis=1), loss, rtol=1e-9, atol=1e-12)
+    stats = step_time_statistics(pred, meas)
+    median = np.array([[np.median(np.abs(pred[s, i] - meas[s, i]) / meas[s, i]) for i in range(n_w)]
+                       for s in range(cfg.n_seeds)])
+    np.testing.assert_allclose(stats["median"], median, rtol=1e-12)
+    assert check["step_time_error_monotone_in_width"]["value"] == pytest.approx(monotone_violation(median.mean(0)))
+    assert check["step_time_error_monotone_in_width"]["threshold"] == cfg.monotone_tolerance
+    target = check[TARGET_CHECK]
+    assert target["value"] == pytest.approx(median[:, -1].mean()) and target["threshold"] == STEP_ERROR_TARGET == 0.1
+    assert target["passed"] is (target["value"] <= 0.1)
+    assert check["step_time_rel_error_max"]["value"] == pytest.approx((np.abs(pred - meas) / meas)[:, -1].max())
+    per = res["summary"]["per_width"]
+    np.testing.assert_allclose([p["step_err_max"] for p in per], (np.abs(pred - meas) / meas).max(axis=(0, 2)))
+    # The first step grows before any mode is learned: there the kernel theory on the own NTK is as exact as for a
+    # kernel machine, within theory note 6.3's per-mode criterion of 5% at the widest width.
+    first = check["first_step_rel_error_widest"]["value"]
+    assert first == pytest.approx((np.abs(pred - meas) / meas)[:, -1, 0].max()) and first < 0.05
+
+
+def test_step_time_statistics_by_hand():
+    pred = np.array([[[110.0, 200.0], [99.0, 330.0]]])  # (1 seed, 2 widths, d = 2)
+    meas = np.array([[[100.0, 400.0], [100.0, 300.0]]])
+    stats = step_time_statistics(pred, meas)
+    np.testing.assert_allclose(stats["rel"], [[[0.1, -0.5], [-0.01, 0.1]]])
+    np.testing.assert_allclose(stats["median"], [[0.3, 0.055]])
+    np.testing.assert_allclose(stats["mean_median"], [0.3, 0.055])
+    np.testing.assert_allclose(stats["max"], [0.5, 0.1])
+    meas[0, 1, 1] = np.nan  # a mode that never reached 1/2 poisons its width's statistics (and fails the checks)
+    assert np.isnan(step_time_statistics(pred, meas)["mean_median"][1])
 
 
 def test_monotone_violation_against_a_loop():

@@ -4,7 +4,9 @@ Panel A: held-out Gram relative error and projector distance to the infinite-wid
 the hidden width (log-log): the mean over the network seeds (lines) and each seed (dots), with the infinite-width
 point (the kernel machine on the stax NTK trained by GD), the same distances to each net's own empirical NTK at
 initialisation, and the baseline of random functions of the stax kernel (mean - 2 std). Panel B: the training loss
-of every width (first seed).
+of every width (first seed). Panel C: every net's half-rise steps (the j-th largest eigenvalue of C reaching 1/2),
+predicted by the kernel theory from the net's own empirical NTK at initialisation against measured, per mode
+(marker) and width (colour), every seed, with the diagonal and the +-10% band of the gated target.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def plot_width_sweep(run_dir: str | Path, out: str | Path | None = None) -> Path
     plt = pyplot()
     w = data["widths"].astype(float)
     w_inf = w[-1] * 4.0  # where the infinite-width point is drawn
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
     ax = axes[0]
     seeds = data["gram_inf_seeds"].shape[0]
     ax.loglog(w, data["gram_inf"], "o-", color="tab:blue", label=f"Gram rel. error vs stax NTK (mean of {seeds} seeds)")
@@ -60,7 +62,36 @@ def plot_width_sweep(run_dir: str | Path, out: str | Path | None = None) -> Path
     ax.set_ylabel(r"$\|C - I\|_F^2$")
     ax.set_title("B: training loss (first seed)")
     ax.legend(fontsize=7)
+    _step_time_panel(axes[2], data, w, colors)
     fig.suptitle("width sweep: one-hidden-layer ReLU MLPs (centred, small init) vs the NTK prediction")
     fig.tight_layout()
     out = run_dir / FIGURE if out is None else Path(out)
     return save_atomic(fig, out)
+
+
+MARKERS = "osD^v<>p*h"
+
+
+def _step_time_panel(ax, data, w: np.ndarray, colors) -> None:
+    """Panel C: predicted against measured half-rise steps, (n_seeds, W, d) arrays ``pred_steps``/``meas_steps``."""
+    pred, meas = data["pred_steps"], data["meas_steps"]
+    n_seeds, _, d = pred.shape
+    ok = np.isfinite(pred) & np.isfinite(meas) & (pred > 0) & (meas > 0)
+    lo, hi = float(np.min(np.minimum(pred, meas)[ok])) / 1.5, float(np.max(np.maximum(pred, meas)[ok])) * 1.5
+    line = np.array([lo, hi])
+    ax.fill_between(line, line / 1.1, line * 1.1, color="gray", alpha=0.15, lw=0, label=r"$\pm$10% (gated target)")
+    ax.loglog(line, line, "k-", lw=0.8, label="predicted = measured")
+    for i, c in enumerate(colors):
+        err = np.median(np.abs(pred[:, i] - meas[:, i]) / meas[:, i], axis=-1).mean()
+        ax.plot([], [], "s", color=c, label=f"width {int(w[i])}: median error {100 * err:.1f}% (seed mean)")
+        for j in range(d):
+            ax.plot(meas[:, i, j], pred[:, i, j], MARKERS[j % len(MARKERS)], color=c, ms=6, alpha=0.8,
+                    mfc="none" if j % 2 else c)
+    for j in range(d):
+        ax.plot([], [], MARKERS[j % len(MARKERS)], color="k", mfc="none" if j % 2 else "k", label=f"step {j + 1}")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured half-rise step (net)")
+    ax.set_ylabel("predicted half-rise step (kernel theory, own NTK at init)")
+    ax.set_title(f"C: step times, {n_seeds} seed{'s' if n_seeds > 1 else ''} per width")
+    ax.legend(fontsize=7, loc="lower right")
