@@ -1,12 +1,19 @@
 """stepwise: check theories of self-supervised learning dynamics against trained networks.
 
-Subpackages:
-  ``stepwise.theory``   closed-form predictions (``theory.linear``: Simon et al. 2023, linear Barlow Twins)
-  ``stepwise.compare``  named statistics with thresholds (:class:`stepwise.compare.Check`) and metrics
-  ``stepwise.data``     embedded datasets (digits, photo patches), CIFAR-10/STL-10 loaders, JAX augmentations
-  ``stepwise.training`` training loops (``train_linear_bt``)
-  ``stepwise.io``       atomic results.json / arrays and run metadata
-  ``stepwise.plots``    figures and the HTML report, from saved runs
+The folders, bottom layer first (what may import what: ARCHITECTURE.md, enforced by tests/test_architecture.py):
+  ``stepwise._typing``    function types (``ApplyFn``, ``LossFn``, ...); ``_compat``: version workarounds
+  ``stepwise.theory``     closed-form predictions, one module per paper (``theory.linear``: Simon et al. 2023)
+  ``stepwise.data``       embedded datasets (digits, photo patches), CIFAR-10/STL-10 loaders, JAX augmentations
+  ``stepwise.losses``     SSL losses as pure functions of two views' embeddings
+  ``stepwise.models``     Flax NNX networks and their pure ``apply(params, x)`` form
+  ``stepwise.training``   training loops; ``training.engine``: the one engine of the image-SSL loops
+  ``stepwise.ntk``        the empirical NTK and its memory plan
+  ``stepwise.compare``    named statistics with thresholds (:class:`stepwise.compare.Check`) and metrics
+  ``stepwise.io``         atomic results.json / arrays and run metadata
+  ``stepwise.plots``      figures and the HTML report, from saved runs
+  ``stepwise.verify``     ``stepwise verify``: the checks on a user's own model; ``scale``: compute plans
+  ``stepwise.cli``        the ``stepwise`` command; experiments live in ``experiments/``, benchmarks in
+                          ``benchmarks/``
 """
 
 __version__ = "0.1.0"
