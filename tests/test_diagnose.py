@@ -52,7 +52,7 @@ def test_kernel_change_is_zero_for_the_same_kernel_and_exact_for_a_scaled_one():
 
 @pytest.mark.parametrize("spectrum,kernel,name,expected", [
     (0.2, 0.1, "steps_detected", ["too_few_steps_trained"]),
-    (0.01, 2.0, "steps_detected", ["prediction_disagrees"]),  # a step count: a moved kernel does not explain it
+    (0.01, 2.0, "steps_detected", ["kernel_moved"]),  # the steps too are a fixed-kernel prediction
     (0.01, 2.0, "step_order_kendall_tau", ["kernel_moved"]),
     (0.2, 2.0, "final_embedding_ntk_similarity", ["too_few_steps_trained", "kernel_moved"]),
     (0.01, 0.1, "final_embedding_ntk_similarity", ["prediction_disagrees"]),
@@ -63,14 +63,18 @@ def test_causes(spectrum, kernel, name, expected):
     assert diag.causes(name) == expected
 
 
-def test_failure_causes_lists_failed_gated_checks_only_and_checks_are_reported():
+def test_failure_causes_lists_failed_theory_and_baseline_checks_only_and_checks_are_reported():
     diag = dg.Diagnosis(0.01, 2.0, 4.0)
     checks = [check("steps_detected", 1, 4, op=">=", kind="theory", reason="r"),
               check("step_order_kendall_tau", 0.9, 0.5, op=">=", kind="theory", reason="r"),
               check("final_embedding_ntk_similarity", 0.1, 0.5, op=">=", kind="baseline", reason="r"),
-              check("x", 0.0, 1.0, op=">=", kind="reported", reason="r")]
-    assert dg.failure_causes(checks, diag) == {"steps_detected": ["prediction_disagrees"],
+              check("x", 0.0, 1.0, op=">=", kind="reported", reason="r"),
+              check("onsets_strictly_ordered", 0.0, 1.0, op=">=", kind="consistency", reason="r")]
+    assert dg.failure_causes(checks, diag) == {"steps_detected": ["kernel_moved"],
                                                "final_embedding_ntk_similarity": ["kernel_moved"]}
+    settled = dg.Diagnosis(0.01, 0.1, 1.1)
+    assert dg.failure_causes(checks, settled) == {"steps_detected": ["prediction_disagrees"],
+                                                  "final_embedding_ntk_similarity": ["prediction_disagrees"]}
     reported = dg.diagnosis_checks(diag)
     assert [c.name for c in reported] == ["spectrum_change_at_end", "ntk_change"]
     assert all(c.kind == "reported" and c.passed is None for c in reported)
