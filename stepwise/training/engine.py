@@ -26,7 +26,7 @@ Example (a linear embedding trained for two steps; the tracked spectra at steps 
   >>> apply = lambda w, x: x.reshape(x.shape[0], -1) @ w
   >>> loss = lambda z1, z2: jnp.mean((z1 - z2) ** 2) - jnp.mean(z1 * z2)
   >>> cfg = engine.TrainConfig(steps=2, batch_size=4, lr=0.01, track_every=2, n_snapshot=2)
-  >>> run = ssl.train_ssl(apply, None, jnp.eye(16, 3), loss, images[:8], Augmentation(), cfg,
+  >>> run = ssl.train_ssl(apply, None, jnp.eye(16, 3, dtype=jnp.float32), loss, images[:8], Augmentation(), cfg,
   ...                     eval_images=images[8:], devices=jax.devices()[:1])
   >>> run.step.tolist(), run.cov_out.shape
   ([0, 2], (2, 3))
