@@ -6,7 +6,10 @@ config), trained by full-batch GD on ||C - I||_F^2 over the fixed pairs until pa
 held-out embedding is compared, up to rotation, with the kernel prediction
 :func:`stepwise.theory.kernel.predict_embeddings` of the infinite-width NTK of the same architecture
 (:func:`stepwise.ntk.infinite_ntk`, one per width, shared by the seeds) and of its own empirical NTK at
-initialisation. The trend with width is judged on the mean over the seeds. The infinite-width point is the kernel
+initialisation. Every step of every net is also predicted from its own empirical NTK at initialisation (neural-tangents
+through :mod:`stepwise.ntk`) by the kernel theory (:func:`stepwise.theory.kernel.predict`) and compared with the
+measured half-rise of the eigenvalues of C (issue 12 item 5). The trend with width is judged on the mean over the
+seeds. The infinite-width point is the kernel
 machine on the widest architecture's stax NTK trained by GD (:func:`stepwise.training.train_kernel_bt`). Writes
 ``width_sweep.npz``, ``width_sweep.png`` (drawn from it) and ``results.json`` (last), each atomically.
 """

@@ -91,6 +91,12 @@ def _step_time_panel(ax, data, w: np.ndarray, colors) -> None:
         ax.plot([], [], MARKERS[j % len(MARKERS)], color="k", mfc="none" if j % 2 else "k", label=f"step {j + 1}")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
+    from matplotlib import ticker  # pyplot() has set the backend
+
+    for axis in (ax.xaxis, ax.yaxis):  # plain step counts at 1, 2, 5 x 10^k; no crowded minor labels
+        axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("measured half-rise step (net)")
     ax.set_ylabel("predicted half-rise step (kernel theory, own NTK at init)")
     ax.set_title(f"C: step times, {n_seeds} seed{'s' if n_seeds > 1 else ''} per width")
