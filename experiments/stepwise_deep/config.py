@@ -280,7 +280,9 @@ class DeepConfig:
 
         The loss's own settings (form, temperature, norm floor) are kept; the learning rate is
         ``GPU_LR_FRACTION[loss]`` of the stability limit of this network's NTK (:data:`GPU_GAMMA_1`), and the output
-        layer starts at 1e-6 of its initialisation (the MLP's 1e-12 halves the time each mode takes to rise, which 6000
+        layer starts at 1e-6 of its initialisation (published SimCLR: at its usual scale, with the CPU default's
+        small initialisation of every kernel, since a tiny output layer only throws cosine NT-Xent's embeddings
+        out; the MLP's 1e-12 halves the time each mode takes to rise, which 6000
         steps need: the ResNet's kernel is stiff, gamma_1 / gamma_4 = 55 against the MLP's 2).
 
         Data: with no folder, the embedded photographs' 32x32 RGB patches (10000 to train, 1000 held out) with pad-4
@@ -297,7 +299,8 @@ class DeepConfig:
         base = dataclasses.replace(
             cls.for_loss(loss), dataset=dataset, data_dir=data_dir, model="resnet18", width=1.0, embed_dim=512,
             projector=(512, 64), flip=True, noise_std=0.0, brightness=0.4, contrast=0.4, batch_size=256,
-            dtype="bfloat16", n_eval=1000, head_scale=1e-6, lr=GPU_LR_FRACTION[loss] / (4.0 * GPU_GAMMA_1),
+            dtype="bfloat16", n_eval=1000, head_scale=1.0 if loss == "simclr" else 1e-6,
+            lr=GPU_LR_FRACTION[loss] / (4.0 * GPU_GAMMA_1),
         )
         if dataset == "stl10":
             return dataclasses.replace(base, crop=64, shift=0, n_train=4000, steps=GPU_STEPS // 4,
