@@ -120,10 +120,10 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def _info(command: str, experiment: str, cfg) -> dict[str, Any]:
     """What ``run.json`` records of a run, for comparing a resumed run with the interrupted one."""
-    from stepwise.io import _jsonable_tree
+    from stepwise.io import jsonable_tree
 
     return {"command": command, "experiment": experiment,
-            "config": json.loads(json.dumps(_jsonable_tree(dataclasses.asdict(cfg))))}
+            "config": json.loads(json.dumps(jsonable_tree(dataclasses.asdict(cfg))))}
 
 
 def _steps_of(cfg) -> int | None:

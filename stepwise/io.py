@@ -18,8 +18,8 @@ import numpy as np
 
 from stepwise.compare.checks import Check, _jsonable, all_passed, kind_summary, summary_line
 
-__all__ = ["OutputError", "RunFolder", "atomic_path", "check_output_file", "checkpoint_files", "environment", "load_npz",
-           "load_results", "save_npz_atomic", "write_json_atomic", "write_results"]
+__all__ = ["OutputError", "RunFolder", "atomic_path", "check_output_file", "checkpoint_files", "environment",
+           "jsonable_tree", "load_npz", "load_results", "save_npz_atomic", "write_json_atomic", "write_results"]
 
 _PACKAGES = ("stepwise", "jax", "jaxlib", "flax", "optax", "numpy", "scipy", "scikit-learn", "scikit-image",
              "dm-pix", "matplotlib")
@@ -49,7 +49,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Write JSON (strict: no NaN/inf tokens) to ``path`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(_jsonable_tree(obj), f, indent=2, allow_nan=False)
+        json.dump(jsonable_tree(obj), f, indent=2, allow_nan=False)
         f.write("\n")
     return Path(path)
 
@@ -74,13 +74,15 @@ def _storable(value: Any) -> Any:
     return a
 
 
-def _jsonable_tree(obj: Any) -> Any:
+def jsonable_tree(obj: Any) -> Any:
+    """``obj`` as plain JSON values: dataclasses (a :class:`stepwise.compare.Check` by its ``to_dict``) and mappings
+    as dicts, tuples as lists, paths as strings, NumPy/JAX scalars and arrays as numbers and lists."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = obj.to_dict() if isinstance(obj, Check) else dataclasses.asdict(obj)
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable_tree(v) for k, v in obj.items()}
+        return {str(k): jsonable_tree(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable_tree(v) for v in obj]
+        return [jsonable_tree(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     return _jsonable(obj)
@@ -151,7 +153,7 @@ def write_results(
     if clash:
         raise ValueError(f"write_results: extra keys {clash} would overwrite fields results.json always has")
     results |= dict(extra or {})
-    results = _jsonable_tree(results)
+    results = jsonable_tree(results)
     write_json_atomic(Path(run_dir) / "results.json", results)
     return results
 
