@@ -35,13 +35,23 @@ def test_spectrum_change_uses_at_least_the_last_two_points_and_refuses_bad_shape
         dg.spectrum_change_at_end(t, eig, fraction=1.0)
 
 
-def test_kernel_change_is_zero_for_the_same_kernel_and_exact_for_a_scaled_one():
+def test_kernel_change_measures_shape_and_size_separately():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(6, 4))
     k = a @ a.T
     assert dg.kernel_change(k, k) == (0.0, 1.0)
-    change, ratio = dg.kernel_change(k, 3.0 * k)
-    assert change == pytest.approx(2.0, rel=1e-12) and ratio == pytest.approx(3.0, rel=1e-12)
+    change, ratio = dg.kernel_change(k, 3.0 * k)  # a rescaled kernel has the same shape
+    assert change < 1e-12 and ratio == pytest.approx(3.0, rel=1e-12)
+    # reference: two kernels on orthogonal centred subspaces are orthogonal in Frobenius: distance sqrt(2)
+    q, _ = np.linalg.qr(np.concatenate([np.ones((6, 1)), rng.normal(size=(6, 4))], axis=1))
+    k1, k2 = np.outer(q[:, 1], q[:, 1]), np.outer(q[:, 2], q[:, 2]) + np.outer(q[:, 3], q[:, 3])
+    assert dg.kernel_change(k1, k2)[0] == pytest.approx(np.sqrt(2.0), rel=1e-12)
+    # direct formula on centred kernels
+    c = np.eye(6) - 1.0 / 6
+    b = rng.normal(size=(6, 3))
+    ka, kb = c @ k @ c, c @ (b @ b.T) @ c
+    expected = np.linalg.norm(kb / np.linalg.norm(kb) - ka / np.linalg.norm(ka))
+    assert dg.kernel_change(k, b @ b.T)[0] == pytest.approx(expected, rel=1e-12)
     # centring: adding a constant to every entry changes nothing
     assert dg.kernel_change(k, k + 5.0)[0] < 1e-12
     with pytest.raises(ValueError, match="one shape"):
@@ -52,9 +62,9 @@ def test_kernel_change_is_zero_for_the_same_kernel_and_exact_for_a_scaled_one():
 
 @pytest.mark.parametrize("spectrum,kernel,name,expected", [
     (0.2, 0.1, "steps_detected", ["too_few_steps_trained"]),
-    (0.01, 2.0, "steps_detected", ["kernel_moved"]),  # the steps too are a fixed-kernel prediction
-    (0.01, 2.0, "step_order_kendall_tau", ["kernel_moved"]),
-    (0.2, 2.0, "final_embedding_ntk_similarity", ["too_few_steps_trained", "kernel_moved"]),
+    (0.01, 1.0, "steps_detected", ["kernel_moved"]),  # the steps too are a fixed-kernel prediction
+    (0.01, 1.0, "step_order_kendall_tau", ["kernel_moved"]),
+    (0.2, 1.0, "final_embedding_ntk_similarity", ["too_few_steps_trained", "kernel_moved"]),
     (0.01, 0.1, "final_embedding_ntk_similarity", ["prediction_disagrees"]),
     (float("nan"), 0.1, "learned_modes", ["too_few_steps_trained"]),
 ])
@@ -64,7 +74,7 @@ def test_causes(spectrum, kernel, name, expected):
 
 
 def test_failure_causes_lists_failed_theory_and_baseline_checks_only_and_checks_are_reported():
-    diag = dg.Diagnosis(0.01, 2.0, 4.0)
+    diag = dg.Diagnosis(0.01, 1.0, 4.0)
     checks = [check("steps_detected", 1, 4, op=">=", kind="theory", reason="r"),
               check("step_order_kendall_tau", 0.9, 0.5, op=">=", kind="theory", reason="r"),
               check("final_embedding_ntk_similarity", 0.1, 0.5, op=">=", kind="baseline", reason="r"),
@@ -78,5 +88,5 @@ def test_failure_causes_lists_failed_theory_and_baseline_checks_only_and_checks_
     reported = dg.diagnosis_checks(diag)
     assert [c.name for c in reported] == ["spectrum_change_at_end", "ntk_change"]
     assert all(c.kind == "reported" and c.passed is None for c in reported)
-    assert reported[1].value == 2.0 and reported[1].measured == {"gamma_1_ratio": 4.0}
+    assert reported[1].value == 1.0 and reported[1].measured == {"gamma_1_ratio": 4.0}
     assert set(dg.CAUSES) == {"too_few_steps_trained", "kernel_moved", "prediction_disagrees"}
