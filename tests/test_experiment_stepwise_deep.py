@@ -24,7 +24,9 @@ GATED = {"steps_detected": "theory", "separated_fraction": "theory", "flat_plate
          "learned_modes_accounted": "consistency"}
 
 
-@pytest.mark.parametrize("loss", ["barlow_twins", "simclr", "vicreg", "barlow_twins_theory", "infonce_floored"])
+# The theory forms, which have no smoke run of their own, and one published loss (the smoke runs below cover the
+# other two end to end).
+@pytest.mark.parametrize("loss", ["vicreg", "barlow_twins_theory", "infonce_floored"])
 def test_tiny_run_writes_the_documented_files(tmp_path, loss):
     cfg = _tiny(loss)
     res = run(cfg, tmp_path)
