@@ -89,6 +89,9 @@ def test_stepwise_checks_kinds_and_onset_order_by_construction():
         det = detect_steps(t, np.sort(walks, axis=1)[:, ::-1], learned_fraction=0.0)
         finite = det.onsets[np.isfinite(det.onsets)]
         assert np.all(np.diff(finite) >= 0)
+        # every learned mode is a separated step or merged with its neighbour, whatever the spectra do
+        assert det.n_steps + len(det.merged) == det.n_learned
+        assert [j for group in det.groups for j in group] == list(np.flatnonzero(det.learned))
     # Only a tie breaks strict order: two modes already above the onset level at the first tracking point.
     t, eig, _ = staircase([-20, -20, 30])
     assert not detect_steps(t, eig).strictly_ordered
