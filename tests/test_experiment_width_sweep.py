@@ -14,7 +14,8 @@ KINDS = {"gram_error_monotone_in_width": "theory", "projector_distance_monotone_
          "widest_gram_vs_random_function": "baseline", "widest_gram_rel_error": "reported",
          "gram_error_loglog_slope": "reported", "kernel_limit_gram_rel_error": "theory", "final_loss_max": "theory",
          "step_time_error_monotone_in_width": "theory", "step_time_rel_error_widest": "theory",
-         "step_time_rel_error_max": "reported", "first_step_rel_error_widest": "reported"}
+         "step_time_rel_error_max": "reported", "first_step_rel_error_widest": "reported",
+         "linearised_vs_net_step_rel_diff": "reported", "linearised_step_time_rel_error": "reported"}
 # Gated, but not expected to pass at the smoke's widths (<= 512): the README's width_sweep section says why (the
 # output blocks of a finite net's NTK reseed every later mode far above the initial scale). Asserted below for its
 # structure and its value, not its verdict.
@@ -106,6 +107,16 @@ def test_step_time_checks_are_recomputed_from_the_saved_arrays(smoke):
     # kernel machine, within theory note 6.3's per-mode criterion of 5% at the widest width.
     first = check["first_step_rel_error_widest"]["value"]
     assert first == pytest.approx((np.abs(pred - meas) / meas)[:, -1, 0].max()) and first < 0.05
+    # The first widest net's linearisation at theta_0: its steps, its distance to the net and to the prediction.
+    lin = data["meas_steps_linearised"]
+    assert lin.shape == (d,) and np.all(np.isfinite(lin))
+    lin_vs_net = check["linearised_vs_net_step_rel_diff"]["value"]
+    assert lin_vs_net == pytest.approx(np.max(np.abs(lin - meas[0, -1]) / meas[0, -1]))
+    assert check["linearised_step_time_rel_error"]["value"] == pytest.approx(
+        np.median(np.abs(pred[0, -1] - lin) / lin))
+    # A model with the net's exact NTK at initialisation is at least as close to the net as the output-averaged
+    # kernel theory is: the net is in the kernel regime, whatever the theory misses.
+    assert lin_vs_net <= np.max(np.abs(pred[0, -1] - meas[0, -1]) / meas[0, -1])
 
 
 def test_step_time_statistics_by_hand():
