@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +62,7 @@ __all__ = [
     "TRACKED",
     "Checkpointing",
     "Fit",
+    "LoopOptions",
     "TrainConfig",
     "TrainState",
     "TrainingInterrupted",
@@ -576,6 +577,32 @@ def run_arrays(result: Fit, extra: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+class LoopOptions(TypedDict, total=False):
+    """The keyword arguments a training loop on views (``train_ssl``, ``train_ssl_stateful``,
+    ``train_noncontrastive``) passes on to :func:`train_on_views`, which holds their defaults.
+
+    Attributes:
+      checkpoint: file to checkpoint to (None: no checkpoints). While training with one, Ctrl-C saves a checkpoint at
+        the next tracking point and raises :class:`TrainingInterrupted`.
+      resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run. A checkpoint written
+        with another training config (any field but ``steps``), or past ``cfg.steps``, is refused (ValueError).
+      progress: show a progress bar with the loss and the current rank.
+      devices: devices for data parallelism (default: ``jax.devices()``: all local devices, or those of every
+        process after :func:`stepwise.training.distributed.initialize`).
+      rank_threshold: the progress bar's rank counts covariance eigenvalues above this fraction of the largest.
+      checkpoint_every: steps between checkpoints, overriding ``cfg.checkpoint_every`` (:class:`Checkpointing`).
+      checkpoint_seconds: also checkpoint after this much training wall time since the last checkpoint (0 = never).
+    """
+
+    checkpoint: str | Path | None
+    resume: bool
+    progress: bool
+    devices: list | None
+    rank_threshold: float
+    checkpoint_every: int | None
+    checkpoint_seconds: float
+
+
 def train_on_views(
     build: Callable[[np.ndarray, np.ndarray, NamedSharding, NamedSharding], tuple[Callable, Any, Callable]],
     images: np.ndarray,
@@ -583,9 +610,9 @@ def train_on_views(
     cfg: TrainConfig,
     *,
     eval_images: np.ndarray,
-    devices: list | None,
     desc: str,
     pairs: Callable = make_pairs,
+    devices: list | None = None,
     checkpoint: str | Path | None = None,
     resume: bool = False,
     progress: bool = False,
@@ -605,10 +632,10 @@ def train_on_views(
       aug: the augmentation producing each view.
       cfg: optimisation and tracking settings.
       eval_images: (n_eval, H, W, C) images of the fixed evaluation views (:func:`eval_views`).
-      devices: devices for data parallelism (None: ``jax.devices()``).
       desc: the progress bar's label.
       pairs: how :func:`make_pairs` is called for the evaluation views (eagerly by default).
-      checkpoint, resume, progress, rank_threshold, checkpoint_every, checkpoint_seconds: as for :func:`fit`.
+      devices, checkpoint, resume, progress, rank_threshold, checkpoint_every, checkpoint_seconds: the
+        :class:`LoopOptions` (``checkpoint_every=None``: ``cfg.checkpoint_every``).
 
     Returns:
       The :class:`Fit` of the loop.

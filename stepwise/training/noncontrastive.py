@@ -66,7 +66,7 @@ import dataclasses
 import functools
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +76,7 @@ import optax
 from stepwise._typing import ApplyFn
 from stepwise.data.augment import Augmentation, make_pairs
 from stepwise.training.engine import (
+    LoopOptions,
     TrainConfig,
     make_optimizer,
     run_arrays,
@@ -534,13 +535,7 @@ def train_noncontrastive(
     nc: NoncontrastiveConfig,
     *,
     eval_images: np.ndarray,
-    checkpoint: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = False,
-    devices: list | None = None,
-    rank_threshold: float = 0.1,
-    checkpoint_every: int | None = None,
-    checkpoint_seconds: float = 0.0,
+    **loop: Unpack[LoopOptions],
 ) -> NoncontrastiveRun:
     """Train an online network with a predictor (BYOL / SimSiam / DirectPred) and track F, W_p and the spectra.
 
@@ -554,8 +549,8 @@ def train_noncontrastive(
       eval_images: (n_eval, H, W, C) fixed evaluation images: one fixed pair of views of them is tracked, and the
         backbone features of the first ``cfg.n_snapshot`` clean images (centre-cropped to the views' size when the
         augmentation crops) are kept for linear probes.
-      checkpoint, resume, progress, devices, rank_threshold, checkpoint_every, checkpoint_seconds: as in
-        :func:`stepwise.training.train_ssl`.
+      **loop: checkpoints, resume, progress bar and devices (:class:`stepwise.training.engine.LoopOptions`), as
+        in :func:`stepwise.training.train_ssl`.
 
     Raises:
       ValueError: bad shapes or sizes, or lr x beta > 1 (a target momentum below 0), before any compute.
@@ -574,10 +569,8 @@ def train_noncontrastive(
         e0 = jax.device_put(jnp.asarray(_center_crop(eval_images, view_shape)), replicated)
         return step_fn, state, lambda s, e1, e2: track(s, e0, e1, e2)
 
-    fit = train_on_views(build, images, aug, cfg, eval_images=eval_images, devices=devices, pairs=_pairs,
-                         desc=f"{nc.method} ({nc.direct if nc.direct != 'none' else nc.predictor} predictor)",
-                         checkpoint=checkpoint, resume=resume, progress=progress, rank_threshold=rank_threshold,
-                         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
+    fit = train_on_views(build, images, aug, cfg, eval_images=eval_images, pairs=_pairs,
+                         desc=f"{nc.method} ({nc.direct if nc.direct != 'none' else nc.predictor} predictor)", **loop)
     h = fit.history
     return NoncontrastiveRun(
         **run_arrays(fit, ("corr", "corr_running", "snapshots")),

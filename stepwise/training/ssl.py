@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +39,7 @@ from stepwise.data.augment import Augmentation
 from stepwise.training import distributed
 from stepwise.training.engine import (  # the engine's names as before: importable from here too
     Checkpointing as Checkpointing,
+    LoopOptions,
     TrainConfig as TrainConfig,
     TrainingInterrupted as TrainingInterrupted,
     TrainState as TrainState,
@@ -143,13 +144,7 @@ def train_ssl(
     cfg: TrainConfig,
     *,
     eval_images: np.ndarray,
-    checkpoint: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = False,
-    devices: list | None = None,
-    rank_threshold: float = 0.1,
-    checkpoint_every: int | None = None,
-    checkpoint_seconds: float = 0.0,
+    **loop: Unpack[LoopOptions],
 ) -> SSLRun:
     """Train ``params`` with ``loss_fn`` on augmented pairs of ``images`` and track the spectra.
 
@@ -163,16 +158,10 @@ def train_ssl(
       aug: the augmentation producing each view.
       cfg: optimisation and tracking settings.
       eval_images: (n_eval, H, W, C) fixed evaluation images; one fixed pair of views of them is tracked.
-      checkpoint: file to checkpoint to (every ``cfg.checkpoint_every`` steps and at the end). While training with
-        a checkpoint, Ctrl-C saves one at the next tracking point and raises :class:`TrainingInterrupted`.
-      resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run. A checkpoint written
-        with another training config (any field but ``steps``), or past ``cfg.steps``, is refused (ValueError).
-      progress: show a progress bar with the loss and the current rank.
-      devices: devices for data parallelism (default: ``jax.devices()``: all local devices, or those of every
-        process after :func:`stepwise.training.distributed.initialize`).
-      rank_threshold: the progress bar's rank counts covariance eigenvalues above this fraction of the largest.
-      checkpoint_every: steps between checkpoints, overriding ``cfg.checkpoint_every`` (:class:`Checkpointing`).
-      checkpoint_seconds: also checkpoint after this much training wall time since the last checkpoint (0 = never).
+      **loop: ``checkpoint``, ``resume``, ``progress``, ``devices``, ``rank_threshold``, ``checkpoint_every``,
+        ``checkpoint_seconds`` (:class:`stepwise.training.engine.LoopOptions`): checkpoints every
+        ``cfg.checkpoint_every`` steps and at the end, Ctrl-C saving one, resume equal to an uninterrupted run,
+        the progress bar, data parallelism over ``devices`` (default ``jax.devices()``).
 
     Raises:
       ValueError: bad shapes or sizes (before any compute); a checkpoint that does not belong to this run.
@@ -187,9 +176,7 @@ def train_ssl(
                            key=jax.random.key(cfg.seed))
         return step_fn, state, lambda s, e1, e2: track(s.params, e1, e2)
 
-    fit = train_on_views(build, images, aug, cfg, eval_images=eval_images, devices=devices, desc="SSL training",
-                         checkpoint=checkpoint, resume=resume, progress=progress, rank_threshold=rank_threshold,
-                         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
+    fit = train_on_views(build, images, aug, cfg, eval_images=eval_images, desc="SSL training", **loop)
     return SSLRun(**run_arrays(fit, ("snapshots",)), params=distributed.fetch(fit.state.params))
 
 
@@ -256,13 +243,7 @@ def train_ssl_stateful(
     cfg: TrainConfig,
     *,
     eval_images: np.ndarray,
-    checkpoint: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = False,
-    devices: list | None = None,
-    rank_threshold: float = 0.1,
-    checkpoint_every: int | None = None,
-    checkpoint_seconds: float = 0.0,
+    **loop: Unpack[LoopOptions],
 ) -> tuple[SSLRun, Any]:
     """:func:`train_ssl` for a network with training-time state (BatchNorm, dropout).
 
@@ -277,8 +258,7 @@ def train_ssl_stateful(
       apply_eval: (params, model_state, x) -> (n, d): the tracked function.
       params: initial parameters (differentiated).
       model_state: initial state; leaves are plain arrays (checkpointed as such).
-      loss_fn, images, aug, cfg, eval_images, checkpoint, resume, progress, devices, rank_threshold,
-        checkpoint_every, checkpoint_seconds: as for :func:`train_ssl`.
+      loss_fn, images, aug, cfg, eval_images, **loop: as for :func:`train_ssl`.
 
     Returns:
       (run, model_state): the :class:`SSLRun` (``cov_feat``/``bt_feat`` equal ``cov_out``/``bt_out``) and the final
@@ -297,8 +277,6 @@ def train_ssl_stateful(
                                    key=jax.random.key(cfg.seed))
         return step_fn, state, lambda s, e1, e2: track(s.params, s.model_state, e1, e2)
 
-    fit = train_on_views(build, images, aug, cfg, eval_images=eval_images, devices=devices, desc="SSL training",
-                         checkpoint=checkpoint, resume=resume, progress=progress, rank_threshold=rank_threshold,
-                         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
+    fit = train_on_views(build, images, aug, cfg, eval_images=eval_images, desc="SSL training", **loop)
     final = distributed.fetch((fit.state.params, fit.state.model_state))
     return SSLRun(**run_arrays(fit, ("snapshots",)), params=final[0]), final[1]
