@@ -13,12 +13,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Examples known to be out of date, each with what is wrong; fix the example and remove its line.
-STALE = {
-    "stepwise.theory.kernel": "contrastive_eigenvalues' example expects [0.55, 0.5]; the function returns "
-                              "[0.55, 0.45] (the module is being changed elsewhere; issue 15 item 5)",
-}
-
-
 def _modules_with_examples() -> list[str]:
     names = []
     for path in sorted((ROOT / "stepwise").rglob("*.py")):
@@ -28,8 +22,7 @@ def _modules_with_examples() -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=STALE[n])) if n in STALE else n
-                                  for n in _modules_with_examples()])
+@pytest.mark.parametrize("name", _modules_with_examples())
 def test_docstring_examples_run(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

@@ -175,8 +175,8 @@ def contrastive_eigenvalues(k_train, *, ridge: float = DEFAULT_RIDGE) -> np.ndar
 
     Example:
       >>> x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [0.1, 1.0]])  # pairs (x_1, x'_1), (x_2, x'_2)
-      >>> np.round(contrastive_eigenvalues(x @ x.T, ridge=1e-12)[:2], 6)
-      array([0.55, 0.5 ])
+      >>> np.round(contrastive_eigenvalues(x @ x.T, ridge=1e-12)[:2], 6)  # Gamma = [[0.5, 0.05], [0.05, 0.5]]
+      array([0.55, 0.45])
     """
     return contrastive_eigh(k_train, ridge=ridge)[0]
 
