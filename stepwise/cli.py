@@ -174,7 +174,8 @@ def _planned_bytes(name: str, cfg) -> int:
         nets = [cfg]
     else:
         nets = []
-    points = sum((-(-n.steps // n.track_every) + 1) * n.n_eval for n in nets)
+    # verify may extend its training up to its step budget
+    points = sum((-(-getattr(n, "step_budget", n.steps) // n.track_every) + 1) * n.n_eval for n in nets)
     return 64_000_000 + 2 * 4 * 512 * points
 
 

@@ -29,6 +29,7 @@ on an idle 2-core CPU (training 45 s, two NTKs of 897 points 105 s; measured, al
 from __future__ import annotations
 
 import dataclasses
+import json
 import importlib
 import importlib.util
 import inspect
@@ -82,7 +83,10 @@ class VerifyConfig:
         an NNX module mapping images (N, H, W, C) to (N, d).
       loss: joint-embedding loss.
       dataset: image source (``cifar10`` / ``stl10`` read from ``data_dir`` or the environment variables).
-      steps: SGD steps.
+      steps: SGD steps first trained; while the tracked spectrum still changes at the end (by more than
+        :data:`stepwise.compare.diagnose.STILL_LEARNING` of the top eigenvalue over the last tenth), the length
+        doubles, up to ``max_steps``.
+      max_steps: the step budget of that adaptation (None: 4 x ``steps``; equal to ``steps``: a fixed length).
       lr: learning rate (None: ``lr_fraction`` of LOSS_DEFAULTS times the stability limit 1/(4 gamma_1) of the
         model's NTK at initialisation, so that it transfers across architectures).
       init: ``head`` multiplies the output layer's kernel by ``init_scale`` (small initialisation, the theory's
@@ -111,6 +115,7 @@ class VerifyConfig:
     loss: Loss = "barlow_twins"
     dataset: Literal["digits", "patches", "cifar10", "stl10"] = "digits"
     steps: int = 3000
+    max_steps: int | None = None
     lr: float | None = None
     init: Literal["head", "none"] = "head"
     init_scale: float = 1e-12
@@ -143,6 +148,8 @@ class VerifyConfig:
         for name in ("batch_size", "n_eval", "n_pairs"):
             if getattr(self, name) < 2:
                 errors.append(f"{name} must be >= 2 (got {getattr(self, name)})")
+        if self.max_steps is not None and self.max_steps < self.steps:
+            errors.append(f"max_steps must be >= steps = {self.steps} (got {self.max_steps})")
         if self.lr is not None and not self.lr > 0:
             errors.append(f"lr must be positive (got {self.lr})")
         if not self.init_scale > 0:
@@ -165,6 +172,11 @@ class VerifyConfig:
         if errors:
             raise ValueError("invalid verify config: " + "; ".join(errors))
 
+    @property
+    def step_budget(self) -> int:
+        """The most steps training may take (``max_steps``, or 4 x ``steps`` when it is None)."""
+        return 4 * self.steps if self.max_steps is None else self.max_steps
+
     @classmethod
     def gpu(cls, model: str, *, dataset: str | None = None, data_dir: str | None = None) -> "VerifyConfig":
         """Accelerator scale (``stepwise verify --scale gpu``): the embedded photographs' 32x32 RGB patches (or the
@@ -180,8 +192,8 @@ class VerifyConfig:
     @classmethod
     def smoke(cls, model: str) -> "VerifyConfig":
         """Seconds-long run for the tests (the checks are computed, not expected to pass)."""
-        return cls(model=model, steps=60, batch_size=64, track_every=10, n_train=200, n_eval=48, n_pairs=24,
-                   min_steps=1)
+        return cls(model=model, steps=60, max_steps=60, batch_size=64, track_every=10, n_train=200, n_eval=48,
+                   n_pairs=24, min_steps=1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -670,7 +682,7 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
     from stepwise.plots.report import build_run_report
     from stepwise.plots.verify import plot_verify
     from stepwise.training import TrainConfig, train_ssl
-    from stepwise.training.ssl import checkpoint_kwargs, eval_key, train_ssl_stateful
+    from stepwise.training.ssl import Checkpointing, checkpoint_kwargs, eval_key, train_ssl_stateful
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -742,22 +754,51 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
     except ValueError:  # fewer positive modes than d, or lr beyond the limit: nothing to predict
         predicted_steps = np.full(d, np.nan)
 
-    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=lr, optimizer="sgd",
-                       track_every=cfg.track_every, n_snapshot=cfg.n_eval, seed=cfg.seed)
+    # Training length adapts: train cfg.steps, and while the tracked spectrum still moves at the end
+    # (compare.diagnose.STILL_LEARNING over the last tenth) double the length up to the budget, resuming from the
+    # checkpoint at the end of the previous length (a resumed run equals an uninterrupted one of the new length).
+    budget = cfg.step_budget
+    own_checkpoint = checkpoints is None and budget > cfg.steps
+    if own_checkpoint:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        checkpoints = Checkpointing(out_dir, every=cfg.steps)
+    calib = xs[:two_n]
+
+    def tracked(p, st, x):  # the eval-mode function with statistics recomputed at the current parameters
+        return layers.eval(p, layers.calibrate(p, st, calib), x)
+
+    def train_for(total: int, ckpt):
+        tcfg = TrainConfig(steps=total, batch_size=cfg.batch_size, lr=lr, optimizer="sgd",
+                           track_every=cfg.track_every, n_snapshot=cfg.n_eval, seed=cfg.seed)
+        if layers is None:
+            return train_ssl(apply, None if feature_of is None else features, params, _loss(cfg), train, aug, tcfg,
+                             eval_images=evals, progress=progress, **checkpoint_kwargs(ckpt)), None
+        return train_ssl_stateful(layers.train, tracked, params, model_state, _loss(cfg), train, aug, tcfg,
+                                  eval_images=evals, progress=progress, **checkpoint_kwargs(ckpt))
+
+    total, lengths = cfg.steps, []
+    length_file = None if checkpoints is None else Path(checkpoints.folder) / "verify-length.json"
+    if length_file is not None and checkpoints.resume and length_file.is_file():  # resuming an extended run
+        total = int(json.loads(length_file.read_text())["steps"])
+    if length_file is not None:
+        io.write_json_atomic(length_file, {"steps": total})
+    res, running = train_for(total, checkpoints)
+    while True:
+        change = diagnose.spectrum_change_at_end(res.step.astype(np.float64), res.cov_out)
+        lengths.append({"steps": total, "spectrum_change_at_end": change})
+        if not change > diagnose.STILL_LEARNING or total >= budget:
+            break
+        total = min(2 * total, budget)
+        io.write_json_atomic(length_file, {"steps": total})
+        res, running = train_for(total, dataclasses.replace(checkpoints, resume=True))
+    if own_checkpoint:
+        (out_dir / "checkpoint.msgpack").unlink(missing_ok=True)
+    if length_file is not None:
+        length_file.unlink(missing_ok=True)
     stateful_summary = None
     if layers is None:
-        res = train_ssl(apply, None if feature_of is None else features, params, _loss(cfg), train, aug, tcfg,
-                        eval_images=evals, progress=progress,
-                        **checkpoint_kwargs(checkpoints))
         apply_final = apply
     else:
-        calib = xs[:two_n]
-
-        def tracked(p, st, x):  # the eval-mode function with statistics recomputed at the current parameters
-            return layers.eval(p, layers.calibrate(p, st, calib), x)
-
-        res, running = train_ssl_stateful(layers.train, tracked, params, model_state, _loss(cfg), train, aug, tcfg,
-                                          eval_images=evals, progress=progress, **checkpoint_kwargs(checkpoints))
         final_state = calibrate(res.params, running, calib)
         apply_final = layers.analysis(final_state)
         z_cal = np.asarray(apply_final(res.params, e1), np.float64)
@@ -783,7 +824,8 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
                      "train_time_s": res.train_time_s, "ntk_time_s": ntk_time, "lr": lr,
                      "lr_stability_limit": limit, "gammas_init_ntk": eig[0][: d + 2],
                      "predicted_half_steps_lazy": np.sort(predicted_steps), "measured_half_steps": det.half_times,
-                     "stateful_layers": stateful_summary}
+                     "stateful_layers": stateful_summary, "steps_trained": int(total), "step_budget": budget,
+                     "training_lengths": lengths}
     arrays: dict = {}
     kernel_error = None
     if k >= 2:

@@ -129,3 +129,41 @@ def test_backbone_embedding_similarity_against_direct_cases():
         hidden.backbone_embedding_similarity(f[:10], z, 2)
     np.testing.assert_allclose(hidden.participation_ratio(np.array([[1.0, 1.0, 0.0], [1.0, 0.0, -1e-9], [0, 0, 0]])),
                                [2.0, 1.0, 0.0])
+
+
+# Training length adapts (issue 17 item 4): longer while the spectrum still moves at the end, up to max_steps.
+
+
+def test_training_extends_while_the_spectrum_moves_and_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    import dataclasses
+
+    from stepwise.compare import diagnose
+
+    base = dataclasses.replace(V.VerifyConfig.smoke(f"{ZOO}:make_backbone_projector"), steps=40, max_steps=80,
+                               track_every=10)
+    original, calls = diagnose.spectrum_change_at_end, []
+
+    def still_moving_once(t, eigenvalues, *args, **kwargs):  # the first length reads as still learning
+        calls.append(float(t[-1]))
+        return 1.0 if len(calls) == 1 else original(t, eigenvalues, *args, **kwargs)
+
+    monkeypatch.setattr(diagnose, "spectrum_change_at_end", still_moving_once)
+    extended = V.verify(base, tmp_path / "extended")
+    monkeypatch.setattr(diagnose, "spectrum_change_at_end", original)
+    assert calls[:2] == [40.0, 80.0]
+    lengths = extended["summary"]["training_lengths"]
+    assert [x["steps"] for x in lengths] == [40, 80] and lengths[0]["spectrum_change_at_end"] == 1.0
+    assert extended["summary"]["steps_trained"] == 80 and extended["summary"]["step_budget"] == 80
+    assert sorted(p.name for p in (tmp_path / "extended").iterdir()) == ["report.html", "results.json", "verify.npz",
+                                                                        "verify.png"]  # no checkpoint left behind
+    fixed = V.verify(dataclasses.replace(base, steps=80), tmp_path / "fixed")
+    assert fixed["summary"]["training_lengths"][0]["steps"] == 80
+    a, b = io.load_npz(tmp_path / "extended" / "verify.npz"), io.load_npz(tmp_path / "fixed" / "verify.npz")
+    for name in ("step", "eigenvalues", "eval_loss"):  # resumed at 40 == trained straight to 80, bit for bit
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_max_steps_below_steps_is_refused():
+    with pytest.raises(ValueError, match="max_steps must be >= steps"):
+        V.VerifyConfig(model="m.py:f", steps=100, max_steps=50)
+    assert V.VerifyConfig(model="m.py:f", steps=100).step_budget == 400
