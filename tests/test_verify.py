@@ -171,7 +171,7 @@ def test_divergence_stops_with_step_and_quantity(tmp_path):
     # VICReg: the published Barlow Twins standardises each embedding dimension, so it is blind to the blow-up that
     # lr 0.5 causes and does not diverge (measured: VICReg's loss is nan at step 11).
     with pytest.raises(DivergenceError, match=r"diverged at step \d+: .* Try: lower the learning rate \(now 0.5\)"):
-        V.verify(V.dataclasses.replace(V.VerifyConfig.smoke(EXAMPLE), loss="vicreg", steps=100, lr=0.5),
+        V.verify(V.dataclasses.replace(V.VerifyConfig.smoke(EXAMPLE), loss="vicreg", steps=100, max_steps=100, lr=0.5),
                  tmp_path / "run")
     assert not (tmp_path / "run" / "results.json").exists()
 
