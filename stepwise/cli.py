@@ -397,6 +397,7 @@ def _verify(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="stepwise verify", add_help=False)
     parser.add_argument("--smoke", action="store_true", help="tiny config used by the tests")
     parser.add_argument("--scale", default="cpu", help="cpu (default) or gpu: the accelerator configuration")
+    parser.add_argument("--plan-only", action="store_true", help="print the compute plan and stop")
     parser.add_argument("--no-progress", action="store_true")
     _output_flags(parser, "runs/verify_<model file>")
     ours, rest = parser.parse_known_args(argv)
@@ -411,7 +412,7 @@ def _verify(argv: list[str]) -> int:
         raise ValueError("--smoke and --scale gpu exclude each other (--smoke is the tiny CPU configuration)")
     _check_checkpoint_flags(ours, "verify", True)
     folder = None
-    if not helping:  # the output folder first, before anything heavy is imported
+    if not helping and not ours.plan_only:  # the output folder first, before anything heavy is imported
         out = ours.out if ours.out is not None else str(
             Path("runs") / f"verify_{Path(model.rpartition(':')[0]).stem.replace('.', '_')}")
         folder = RunFolder.open(out, overwrite=ours.overwrite, resume=ours.resume and not ours.secondary_process)
@@ -426,13 +427,18 @@ def _verify(argv: list[str]) -> int:
 def _verify_in(ours, rest: list[str], model: str | None, command: list[str], folder: RunFolder | None) -> int:
     import tyro
 
-    from stepwise.verify import VerifyConfig, verify
+    from stepwise.verify import VerifyConfig, plan, verify
 
     default = VerifyConfig.smoke(model) if ours.smoke and model else None
     if ours.scale == "gpu" and model:
         default = VerifyConfig.gpu(model, dataset=_peek_any(rest, "--dataset"),
                                    data_dir=_peek_any(rest, "--data-dir", "--data_dir"))
-    cfg = tyro.cli(VerifyConfig, default=default, args=rest, prog="stepwise verify [--out DIR] [--smoke | --scale gpu]")
+    cfg = tyro.cli(VerifyConfig, default=default, args=rest,
+                   prog="stepwise verify [--out DIR] [--smoke | --scale gpu] [--plan-only]")
+    if ours.scale == "gpu" or ours.plan_only:  # the plan before any compute (FLOPs from XLA's cost analysis)
+        print("\n".join(plan(cfg).lines()), flush=True)
+        if ours.plan_only:
+            return 0
     assert folder is not None  # --help exits inside tyro.cli
     return _compute(folder, ours, command, _info(shlex.join(command), "verify", cfg), cfg,
                     lambda staging: verify(cfg, staging, progress=not ours.no_progress and sys.stderr.isatty(),

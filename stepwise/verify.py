@@ -51,7 +51,7 @@ from stepwise.theory import kernel as theory
 from stepwise.theory import linear
 
 __all__ = ["VerifyConfig", "ModelSpecError", "StatefulLayers", "load_factory", "output_layer", "build_model_checked",
-           "output_selector", "stateful_layers", "features_function", "float32_copy", "verify"]
+           "output_selector", "stateful_layers", "features_function", "plan", "float32_copy", "verify"]
 
 Loss = Literal["barlow_twins", "simclr", "vicreg"]
 DATA = "verify.npz"
@@ -667,6 +667,48 @@ def _kernel_checks(cfg: VerifyConfig, t, snapshots, onsets, k_init, k_final, two
               "baseline_kernel": np.stack([agree_init.baseline_kernel, agree_final.baseline_kernel]),
               "baseline_random": np.float64(agree_final.baseline_random)}
     return checks, summary, arrays
+
+
+def plan(cfg: VerifyConfig, **device):
+    """What ``verify`` will compute and its estimated time on the default device (or the one named by
+    ``device_kind=...``, ``platform=...``; :func:`stepwise.scale.make_plan`): the training step and tracking FLOPs
+    from XLA's cost analysis of the very programs ``train_ssl`` compiles, for the whole step budget (an upper bound
+    when training settles before it), and the two NTKs (a lower bound, :func:`stepwise.scale.ntk_flops`). A model
+    with BatchNorm or Dropout is costed through its eval-mode function (the same layers without the batch
+    statistics' update). Builds the model and reads the data; raises :class:`ModelSpecError` as ``verify`` does."""
+    from flax import nnx
+
+    from stepwise import scale
+    from stepwise.data import Augmentation
+    from stepwise.training import TrainConfig
+
+    factory = load_factory(cfg.model)
+    train, _ = _data(cfg)
+    aug = Augmentation(shift=cfg.shift, noise_std=cfg.noise_std)
+    view_shape = aug.output_shape(train.shape[1:])
+    select = output_selector(cfg.output, cfg.model)
+    module, _ = build_model_checked(factory, cfg.model, view_shape, cfg.seed, select)
+    stateful = stateful_layers(module, cfg.model, view_shape, select) is not None
+    if stateful:
+        module.eval()
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+
+    def apply(p, x):
+        return select(nnx.merge(graphdef, p, rest)(x))
+
+    budget = cfg.step_budget
+    tcfg = TrainConfig(steps=budget, batch_size=cfg.batch_size, lr=1e-3, optimizer="sgd",
+                       track_every=cfg.track_every, n_snapshot=cfg.n_eval, seed=cfg.seed)
+    step, track = scale.ssl_costs(apply, None, params, _loss(cfg), aug, tcfg, image_shape=tuple(train.shape[1:]),
+                                  n_train=cfg.n_train, n_eval=cfg.n_eval)
+    points = -(-budget // cfg.track_every) + 1
+    n = 2 * cfg.n_pairs + cfg.n_eval
+    work = [scale.Workload("train step", step, budget, "step"), scale.Workload("tracking", track, points, "point"),
+            scale.Workload(f"NTK ({n} points)", scale.ntk_flops(apply, params, n, view_shape), 2, "kernel",
+                           dtype="float32")]
+    title = (f"verify {cfg.model}: {cfg.loss} on {cfg.dataset}, batch {cfg.batch_size}, up to {budget} steps "
+             f"({cfg.steps} first){', eval-mode costs (BatchNorm/Dropout)' if stateful else ''}")
+    return scale.make_plan(title, work, dtype="float32", programs=4, **device)
 
 
 def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, checkpoints=None) -> dict:

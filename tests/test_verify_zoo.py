@@ -167,3 +167,38 @@ def test_max_steps_below_steps_is_refused():
     with pytest.raises(ValueError, match="max_steps must be >= steps"):
         V.VerifyConfig(model="m.py:f", steps=100, max_steps=50)
     assert V.VerifyConfig(model="m.py:f", steps=100).step_budget == 400
+
+
+# The compute plan (issue 13: `verify --scale gpu` prints its plan first; `--plan-only` stops there).
+
+
+def test_plan_only_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main(["verify", "--model", f"{ZOO}:make_backbone_projector", "--smoke", "--plan-only", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and not out.exists()
+    assert "up to 60 steps (60 first)" in text and "train step:" in text and "x 60 steps" in text
+    assert "NTK (96 points)" in text and "x 2 kernels" in text and "estimated time on" in text
+
+
+def test_plan_counts_the_step_budget_and_both_kernels():
+    import dataclasses
+
+    from stepwise import scale
+
+    cfg = dataclasses.replace(V.VerifyConfig.smoke(f"{ZOO}:make_resnet_bn"), steps=20, max_steps=50)
+    p = V.plan(cfg, device_kind="NVIDIA H200", platform="gpu")
+    names = [w.name for w in p.workloads]
+    assert names == ["train step", "tracking", "NTK (96 points)"]
+    step, track, ntk = p.workloads
+    assert step.calls == 50 and track.calls == -(-50 // cfg.track_every) + 1 and ntk.calls == 2
+    assert step.flops > 0 and track.flops > 0 and ntk.dtype == "float32" and "eval-mode costs" in p.title
+    assert p.total_flops == pytest.approx(sum(w.flops * w.calls for w in p.workloads))
+    assert scale.ComputePlan is type(p)
+
+
+def test_gpu_scale_with_a_model_for_other_images_is_refused_before_compute(tmp_path, capsys):
+    # the GPU scale trains on 32x32 RGB patches; this model takes 8x8 grey digits
+    code = cli.main(["verify", "--model", f"{ZOO}:make_resnet_bn", "--scale", "gpu", "--plan-only"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "(2, 32, 32, 3)" in err
