@@ -86,7 +86,8 @@ class VerifyConfig:
       steps: SGD steps first trained; while the tracked spectrum still changes at the end (by more than
         :data:`stepwise.compare.diagnose.STILL_LEARNING` of the top eigenvalue over the last tenth), the length
         doubles, up to ``max_steps``.
-      max_steps: the step budget of that adaptation (None: 4 x ``steps``; equal to ``steps``: a fixed length).
+      max_steps: the step budget of that adaptation (None: 4 x ``steps``; at or below ``steps``: a fixed length of
+        ``steps``).
       lr: learning rate (None: ``lr_fraction`` of LOSS_DEFAULTS times the stability limit 1/(4 gamma_1) of the
         model's NTK at initialisation, so that it transfers across architectures).
       init: ``head`` multiplies the output layer's kernel by ``init_scale`` (small initialisation, the theory's
@@ -148,8 +149,8 @@ class VerifyConfig:
         for name in ("batch_size", "n_eval", "n_pairs"):
             if getattr(self, name) < 2:
                 errors.append(f"{name} must be >= 2 (got {getattr(self, name)})")
-        if self.max_steps is not None and self.max_steps < self.steps:
-            errors.append(f"max_steps must be >= steps = {self.steps} (got {self.max_steps})")
+        if self.max_steps is not None and self.max_steps < 1:
+            errors.append(f"max_steps must be >= 1 (got {self.max_steps})")
         if self.lr is not None and not self.lr > 0:
             errors.append(f"lr must be positive (got {self.lr})")
         if not self.init_scale > 0:
@@ -174,8 +175,8 @@ class VerifyConfig:
 
     @property
     def step_budget(self) -> int:
-        """The most steps training may take (``max_steps``, or 4 x ``steps`` when it is None)."""
-        return 4 * self.steps if self.max_steps is None else self.max_steps
+        """The most steps training may take: ``max_steps`` (at least ``steps``), or 4 x ``steps`` when it is None."""
+        return 4 * self.steps if self.max_steps is None else max(self.max_steps, self.steps)
 
     @classmethod
     def gpu(cls, model: str, *, dataset: str | None = None, data_dir: str | None = None) -> "VerifyConfig":

@@ -163,10 +163,12 @@ def test_training_extends_while_the_spectrum_moves_and_equals_an_uninterrupted_r
         np.testing.assert_array_equal(a[name], b[name])
 
 
-def test_max_steps_below_steps_is_refused():
-    with pytest.raises(ValueError, match="max_steps must be >= steps"):
-        V.VerifyConfig(model="m.py:f", steps=100, max_steps=50)
+def test_max_steps_at_or_below_steps_means_a_fixed_length():
+    assert V.VerifyConfig(model="m.py:f", steps=100, max_steps=50).step_budget == 100
     assert V.VerifyConfig(model="m.py:f", steps=100).step_budget == 400
+    assert V.VerifyConfig.smoke("m.py:f").step_budget == 60  # smoke runs never extend
+    with pytest.raises(ValueError, match="max_steps must be >= 1"):
+        V.VerifyConfig(model="m.py:f", max_steps=0)
 
 
 # The compute plan (issue 13: `verify --scale gpu` prints its plan first; `--plan-only` stops there).
