@@ -28,7 +28,7 @@ help:
 	@echo "make bench-train time per training step, JAX vs PyTorch (installs torch, bench-only) -> bench/bench_train.json"
 	@echo "make bench-ntk   empirical NTK time / peak memory per backend, n = 250..2000 (MLP, ResNet) -> bench/bench_ntk.json"
 	@echo "make fig-ntk-after-training  Simon et al. 2023 E6: BT/SimCLR/VICReg embeddings vs their after-training NTK"
-	@echo "make verify-example  stepwise verify on experiments/custom_architecture.py (a new architecture vs its NTK)"
+	@echo "make verify-example  stepwise verify on experiments/custom_architecture.py and batchnorm_resnet.py (new architectures vs their NTK)"
 	@echo "make test-slow   full-size runs marked slow"
 	@echo "make gpu-wheels  download into .whl/ the wheels the GPU image lacks (carried by the device tool)"
 	@echo "make gpu-check   the prepared GPU check (benchmarks/gpu/check.sh; GPU_DRYRUN=1: a few iterations here)"
@@ -111,6 +111,8 @@ fig-speedup: $(STAMP)
 verify-example: $(STAMP)
 	$(VENV)/bin/stepwise verify --model experiments/custom_architecture.py:make_model --out $(RUNS)/verify_example \
 		--overwrite || test $$? -eq 1
+	$(VENV)/bin/stepwise verify --model experiments/batchnorm_resnet.py:make_model \
+		--out $(RUNS)/verify_batchnorm_resnet --overwrite || test $$? -eq 1
 
 reproduce: fig-linear fig-kernel fig-deep fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep fig-ntk-after-training fig-speedup verify-example
 	$(MAKE) --no-print-directory report
