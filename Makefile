@@ -111,6 +111,8 @@ fig-speedup: $(STAMP)
 verify-example: $(STAMP)
 	$(VENV)/bin/stepwise verify --model experiments/custom_architecture.py:make_model --out $(RUNS)/verify_example \
 		--overwrite || test $$? -eq 1
+	$(VENV)/bin/stepwise verify --model experiments/custom_architecture.py:make_model --loss barlow_twins_theory \
+		--out $(RUNS)/verify_example_theory --overwrite || test $$? -eq 1
 	$(VENV)/bin/stepwise verify --model experiments/batchnorm_resnet.py:make_model \
 		--out $(RUNS)/verify_batchnorm_resnet --overwrite || test $$? -eq 1
 

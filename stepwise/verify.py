@@ -53,20 +53,24 @@ from stepwise.theory import linear
 __all__ = ["VerifyConfig", "ModelSpecError", "StatefulLayers", "load_factory", "output_layer", "build_model_checked",
            "output_selector", "stateful_layers", "features_function", "plan", "float32_copy", "verify"]
 
-Loss = Literal["barlow_twins", "simclr", "vicreg"]
+Loss = Literal["barlow_twins", "simclr", "vicreg", "barlow_twins_theory", "infonce_floored"]
 DATA = "verify.npz"
 
-# Per-loss settings measured on the built-in MLP (experiments/stepwise_deep/config.py): the centred theory form of
-# Barlow Twins; SimCLR with the norm floor that restores steps (see stepwise.losses.simclr); VICReg's usual weights.
 # ``lr_fraction``: the learning rate as a fraction of the kernel theory's GD stability limit 1/(4 gamma_1), gamma_1
-# the top contrastive eigenvalue of the model's centred NTK at initialisation. The built-in MLP's defaults (lr 0.02,
-# 0.15, 0.02 at its gamma_1 = 0.749 on 300 digit pairs) are fractions 0.06, 0.45, 0.06; they diverged on the example
-# ConvMixer (experiments/custom_architecture.py, step 745), whose NTK grows 15x during training (gamma_1 0.21 -> 3.3)
-# against the MLP's 4.4x, so the defaults are 0.4 of those fractions: the limit at the end of training is what counts.
+# the top contrastive eigenvalue of the model's centred NTK at initialisation. They were calibrated on the built-in
+# MLP with the theory forms (experiments/stepwise_deep/config.py: lr 0.02 for the centred Barlow Twins form, 0.15
+# for the floored InfoNCE, 0.02 for VICReg, at its gamma_1 = 0.749 on 300 digit pairs: fractions 0.06, 0.45, 0.06),
+# then taken at 0.4 of those because they diverged on the example ConvMixer (experiments/custom_architecture.py,
+# step 745), whose NTK grows 15x during training (gamma_1 0.21 -> 3.3) against the MLP's 4.4x. The published losses
+# use the same fractions as the theory form they extend (stepwise_deep's CPU defaults use the same lr for both);
+# they are not separately tuned. ``kwargs``: the loss's own hyper-parameters (none: the published defaults of
+# :mod:`stepwise.losses`).
 LOSS_DEFAULTS: dict[str, dict] = {
-    "barlow_twins": {"lr_fraction": 0.025},
-    "simclr": {"lr_fraction": 0.19, "temperature": 0.2, "norm_floor": 3.0},
-    "vicreg": {"lr_fraction": 0.025},
+    "barlow_twins": {"lr_fraction": 0.025, "kwargs": {}},
+    "simclr": {"lr_fraction": 0.19, "kwargs": {}},
+    "vicreg": {"lr_fraction": 0.025, "kwargs": {}},
+    "barlow_twins_theory": {"lr_fraction": 0.025, "kwargs": {"center": True}},
+    "infonce_floored": {"lr_fraction": 0.19, "kwargs": {"temperature": 0.2, "norm_floor": 3.0}},
 }
 
 
@@ -81,7 +85,8 @@ class VerifyConfig:
     Attributes:
       model: ``path/to/file.py:make_model`` or ``package.module:make_model``; ``make_model(rngs: nnx.Rngs)`` returns
         an NNX module mapping images (N, H, W, C) to (N, d).
-      loss: joint-embedding loss.
+      loss: joint-embedding loss: ``barlow_twins``, ``simclr``, ``vicreg`` as published, or a theory form under its
+        own name (``barlow_twins_theory``, ``infonce_floored``; see :data:`LOSS_DEFAULTS`).
       dataset: image source (``cifar10`` / ``stl10`` read from ``data_dir`` or the environment variables).
       steps: SGD steps first trained; while the tracked spectrum still changes at the end (by more than
         :data:`stepwise.compare.diagnose.STILL_LEARNING` of the top eigenvalue over the last tenth), the length
@@ -569,13 +574,14 @@ def _data(cfg: VerifyConfig):
 
 
 def _loss(cfg: VerifyConfig):
-    """The published loss named by ``cfg.loss``, with its published defaults (:data:`stepwise.losses.PUBLISHED`):
+    """The loss named by ``cfg.loss``: a published one with its published defaults (:data:`stepwise.losses.PUBLISHED`:
     Barlow Twins with per-batch standardisation and lambda 5e-3, SimCLR's NT-Xent on cosine similarity with
-    tau 0.5, VICReg 25/25/1. The theory forms (``barlow_twins_theory``, ``infonce_floored``) never stand in for
-    them; LOSS_DEFAULTS' ``temperature`` / ``norm_floor`` entries are not used."""
+    tau 0.5, VICReg 25/25/1), or a theory form under its own name (``barlow_twins_theory``: the centred
+    ||C - I||^2 of the linear theory; ``infonce_floored``: InfoNCE on z / max(|z|, 3) at tau 0.2), never one for the
+    other."""
     from stepwise.losses import get_loss
 
-    return get_loss(cfg.loss)
+    return get_loss(cfg.loss, **LOSS_DEFAULTS[cfg.loss]["kwargs"])
 
 
 def float32_copy(params):

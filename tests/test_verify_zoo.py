@@ -204,3 +204,15 @@ def test_gpu_scale_with_a_model_for_other_images_is_refused_before_compute(tmp_p
     code = cli.main(["verify", "--model", f"{ZOO}:make_resnet_bn", "--scale", "gpu", "--plan-only"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "(2, 32, 32, 3)" in err
+
+
+@pytest.mark.parametrize("name,kwargs", [("barlow_twins", {}), ("simclr", {}), ("vicreg", {}),
+                                         ("barlow_twins_theory", {"center": True}),
+                                         ("infonce_floored", {"temperature": 0.2, "norm_floor": 3.0})])
+def test_loss_names_mean_the_named_loss(name, kwargs):
+    from stepwise.losses import get_loss
+
+    z1, z2 = np.random.default_rng(0).normal(size=(2, 16, 4))
+    got = V._loss(V.VerifyConfig(model="m.py:f", loss=name))(jnp.asarray(z1), jnp.asarray(z2))
+    want = get_loss(name, **kwargs)(jnp.asarray(z1), jnp.asarray(z2))
+    assert float(got) == float(want)
