@@ -7,7 +7,7 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: test-compat test-nt gpu-wheels gpu-check bench-ntk verify-example fig-ntk-after-training install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep fig-speedup report bench bench-train clean help
+.PHONY: test-compat test-nt gpu-wheels gpu-check bench-ntk verify-example fig-ntk-after-training install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep fig-step-map fig-speedup report bench bench-train clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
@@ -17,6 +17,7 @@ help:
 	@echo "make fig-kernel  Simon et al. 2023 kernel extension: kernel machines (NTK, RBF) vs kernel PCA theory"
 	@echo "make fig-width-sweep  Simon et al. 2023 NTK extension: ReLU MLPs of growing width vs the NTK prediction"
 	@echo "make fig-deep    Simon et al. 2023 Fig. 1C/D: MLP on digits with Barlow Twins, SimCLR, VICReg as published, then the theory forms"
+	@echo "make fig-step-map  Simon et al. 2023 E3/E4: where BT/SimCLR/VICReg show steps, init scale x lr x width (<= 15 min)"
 	@echo "make fig-noncontrastive-linear  Tian et al. 2021: linear BYOL/SimSiam theory checks A1-A9"
 	@echo "make fig-noncontrastive-deep  Tian et al. 2021 Fig. 2: BYOL predictor alignment/symmetry on an MLP (B1-B3)"
 	@echo "make fig-directpred  Tian et al. 2021 Sec. 6: DirectPred vs trained predictors, 3 seeds, eps sweep"
@@ -100,6 +101,9 @@ fig-grassmann: $(STAMP)
 fig-width-sweep: $(STAMP)
 	$(VENV)/bin/stepwise run width_sweep --out $(RUNS)/width_sweep --overwrite
 
+fig-step-map: $(STAMP)
+	$(VENV)/bin/stepwise run step_map --out $(RUNS)/step_map --overwrite
+
 fig-ntk-after-training: $(STAMP)
 	$(VENV)/bin/stepwise run ntk_after_training --out $(RUNS)/ntk_after_training --overwrite
 
@@ -116,7 +120,7 @@ verify-example: $(STAMP)
 	$(VENV)/bin/stepwise verify --model experiments/batchnorm_resnet.py:make_model \
 		--out $(RUNS)/verify_batchnorm_resnet --overwrite || test $$? -eq 1
 
-reproduce: fig-linear fig-kernel fig-deep fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep fig-ntk-after-training fig-speedup verify-example
+reproduce: fig-linear fig-kernel fig-deep fig-step-map fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep fig-ntk-after-training fig-speedup verify-example
 	$(MAKE) --no-print-directory report
 
 bench: $(STAMP)

@@ -50,6 +50,7 @@ def _experiments():
     from experiments.noncontrastive_deep import NoncontrastiveDeepConfig, run as run_noncontrastive_deep
     from experiments.ntk_after_training import NtkAfterTrainingConfig, run as run_ntk_after_training
     from experiments.speedup import SpeedupConfig, run as run_speedup
+    from experiments.step_map import StepMapConfig, run as run_step_map
     from experiments.stepwise_deep import DeepConfig, run as run_deep
     from experiments.width_sweep import WidthSweepConfig, run as run_width_sweep
 
@@ -68,6 +69,8 @@ def _experiments():
                       "Esser et al. 2023: linear SSL collapse, exact Grassmann flow, SSL vs supervised NTK with width"),
         "width_sweep": (WidthSweepConfig, run_width_sweep,
                         "Simon et al. 2023 NTK extension: ReLU MLPs of growing width approach the NTK prediction"),
+        "step_map": (StepMapConfig, run_step_map,
+                     "Simon et al. 2023 E3/E4: where BT/SimCLR/VICReg learn in steps (init scale x lr x width map)"),
         "ntk_after_training": (NtkAfterTrainingConfig, run_ntk_after_training,
                                "Simon et al. 2023 E6: BT/SimCLR/VICReg embeddings vs their after-training NTK, cross-method"),
         "speedup": (SpeedupConfig, run_speedup,
@@ -176,6 +179,8 @@ def _planned_bytes(name: str, cfg) -> int:
         nets = []
     # verify may extend its training up to its step budget
     points = sum((-(-getattr(n, "step_budget", n.steps) // n.track_every) + 1) * n.n_eval for n in nets)
+    if name == "step_map":  # no snapshots kept: per cell its tracked spectrum (d + 2 numbers per point), 8 bytes each
+        points += (cfg.n_cells + len(cfg.losses)) * (cfg.track_points + 1) * 18 // 512
     return 64_000_000 + 2 * 4 * 512 * points
 
 

@@ -209,6 +209,9 @@ CLAIMS: tuple[tuple[str, str, str], ...] = (
     ("width_sweep", "Simon et al. 2023", "Wide ReLU MLPs approach their NTK's prediction as width grows (E7)"),
     ("stepwise_deep", "Simon et al. 2023", "Deep networks trained with Barlow Twins, SimCLR, VICReg learn in steps "
      "(Fig. 1C/D, E2-E5)"),
+    ("step_map", "Simon et al. 2023", "With small initialisation and a small learning rate all three losses show "
+     "steps; at standard initialisation they blur in the loss but stay in the eigenvalues (E3, E4: a map over "
+     "init scale x lr x width)"),
     ("ntk_after_training", "Simon et al. 2023", "Trained embeddings agree with the NTK prediction (E6)"),
     ("speedup", "Simon et al. 2023", "Focusing the gradient on small eigendirections speeds up the last step (sec. 5)"),
     ("noncontrastive_linear", "Tian, Chen & Ganguli 2021", "Linear BYOL/SimSiam: eigenspace alignment, fixed "
