@@ -110,7 +110,8 @@ def test_scale_output_layer_scales_only_the_last_kernel():
 
 
 def test_participation_ratio_and_no_hidden_checks_without_projector():
-    from experiments.stepwise_deep.run import hidden_checks, participation_ratio
+    from experiments.stepwise_deep.run import hidden_checks
+    from stepwise.compare.hidden import participation_ratio
     from stepwise.compare import detect_steps
 
     np.testing.assert_allclose(participation_ratio(np.array([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, -1e-9]])), [3.0, 1.0])

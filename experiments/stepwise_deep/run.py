@@ -16,6 +16,7 @@ import numpy as np
 
 from experiments.stepwise_deep.config import PUBLISHED, DeepConfig
 from stepwise import compare, io, scale
+from stepwise.compare import hidden
 from stepwise.data import Augmentation, image_shape, load_images
 from stepwise.losses import get_loss
 from stepwise.models import build_model, pure_model
@@ -158,37 +159,11 @@ def linear_probe_accuracy(embeddings: np.ndarray, labels: np.ndarray, *, seed: i
     return acc
 
 
-def participation_ratio(eigenvalues: np.ndarray) -> np.ndarray:
-    """(sum lambda)^2 / sum lambda^2 of each row of (T, k) eigenvalues (negative round-off clipped to 0): the
-    effective number of dimensions a representation uses."""
-    lam = np.maximum(np.asarray(eigenvalues, dtype=np.float64), 0.0)
-    den = np.sum(lam**2, axis=-1)
-    return np.where(den > 0, np.sum(lam, axis=-1) ** 2 / np.where(den > 0, den, 1.0), 0.0)
-
-
 def hidden_checks(cfg: DeepConfig, det_feat: compare.StepDetection, cov_feat: np.ndarray) -> list[compare.Check]:
-    """Simon et al. E5 (hidden representations), reported and not gated: steps in the backbone-output covariance
-    and its effective dimension at the start and the end. Empty without a projector (the backbone output is then
-    the embedding itself)."""
-    if not cfg.projector:
-        return []
-    why = ("theory note E5: the paper poses how the dimensionality of hidden representations evolves as a research "
-           "question (no prediction to gate); the backbone is not small-initialised, only the output layer is")
-    pr = participation_ratio(cov_feat)
-    return [
-        compare.check(
-            "backbone_steps_detected", det_feat.n_steps, None, kind="reported", reason=why,
-            description=f"well-separated steps in the backbone-output covariance spectrum (width {cov_feat.shape[1]}), "
-            "detected as for the embedding",
-            measured=det_feat.onsets,
-        ),
-        compare.check(
-            "backbone_participation_ratio", float(pr[-1]), None, kind="reported", reason=why,
-            description="effective dimension (sum lambda)^2 / sum lambda^2 of the backbone-output covariance at the "
-            "end of training (measured: at the first and last tracking point)",
-            measured=[float(pr[0]), float(pr[-1])],
-        ),
-    ]
+    """Simon et al. E5 (hidden representations), reported and not gated (:func:`stepwise.compare.hidden.hidden_checks`:
+    steps in the backbone-output covariance and its effective dimension). Empty without a projector (the backbone
+    output is then the embedding itself)."""
+    return hidden.hidden_checks(det_feat, cov_feat) if cfg.projector else []
 
 
 @dataclasses.dataclass(frozen=True)
