@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from stepwise.compare.checks import Check, _jsonable, all_passed, kind_summary, summary_line
+from stepwise.compare.checks import Check, all_passed, jsonable, kind_summary, summary_line
 
 __all__ = ["OutputError", "RunFolder", "atomic_path", "check_output_file", "checkpoint_files", "environment",
            "jsonable_tree", "load_npz", "load_results", "save_npz_atomic", "write_json_atomic", "write_results"]
@@ -85,7 +85,7 @@ def jsonable_tree(obj: Any) -> Any:
         return [jsonable_tree(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
-    return _jsonable(obj)
+    return jsonable(obj)
 
 
 def environment() -> dict[str, Any]:

@@ -66,7 +66,7 @@ class Check:
     measured: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(self).items()}
+        return {k: jsonable(v) for k, v in dataclasses.asdict(self).items()}
 
     @property
     def gated(self) -> bool:
@@ -176,11 +176,12 @@ def summary_line(checks: Iterable[Check | dict]) -> str:
     return "; ".join(x for x in [head or "no theory or baseline check", *tail])
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
+    """A check field as JSON: arrays and sequences as lists, NumPy scalars as Python ones, NaN/inf as strings."""
     import numpy as np
 
     if isinstance(v, np.ndarray):
-        return [_jsonable(x) for x in v.tolist()]
+        return [jsonable(x) for x in v.tolist()]
     if isinstance(v, (np.floating, float)):
         v = float(v)
         return v if math.isfinite(v) else str(v)  # JSON has no NaN/inf; keep them readable
@@ -189,5 +190,5 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, (np.bool_,)):
         return bool(v)
     if isinstance(v, Sequence) and not isinstance(v, str):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     return v

@@ -16,7 +16,7 @@ import numpy as np
 
 from stepwise.io import load_npz
 from stepwise.plots._mpl import pyplot, save_atomic
-from stepwise.plots.verify import _overlap
+from stepwise.plots.verify import overlap_panel
 
 FIGURE = "ntk_after_training.png"
 
@@ -87,7 +87,7 @@ def plot_ntk_after_training(run_dir: str | Path, out: str | Path | None = None) 
 
     for i, loss in enumerate(losses):
         if f"overlap_final_{i}" in data:
-            _overlap(fig.add_subplot(grid[1, i]), data[f"overlap_final_{i}"], f"{loss}: steps vs after-training NTK modes")
+            overlap_panel(fig.add_subplot(grid[1, i]), data[f"overlap_final_{i}"], f"{loss}: steps vs after-training NTK modes")
     fig.tight_layout()
     path = save_atomic(fig, out or run_dir / FIGURE)
     plt.close(fig)

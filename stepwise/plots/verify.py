@@ -21,7 +21,8 @@ from stepwise.plots._mpl import pyplot, save_atomic
 FIGURE = "verify.png"
 
 
-def _overlap(ax, overlap: np.ndarray, title: str) -> None:
+def overlap_panel(ax, overlap: np.ndarray, title: str) -> None:
+    """Draw a (steps x kernel modes) overlap matrix on ``ax``, each step's largest overlap annotated."""
     im = ax.imshow(overlap, vmin=0.0, vmax=1.0, cmap="Blues", aspect="auto")
     k, big_k = overlap.shape
     ax.set_xticks(range(big_k), [str(i + 1) for i in range(big_k)], fontsize=7)
@@ -64,8 +65,8 @@ def plot_verify(run_dir: str | Path, title: str = "", out: str | Path | None = N
     ax.set_ylabel("embedding covariance eigenvalues")
     ax.set_title(f"A: {int(data['well_separated'].sum())} well-separated steps (red: lazy-NTK prediction)")
     if has_kernel:
-        _overlap(axes[1], data["overlap_init"], "B: steps vs modes of the NTK at init")
-        _overlap(axes[2], data["overlap_final"], "C: steps vs modes of the NTK after training")
+        overlap_panel(axes[1], data["overlap_init"], "B: steps vs modes of the NTK at init")
+        overlap_panel(axes[2], data["overlap_final"], "C: steps vs modes of the NTK after training")
         ax = axes[3]
         pos = onsets > 0  # a mode above the onset level at the first tracking point has onset 0
         for key, marker, label in (("init", "o", "NTK at init"), ("final", "s", "NTK after training")):
