@@ -1,4 +1,19 @@
-"""Theory-vs-experiment comparisons: named statistics with thresholds (:class:`Check`) and the metrics behind them."""
+"""Theory-vs-experiment comparisons: named statistics with thresholds (:class:`Check`) and the metrics behind them.
+
+The shared core is exported here (checks, step detection, metrics). Each paper's or tool's checks are a module of
+its own, exported as a module and imported on first use (``stepwise.compare.ntk`` or
+``from stepwise.compare import ntk``):
+
+``exact``      closed-form comparisons of a run with its exact theory (linear and kernel Barlow Twins)
+``ntk``        a network's learned subspace and step order against its empirical NTK's prediction (Simon E6)
+``hidden``     a backbone's steps and effective dimension (Simon E5; reported)
+``diagnose``   why a check of a trained network failed (still learning, the kernel moved, a disagreement)
+``tian2021``   BYOL/SimSiam/DirectPred checks (Tian, Chen & Ganguli 2021)
+``tian2020``   covariance-operator and latent-tree checks (Tian 2020)
+``esser2023``  Grassmann-flow checks (Esser et al. 2023)
+"""
+
+import importlib
 
 from stepwise.compare.checks import KINDS, Check, Kind, all_passed, check, kind_summary, summary_line
 from stepwise.compare.steps import StepDetection, detect_steps, stepwise_checks
@@ -41,3 +56,16 @@ __all__ = [
     "unit_rank_increments",
     "values_at",
 ]
+
+_MODULES = ("diagnose", "esser2023", "exact", "hidden", "ntk", "tian2020", "tian2021")
+__all__ += list(_MODULES)
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
