@@ -25,8 +25,7 @@ def _heat(ax, data: dict, i: int, c: int, vmax: float, plt):
     n = data["n_steps"][i, :, :, c]
     H, R = n.shape
     m = int(data["min_steps"])
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("lightgrey")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     im = ax.imshow(np.ma.masked_invalid(n), origin="lower", cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
     for a in range(H):
         for b in range(R):
