@@ -79,6 +79,8 @@ def _experiments():
 
 
 SCALES = ("cpu", "gpu")
+# Named presets of `stepwise run` beyond SCALES: --scale NAME -> the config's classmethod (per loss) building it.
+PRESETS = {"cpu-resnet": "resnet_cpu"}
 
 # Experiments whose training loops checkpoint (``--checkpoint-every``, ``--resume``, ``--keep-checkpoint``).
 CHECKPOINTED = ("stepwise_deep", "ntk_after_training", "noncontrastive_deep", "directpred")
@@ -269,12 +271,19 @@ def _base_config(name: str, config_cls, *, scale: str, smoke: bool, argv: list[s
     """The configuration the flags apply to: CPU default, smoke, or GPU scale (per-loss where the config has losses).
 
     Raises:
-      ValueError: an unknown scale, ``--smoke`` with ``--scale gpu``, or ``--scale gpu`` for an experiment without one.
+      ValueError: an unknown scale, ``--smoke`` with ``--scale gpu``, or ``--scale gpu`` for an experiment without one
+        (likewise a preset of :data:`PRESETS`, e.g. ``cpu-resnet``).
     """
-    if scale not in SCALES:
-        raise ValueError(f"unknown --scale {scale!r}; expected one of {', '.join(SCALES)}")
     loss = _peek(argv, "--loss")
     per_loss = hasattr(config_cls, "for_loss")
+    if scale in PRESETS:
+        preset = getattr(config_cls, PRESETS[scale], None)
+        if preset is None or smoke:
+            raise ValueError(f"--scale {scale} is a preset of stepwise_deep only, without --smoke (got {name!r}"
+                             f"{' with --smoke' if smoke else ''})")
+        return preset(loss) if loss is not None else preset()
+    if scale not in SCALES:
+        raise ValueError(f"unknown --scale {scale!r}; expected one of {', '.join((*SCALES, *PRESETS))}")
     if scale == "gpu":
         if smoke:
             raise ValueError("--smoke and --scale gpu exclude each other (--smoke is the tiny CPU configuration); "
@@ -323,7 +332,9 @@ def _print_verdict(name: str, results: dict, seconds: float, where: Path) -> Non
 def _run(name: str, argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"stepwise run {name}", add_help=False)
     parser.add_argument("--smoke", action="store_true", help="tiny config used by the tests")
-    parser.add_argument("--scale", default="cpu", help="cpu (default) or gpu: the accelerator configuration")
+    parser.add_argument("--scale", default="cpu",
+                        help="cpu (default), gpu (the accelerator configuration) or cpu-resnet "
+                             "(stepwise_deep's ResNet stand-in on the CPU)")
     parser.add_argument("--plan-only", action="store_true", help="print the compute plan and stop")
     parser.add_argument("--no-progress", action="store_true")
     _output_flags(parser, "runs/<experiment>_<dataset or loss>")
@@ -365,7 +376,8 @@ def _run_in(name: str, ours, rest: list[str], command: list[str], folder: RunFol
         kwargs["plan"] = plan
     if folder is None:
         tag = getattr(cfg, "loss", None) or getattr(cfg, "dataset", "default")
-        suffix = "_smoke" if ours.smoke else "_gpu" if ours.scale == "gpu" else ""
+        suffix = ("_smoke" if ours.smoke else "_gpu" if ours.scale == "gpu"
+                  else f"_{ours.scale.replace('-', '_')}" if ours.scale in PRESETS else "")
         folder = RunFolder.open(str(Path("runs") / f"{name}_{tag}{suffix}"), overwrite=ours.overwrite,
                                 resume=ours.resume and not ours.secondary_process)
     return _compute(folder, ours, command, _info(shlex.join(command), name, cfg), cfg,

@@ -193,3 +193,47 @@ def test_loss_names_are_the_published_losses():
         float(_loss(DeepConfig.for_loss("simclr"))(z1, z2)), rel=1e-5)
     floored = _loss(DeepConfig.for_loss("infonce_floored"))
     assert abs(float(floored(1e-3 * z1, 1e-3 * z2)) - float(floored(z1, z2))) > 1e-3
+
+
+@pytest.mark.parametrize("loss", ["vicreg", "barlow_twins_theory"])
+def test_resnet_smoke_run_writes_files_and_its_checks_come_from_the_saved_spectra(tmp_path, loss):
+    """The CPU ResNet stand-in (``DeepConfig.resnet_cpu``, ``--scale cpu-resnet``) in its seconds-long variant: a
+    GroupNorm ResNet-10 on 32x32 RGB patches writes the documented files, computes the gated checks, and each
+    check's value is what :func:`stepwise.compare.stepwise_checks` gives on the spectra saved in spectrum.npz."""
+    from stepwise import compare
+
+    cfg = DeepConfig.resnet_smoke(loss)
+    assert (cfg.model, cfg.dataset, cfg.patch_size, cfg.resnet_blocks) == ("resnet18", "patches", 32, 1)
+    full = DeepConfig.resnet_cpu(loss)
+    assert dataclasses.replace(full, steps=cfg.steps, batch_size=cfg.batch_size, track_every=cfg.track_every,
+                               n_train=cfg.n_train, n_eval=cfg.n_eval) == cfg
+    res = run(cfg, tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text()) == res
+    assert (tmp_path / "stepwise_deep.png").stat().st_size > 10_000
+    by_name = {c["name"]: c for c in res["checks"]}
+    assert {n: c["kind"] for n, c in by_name.items()} == GATED  # no projector: no E5 rows
+    data = io.load_npz(tmp_path / "spectrum.npz")
+    t = data["step"].shape[0]
+    assert t == cfg.steps // cfg.track_every + 1 and data["eigenvalues"].shape == (t, cfg.d)
+    assert data["train_loss"].shape == (cfg.steps,) and np.all(np.isfinite(data["eigenvalues"]))
+    det = compare.detect_steps(data["step"].astype(np.float64), data["eigenvalues"], data["eval_loss"])
+    again = compare.stepwise_checks(det, cfg.min_steps, min_separated_fraction=cfg.min_separated_fraction,
+                                    min_plateaus=cfg.min_plateaus)
+    for c in again:
+        assert by_name[c.name]["value"] == pytest.approx(c.value, nan_ok=True), c.name
+        assert by_name[c.name]["passed"] is c.passed, c.name
+    assert res["passed"] == all(c["passed"] for c in res["checks"])
+    assert res["summary"]["n_separated"] + len(res["summary"]["merged_modes"]) == res["summary"]["n_learned"]
+
+
+def test_cpu_resnet_scale_is_the_resnet_preset():
+    """``stepwise run stepwise_deep --scale cpu-resnet --loss X`` starts from ``DeepConfig.resnet_cpu(X)``."""
+    from experiments.stepwise_deep.config import PUBLISHED
+
+    for loss in (*PUBLISHED, "barlow_twins_theory"):
+        assert cli._base_config("stepwise_deep", DeepConfig, scale="cpu-resnet", smoke=False,
+                                argv=["--loss", loss]) == DeepConfig.resnet_cpu(loss)
+    with pytest.raises(ValueError, match="cpu-resnet"):
+        cli._base_config("stepwise_deep", DeepConfig, scale="cpu-resnet", smoke=True, argv=[])
+    with pytest.raises(ValueError, match="unknown --scale"):
+        cli._base_config("stepwise_deep", DeepConfig, scale="tpu", smoke=False, argv=[])

@@ -311,6 +311,19 @@ def test_resnet18_width_rounding():
     assert (m.feature_dim, m.out_dim) == (10, 10)
 
 
+def test_resnet_blocks_per_stage():
+    """``blocks=1`` is a ResNet-10: one basic block per stage, the same stem, channels, strides and shortcuts."""
+    m10 = nnx.eval_shape(lambda: ResNet18((32, 32, 3), width=0.125, blocks=1, rngs=nnx.Rngs(0)))
+    m18 = nnx.eval_shape(lambda: ResNet18((32, 32, 3), width=0.125, rngs=nnx.Rngs(0)))
+    assert len(m10.blocks) == 4 and len(m18.blocks) == 8
+    assert [b.conv2.conv.kernel.shape[-1] for b in m10.blocks] == [8, 16, 32, 64]
+    assert [b.conv1.conv.strides for b in m10.blocks] == [b.conv1.conv.strides for b in m18.blocks[::2]]
+    assert [b.shortcut is None for b in m10.blocks] == [True, False, False, False]
+    assert m10.feature_dim == m18.feature_dim == 64
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="blocks"):
+            ResNet18((32, 32, 3), width=0.125, blocks=bad, rngs=nnx.Rngs(0))
+
 def test_param_count_hand_computed():
     m = MLP((2, 2, 1), hidden=(3,), embed_dim=2, projector=(5,), rngs=nnx.Rngs(0))
     assert param_count(pure_model(m).params) == (4 * 3 + 3) + (3 * 2 + 2) + (2 * 5 + 5)

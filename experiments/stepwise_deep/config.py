@@ -76,6 +76,15 @@ GPU_GAMMA_1 = 14.5
 GPU_LR_FRACTION = {"barlow_twins": 0.35, "barlow_twins_theory": 0.35, "vicreg": 0.35, "simclr": 0.45,
                    "infonce_floored": 0.45}
 
+# The CPU ResNet stand-in (DeepConfig.resnet_cpu).
+RESNET_CPU_WIDTH = 0.125
+RESNET_CPU_BLOCKS = 1
+RESNET_CPU_HEAD_SCALE = 1e-4
+RESNET_CPU_STEPS = 3000
+RESNET_CPU_BATCH = 64
+RESNET_CPU_LR = {"barlow_twins": 0.1, "barlow_twins_theory": 0.1, "vicreg": 0.1, "simclr": 0.1,
+                 "infonce_floored": 0.1}
+
 
 def network_errors(cfg) -> list[str]:
     """Messages for the network, augmentation and schedule fields that :class:`DeepConfig` and
@@ -120,6 +129,7 @@ class DeepConfig:
       dataset: image source (``cifar10``/``stl10`` need ``data_dir`` or the environment variables).
       model: ``mlp``, ``cnn`` or ``resnet18`` (see :mod:`stepwise.models`).
       hidden, channels, width: architecture sizes (MLP hidden widths; CNN channels; ResNet width multiplier).
+      resnet_blocks: basic blocks per ResNet stage (2: ResNet-18; 1: ResNet-10, the CPU stand-in's).
       embed_dim: backbone output width.
       projector: projector widths; the last is the embedding dimension d whose spectrum is tracked.
       init_scale: factor on every initial kernel ("small initialisation").
@@ -154,6 +164,7 @@ class DeepConfig:
     hidden: tuple[int, ...] = (256, 256)
     channels: tuple[int, ...] = (32, 64)
     width: float = 0.25
+    resnet_blocks: int = 2
     embed_dim: int = 16
     projector: tuple[int, ...] = ()
     init_scale: float = 1.0
@@ -190,7 +201,7 @@ class DeepConfig:
         errors = config_value_errors(self)
         if self.loss not in LOSSES:
             errors.append(f"loss must be one of {', '.join(LOSSES)} (got {self.loss!r})")
-        for name in ("steps", "track_every", "n_train", "embed_dim", "patch_size", "min_steps"):
+        for name in ("steps", "track_every", "n_train", "embed_dim", "patch_size", "min_steps", "resnet_blocks"):
             if getattr(self, name) < 1:
                 errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
         errors += network_errors(self)
@@ -271,6 +282,27 @@ class DeepConfig:
             cls.for_loss(loss), embed_dim=8, projector=(), steps=800, batch_size=128, track_every=20, n_train=512,
             n_eval=128, min_steps=3, min_plateaus=2,
         )
+
+    @classmethod
+    def resnet_cpu(cls, loss: Loss = "barlow_twins") -> "DeepConfig":
+        """The CPU stand-in closer to the paper (``--scale cpu-resnet``): a CIFAR-style ResNet-18 with GroupNorm at
+        width RESNET_CPU_WIDTH on 32x32 RGB patches of the embedded photographs, output layer scaled by
+        RESNET_CPU_HEAD_SCALE, plain SGD at a small learning rate (see the module docstring for the numbers)."""
+        return dataclasses.replace(
+            cls.for_loss(loss), dataset="patches", patch_size=32, model="resnet18", width=RESNET_CPU_WIDTH,
+            resnet_blocks=RESNET_CPU_BLOCKS, embed_dim=16, projector=(), init_scale=1.0,
+            head_scale=RESNET_CPU_HEAD_SCALE, lr=RESNET_CPU_LR[loss],
+            steps=RESNET_CPU_STEPS, batch_size=RESNET_CPU_BATCH, track_every=RESNET_CPU_STEPS // 40,
+            n_train=2000, n_eval=256, crop=None, shift=4, flip=True, noise_std=0.0, brightness=0.4, contrast=0.4,
+        )
+
+    @classmethod
+    def resnet_smoke(cls, loss: Loss = "barlow_twins") -> "DeepConfig":
+        """Seconds-long run of :meth:`resnet_cpu` for CI: the same network, data shape and settings, 30 steps of
+        batch 16 on 64 patches, tracked every 10 steps on 32 held-out patches. For the files and the contract (the
+        checks computed, their values recomputed from the saved spectra), not the verdict."""
+        return dataclasses.replace(cls.resnet_cpu(loss), steps=30, batch_size=16, track_every=10, n_train=64,
+                                   n_eval=32)
 
     @classmethod
     def gpu(cls, loss: Loss = "barlow_twins", *, dataset: str | None = None,

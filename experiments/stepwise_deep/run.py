@@ -52,7 +52,8 @@ def _train_config(cfg: DeepConfig) -> TrainConfig:
 
 def describe(cfg: DeepConfig) -> str:
     """One line: the network, data, batch and dtype of a configuration."""
-    size = {"mlp": f"hidden {cfg.hidden}", "cnn": f"channels {cfg.channels}", "resnet18": f"width {cfg.width:g}"}
+    size = {"mlp": f"hidden {cfg.hidden}", "cnn": f"channels {cfg.channels}",
+            "resnet18": f"width {cfg.width:g}, {cfg.resnet_blocks} blocks per stage"}
     shape = image_shape(cfg.dataset, patch_size=cfg.patch_size)
     view = _augmentation(cfg).output_shape(shape)
     return (f"{cfg.model} ({size[cfg.model]}, projector {cfg.projector or 'none'}) on {cfg.dataset} "
@@ -108,7 +109,7 @@ def _model(cfg: DeepConfig, input_shape):
     elif cfg.model == "cnn":
         kwargs.update(channels=cfg.channels, embed_dim=cfg.embed_dim)
     else:
-        kwargs.update(width=cfg.width, embed_dim=cfg.embed_dim)
+        kwargs.update(width=cfg.width, blocks=cfg.resnet_blocks, embed_dim=cfg.embed_dim)
     pure = pure_model(build_model(cfg.model, input_shape, **kwargs))
     return dataclasses.replace(pure, params=scale_output_layer(pure.params, cfg.head_scale))
 

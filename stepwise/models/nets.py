@@ -405,6 +405,8 @@ class ResNet18(nnx.Module):
       input_shape: image shape (H, W, C) with H, W >= 8 (three stride-2 stages; 8x8 images end at 1x1, and
         inputs up to 96x96 and beyond work).
       width: channel multiplier; 0.125 gives (8, 16, 32, 64) channels.
+      blocks: basic blocks per stage (2: ResNet-18; 1: the ResNet-10 of the ``stepwise_deep`` CPU stand-in, half
+        the depth and about half the FLOPs, the same stem, stages, strides and shortcuts).
       embed_dim: if given, a final Linear map to this width; otherwise ``feature_dim = 512 * width`` (rounded).
       norm: ``"group"`` (default) or ``"none"`` (convs with bias, no normalisation).
       projector: widths of the projector head's Linear layers (ReLU between); ``()`` for none.
@@ -434,6 +436,7 @@ class ResNet18(nnx.Module):
         input_shape: tuple[int, int, int],
         *,
         width: float = 1.0,
+        blocks: int = 2,
         embed_dim: int | None = None,
         norm: Norm = "group",
         projector: tuple[int, ...] = (),
@@ -452,15 +455,17 @@ class ResNet18(nnx.Module):
         _check_norm(norm, "ResNet18")
         if not width > 0:
             raise ValueError(f"ResNet18: width must be positive, got {width!r}")
+        if not _is_positive_int(blocks):
+            raise ValueError(f"ResNet18: blocks (basic blocks per stage) must be a positive int, got {blocks!r}")
         widths = [_resnet_channels(base, width) for base in self.STAGES]
         self.compute_dtype = _compute_dtype(dtype)
         self.param_dtype = jnp.dtype(param_dtype)
         out = None if self.compute_dtype is None else param_dtype  # the output layer (see the module docstring)
         kw = dict(norm=norm, init_scale=init_scale, param_dtype=param_dtype, rngs=rngs, dtype=self.compute_dtype)
         self.stem = _ConvNorm(c, widths[0], kernel=3, stride=1, **kw)
-        blocks, c_in = [], widths[0]
+        per_stage, blocks, c_in = int(blocks), [], widths[0]
         for stage, c_out in enumerate(widths):
-            for i in range(2):
+            for i in range(per_stage):
                 stride = 2 if stage > 0 and i == 0 else 1
                 blocks.append(_BasicBlock(c_in, c_out, stride=stride, **kw))
                 c_in = c_out
