@@ -161,11 +161,16 @@ def test_small_principal_sines_keep_relative_accuracy(problem, t):
     assert ref[0] > 1e-300
     # Relative accuracy of tiny singular values: both sides work on the graded graph coordinates, whose rows and
     # columns scale by exp(2 t lambda). A backward-stable SVD guarantees only eps s_1 absolutely; graded matrices
-    # like these keep relative accuracy ~m eps cond(A_t) in practice (measured <= 6e-12 with four OpenBLAS
-    # kernels and jax 0.10 / 0.12). 1e-10 for the largest sine, 1e-8 for the others, which sit 1e-100 .. 1e-200
-    # below it (an absolute error would not show at all).
+    # like these usually keep relative accuracy ~m eps cond(A_t) (measured <= 6e-12 with four OpenBLAS kernels and
+    # jax 0.10 / 0.12), but not always: on a fresh clone of 2026-12-05 the reference SVD returned 0 for a sine of
+    # 4.2e-199 (t = 300) that the staged computation kept. So: 1e-10 relative for the largest sine, 1e-8 for the
+    # others wherever the reference resolves them in the guaranteed sense (above 10 m eps s_1 would be absolute;
+    # in practice a nonzero reference value), and where the reference underflowed to 0 only that ours lies below
+    # the reference's guaranteed resolution.
     np.testing.assert_allclose(got[0], ref[0], rtol=1e-10)
-    np.testing.assert_allclose(got, ref, rtol=1e-8, atol=1e-300)
+    resolved = ref > 0
+    np.testing.assert_allclose(got[resolved], ref[resolved], rtol=1e-8, atol=1e-300)
+    assert np.all((got[~resolved] >= 0) & (got[~resolved] <= 10 * M * EPS * ref[0])), (got, ref)
 
 
 def test_limit_top_eigenspace_and_loss(problem):
