@@ -139,8 +139,8 @@ def test_training_extends_while_the_spectrum_moves_and_equals_an_uninterrupted_r
 
     from stepwise.compare import diagnose
 
-    base = dataclasses.replace(V.VerifyConfig.smoke(f"{ZOO}:make_backbone_projector"), steps=40, max_steps=80,
-                               track_every=10)
+    base = dataclasses.replace(V.VerifyConfig.smoke(f"{ZOO}:make_backbone_projector"), steps=20, max_steps=40,
+                               track_every=10, n_pairs=8, n_eval=16)
     original, calls = diagnose.spectrum_change_at_end, []
 
     def still_moving_once(t, eigenvalues, *args, **kwargs):  # the first length reads as still learning
@@ -150,16 +150,16 @@ def test_training_extends_while_the_spectrum_moves_and_equals_an_uninterrupted_r
     monkeypatch.setattr(diagnose, "spectrum_change_at_end", still_moving_once)
     extended = V.verify(base, tmp_path / "extended")
     monkeypatch.setattr(diagnose, "spectrum_change_at_end", original)
-    assert calls[:2] == [40.0, 80.0]
+    assert calls[:2] == [20.0, 40.0]
     lengths = extended["summary"]["training_lengths"]
-    assert [x["steps"] for x in lengths] == [40, 80] and lengths[0]["spectrum_change_at_end"] == 1.0
-    assert extended["summary"]["steps_trained"] == 80 and extended["summary"]["step_budget"] == 80
+    assert [x["steps"] for x in lengths] == [20, 40] and lengths[0]["spectrum_change_at_end"] == 1.0
+    assert extended["summary"]["steps_trained"] == 40 and extended["summary"]["step_budget"] == 40
     assert sorted(p.name for p in (tmp_path / "extended").iterdir()) == ["report.html", "results.json", "verify.npz",
                                                                         "verify.png"]  # no checkpoint left behind
-    fixed = V.verify(dataclasses.replace(base, steps=80), tmp_path / "fixed")
-    assert fixed["summary"]["training_lengths"][0]["steps"] == 80
+    fixed = V.verify(dataclasses.replace(base, steps=40), tmp_path / "fixed")
+    assert fixed["summary"]["training_lengths"][0]["steps"] == 40
     a, b = io.load_npz(tmp_path / "extended" / "verify.npz"), io.load_npz(tmp_path / "fixed" / "verify.npz")
-    for name in ("step", "eigenvalues", "eval_loss"):  # resumed at 40 == trained straight to 80, bit for bit
+    for name in ("step", "eigenvalues", "eval_loss"):  # resumed at 20 == trained straight to 40, bit for bit
         np.testing.assert_array_equal(a[name], b[name])
 
 
