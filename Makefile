@@ -7,7 +7,7 @@ RUNS   ?= runs
 # Two pytest workers on the 2-core CI machine; override with `make test PYTEST_WORKERS=auto`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: test-compat test-nt gpu-wheels gpu-check bench-ntk verify-example fig-ntk-after-training install test test-slow reproduce fig-linear fig-deep fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep fig-step-map fig-speedup report bench bench-train clean help
+.PHONY: test-compat test-nt gpu-wheels gpu-check bench-ntk verify-example fig-ntk-after-training install test test-slow reproduce fig-linear fig-deep fig-deep-resnet fig-kernel fig-noncontrastive-linear fig-noncontrastive-deep fig-directpred fig-hltm fig-grassmann fig-width-sweep fig-step-map fig-speedup report bench bench-train clean help
 
 help:
 	@echo "make reproduce   run every experiment at CPU scale on the embedded data -> reports/index.html"
@@ -17,6 +17,7 @@ help:
 	@echo "make fig-kernel  Simon et al. 2023 kernel extension: kernel machines (NTK, RBF) vs kernel PCA theory"
 	@echo "make fig-width-sweep  Simon et al. 2023 NTK extension: ReLU MLPs of growing width vs the NTK prediction"
 	@echo "make fig-deep    Simon et al. 2023 Fig. 1C/D: MLP on digits with Barlow Twins, SimCLR, VICReg as published, then the theory forms"
+	@echo "make fig-deep-resnet  the same rows on a GroupNorm ResNet-10 on 32x32 photo patches (CPU, ~1 h; not in reproduce)"
 	@echo "make fig-step-map  Simon et al. 2023 E3/E4: where BT/SimCLR/VICReg show steps, init scale x lr x width (<= 15 min)"
 	@echo "make fig-noncontrastive-linear  Tian et al. 2021: linear BYOL/SimSiam theory checks A1-A9"
 	@echo "make fig-noncontrastive-deep  Tian et al. 2021 Fig. 2: BYOL predictor alignment/symmetry on an MLP (B1-B3)"
@@ -75,6 +76,13 @@ fig-deep: $(STAMP)
 	$(VENV)/bin/stepwise run stepwise_deep --loss vicreg --out $(RUNS)/stepwise_deep_vicreg --overwrite
 	$(VENV)/bin/stepwise run stepwise_deep --loss barlow_twins_theory --out $(RUNS)/stepwise_deep_barlow_twins_theory --overwrite
 	$(VENV)/bin/stepwise run stepwise_deep --loss infonce_floored --out $(RUNS)/stepwise_deep_infonce_floored --overwrite
+
+# The CPU ResNet stand-in (README, "Real networks"): ~14 min per loss on the loaded 2-core CPU, so not in reproduce.
+fig-deep-resnet: $(STAMP)
+	$(VENV)/bin/stepwise run stepwise_deep --scale cpu-resnet --loss barlow_twins --out $(RUNS)/stepwise_deep_resnet_barlow_twins --overwrite
+	$(VENV)/bin/stepwise run stepwise_deep --scale cpu-resnet --loss simclr --out $(RUNS)/stepwise_deep_resnet_simclr --overwrite
+	$(VENV)/bin/stepwise run stepwise_deep --scale cpu-resnet --loss vicreg --out $(RUNS)/stepwise_deep_resnet_vicreg --overwrite
+	$(VENV)/bin/stepwise run stepwise_deep --scale cpu-resnet --loss barlow_twins_theory --out $(RUNS)/stepwise_deep_resnet_barlow_twins_theory --overwrite
 
 fig-noncontrastive-linear: $(STAMP)
 	$(VENV)/bin/stepwise run noncontrastive_linear --out $(RUNS)/noncontrastive_linear --overwrite

@@ -60,6 +60,14 @@ def describe(cfg: DeepConfig) -> str:
             f"{view[0]}x{view[1]}x{view[2]}, batch {cfg.batch_size}, {cfg.dtype}")
 
 
+def model_label(cfg: DeepConfig) -> str:
+    """The network's short name: ``mlp``, ``cnn``, or ``resnet<depth>`` (2 + 8 x blocks per stage: 18, or 10 for the
+    CPU stand-in) with its width and GroupNorm."""
+    if cfg.model != "resnet18":
+        return cfg.model
+    return f"resnet{2 + 8 * cfg.resnet_blocks} (GroupNorm, width {cfg.width:g})"
+
+
 def costs(cfg: DeepConfig) -> tuple[float, float]:
     """FLOPs of one training step and of one tracking point of ``cfg``'s run (XLA's cost analysis; no data is read,
     nothing is compiled). Raises ValueError for a configuration that does not fit (e.g. a crop larger than the
@@ -230,7 +238,7 @@ def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, checkpo
         snapshots=res.snapshots, probe_accuracy=probe, onsets=det.onsets, widths=det.widths,
         well_separated=det.well_separated, rank=det.rank, lr=np.float64(cfg.lr),
     )
-    figure = plot_stepwise_deep(out_dir, title=f"{cfg.loss} - {cfg.model} on {cfg.dataset}")
+    figure = plot_stepwise_deep(out_dir, title=f"{cfg.loss} - {model_label(cfg)} on {cfg.dataset}")
     summary = {
         "loss_form": "published" if cfg.loss in PUBLISHED else "theory",
         "n_steps": det.n_steps, "onsets": det.onsets, "widths": det.widths, "separations": det.separations,
