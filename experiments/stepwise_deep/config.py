@@ -68,8 +68,8 @@ jobs, load ~8; train / whole-run wall time):
            | row                        | separated | learned | fraction | flat plateaus | rank jump | wall    | verdict |
            |----------------------------|-----------|---------|----------|---------------|-----------|---------|---------|
            | barlow_twins (published)   | 1         | 4       | 0.25     | 0             | 2         | 795/836 | FAIL    |
-           | simclr (published)         | (run in progress at this commit)
-           | vicreg (published)         | (run in progress at this commit)
+           | simclr (published)         | 1         | 1       | 1.00     | 0             | 1         | 741/776 | FAIL    |
+           | vicreg (published)         | 4         | 4       | 1.00     | 3             | 1         | 748/803 | PASS    |
            | barlow_twins_theory        | 4         | 6       | 0.67     | 3             | 1         | 772/822 | PASS    |
 
            The 5 min per loss target is missed as measured (~14 min each, two runs sharing the two loaded cores;
