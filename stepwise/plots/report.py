@@ -187,17 +187,39 @@ def _embed(path: Path, alt: str) -> str:
     return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
 
 
+def _network_label(cfg: dict) -> str:
+    """The network and data of a deep run, e.g. ``mlp on digits`` or ``resnet10 (width 0.125) on patches``."""
+    model = str(cfg.get("model", "network"))
+    if model == "resnet18" and cfg.get("resnet_blocks") not in (None, 2):
+        model = f"resnet{2 + 8 * int(cfg['resnet_blocks'])}"
+    width, hidden = cfg.get("width"), cfg.get("hidden")
+    if model == "mlp" and isinstance(hidden, list):
+        model += f" {'-'.join(str(h) for h in hidden)}"
+    elif model != "mlp" and isinstance(width, (int, float)) and not isinstance(width, bool):
+        model += f" (width {width:g})"
+    return f"{model} on {cfg.get('dataset', 'data')}"
+
+
 def _side_by_side(runs: list[tuple[Path, dict]], folder: Path) -> str:
-    """The deep runs' spectra next to each other (the BT / SimCLR / VICReg figure), drawn from their data."""
+    """The deep runs' spectra next to each other (the BT / SimCLR / VICReg figure), drawn from their data: one figure
+    per network and data set (the MLP on digits and the ResNet stand-in on patches are never mixed), each with two
+    runs or more; a run is labelled by its loss."""
     from stepwise.plots.deep import plot_side_by_side
 
-    deep = [(d, r) for d, r in runs if str(r.get("experiment", "")).startswith("stepwise_deep/")]
-    if len(deep) < 2:
-        return ""
-    labels = [str(r["experiment"]).split("/", 1)[1] for _, r in deep]
-    path = plot_side_by_side([d for d, _ in deep], labels, folder / "stepwise_deep_side_by_side.png")
-    verdicts = ", ".join(f"{lab} {_verdict(r['passed'])}" for lab, (_, r) in zip(labels, deep))
-    return f"<section><h2>Deep networks, losses side by side</h2><p class='sub'>{verdicts}</p>{_embed(path, 'side by side')}</section>"
+    groups: dict[str, list[tuple[Path, dict]]] = {}
+    for d, r in runs:
+        if str(r.get("experiment", "")).startswith("stepwise_deep/"):
+            groups.setdefault(_network_label(_dict(r.get("config"))), []).append((d, r))
+    out = ""
+    for i, (network, deep) in enumerate(groups.items()):
+        if len(deep) < 2:
+            continue
+        labels = [str(r["experiment"]).split("/", 1)[1] for _, r in deep]
+        path = plot_side_by_side([d for d, _ in deep], labels, folder / f"stepwise_deep_side_by_side_{i}.png")
+        verdicts = ", ".join(f"{lab} {_verdict(r['passed'])}" for lab, (_, r) in zip(labels, deep))
+        out += (f"<section><h2>Deep networks, losses side by side: {html.escape(network)}</h2><p class='sub'>"
+                f"{verdicts}</p>{_embed(path, 'side by side: ' + network)}</section>")
+    return out
 
 
 #: The papers and their claims, in the order the report shows them: (experiment name or prefix, paper, claim).
