@@ -10,8 +10,9 @@ import pytest
 
 from stepwise._compat import enable_x64
 from experiments.noncontrastive_linear import NoncontrastiveLinearConfig
-from experiments.noncontrastive_linear.run import DATA, _a1_invariant, _a3_alignment, run
+from experiments.noncontrastive_linear.run import DATA, run
 from stepwise import cli, io
+from stepwise.compare.tian2021 import a1_invariant_checks, a3_alignment_checks
 
 REQUIRED_CHECKS = {
     "a1_invariant_rel_error", "a2_decay_bound_ratio", "a2_lambda_min_H", "a2_exact_decay_rel_error",
@@ -133,7 +134,7 @@ def test_loose_solver_fails_the_invariant_check():
     """A solver tolerance far too loose for Theorem 1's 1e-6 must show up as a failed check (same code path)."""
     cfg = dataclasses.replace(NoncontrastiveLinearConfig.smoke(), rtol=1e-3, atol=1e-6)
     with enable_x64(True):
-        (check,) = _a1_invariant(cfg, {}, {})
+        (check,) = a1_invariant_checks(cfg, {}, {})
     assert check.name == "a1_invariant_rel_error"
     assert not check.passed and check.value > 1e-6
 
@@ -142,7 +143,7 @@ def test_checks_fail_when_theory_preconditions_fail():
     """Without weight decay and with a large tau, Theorem 3's K is not positive definite: the lambda0 check says so."""
     cfg = dataclasses.replace(NoncontrastiveLinearConfig.smoke(), align_eta=0.0, align_tau=2.0)
     with enable_x64(True):
-        checks = {c.name: c for c in _a3_alignment(cfg, {}, {})}
+        checks = {c.name: c for c in a3_alignment_checks(cfg, {}, {})}
     assert not checks["a3_lambda0"].passed and checks["a3_lambda0"].value < 0
     assert checks["a3_commutator_identity"].passed  # the identity itself holds for any eta
 

@@ -76,6 +76,13 @@ def _psd(rng, m):
     return a @ a.T / m
 
 
+def _ncl_cfg():
+    """The noncontrastive_linear smoke config with fewer save times (the A1-A9 checks read their settings from it)."""
+    from experiments.noncontrastive_linear import NoncontrastiveLinearConfig
+
+    return dataclasses.replace(NoncontrastiveLinearConfig.smoke(), n_save=21)
+
+
 def _logistic_run(t, rates, shifts):
     """(T, k) logistic rises, one per column, sorted decreasing: a stepwise eigenvalue record."""
     curves = 1.0 / (1.0 + np.exp(-np.outer(t, rates) + shifts))
@@ -397,6 +404,18 @@ CASES = {
     "stepwise.compare.tian2021.random_predictor_null": lambda d: ((3, 2), {"draws": 20}),
     "stepwise.compare.tian2021.seed_margin": lambda d: ((d.sweep[0, 0, -1, 0] - 0.5,), {}),
     "stepwise.compare.tian2021.spectrum_split": lambda d: ((d.alignment.s,), {}),
+    # the linear model (checklist A): the smoke config with 21 save times, fresh data and summary dicts
+    "stepwise.compare.tian2021.a1_invariant_checks": lambda d: ((_ncl_cfg(), {}, {}), {}),
+    "stepwise.compare.tian2021.a2_decay_checks": lambda d: ((_ncl_cfg(), {}, {}), {}),
+    "stepwise.compare.tian2021.a3_alignment_checks": lambda d: ((_ncl_cfg(), {}, {}), {}),
+    "stepwise.compare.tian2021.a4_mode_checks": lambda d: ((_ncl_cfg(), {}, {}), {}),
+    "stepwise.compare.tian2021.a5_fixed_point_checks": lambda d: ((_ncl_cfg(), {}, {}), {}),
+    "stepwise.compare.tian2021.a6_no_decay_checks": lambda d: ((_ncl_cfg(), {}, {}), {}),
+    "stepwise.compare.tian2021.a7_matrix_checks": lambda d: ((_ncl_cfg(), {}, {}), {}),
+    "stepwise.compare.tian2021.a8_ema_checks": lambda d: ((_ncl_cfg(), {}, {}), {}),
+    "stepwise.compare.tian2021.a9_asymmetry_checks": lambda d: ((_ncl_cfg(), {}, {}), {}),
+    "stepwise.compare.tian2021.fig9_commutator_checks": lambda d: ((_ncl_cfg(), {}, {}), {}),
+    "stepwise.compare.tian2021.phase_portrait_data": lambda d: ((_ncl_cfg(), {}), {}),
 }
 
 # Public methods and properties of the public classes (results and hyperparameters): (instance, args) builders.

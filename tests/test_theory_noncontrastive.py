@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.noncontrastive_linear.config import FIXED_POINT_TABLE
+from stepwise.compare.tian2021 import FIXED_POINT_TABLE
 from stepwise.theory import noncontrastive as nc
 
 N1, N2 = 5, 3

@@ -33,16 +33,6 @@ from typing import Literal
 
 from stepwise.errors import config_value_errors
 
-# Theory note section 5, A5: (tau, sigma2, eta, p_minus, p_plus), [derived] reference values to 5 decimals.
-FIXED_POINT_TABLE = (
-    (1.0, 0.5, 0.0, 0.0, 0.66667),
-    (1.0, 0.5, 0.01, 0.01015, 0.65651),
-    (1.0, 0.5, 0.04, 0.04274, 0.62393),
-    (1.0, 0.5, 0.05, 0.05445, 0.61222),
-    (1.0, 0.0, 0.01, 0.01010, 0.98990),
-    (0.5, 0.5, 0.04, 0.13333, 0.20000),
-)
-
 
 @dataclasses.dataclass(frozen=True)
 class NoncontrastiveLinearConfig:
