@@ -1,7 +1,6 @@
 """The grassmann experiment (Esser et al. 2023) end to end on its smoke config: every check on real values, the
 results.json contract, checks recomputed from the saved data, checks that fail when the physics is wrong."""
 
-import importlib
 import json
 import math
 
@@ -13,10 +12,11 @@ import pytest
 from experiments.grassmann import GrassmannConfig, run
 from stepwise import cli, io
 from stepwise.compare import esser2023
+from stepwise.models.two_layer import hidden_features, two_layer, two_layer_mse
 from stepwise.plots.report import build_report
 from stepwise.theory import grassmann as theory
+from stepwise.training.riemannian import random_orthonormal
 
-runner = importlib.import_module("experiments.grassmann.run")
 
 # The kind of evidence of each check (issue 14); every other check is a theory check.
 CONSISTENCY = {"flow_orthonormality_max", "rgd_orthonormality_max", "rgd_qr_polar_projector_max",
@@ -159,18 +159,18 @@ def test_the_network_is_the_linear_model_on_its_frozen_features():
     rng = np.random.default_rng(0)
     m, d, h, n = 32, 6, 2, 5
     b = jnp.asarray(rng.normal(size=(m, d)))
-    w = runner._orthonormal(rng, m, h)
+    w = random_orthonormal(rng, m, h)
     x1, x2 = rng.normal(size=(n, d)), rng.normal(size=(n, d))
     params = {"a": jnp.asarray(math.sqrt(m) * w), "b": b}
-    f1, f2 = runner.hidden_features(b, x1), runner.hidden_features(b, x2)
+    f1, f2 = hidden_features(b, x1), hidden_features(b, x2)
     # Sums over the m = 32 hidden units, in two orders: within 2 m eps of sum |f| |a| (absolute: outputs may cancel)
     eps = np.finfo(np.float64).eps
     scale = float(np.max(np.abs(np.asarray(f1)) @ np.abs(np.asarray(params["a"]))))
-    np.testing.assert_allclose(runner.two_layer(params, x1), f1 @ params["a"], rtol=0, atol=2 * m * eps * scale)
+    np.testing.assert_allclose(two_layer(params, x1), f1 @ params["a"], rtol=0, atol=2 * m * eps * scale)
 
     def net_loss(a):
         p = {"a": a, "b": b}
-        return -jnp.mean(jnp.sum(runner.two_layer(p, x1) * runner.two_layer(p, x2), axis=-1))
+        return -jnp.mean(jnp.sum(two_layer(p, x1) * two_layer(p, x2), axis=-1))
 
     # The loss and its gradient: the same sums over n = 5 samples and m units in other orders, ~(n + m) eps of the
     # sums of |terms| (measured ~1e-16); 1e-12 relative for the (non-cancelling, here) loss, absolute for the gradient.
@@ -180,10 +180,10 @@ def test_the_network_is_the_linear_model_on_its_frozen_features():
     gscale = float(np.max((af1.T @ af2 + af2.T @ af1) @ aa)) / n / math.sqrt(m)
     np.testing.assert_allclose(jax.grad(net_loss)(params["a"]) / math.sqrt(m), jax.grad(theory.ssl_loss)(
         jnp.asarray(w), f1, f2), rtol=0, atol=4 * (n + m) * eps * gscale)
-    # and the network's MSE is the runner's _mse on the features
+    # and the network's MSE is two_layer_mse on the features
     y = rng.normal(size=(n, h))
-    mse = 0.5 * jnp.mean(jnp.sum((runner.two_layer(params, x1) - y) ** 2, axis=-1))
-    assert float(runner._mse(params["a"], f1, y)) == pytest.approx(float(mse), rel=1e-12)
+    mse = 0.5 * jnp.mean(jnp.sum((two_layer(params, x1) - y) ** 2, axis=-1))
+    assert float(two_layer_mse(params["a"], f1, y)) == pytest.approx(float(mse), rel=1e-12)
 
 
 def test_statistics_on_known_inputs():
@@ -234,3 +234,33 @@ def test_full_default_config_verdicts(tmp_path):
     res = run(GrassmannConfig(), tmp_path)
     failed = {c["name"] for c in res["checks"] if c["passed"] is False}
     assert failed <= {NOTE_CRITERION}, failed
+
+
+def test_library_pieces_the_runner_uses():
+    """euclidean_gd is plain GD recorded like riemannian_gd; record_schedule covers t_end; positive_pairs is seeded
+    and normalised (views centred, E||x||^2 = d); bad arguments are refused before compute."""
+    from stepwise.data.pairs import positive_pairs
+    from stepwise.training.riemannian import euclidean_gd, record_schedule
+
+    c = np.diag([3.0, 1.0, 0.5])
+    w0 = np.ones((3, 2))
+    ws = np.asarray(euclidean_gd(theory.loss, w0, 0.01, 6, args=(jnp.asarray(c),), record_every=3))
+    # -tr(W^T C W) has gradient -2 C W, so each step multiplies W by I + 2 lr C exactly (diagonal C)
+    step = np.diag(1 + 2 * 0.01 * np.diag(c))
+    expected = [w0, np.linalg.matrix_power(step, 3) @ w0, np.linalg.matrix_power(step, 6) @ w0]
+    np.testing.assert_allclose(ws, np.stack(expected), rtol=1e-14)
+    with pytest.raises(ValueError, match="multiple of record_every"):
+        euclidean_gd(theory.loss, w0, 0.01, 5, args=(jnp.asarray(c),), record_every=3)
+    every, n = record_schedule(10.0, 0.01, 400)
+    assert every * n * 0.01 >= 10.0 and (every - 1) * n * 0.01 < 10.0 and n <= 400
+    w = random_orthonormal(np.random.default_rng(0), 5, 2)
+    np.testing.assert_allclose(w.T @ w, np.eye(2), atol=1e-14)
+
+    a = positive_pairs("gaussian", 50, seed=3, targets=2, gaussian_dim=4)
+    b = positive_pairs("gaussian", 50, seed=3, targets=2, gaussian_dim=4)
+    assert all(np.array_equal(a[k], b[k]) for k in a) and a["y"].shape == (50, 2)
+    views = np.concatenate([a["x1"], a["x2"]])
+    np.testing.assert_allclose(views.mean(axis=0), 0, atol=1e-14)
+    assert np.mean(np.sum(views**2, axis=1)) == pytest.approx(4, rel=1e-12)
+    with pytest.raises(ValueError, match="dataset"):
+        positive_pairs("mnist", 50, seed=0, targets=2)

@@ -337,6 +337,12 @@ CASES = {
     "stepwise.compare.esser2023.loglog_slope": lambda d: ((d.t[1:], d.t[1:] ** -0.7), {}),
     "stepwise.compare.esser2023.naive_checks": lambda d: ((d.naive,), {}),
     "stepwise.compare.esser2023.width_checks": lambda d: ((d.width,), {}),
+    "stepwise.compare.esser2023.flow_vs_closed_form": lambda d: ((d.c, d.w0, d.times), {}),
+    "stepwise.compare.esser2023.max_sine": lambda d: ((np.linalg.eigh(d.c)[1][:, :4], d.w0), {}),
+    "stepwise.compare.esser2023.orthonormality_error": lambda d: ((d.w,), {}),
+    "stepwise.compare.esser2023.reduced_ssl_matrix": lambda d: (((d.x, d.x_pos), d.w0), {}),
+    "stepwise.compare.esser2023.relative_change": lambda d: ((d.w, d.w0), {}),
+    "stepwise.compare.esser2023.span_projector": lambda d: ((d.w0,), {}),
     # ---- stepwise.compare.exact
     "stepwise.compare.exact.compare_exact_steps": lambda d: (
         (d.gd_steps, d.gd_eigs, d.gd_loss, d.pred, li.separated_modes(d.pred.gammas, 3)),

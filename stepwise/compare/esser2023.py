@@ -14,18 +14,26 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from stepwise._precision import float64
 from stepwise.compare.checks import Check, check
+from stepwise.theory import grassmann as theory
 
 __all__ = [
     "constrained_checks",
     "decay_rate",
     "discrete_rate",
+    "flow_vs_closed_form",
     "infinite_width_fraction",
     "loglog_slope",
+    "max_sine",
     "naive_checks",
+    "orthonormality_error",
+    "reduced_ssl_matrix",
+    "relative_change",
+    "span_projector",
     "width_checks",
 ]
 
@@ -89,6 +97,60 @@ def infinite_width_fraction(widths: np.ndarray, change: np.ndarray) -> tuple[flo
     design = np.stack([np.ones_like(m), 1.0 / m], axis=1) / y2[:, None]
     alpha2, beta2 = np.linalg.lstsq(design, np.ones_like(m), rcond=None)[0]
     return float(alpha2 / y2[np.argmax(m)]), float(alpha2), float(beta2)
+
+
+@float64
+def span_projector(w: np.ndarray) -> np.ndarray:
+    """W W^T for (..., m, h) W with orthonormal columns: the orthogonal projector onto span(W)."""
+    w = np.asarray(w, np.float64)
+    return np.einsum("...mh,...nh->...mn", w, w)
+
+
+@float64
+def orthonormality_error(w: np.ndarray) -> np.ndarray:
+    """max |W^T W - I| per leading index of (..., m, h) W."""
+    w = np.asarray(w, np.float64)
+    h = w.shape[-1]
+    return np.max(np.abs(np.einsum("...mh,...mk->...hk", w, w) - np.eye(h)), axis=(-2, -1))
+
+
+@float64
+def max_sine(basis_perp: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Largest principal sine between span(W) (orthonormal) and a subspace, from an orthonormal basis of its
+    complement: ||U_perp^T W||_2 (accurate for small angles, unlike an arccos of cosines)."""
+    return np.linalg.norm(np.einsum("mk,...mh->...kh", np.asarray(basis_perp, np.float64), np.asarray(w, np.float64)),
+                          ord=2, axis=(-2, -1))
+
+
+@float64
+def flow_vs_closed_form(c: np.ndarray, w0: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The flow dW/dt = 2 (I - W W^T) C W from W0 by the adaptive solver (:func:`stepwise.theory.grassmann.integrate`)
+    against its closed-form projector: (||W W^T - P(t)||_F, max |W^T W - I|) at each time of ``t``."""
+    ws, _ = theory.integrate(c, w0, t)
+    closed = np.asarray(theory.projector_trajectory(c, w0, t))
+    return np.linalg.norm(span_projector(ws) - closed, axis=(1, 2)), orthonormality_error(ws)
+
+
+@float64
+def reduced_ssl_matrix(views: tuple[np.ndarray, ...], w0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The SSL matrix C of (n, M) feature views, reduced to the span of the features and W0 (M, h).
+
+    C (:func:`stepwise.theory.grassmann.ssl_matrix`) lives in span(views, W0), so with an orthonormal basis B
+    (M, k) of it, the flow from W0 stays in span(B) and B^T C B carries the closed form at dimension k <= M.
+
+    Returns:
+      ``(basis, c_reduced)``: B (M, k) and the symmetrised B^T C B (k, k).
+    """
+    # (jnp: XLA's single-threaded LAPACK; NumPy's threaded BLAS stalls when other processes load the cores)
+    basis = np.asarray(jnp.linalg.qr(jnp.asarray(np.concatenate([v.T for v in views] + [w0], axis=1)))[0])
+    c_red = np.asarray(theory.ssl_matrix(*(v @ basis for v in views)))
+    return basis, 0.5 * (c_red + c_red.T)
+
+
+@float64
+def relative_change(new: np.ndarray, old: np.ndarray) -> float:
+    """||new - old||_F / ||old||_F."""
+    return float(np.linalg.norm(np.asarray(new) - np.asarray(old)) / np.linalg.norm(np.asarray(old)))
 
 
 # ----------------------------------------------------------------------------------------------------------------

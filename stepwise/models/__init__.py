@@ -4,6 +4,7 @@
 ``functional``  :func:`pure_model` (split once; ``apply`` / ``features`` of ``(params, x)``), :func:`param_count`
 ``registry``    :data:`MODELS` name -> class, :func:`build_model`
 ``tree``        the tree-shaped ReLU network of the HLTM experiment (pure functions, :func:`tree_net`)
+``two_layer``   the two-layer ReLU network of the Grassmann width experiment (pure functions, :func:`two_layer`)
 """
 
 from stepwise.models.functional import PureModel as PureModel
@@ -16,6 +17,9 @@ from stepwise.models.registry import MODELS as MODELS
 from stepwise.models.registry import build_model as build_model
 from stepwise.models.tree import init_tree_net as init_tree_net
 from stepwise.models.tree import tree_net as tree_net
+from stepwise.models.two_layer import hidden_features as hidden_features
+from stepwise.models.two_layer import two_layer as two_layer
+from stepwise.models.two_layer import two_layer_mse as two_layer_mse
 
 __all__ = [
     "MLP",
@@ -24,8 +28,11 @@ __all__ = [
     "ResNet18",
     "SmallCNN",
     "build_model",
+    "hidden_features",
     "init_tree_net",
     "param_count",
     "pure_model",
     "tree_net",
+    "two_layer",
+    "two_layer_mse",
 ]

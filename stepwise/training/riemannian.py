@@ -16,6 +16,9 @@ Both return a basis of span(W - lr * xi), so for an O(h)-invariant loss they giv
 Euler-plus-retraction discretisation of the flow dW/dt = -(I - W W^T) grad L at time t = lr x steps; the subspace
 error against the flow is O(lr).
 
+Beside it, for comparison and for unconstrained parameters: plain gradient descent with the same recording
+(:func:`euclidean_gd`) and a Haar-random start on the Stiefel manifold (:func:`random_orthonormal`).
+
 Two interfaces: pure functions (:func:`riemannian_step`, :func:`riemannian_gd`, a jitted ``lax.scan`` loop) and an
 optax ``GradientTransformation`` (:func:`riemannian_sgd`) whose updates ``u`` make ``optax.apply_updates`` land on
 the retracted point (``params + u = R(...)`` to round-off, which the next step's retraction removes again). Combine
@@ -32,6 +35,7 @@ References:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
@@ -44,9 +48,12 @@ __all__ = [
     "RETRACTIONS",
     "Retraction",
     "RiemannianState",
+    "euclidean_gd",
     "horizontal_gradient",
     "polar_retraction",
     "qr_retraction",
+    "random_orthonormal",
+    "record_schedule",
     "retract",
     "riemannian_gd",
     "riemannian_sgd",
@@ -105,11 +112,23 @@ def riemannian_step(w: jax.Array, egrad: jax.Array, lr: float | jax.Array, *,
     return retract(w - lr * horizontal_gradient(w, egrad), retraction)
 
 
+def _check_schedule(lr: float, steps: int, record_every: int) -> None:
+    if not (np.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be finite and > 0; got {lr}")
+    if not (isinstance(record_every, (int, np.integer)) and record_every >= 1):
+        raise ValueError(f"record_every must be a positive integer; got {record_every!r}")
+    if not (isinstance(steps, (int, np.integer)) and steps >= record_every and steps % record_every == 0):
+        raise ValueError(f"steps must be a positive multiple of record_every = {record_every}; got {steps!r}")
+
+
 @functools.partial(jax.jit, static_argnames=("loss_fn", "n_records", "retraction"))
 def _gd(w0, lr, args, record_every, *, loss_fn, n_records, retraction):
     # record_every is traced (a while loop inside), so runs that differ only in it share one compilation.
+    # retraction None: plain gradient descent (euclidean_gd).
     grad = jax.grad(lambda w: loss_fn(w, *args))
-    inner = functools.partial(riemannian_step, lr=lr, retraction=retraction)
+
+    def inner(v, g):
+        return v - lr * g if retraction is None else riemannian_step(v, g, lr, retraction=retraction)
 
     def block(w, _):
         w = jax.lax.fori_loop(0, record_every, lambda _, v: inner(v, grad(v)), w)
@@ -144,12 +163,7 @@ def riemannian_gd(loss_fn: Callable[..., jax.Array], w0: jax.Array, lr: float, s
     _check_matrix(w0, "w0")
     if retraction not in RETRACTIONS:
         raise ValueError(f"unknown retraction {retraction!r}; expected one of {sorted(RETRACTIONS)}")
-    if not (np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be finite and > 0; got {lr}")
-    if not (isinstance(record_every, (int, np.integer)) and record_every >= 1):
-        raise ValueError(f"record_every must be a positive integer; got {record_every!r}")
-    if not (isinstance(steps, (int, np.integer)) and steps >= record_every and steps % record_every == 0):
-        raise ValueError(f"steps must be a positive multiple of record_every = {record_every}; got {steps!r}")
+    _check_schedule(lr, steps, record_every)
     w0 = jnp.asarray(w0)
     err = float(jnp.max(jnp.abs(w0.T @ w0 - jnp.eye(w0.shape[1], dtype=w0.dtype))))
     tol = float(np.sqrt(jnp.finfo(w0.dtype).eps))
@@ -204,3 +218,44 @@ def riemannian_sgd(learning_rate: float | optax.Schedule, *,
         return new, RiemannianState(count=optax.safe_int32_increment(state.count))
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Unconstrained gradient descent and random starts.
+
+
+def random_orthonormal(rng: np.random.Generator, m: int, h: int) -> np.ndarray:
+    """A uniformly random (Haar) point of the Stiefel manifold: QR of an (m, h) Gaussian matrix, signs fixed.
+
+    A NumPy generator rather than a JAX key: each eager ``jax.random`` call compiles once per shape.
+    """
+    if not 1 <= h <= m:
+        raise ValueError(f"need 1 <= h <= m; got m = {m}, h = {h}")
+    return np.asarray(qr_retraction(jnp.asarray(rng.normal(size=(m, h)))))
+
+
+def record_schedule(t_end: float, lr: float, records: int) -> tuple[int, int]:
+    """``(record_every, n_records)`` for a run of step ``lr`` covering time ``t_end`` (at least one step) with about
+    ``records`` recorded points: pass ``steps = record_every * n_records`` and ``record_every`` to the loops."""
+    steps = max(1, math.ceil(t_end / lr))
+    every = max(1, math.ceil(steps / records))
+    return every, math.ceil(steps / every)
+
+
+def euclidean_gd(loss_fn: Callable[..., jax.Array], w0: jax.Array, lr: float, steps: int, *, args: tuple = (),
+                 record_every: int = 1) -> jax.Array:
+    """Plain gradient descent W <- W - lr grad L(W) (gradient by ``jax.grad``), one jitted ``lax.scan``.
+
+    The unconstrained counterpart of :func:`riemannian_gd` (no projection, no retraction, any array shape), with
+    the same arguments and recording.
+
+    Returns:
+      (steps // record_every + 1, *w0.shape) W after 0, record_every, 2 record_every, ... updates.
+
+    Raises:
+      ValueError: lr not finite and > 0, steps not a positive multiple of record_every.
+    """
+    _check_schedule(lr, steps, record_every)
+    w0 = jnp.asarray(w0)
+    return _gd(w0, jnp.asarray(lr, w0.dtype), tuple(args), jnp.asarray(record_every, jnp.int32), loss_fn=loss_fn,
+               n_records=int(steps) // int(record_every), retraction=None)
