@@ -196,6 +196,32 @@ def test_direct_predictor_formulas_differ_as_documented(rng):
     np.testing.assert_allclose(zero, 1e-4 * np.eye(3))
 
 
+def test_direct_predictor_table7_constant(rng):
+    """Table 7's p_j = sqrt(max(s_j - c, 0)) (c in units of s_max): c = 0 is DirectPred bit for bit; positive c
+    floors the modes below c s_max (the code's 1e-4 inside the root: p = 0.01; the paper's: 0), negative c boosts."""
+    q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    s = np.array([4.0, 1.0, 0.3, 0.2])  # s / s_max = 1, 0.25, 0.075, 0.05: two modes below c = 0.1
+    corr = q @ np.diag(s) @ q.T
+    for formula in ("code", "paper"):
+        np.testing.assert_array_equal(ncm.direct_predictor(corr, eps=0.1, formula=formula, c=0.0),
+                                      ncm.direct_predictor(corr, eps=0.1, formula=formula))
+    expected = {("code", 0.1): np.sqrt([0.9, 0.15, 1e-4, 1e-4]), ("code", -0.1): np.sqrt([1.1, 0.35, 0.175, 0.15]),
+                ("paper", 0.1): np.sqrt([3.6, 0.6, 0.0, 0.0])}
+    # eigh of a matrix with eigenvalue gaps >= 0.1 = s_max / 40: eigenvectors within ~4 eps s_max / gap = 160 eps of
+    # q's (up to sign), so W_p = U diag(p) U^T within ~2 x 160 eps x max p of the reference; 10x that. A floor at 0
+    # instead of 1e-4 (code) moves two p_j by 0.01.
+    for (formula, c), p in expected.items():
+        ref = q @ np.diag(p) @ q.T
+        np.testing.assert_allclose(ncm.direct_predictor(corr, eps=0.0, formula=formula, c=c), ref, rtol=0,
+                                   atol=3200 * EPS * p.max())
+    # eps adds eps I on top of the shifted root (Table 7 runs eps = 0)
+    np.testing.assert_allclose(ncm.direct_predictor(corr, eps=0.1, c=0.1) - ncm.direct_predictor(corr, eps=0.0, c=0.1),
+                               0.1 * np.eye(4), rtol=0, atol=100 * EPS)
+    for bad in (dict(c=1.0), dict(c=-1.0), dict(c=0.1, kind="directcopy")):
+        with pytest.raises(ValueError, match="Table 7"):
+            ncm.direct_predictor(corr, eps=0.0, **bad)
+
+
 def test_directpred_sets_wp_from_the_running_correlation(images):
     """F_hat = first batch's E[f f^T], then rho F_hat + (1 - rho) batch; W_p set after steps with step % freq == 0."""
     rho, nc = 0.3, DIRECTPRED
@@ -343,6 +369,9 @@ def test_step_compiles_once_and_runs_share_programs(images):
         ({"direct": "directpred", "predictor": "mlp"}, "linear"),
         ({"formula": "book"}, "formula"),
         ({"method": "moco"}, "method"),
+        ({"direct": "directpred", "c": 1.0}, "Table 7"),
+        ({"direct": "directpred", "c": float("nan")}, "Table 7"),
+        ({"c": 0.1}, "directpred' only"),
     ],
 )
 def test_bad_config_is_a_clear_value_error(kwargs, match):

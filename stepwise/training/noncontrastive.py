@@ -135,6 +135,8 @@ class NoncontrastiveConfig:
       formula: ``code`` (default) or ``paper`` (see the module docstring).
       symmetrize: after every update set W_p <- (W_p + W_p^T) / 2 (the reference code's
         ``predictor_reg=symmetric``; linear predictor, ``direct="none"`` only).
+      c: DirectPred's Table 7 constant c_j, in units of s_max, in (-1, 1) (:func:`direct_predictor`); 0, the
+        default, is DirectPred itself.
 
     Raises:
       ValueError: any value out of range, with what was expected.
@@ -154,6 +156,7 @@ class NoncontrastiveConfig:
     freq: int = 1
     formula: Formula = "code"
     symmetrize: bool = False
+    c: float = 0.0
 
     def __post_init__(self):
         errors = []
@@ -185,6 +188,10 @@ class NoncontrastiveConfig:
             errors.append(f"freq must be >= 1 (got {self.freq})")
         if self.formula not in ("code", "paper"):
             errors.append(f"formula must be 'code' or 'paper' (got {self.formula!r})")
+        if not (_finite(self.c) and -1 < self.c < 1):
+            errors.append(f"c (DirectPred's Table 7 constant, in units of s_max) must be in (-1, 1) (got {self.c})")
+        elif self.c != 0 and self.direct != "directpred":
+            errors.append(f"c (Table 7's constant) applies to direct='directpred' only (got {self.direct!r})")
         if self.symmetrize and (self.predictor != "linear" or self.direct != "none"):
             errors.append("symmetrize needs a trained linear predictor (predictor='linear', direct='none')")
         if errors:
@@ -237,7 +244,7 @@ def predict(kind: Predictor, pred: dict[str, jax.Array], f: jax.Array) -> jax.Ar
 
 
 def direct_predictor(corr: jax.Array, *, eps: float, formula: Formula = "code",
-                     kind: Literal["directpred", "directcopy"] = "directpred") -> jax.Array:
+                     kind: Literal["directpred", "directcopy"] = "directpred", c: float = 0.0) -> jax.Array:
     """DirectPred's (or DirectCopy's) W_p = U diag(p) U^T from the correlation F_hat = U diag(s) U^T.
 
     Args:
@@ -246,20 +253,45 @@ def direct_predictor(corr: jax.Array, *, eps: float, formula: Formula = "code",
       formula: ``code``: p_j = max(sqrt(s_j / s_max) + eps, 1e-4) (DirectCopy: max(s_j / s_max + eps, 1e-4));
         ``paper``: p_j = sqrt(s_j) + eps s_max (DirectCopy: s_j + eps).
       kind: ``directpred`` or ``directcopy``.
+      c: the constant c_j of the paper's Table 7 (DirectPred only), in units of s_max, in (-1, 1); 0 (default)
+        is DirectPred itself, computed exactly as above. The Table 7 variant is p_j = sqrt(max(s_j - c_j, 0)):
+        the per-mode integral of Eqn 14, s_j = p_j^2 / alpha_p + c_j (the appendix's sign, c_j = s_j(0) -
+        p_j(0)^2 / alpha_p; the main text prints the opposite sign), solved for p_j at alpha_p = 1, with one c for
+        every mode. Positive c sets p_j to (about) 0 on the modes with s_j < c s_max; negative c boosts the small
+        eigenvalues, as eps does. ``code`` follows the reference code's ``dyn_eps_inside`` path with
+        ``dyn_eps = -c`` (s_j / s_max shifted inside the root, floored at 1e-4 before it): p_j =
+        sqrt(max(s_j / s_max - c, 1e-4)) + eps; ``paper``: p_j = sqrt(max(s_j - c s_max, 0)) + eps s_max. Table 7
+        runs eps = 0 (the reference code has no eps outside the root on that path; ours adds it unchanged).
 
     Returns:
       (d, d) symmetric W_p in corr's dtype. Negative eigenvalues (round-off) are clamped to 0, and s_max is
       floored at the dtype's smallest normal number, so a collapsed F_hat = 0 gives W_p = max(eps, 1e-4) I (code)
       or eps I (DirectCopy, paper) or 0 (DirectPred, paper) instead of NaN.
 
+    Raises:
+      ValueError: c outside (-1, 1) (c >= 1 zeroes every p_j), c != 0 with DirectCopy, or an unknown formula.
+
     References:
-      Tian, Chen & Ganguli 2021, Eqns 18-19; reference code ``regulate_predictor`` (``balance_type=boost_scale`` /
-      ``direct``); theory note tian2021 section 3 and pitfall 7.1.
+      Tian, Chen & Ganguli 2021, Eqns 14 and 18-19, Table 7; reference code ``regulate_predictor``
+      (``balance_type=boost_scale`` / ``direct``; ``dyn_eps_inside`` for Table 7); theory note tian2021 section 3,
+      B7 and pitfall 7.1.
     """
+    if not (_finite(c) and -1 < c < 1):
+        raise ValueError(f"c (Table 7's constant, in units of s_max) must be in (-1, 1) (got {c})")
+    if c != 0 and kind != "directpred":
+        raise ValueError(f"c (Table 7's constant) applies to DirectPred only (got kind={kind!r})")
     s, u = jnp.linalg.eigh(corr)
     s = jnp.maximum(s, 0)
     s_max = jnp.maximum(jnp.max(s), jnp.finfo(corr.dtype).tiny)
     root = kind == "directpred"
+    if c != 0:
+        if formula == "code":
+            p = jnp.sqrt(jnp.maximum(s / s_max - c, _P_FLOOR)) + eps
+        elif formula == "paper":
+            p = jnp.sqrt(jnp.maximum(s - c * jnp.max(s), 0)) + eps * jnp.max(s)
+        else:
+            raise ValueError(f"formula must be 'code' or 'paper' (got {formula!r})")
+        return (u * p[None, :]) @ u.T
     if formula == "code":
         p = jnp.maximum((jnp.sqrt(s / s_max) if root else s / s_max) + eps, _P_FLOOR)
     elif formula == "paper":
@@ -359,7 +391,7 @@ def _regulate(pred: dict, corr: jax.Array, step: jax.Array, nc: NoncontrastiveCo
     def direct(w):
         if nc.direct == "lstsq":
             return lstsq_predictor(corr, cross, reg=eps).astype(w.dtype)
-        return direct_predictor(corr, eps=eps, formula=nc.formula, kind=nc.direct).astype(w.dtype)
+        return direct_predictor(corr, eps=eps, formula=nc.formula, kind=nc.direct, c=nc.c).astype(w.dtype)
 
     if nc.freq == 1:
         return {"w": direct(pred["w"])}
