@@ -12,9 +12,10 @@ from stepwise import cli, io
 from stepwise.compare import tian2021
 
 CHECKS = ["directpred_modes_min", "directpred_modes_vs_linear", "directpred_vs_linear", "directpred_learns",
-          "twolayer_vs_linear", "lstsq_worse_than_directpred", "lstsq_vs_linear", "lstsq_modes_mean", "directpred_eps_best"]
+          "twolayer_vs_linear", "lstsq_worse_than_directpred", "lstsq_vs_linear", "lstsq_modes_mean", "directpred_eps_best",
+          "b7_positive_c_worse", "b7_positive_c_spread", "b7_positive_c_modes"]
 KINDS = ["theory", "theory", "theory", "baseline", "reported", "theory", "reported", "reported",
-         "reported"]
+         "reported", "theory", "reported", "reported"]
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,15 @@ def test_smoke_run_files_and_real_values(smoke_run):
     assert v["directpred_eps_best"]["value"] in (0.1, 0.5) and v["directpred_eps_best"]["threshold"] == 0.1
     mean, std = res["summary"]["probe_final_mean_std"]["directpred"]
     assert mean == pytest.approx(final["directpred"].mean()) and std == pytest.approx(final["directpred"].std(ddof=1))
+    # note B7: Table 7's positive c, paired with DirectPred's seeds; the same statistic from the saved accuracies
+    assert d["probe_b7"].shape == (cfg.b7_seeds, t) and np.all((d["probe_b7"] > 0.3) & (d["probe_b7"] <= 1.0))
+    assert d["b7_c"] == cfg.b7_c == 0.1 and d["spectrum_b7"].shape == (cfg.b7_seeds, cfg.setup.d)
+    np.testing.assert_array_equal(d["probe_b7"][:, 0], d["probe_directpred"][:, 0])  # same untrained network
+    drop = final["directpred"][: cfg.b7_seeds] - d["probe_b7"][:, -1]
+    np.testing.assert_allclose(v["b7_positive_c_worse"]["value"],
+                               drop.mean() - 2 * drop.std(ddof=1) / np.sqrt(cfg.b7_seeds), atol=1e-12)
+    assert v["b7_positive_c_spread"]["value"] == pytest.approx(d["probe_b7"][:, -1].std(ddof=1))
+    assert v["b7_positive_c_modes"]["measured"]["positive_c"] == res["summary"]["b7_non_null_modes_end"]
 
 
 def test_checks_fail_when_directpred_is_worse():
@@ -99,6 +109,31 @@ def test_lstsq_checks_on_constructed_cases():
                                                                                           n)}
 
 
+def test_b7_checks_on_constructed_cases():
+    """Note B7: positive c worse than the default by 2 SE of the paired seeds passes; as good, or worse only within
+    the seeds' noise (Table 7's std of 18 points over 3 seeds), fails; the spread and modes are reported."""
+    dflt = np.array([0.90, 0.91, 0.89])
+    n = {"default": [8, 9, 8], "positive_c": [3, 1, 5]}
+    poor = {c.name: c for c in tian2021.b7_checks({"default": dflt, "positive_c": np.array([0.60, 0.40, 0.70])}, n,
+                                                  c=0.1, eps=0.1)}
+    # paired drops 0.30, 0.51, 0.19: mean 1/3, SE = std / sqrt(3)
+    drop = np.array([0.30, 0.51, 0.19])
+    assert poor["b7_positive_c_worse"].passed and poor["b7_positive_c_worse"].kind == "theory"
+    assert poor["b7_positive_c_worse"].value == pytest.approx(drop.mean() - 2 * drop.std(ddof=1) / np.sqrt(3))
+    assert poor["b7_positive_c_spread"].passed is None and poor["b7_positive_c_spread"].kind == "reported"
+    assert poor["b7_positive_c_spread"].value == pytest.approx(0.152753, abs=1e-6)  # std of 0.6, 0.4, 0.7
+    assert poor["b7_positive_c_spread"].threshold == pytest.approx(0.01)
+    assert poor["b7_positive_c_modes"].value == 3 and poor["b7_positive_c_modes"].passed is None
+    same = tian2021.b7_checks({"default": dflt, "positive_c": dflt.copy()}, n, c=0.1, eps=0.1)[0]
+    assert not same.passed and same.value == 0  # as good as the default: no drop
+    noisy = tian2021.b7_checks({"default": dflt, "positive_c": np.array([0.90, 0.91, 0.40])}, n, c=0.1, eps=0.1)[0]
+    assert not noisy.passed  # one seed of three fails to learn: mean drop 0.163 within 2 SE (0.188)
+    with pytest.raises(ValueError, match="positive c"):
+        tian2021.b7_checks({"default": dflt, "positive_c": dflt}, n, c=-0.1, eps=0.1)
+    with pytest.raises(ValueError, match="paired"):
+        tian2021.b7_checks({"default": dflt, "positive_c": dflt[:2]}, n, c=0.1, eps=0.1)
+
+
 def test_paper_config_is_the_papers_setting():
     cfg = DirectPredConfig.paper()
     s = cfg.setup
@@ -110,7 +145,8 @@ def test_paper_config_is_the_papers_setting():
 
 def test_config_validation():
     for kwargs in (dict(seeds=0), dict(sweep_seeds=4), dict(rho=1.0), dict(eps=-0.1), dict(eps_sweep=(-1.0,)),
-                   dict(freq=0), dict(formula="book"), dict(min_modes=0), dict(lstsq_reg=0.0)):
+                   dict(freq=0), dict(formula="book"), dict(min_modes=0), dict(lstsq_reg=0.0), dict(b7_seeds=4),
+                   dict(b7_seeds=-1), dict(b7_c=0.0), dict(b7_c=1.0)):
         with pytest.raises(ValueError, match="invalid directpred config"):
             DirectPredConfig(**kwargs)
     assert DirectPredConfig(eps=0.2, eps_sweep=(0.0, 0.5)).sweep == (0.0, 0.2, 0.5)
