@@ -13,7 +13,8 @@ from stepwise.compare import tian2021
 
 CHECKS = ["b1_alignment_cos_min", "b1_aligned_modes_min", "b1_alignment_vs_random", "b2_asymmetry_end",
           "b2_min_eigenvalue_vs_random", "b2_asymmetry_ratio", "b3_spectrum_split_decades",
-          "b3_null_modes_shrink_decades", "b3_loglog_slope", "b4_symmetric_no_ema_collapses"]
+          "b3_null_modes_shrink_decades", "b3_loglog_slope", "b4_symmetric_no_ema_collapses",
+          "fig6_alpha_p_rescues_symmetric"]
 KINDS = {"b1_alignment_cos_min": "theory", "b1_aligned_modes_min": "theory", "b1_alignment_vs_random": "baseline",
          "b2_asymmetry_end": "theory", "b2_min_eigenvalue_vs_random": "baseline", "b2_asymmetry_ratio": "reported",
          "b3_spectrum_split_decades": "reported", "b3_null_modes_shrink_decades": "reported",
@@ -31,7 +32,10 @@ def test_smoke_run_files_and_contract(smoke_run):
     out, res = smoke_run
     assert json.loads((out / "results.json").read_text()) == res
     assert [c["name"] for c in res["checks"]] == CHECKS
-    assert {c["name"]: c["kind"] for c in res["checks"]} == KINDS
+    fig6 = next(c for c in res["checks"] if c["name"] == "fig6_alpha_p_rescues_symmetric")
+    # Fig. 6 is gated only when B4's symmetric runs at alpha_p = 1 collapsed (something to rescue), else reported
+    fig6_kind = "theory" if fig6["measured"]["base_collapsed_seeds"] else "reported"
+    assert {c["name"]: c["kind"] for c in res["checks"]} == KINDS | {fig6["name"]: fig6_kind}
     for c in res["checks"]:
         assert c["reason"] and {"value", "threshold", "passed", "op", "kind"} <= set(c)
         if c["kind"] == "reported":
@@ -48,6 +52,12 @@ def test_smoke_run_files_and_contract(smoke_run):
     modes = res["summary"]["b4_non_null_modes_end"]
     assert b4["measured"]["symmetric"] == modes["symmetric"]
     assert b4["value"] == modes["regular"][0] - modes["symmetric"][0]  # one seed: no standard error
+    # the Fig. 6 rescue: alpha_p = 2 against B4's symmetric runs (same seed), recomputed from the saved spectra
+    assert data["fig6_spectrum_symmetric"].shape == (1, 8) and data["fig6_alpha_p"] == 2.0
+    s = data["fig6_spectrum_symmetric"][0]
+    rescue = int(np.sum(s > tian2021.ALIGN_FLOOR * s[0]))
+    assert fig6["measured"]["rescue"] == res["summary"]["fig6_non_null_modes_end"] == [rescue]
+    assert fig6["measured"]["base"] == modes["symmetric"] and fig6["value"] == rescue - modes["symmetric"][0]
 
 
 def test_smoke_check_values_are_real(smoke_run):
@@ -111,6 +121,22 @@ def test_b4_check_on_constructed_counts():
     assert not tian2021.b4_checks({"symmetric": [1, 1, 1], "regular": [1, 1, 7]}, alpha_p=1.0)[0].passed
 
 
+def test_fig6_check_on_constructed_counts():
+    """The Fig. 6 check passes when the larger alpha_p keeps modes that alpha_p = 1 loses, over the seeds' noise; fails
+    with no gain or a gain within 2 standard errors; is reported (not a vacuous pass) when nothing collapsed."""
+    ok = tian2021.fig6_checks({"base": [1, 1, 1], "rescue": [5, 6, 5]}, alpha_p=2.0, base_alpha_p=1.0)[0]
+    assert ok.passed and ok.kind == "theory" and ok.value == pytest.approx(16 / 3 - 1 - 2 * np.sqrt(1 / 3) / np.sqrt(3))
+    none = tian2021.fig6_checks({"base": [1, 1, 1], "rescue": [1, 1, 1]}, alpha_p=2.0, base_alpha_p=1.0)[0]
+    assert none.kind == "theory" and not none.passed
+    assert not tian2021.fig6_checks({"base": [1, 1, 1], "rescue": [1, 1, 7]}, alpha_p=2.0, base_alpha_p=1.0)[0].passed
+    nothing = tian2021.fig6_checks({"base": [4, 5, 4], "rescue": [8, 9, 8]}, alpha_p=2.0, base_alpha_p=1.0)[0]
+    assert nothing.kind == "reported" and nothing.passed is None and "nothing to rescue" in nothing.reason
+    with pytest.raises(ValueError, match="alpha_p > base_alpha_p"):
+        tian2021.fig6_checks({"base": [1], "rescue": [4]}, alpha_p=1.0, base_alpha_p=1.0)
+    with pytest.raises(ValueError, match="paired"):
+        tian2021.fig6_checks({"base": [1, 1], "rescue": [4]}, alpha_p=2.0, base_alpha_p=1.0)
+
+
 def test_random_predictor_null():
     """The null's statistics match their known distributions: for i.i.d. Gaussian W_p, cos_j = w_jj / ||w_j|| has
     mean 0 and variance ~1/d, the asymmetry ||W - W^T|| / ||W|| concentrates at sqrt(2 (d - 1) / d), and the
@@ -163,7 +189,7 @@ def test_config_validation():
         with pytest.raises(ValueError, match="invalid network setup"):
             NetSetup(**kwargs)
     for kwargs in (dict(seeds=0), dict(min_cos=1.5), dict(min_modes=99), dict(max_asymmetry=0.0), dict(b4_seeds=-1),
-                   dict(b4_alpha_p=0.0)):
+                   dict(b4_alpha_p=0.0), dict(fig6_alpha_p=1.0), dict(b4_alpha_p=3.0)):
         with pytest.raises(ValueError, match="invalid noncontrastive_deep config"):
             NoncontrastiveDeepConfig(**kwargs)
 

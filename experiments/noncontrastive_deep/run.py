@@ -3,10 +3,11 @@ checklist B1-B4).
 
 Trains BYOL with a linear predictor (``seeds`` runs), tracks F = E[f f^T] of the online projector outputs and W_p,
 and checks alignment, symmetry and the spectrum; then the B4 ablation (``b4_seeds`` runs each without EMA, with a
-symmetric and with a regular W_p, at ``b4_alpha_p``) and whether the symmetric one collapses. Writes to ``out_dir``,
-each file atomically: ``alignment.npz`` (per seed: the tracked F and W_p, their aligned spectra s, p, the cosines,
-asymmetry, losses; the B4 runs' spectra of F at the end), then the figure drawn from it (``noncontrastive_deep.png``),
-then ``results.json`` last.
+symmetric and with a regular W_p, at ``b4_alpha_p``) and whether the symmetric one collapses, and the Fig. 6
+rescue (``b4_seeds`` more symmetric runs without EMA at ``fig6_alpha_p``). Writes to ``out_dir``, each file
+atomically: ``alignment.npz`` (per seed: the tracked F and W_p, their aligned spectra s, p, the cosines, asymmetry,
+losses; the B4 and Fig. 6 runs' spectra of F at the end), then the figure drawn from it
+(``noncontrastive_deep.png``), then ``results.json`` last.
 
 The helpers :func:`load_data`, :func:`network` and :func:`train` are shared with the DirectPred experiment.
 """
@@ -110,18 +111,21 @@ def plan(cfg: NoncontrastiveDeepConfig, **device) -> scale.ComputePlan:
     for name, sym in B4_PREDICTORS.items():
         if cfg.b4_seeds:
             work += workloads(cfg.setup, cfg.b4_seeds, label=f"B4 {name}", **_b4_method(cfg, sym))
+    if cfg.b4_seeds:
+        work += workloads(cfg.setup, cfg.b4_seeds, label="Fig. 6 rescue", **_b4_method(cfg, True, cfg.fig6_alpha_p))
     return scale.make_plan(f"{EXPERIMENT}: BYOL, {describe(cfg.setup)}, {cfg.seeds} seed(s)"
-                           + (f", B4 ablation {cfg.b4_seeds} seed(s)" if cfg.b4_seeds else ""),
-                           work, dtype=cfg.setup.dtype, programs=2 + 4 * bool(cfg.b4_seeds), **device)
+                           + (f", B4 ablation and Fig. 6 rescue {cfg.b4_seeds} seed(s)" if cfg.b4_seeds else ""),
+                           work, dtype=cfg.setup.dtype, programs=2 + 6 * bool(cfg.b4_seeds), **device)
 
 
 #: The B4 ablation's predictors (no EMA): name -> symmetrised W_p.
 B4_PREDICTORS = {"symmetric": True, "regular": False}
 
 
-def _b4_method(cfg: NoncontrastiveDeepConfig, symmetric: bool) -> dict:
-    """Note B4's runs: no EMA (the target is the online network under stop-gradient), alpha_p of the ablation."""
-    return {"method": "simsiam", "symmetrize": symmetric, "alpha_p": cfg.b4_alpha_p}
+def _b4_method(cfg: NoncontrastiveDeepConfig, symmetric: bool, alpha_p: float | None = None) -> dict:
+    """Note B4's runs: no EMA (the target is the online network under stop-gradient), alpha_p of the ablation (or
+    ``alpha_p``: the Fig. 6 rescue)."""
+    return {"method": "simsiam", "symmetrize": symmetric, "alpha_p": cfg.b4_alpha_p if alpha_p is None else alpha_p}
 
 
 def train(setup: NetSetup, data: Data, seed: int, *, progress: bool = False, checkpoints: Checkpointing | None = None,
@@ -153,7 +157,8 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
         checkpoints: Checkpointing | None = None, plan: scale.ComputePlan | None = None) -> dict:
     """Run the experiment and write its files to ``out_dir``. Returns the results dictionary (with ``plan``, computed
     before the run, next to the measured times). ``checkpoints``: each seed's training checkpoints
-    (``checkpoint-seed<k>.msgpack``, ``checkpoint-b4-<symmetric|regular>-seed<k>.msgpack``)."""
+    (``checkpoint-seed<k>.msgpack``, ``checkpoint-b4-<symmetric|regular>-seed<k>.msgpack``,
+    ``checkpoint-fig6-symmetric-alpha<alpha_p>-seed<k>.msgpack``)."""
     from stepwise.plots.noncontrastive_deep import plot_noncontrastive_deep
 
     t0 = time.perf_counter()
@@ -172,12 +177,23 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
                       **_b4_method(cfg, sym))
             b4[name].append(np.linalg.eigvalsh(r.corr[-1].astype(np.float64))[::-1])
             b4_timings.append(time.perf_counter() - t)
+    fig6, fig6_timings = [], []  # the Fig. 6 rescue: symmetric, no EMA, at fig6_alpha_p, B4's seeds
+    for seed in range(cfg.b4_seeds):
+        t = time.perf_counter()
+        r = train(cfg.setup, data, seed, progress=progress, checkpoints=checkpoints,
+                  name=f"fig6-symmetric-alpha{cfg.fig6_alpha_p:g}-seed{seed}",
+                  **_b4_method(cfg, True, cfg.fig6_alpha_p))
+        fig6.append(np.linalg.eigvalsh(r.corr[-1].astype(np.float64))[::-1])
+        fig6_timings.append(time.perf_counter() - t)
     aligned = [tian2021.alignment_trajectory(r.corr, r.wp) for r in runs]
     checks = tian2021.deep_checks(aligned, min_cos=cfg.min_cos, min_modes=cfg.min_modes,
                                   max_asymmetry=cfg.max_asymmetry)
     b4_modes = {name: [int(np.sum(s > tian2021.ALIGN_FLOOR * s[0])) for s in v] for name, v in b4.items()}
+    fig6_modes = [int(np.sum(s > tian2021.ALIGN_FLOOR * s[0])) for s in fig6]
     if cfg.b4_seeds:
         checks += tian2021.b4_checks(b4_modes, alpha_p=cfg.b4_alpha_p)
+        checks += tian2021.fig6_checks({"base": b4_modes["symmetric"], "rescue": fig6_modes},
+                                       alpha_p=cfg.fig6_alpha_p, base_alpha_p=cfg.b4_alpha_p, min_modes=cfg.min_modes)
     out_dir.mkdir(parents=True, exist_ok=True)
     stack = lambda name, src: np.stack([getattr(x, name) for x in src])  # noqa: E731
     io.save_npz_atomic(
@@ -188,6 +204,8 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
         target_cos=stack("target_cos", runs), lr=np.float64(cfg.setup.lr), floor=np.float64(tian2021.ALIGN_FLOOR),
         **{f"b4_spectrum_{name}": np.asarray(v, np.float64).reshape(cfg.b4_seeds, cfg.setup.d)
            for name, v in b4.items()},
+        fig6_spectrum_symmetric=np.asarray(fig6, np.float64).reshape(cfg.b4_seeds, cfg.setup.d),
+        fig6_alpha_p=np.float64(cfg.fig6_alpha_p),
     )
     figure = plot_noncontrastive_deep(out_dir)
     end = [a.alive[-1] for a in aligned]
@@ -202,6 +220,8 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
         "target_cos_end": [float(r.target_cos[-1]) for r in runs],
         "b4_non_null_modes_end": b4_modes, "b4_participation_ratio_end": {
             name: [float(np.sum(s) ** 2 / np.sum(s**2)) for s in v] for name, v in b4.items()},
+        "fig6_non_null_modes_end": fig6_modes, "fig6_run_time_s": fig6_timings,
+        "fig6_second_mode_ratio_end": [float(s[1] / s[0]) for s in fig6],
         "train_time_s": [r.train_time_s for r in runs], "run_time_s": timings, "b4_run_time_s": b4_timings,
         "time_per_step_ms": [1e3 * (r.train_time_s - r.tracking_time_s) / cfg.setup.steps for r in runs],
     }
