@@ -2,6 +2,7 @@
 write runs with the same experiment names (``stepwise_deep/<loss>``), and one figure of all four would put two
 panels titled ``barlow_twins`` next to each other."""
 
+import html
 import json
 
 import numpy as np
@@ -42,3 +43,14 @@ def test_a_lone_network_gets_no_side_by_side(tmp_path):
     report = build_report(tmp_path / "runs", tmp_path / "out" / "index.html")
     assert "losses side by side" not in report.path.read_text()
     assert not list((tmp_path / "out").glob("stepwise_deep_side_by_side_*.png"))
+
+
+def test_report_lists_the_claims_it_does_not_check(tmp_path):
+    from stepwise.plots.report import UNCHECKED
+
+    _deep_run(tmp_path / "runs" / "one", "vicreg", {"model": "mlp", "dataset": "digits"}, 1.0)
+    text = build_report(tmp_path / "runs", tmp_path / "out" / "index.html").path.read_text()
+    assert "Claims not checked here" in text
+    assert any("Tian 2020" == paper and "Item 9" in claim for paper, claim, _ in UNCHECKED)
+    for _, claim, _ in UNCHECKED:
+        assert html.escape(claim) in text
