@@ -51,7 +51,8 @@ from stepwise.theory import kernel as theory
 from stepwise.theory import linear
 
 __all__ = ["VerifyConfig", "ModelSpecError", "StatefulLayers", "load_factory", "output_layer", "build_model_checked",
-           "output_selector", "stateful_layers", "features_function", "plan", "float32_copy", "verify"]
+           "output_selector", "stateful_layers", "features_function", "backbone_semantics", "plan", "float32_copy",
+           "verify"]
 
 Loss = Literal["barlow_twins", "simclr", "vicreg", "barlow_twins_theory", "infonce_floored"]
 DATA = "verify.npz"
@@ -114,7 +115,11 @@ class VerifyConfig:
         (``--output 1``) or a key of a dict (``--output latent``); None: the model returns one array.
       features: the backbone, checked next to the embedding (theory note E5; reported, not gated): a dotted
         attribute path from the module to a submodule or method that takes the model's input and returns the
-        backbone output (``--features backbone``, ``--features encoder.trunk``); None: no backbone checks.
+        backbone output (``--features backbone``, ``--features encoder.trunk``); None: no backbone checks. For a
+        model with BatchNorm or Dropout the backbone is analysed as the embedding is: its tracked spectrum and
+        checks are those of the ``model.eval()`` module with the BatchNorm statistics recomputed for the embedding
+        (:data:`STATEFUL_SEMANTICS`, :func:`backbone_semantics`); it must not normalise with a BatchNorm layer the
+        forward pass does not use.
     """
 
     model: str
@@ -402,7 +407,7 @@ STATEFUL_SEMANTICS = {
                 "training views of the NTK pairs (one training-mode pass, momentum 0, gradient stopped), so the "
                 "function analysed is the population version of the one trained, not the lagging running average. "
                 "The tracked spectra, the evaluation loss, both NTKs, the head detection, the learning rate and the "
-                "predictions all use it",
+                "predictions all use it, and with --features the backbone's tracked spectrum and checks too",
 }
 
 
@@ -420,6 +425,8 @@ class StatefulLayers:
         network as in ``eval``); the rest of ``state`` unchanged.
       batch_norm: paths of the BatchNorm layers that use batch statistics in training.
       rng_streams: paths of the RNG stream counters a training pass advances (dropout).
+      eval_module: ``(params, state) -> nnx.Module``: the ``model.eval()`` module at those values (what ``eval``
+        calls), for outputs other than the embedding (the backbone of ``--features``, :func:`features_function`).
     """
 
     params: object
@@ -429,18 +436,35 @@ class StatefulLayers:
     calibrate: Callable
     batch_norm: tuple[str, ...]
     rng_streams: tuple[str, ...]
+    eval_module: Callable | None = None
 
-    def analysis(self, state) -> Callable:
-        """The pure ``(params, x) -> y`` evaluation-mode function at the fixed ``state`` (its floating statistics
-        follow float64 inputs, as :func:`stepwise.ntk.empirical_ntk` casts parameters and inputs under x64)."""
+    def _eval_of(self, features: Callable | None) -> Callable:
+        """``(params, state, x) ->`` the embedding (``features`` None) or ``features(module, x)`` in eval mode."""
+        if features is None:
+            return self.eval
+        return lambda p, st, x: features(self.eval_module(p, st), x)
+
+    def analysis(self, state, features: Callable | None = None) -> Callable:
+        """The pure ``(params, x) -> y`` evaluation-mode function at the fixed ``state``: the embedding, or with
+        ``features`` (:func:`features_function`'s ``(module, x) -> (n, p)``) the backbone output of the same
+        eval-mode module. Its floating statistics follow float64 inputs, as :func:`stepwise.ntk.empirical_ntk`
+        casts parameters and inputs under x64."""
+        fn = self._eval_of(features)
 
         def apply(p, x):
             if jnp.asarray(x).dtype == jnp.float64:
                 wide = lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a  # noqa: E731
-                return self.eval(p, jax.tree.map(wide, state), x)
-            return self.eval(p, state, x)
+                return fn(p, jax.tree.map(wide, state), x)
+            return fn(p, state, x)
 
         return apply
+
+    def tracked(self, calibration: jax.Array, features: Callable | None = None) -> Callable:
+        """``(params, state, x) -> y``: what training tracks, the eval-mode function (the embedding, or the backbone
+        output with ``features``) with the BatchNorm statistics recomputed at ``params`` on the ``calibration``
+        views (``calibrate``), whatever running averages ``state`` carries."""
+        fn = self._eval_of(features)
+        return lambda p, st, x: fn(p, self.calibrate(p, st, calibration), x)
 
     def summary(self, n_calibration: int) -> dict:
         return {"batch_norm_batch_statistics": list(self.batch_norm), "rng_streams": list(self.rng_streams),
@@ -455,6 +479,14 @@ def _flat(state) -> dict:
     from flax import nnx
 
     return {tuple(path): v for path, v in nnx.to_flat_state(state)}
+
+
+def _values(module, *filters) -> dict:
+    """A copy of the values of ``module``'s variables (``nnx.state`` holds the live variables, which a forward
+    pass outside jit changes in place)."""
+    from flax import nnx
+
+    return {p: np.array(v[...]) for p, v in _flat(nnx.state(module, *filters)).items()}
 
 
 def _probe_batch(n: int, view_shape: tuple[int, ...]) -> jax.Array:
@@ -528,8 +560,11 @@ def stateful_layers(module, spec: str, view_shape: tuple[int, int, int], select:
                                 raise_if_not_found=False)
     graphdef_calib = nnx.split(calib_module, nnx.Param, nnx.RngKey, ...)[0]
 
+    def eval_module(p, st):
+        return merged(graphdef_eval, p, keys, st)
+
     def evaluate(p, st, x):
-        return select(merged(graphdef_eval, p, keys, st)(x))
+        return select(eval_module(p, st)(x))
 
     def calibrate(p, st, x):
         m = merged(graphdef_calib, p, keys, st)
@@ -557,7 +592,7 @@ def stateful_layers(module, spec: str, view_shape: tuple[int, int, int], select:
     return StatefulLayers(
         params=params, state=state, train=train, eval=evaluate, calibrate=calibrate,
         batch_norm=tuple(sorted(_path(p) for p in batch_norm if any(tuple(c[:-1]) == p for c in changed))),
-        rng_streams=tuple(sorted(_path(p) for p, k in changed.items() if k == "RngCount")))
+        rng_streams=tuple(sorted(_path(p) for p, k in changed.items() if k == "RngCount")), eval_module=eval_module)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -610,13 +645,21 @@ def _contrastive_eigh(kc: np.ndarray, when: str):
             "and that the embeddings are finite and O(1)") from err
 
 
-def features_function(module, path: str, spec: str, view_shape: tuple[int, int, int]) -> Callable:
+def features_function(module, path: str, spec: str, view_shape: tuple[int, int, int],
+                      layers: StatefulLayers | None = None) -> Callable:
     """``(module, x) -> (n, p)``: the backbone output named by ``path`` (a dotted attribute path to a submodule or
     method taking the model's input), flattened per example; probed on a batch of views before any training.
 
+    With ``layers`` (a model whose forward pass changes state, :func:`stateful_layers`) the backbone is analysed as
+    the embedding is: called on the ``model.eval()`` module (``StatefulLayers.eval_module``) whose BatchNorm
+    statistics are those recomputed for the embedding; the probes run on copies in eval and in training mode, so
+    ``module`` and its state are not changed.
+
     Raises:
       ModelSpecError: the path does not exist, is not callable, fails on the views, or does not return a finite
-        (batch, ...) array.
+        (batch, ...) array; with ``layers``: it changes state in eval mode, or normalises with batch statistics of a
+        BatchNorm layer the model's forward pass does not use (whose statistics the embedding's recomputation
+        does not set).
     """
     from flax import nnx
 
@@ -639,16 +682,51 @@ def features_function(module, path: str, spec: str, view_shape: tuple[int, int, 
         return jnp.reshape(y, (y.shape[0], -1))
 
     x = _probe_batch(4, view_shape)
+    probed = module
+    if layers is not None:
+        probed = nnx.clone(module)  # clone: nnx.split's state shares the module's variables; never move them
+        probed.eval()
     try:
-        y = features(module, x)
+        if layers is not None:
+            before = _values(probed, nnx.Not(nnx.RngKey))
+            y = features(probed, x)
+            moved = [_path(p) for p, v in _values(probed, nnx.Not(nnx.RngKey)).items()
+                     if not np.array_equal(v, before[p])]
+            trained = nnx.clone(module)  # training mode, as make_model built it: which batch statistics it uses
+            start = _values(trained, nnx.BatchStat)
+            features(trained, x)
+            own = {_path(p[:-1]) for p, v in _values(trained, nnx.BatchStat).items()
+                   if not np.array_equal(v, start[p])} - set(layers.batch_norm)
+        else:
+            y = features(module, x)
     except Exception as err:  # noqa: BLE001
         raise ModelSpecError(f"--features {path}: model.{path}(x) failed on a batch of views of shape {tuple(x.shape)} "
                              f"({type(err).__name__}: {err}); name a submodule or method that takes the model's "
                              f"input and returns the backbone output") from err
+    if layers is not None and moved:
+        raise ModelSpecError(f"--features {path}: in eval mode (model.eval()) model.{path}(x) changes "
+                             f"{', '.join(moved)}; the backbone is analysed as the embedding is, in eval mode, which "
+                             "must be deterministic (set deterministic / use_running_average through model.eval())")
+    if layers is not None and own:
+        raise ModelSpecError(f"--features {path}: model.{path}(x) normalises with the batch statistics of "
+                             f"{', '.join(sorted(own))}, which the model's forward pass does not use, so verify cannot "
+                             "recompute them with the embedding's; name a submodule or method the forward pass calls")
     if y.shape[0] != 4 or not bool(jnp.all(jnp.isfinite(y))):
         raise ModelSpecError(f"--features {path}: model.{path}(x) must return a finite (batch, ...) array; got shape "
                              f"{tuple(y.shape)} for a batch of 4 (finite: {bool(jnp.all(jnp.isfinite(y)))}) from {spec}")
     return features
+
+
+def backbone_semantics(path: str, layers: StatefulLayers | None = None) -> str:
+    """What the backbone checks of ``--features path`` analyse (``summary.backbone.function``, and the checks'
+    descriptions): for a model with BatchNorm or Dropout (``layers``), the eval-mode function the embedding is
+    analysed as."""
+    if layers is None:
+        return f"model.{path}(x) of the module as make_model built it (its forward pass changes no state)"
+    how = (["dropout off"] if layers.rng_streams else []) + (
+        ["each BatchNorm with the statistics recomputed for the embedding at the current parameters on the NTK's "
+         "training views (not the running averages trained with)"] if layers.batch_norm else [])
+    return f"model.{path}(x) of the analysed eval-mode module (model.eval()), as the embedding: {'; '.join(how)}"
 
 
 def _kernel_checks(cfg: VerifyConfig, t, snapshots, onsets, k_init, k_final, two_n: int, z_eval, k: int):  # noqa: PLR0913
@@ -745,12 +823,8 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
         raise ModelSpecError(f"the embedding has d = {d} > n_eval = {cfg.n_eval} outputs; raise n_eval")
     layers = stateful_layers(module, cfg.model, view_shape, select)  # refuses unsupported state before training
     feature_of = None
-    if cfg.features is not None:
-        if layers is not None:
-            raise ModelSpecError(f"--features is not supported yet for a model whose forward pass changes state "
-                                 f"(BatchNorm or Dropout: {cfg.model}); leave --features out (the embedding is "
-                                 "checked), or return the module in eval mode (model.eval()) to check that function")
-        feature_of = features_function(module, cfg.features, cfg.model, view_shape)
+    if cfg.features is not None:  # a stateful model's backbone: its eval-mode module, as the embedding
+        feature_of = features_function(module, cfg.features, cfg.model, view_shape, layers)
     # The NTK's points: fixed augmented training pairs and the evaluation views train_ssl tracks. The pairs' views
     # also calibrate the BatchNorm statistics of the analysed (eval-mode) function of a stateful model.
     x1, x2 = make_pairs(aug, jax.random.fold_in(jax.random.key(cfg.seed), 2**31 - 2), jnp.asarray(train[: cfg.n_pairs]))
@@ -813,17 +887,17 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
         checkpoints = Checkpointing(out_dir, every=cfg.steps)
     calib = xs[:two_n]
 
-    def tracked(p, st, x):  # the eval-mode function with statistics recomputed at the current parameters
-        return layers.eval(p, layers.calibrate(p, st, calib), x)
-
     def train_for(total: int, ckpt):
         tcfg = TrainConfig(steps=total, batch_size=cfg.batch_size, lr=lr, optimizer="sgd",
                            track_every=cfg.track_every, n_snapshot=cfg.n_eval, seed=cfg.seed)
         if layers is None:
             return train_ssl(apply, None if feature_of is None else features, params, _loss(cfg), train, aug, tcfg,
                              eval_images=evals, progress=progress, **checkpoint_kwargs(ckpt)), None
-        return train_ssl_stateful(layers.train, tracked, params, model_state, _loss(cfg), train, aug, tcfg,
-                                  eval_images=evals, progress=progress, **checkpoint_kwargs(ckpt))
+        # tracked: the eval-mode embedding (and backbone) with statistics recomputed at the current parameters
+        return train_ssl_stateful(layers.train, layers.tracked(calib), params, model_state, _loss(cfg), train, aug,
+                                  tcfg, eval_images=evals, progress=progress,
+                                  features=None if feature_of is None else layers.tracked(calib, feature_of),
+                                  **checkpoint_kwargs(ckpt))
 
     total, lengths = cfg.steps, []
     length_file = None if checkpoints is None else Path(checkpoints.folder) / "verify-length.json"
@@ -847,9 +921,11 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
     stateful_summary = None
     if layers is None:
         apply_final = apply
+        features_final = None if feature_of is None else features
     else:
         final_state = calibrate(res.params, running, calib)
         apply_final = layers.analysis(final_state)
+        features_final = None if feature_of is None else layers.analysis(final_state, feature_of)
         z_cal = np.asarray(apply_final(res.params, e1), np.float64)
         z_run = np.asarray(layers.eval(res.params, running, e1), np.float64)
         stateful_summary = layers.summary(two_n) | {
@@ -899,12 +975,13 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
         ))
     if feature_of is not None:  # the backbone next to the embedding (theory note E5), reported
         det_feat = compare.detect_steps(t, res.cov_feat)
-        f_eval = np.asarray(features(res.params, e1), np.float64)
+        f_eval = np.asarray(features_final(res.params, e1), np.float64)
         k_sim = max(1, min(k, f_eval.shape[1], d))
         similarity = hidden.backbone_embedding_similarity(f_eval, z_eval, k_sim)
-        checks += hidden.hidden_checks(det_feat, res.cov_feat, similarity=similarity, k=k_sim)
+        function = backbone_semantics(cfg.features, layers)
+        checks += hidden.hidden_checks(det_feat, res.cov_feat, similarity=similarity, k=k_sim, function=function)
         summary["backbone"] = {"path": cfg.features, "width": int(f_eval.shape[1]), "n_steps": det_feat.n_steps,
-                               "onsets": det_feat.onsets, "k_similarity": k_sim}
+                               "onsets": det_feat.onsets, "k_similarity": k_sim, "function": function}
         arrays["backbone_eigenvalues"] = res.cov_feat
     # Why a failing check failed: still learning at the end, a kernel that moved, or a real disagreement.
     diag = diagnose.diagnose(t, res.cov_out, k_init[:two_n, :two_n], k_final[:two_n, :two_n])

@@ -3,9 +3,11 @@ analysed eval-mode function) and nnx.Dropout (RNG stream carried in the training
 
 Each piece is compared with a hand-written reference on a tiny model (BatchNorm forward, running-average update
 with Flax's momentum, one SGD step; eval mode as the affine map with the running statistics; dropout's randomness);
-unsupported state is refused before training; two zoo models go through ``verify --smoke`` end to end.
+unsupported state is refused before training; two zoo models go through ``verify --smoke --features`` end to end,
+the backbone analysed as the embedding (eval mode, recomputed statistics; checked against a hand computation).
 """
 
+import dataclasses
 import json
 import re
 import sys
@@ -161,6 +163,136 @@ def test_dropout_random_in_training_and_deterministic_in_eval():
     assert float(loss_a) > 0 and float(loss_a) != float(loss_b)  # identical views: only dropout differs
 
 
+def _bn_features_bound(P, x, calib, u):
+    """A first-order bound on |f - f_ref| for the tiny model's backbone relu(BN(x W1 + b1)) computed in floating
+    point of unit round-off ``u`` against the exact value, BN normalising with the mean and variance over ``calib``.
+
+    Standard bounds (Higham, Accuracy and Stability, ch. 3) with gamma_n = n u / (1 - n u): a length-m dot product
+    plus a bias errs by gamma_{m+1} (|x| |W1| + |b1|); a mean of n terms by the mean of their errors plus
+    gamma_n mean |h|; Flax's fast variance E[h^2] - mu^2 by 2 mean(|h| dh) + 2 |mu| dmu + gamma_{n+3} (E[h^2] +
+    mu^2); rsqrt(var + eps) by half the relative error of var + eps plus a few ulps (gamma_8, rsqrt within 4 ulp);
+    the affine map and relu add gamma_3 of their terms. Doubled for the second-order terms."""
+    g = lambda n: n * u / (1 - n * u)  # noqa: E731
+    w1, b1 = np.abs(np.asarray(P["w1"], np.float64)), np.abs(np.asarray(P["b1"], np.float64))
+    flat = lambda a: np.asarray(a, np.float64).reshape(len(a), -1)  # noqa: E731
+    m = w1.shape[0]
+    hc = flat(calib) @ np.asarray(P["w1"], np.float64) + np.asarray(P["b1"], np.float64)
+    h = flat(x) @ np.asarray(P["w1"], np.float64) + np.asarray(P["b1"], np.float64)
+    dhc, dh = g(m + 1) * (np.abs(flat(calib)) @ w1 + b1), g(m + 1) * (np.abs(flat(x)) @ w1 + b1)
+    n = len(calib)
+    mu, m2 = hc.mean(axis=0), (hc**2).mean(axis=0)
+    var = m2 - mu**2
+    dmu = dhc.mean(axis=0) + g(n) * np.abs(hc).mean(axis=0)
+    dvar = 2 * (np.abs(hc) * dhc).mean(axis=0) + 2 * np.abs(mu) * dmu + g(n + 3) * (m2 + mu**2)
+    s = np.sqrt(var + EPS)
+    rel_s = dvar / (2 * (var + EPS)) + g(8)
+    du = (dh + dmu) / s + np.abs(h - mu) / s * rel_s
+    scale, bias = np.abs(np.asarray(P["scale"], np.float64)), np.abs(np.asarray(P["bias"], np.float64))
+    return 2 * (scale * du + g(3) * (scale * np.abs(h - mu) / s + bias))
+
+
+def _bn_features_reference(P, x, calib):
+    """relu(BN(x W1 + b1)) in float64 with the BatchNorm statistics (mean, biased variance) over ``calib``."""
+    P = {k: np.asarray(v, np.float64) for k, v in P.items()}
+    lin = lambda a: np.asarray(a, np.float64).reshape(len(a), -1) @ P["w1"] + P["b1"]  # noqa: E731
+    hc = lin(calib)
+    mu, var = hc.mean(axis=0), hc.var(axis=0)
+    return np.maximum((lin(x) - mu) / np.sqrt(var + EPS) * P["scale"] + P["bias"], 0.0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_backbone_features_are_the_eval_mode_function_with_recomputed_statistics(dtype):
+    """--features on a BatchNorm model: what verify tracks (``StatefulLayers.tracked(calib, features)``) and analyses
+    at the end (``analysis(state, features)``) is relu(BN(x W1 + b1)) with the mean and variance over the
+    calibration views, whatever running averages the training state carries; by hand in float64, to a bound
+    derived from the dtype's round-off (:func:`_bn_features_bound`)."""
+    module = zoo.TinyBatchNormMLP(4, 6, 3, rngs=nnx.Rngs(0), momentum=M)
+    layers = V.stateful_layers(module, "tiny", VIEW)
+    before = jax.tree.map(np.asarray, layers.state)
+    feature_of = V.features_function(module, "features", "tiny", VIEW, layers)
+    # the probes ran on copies: the module's (shared) statistics did not move
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, layers.state), before)
+    calib = jnp.asarray(3.0 + 2.0 * np.asarray(_x(9, seed=6)), dtype)  # statistics far from the running ones
+    x = jnp.asarray(_x(5, seed=7), dtype)
+    cast = lambda t: jax.tree.map(lambda a: jnp.asarray(a, dtype), t)  # noqa: E731
+    params, state = cast(layers.params), cast(layers.state)
+    state["bn"]["mean"][...] = jnp.linspace(-0.5, 0.5, 6, dtype=dtype)  # running averages: not what is analysed
+    state["bn"]["var"][...] = jnp.linspace(0.5, 2.0, 6, dtype=dtype)
+    P = _bn_params(layers)
+    want = _bn_features_reference(P, x, calib)
+    bound = _bn_features_bound(P, x, calib, float(jnp.finfo(dtype).eps) / 2)
+    assert np.max(bound) < 1e3 * float(jnp.finfo(dtype).eps) * np.max(np.abs(want))  # the bound is not vacuous
+    # Standard promotion, as a user's run has: Flax's BatchNorm promotes its statistics with float32
+    # (flax/nnx/nn/normalization.py _compute_stats), which this suite's strict mode refuses for float64 inputs.
+    with jax.numpy_dtype_promotion("standard"):
+        tracked = jax.jit(layers.tracked(calib, feature_of))(params, state, x)
+        final = layers.analysis(jax.jit(layers.calibrate)(params, state, calib), feature_of)(params, x)
+        z = np.asarray(jax.jit(layers.tracked(calib))(params, state, x), np.float64)
+    assert tracked.shape == (5, 6) and tracked.dtype == dtype
+    tracked = np.asarray(tracked, np.float64)
+    np.testing.assert_array_less(np.abs(tracked - want), bound + np.finfo(np.float64).tiny)
+    np.testing.assert_array_less(np.abs(np.asarray(final, np.float64) - want), bound + np.finfo(np.float64).tiny)
+    # and the embedding of the same eval-mode module is lin2 of these features
+    w2, b2 = np.asarray(P["w2"], np.float64), np.asarray(P["b2"], np.float64)
+    np.testing.assert_allclose(z, tracked @ w2 + b2, rtol=0, atol=10 * float(jnp.finfo(dtype).eps)
+                               * np.max(np.abs(tracked) @ np.abs(w2) + np.abs(b2)))
+
+
+def test_backbone_features_of_a_dropout_model_are_deterministic_without_dropout():
+    module = zoo.TinyDropoutMLP(4, 64, 3, rngs=nnx.Rngs(0), rate=0.5)
+    layers = V.stateful_layers(module, "tiny", VIEW)
+    feature_of = V.features_function(module, "features", "tiny", VIEW, layers)
+    x, p = _x(5, seed=8), layers.params
+    no_dropout = nnx.relu(x.reshape(5, -1) @ p["lin1"]["kernel"][...] + p["lin1"]["bias"][...][None, :])
+    _, advanced = layers.train(p, layers.state, x)  # another RNG count: the same eval-mode features
+    for state in (layers.state, advanced):
+        np.testing.assert_allclose(layers.tracked(x, feature_of)(p, state, x), no_dropout, rtol=1e-6, atol=1e-6)
+
+
+UNUSED_BN = textwrap.dedent("""
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.lin = nnx.Linear(64, 4, rngs=rngs)
+            self.bn = nnx.BatchNorm(4, rngs=rngs)
+            self.extra = nnx.BatchNorm(4, rngs=rngs)
+        def trunk(self, x):
+            return self.bn(self.lin(x.reshape(x.shape[0], -1)))
+        def other(self, x):  # a BatchNorm the forward pass never uses
+            return self.extra(self.trunk(x))
+        def fixed_batch(self, x):  # batch statistics even in eval mode
+            return self.extra(self.trunk(x), use_running_average=False)
+        def __call__(self, x):
+            return self.trunk(x)
+
+    def make_model(rngs):
+        return Net(rngs)
+""")
+
+
+@pytest.mark.parametrize("path,match", [
+    ("other", r"--features other: model.other\(x\) normalises with the batch statistics of extra, which the model's "
+              r"forward pass does not use"),
+    ("fixed_batch", r"--features fixed_batch: in eval mode \(model.eval\(\)\) model.fixed_batch\(x\) changes "
+                    r"extra/mean, extra/var"),
+])
+def test_backbone_features_that_cannot_share_the_recomputed_statistics_are_refused(tmp_path, capsys, path, match):
+    model = tmp_path / "model.py"
+    model.write_text(UNUSED_BN)
+    spec = f"{model}:make_model"
+    module, _ = V.build_model_checked(V.load_factory(spec), spec, (8, 8, 1), 0)
+    layers = V.stateful_layers(module, spec, (8, 8, 1))
+    assert layers is not None and layers.batch_norm == ("bn",)
+    with pytest.raises(V.ModelSpecError, match=match):
+        V.features_function(module, path, spec, (8, 8, 1), layers)
+    out = tmp_path / "run"  # the CLI: exit 2 before training, one message, nothing written
+    assert cli.main(["verify", "--model", spec, "--features", path, "--smoke", "--out", str(out),
+                     "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and "Traceback" not in err and not out.exists()
+
+
 def test_models_without_state_changes_keep_the_pure_path():
     module = zoo.TinyBatchNormMLP(4, 6, 3, rngs=nnx.Rngs(0))
     module.eval()  # BatchNorm a fixed affine map in training too: nothing changes, one pure function as before
@@ -221,6 +353,19 @@ def _check_results(out: Path, rng_streams: bool, batch_norm: bool) -> dict:
     results = json.loads((out / "results.json").read_text())
     names = {c["name"] for c in results["checks"]}
     assert {"steps_detected", "rank_max_increment"} <= names
+    # --features: the backbone checks computed, on the eval-mode function the embedding is analysed as
+    by_name = {c["name"]: c for c in results["checks"]}
+    for name in ("backbone_steps_detected", "backbone_participation_ratio", "backbone_embedding_similarity"):
+        assert by_name[name]["kind"] == "reported" and np.isfinite(by_name[name]["value"])
+        assert "eval-mode module (model.eval())" in by_name[name]["description"]
+    backbone = results["summary"]["backbone"]
+    assert backbone["path"] == "features" and backbone["width"] == 16
+    assert ("dropout off" in backbone["function"]) == rng_streams
+    assert ("statistics recomputed for the embedding" in backbone["function"]) == batch_norm
+    data = np.load(out / "verify.npz")
+    assert data["backbone_eigenvalues"].shape == (data["step"].shape[0], 16)
+    assert np.all(np.isfinite(data["backbone_eigenvalues"]))
+    assert results["figures"] == ["verify.png"]
     # gated checks have a verdict; the diagnosis (spectrum_change_at_end, ntk_change) is reported: passed None
     assert all(isinstance(c["passed"], bool) and c["value"] is not None for c in results["checks"]
                if c["kind"] != "reported")
@@ -235,7 +380,8 @@ def _check_results(out: Path, rng_streams: bool, batch_norm: bool) -> dict:
 
 
 def test_zoo_batchnorm_resnet_smoke_api(tmp_path):
-    results = V.verify(V.VerifyConfig.smoke(f"{ZOO}:make_resnet_bn"), tmp_path / "resnet")
+    cfg = dataclasses.replace(V.VerifyConfig.smoke(f"{ZOO}:make_resnet_bn"), features="features")
+    results = V.verify(cfg, tmp_path / "resnet")
     _check_results(tmp_path / "resnet", rng_streams=False, batch_norm=True)
     assert results["summary"]["stateful_layers"]["running_vs_recomputed_rel_diff"] >= 0
 
@@ -245,8 +391,8 @@ def test_zoo_vit_dropout_smoke_cli(tmp_path):
     # Standard promotion, as a user's run has: under this suite's x64 the NTK casts to float64, and Flax's LayerNorm
     # promotes its statistics with float32 (flax/nnx/nn/normalization.py _compute_stats), which strict mode refuses.
     with jax.numpy_dtype_promotion("standard"):
-        code = cli.main(["verify", "--model", f"{ZOO}:make_vit_dropout", "--smoke", "--out", str(out),
-                         "--no-progress"])
+        code = cli.main(["verify", "--model", f"{ZOO}:make_vit_dropout", "--features", "features", "--smoke",
+                         "--out", str(out), "--no-progress"])
     assert code in (0, 1)  # checks computed; a smoke run need not pass them
     _check_results(out, rng_streams=True, batch_norm=False)
 

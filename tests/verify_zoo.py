@@ -10,15 +10,19 @@ from flax import nnx
 
 
 class TinyBatchNormMLP(nnx.Module):
-    """flatten -> Linear -> BatchNorm -> ReLU -> Linear: the hand-checked reference model."""
+    """flatten -> Linear -> BatchNorm -> ReLU -> Linear: the hand-checked reference model (``features``: the
+    backbone up to the ReLU, for ``--features features``)."""
 
     def __init__(self, din: int, hidden: int, dout: int, *, rngs: nnx.Rngs, momentum: float = 0.9):
         self.lin1 = nnx.Linear(din, hidden, rngs=rngs)
         self.bn = nnx.BatchNorm(hidden, momentum=momentum, rngs=rngs)
         self.lin2 = nnx.Linear(hidden, dout, rngs=rngs)
 
+    def features(self, x):
+        return nnx.relu(self.bn(self.lin1(x.reshape(x.shape[0], -1))))
+
     def __call__(self, x):
-        return self.lin2(nnx.relu(self.bn(self.lin1(x.reshape(x.shape[0], -1)))))
+        return self.lin2(self.features(x))
 
 
 class TinyDropoutMLP(nnx.Module):
@@ -27,8 +31,11 @@ class TinyDropoutMLP(nnx.Module):
         self.drop = nnx.Dropout(rate, rngs=rngs)
         self.lin2 = nnx.Linear(hidden, dout, rngs=rngs)
 
+    def features(self, x):
+        return self.drop(nnx.relu(self.lin1(x.reshape(x.shape[0], -1))))
+
     def __call__(self, x):
-        return self.lin2(self.drop(nnx.relu(self.lin1(x.reshape(x.shape[0], -1)))))
+        return self.lin2(self.features(x))
 
 
 class BasicBlock(nnx.Module):
@@ -52,7 +59,8 @@ class BasicBlock(nnx.Module):
 
 
 class ResNetBN(nnx.Module):
-    """A small ResNet with BatchNorm (stem, two stages of basic blocks, global pooling, linear projector)."""
+    """A small ResNet with BatchNorm (stem, two stages of basic blocks, global pooling, linear projector);
+    ``features`` is the pooled backbone output (``--features features``)."""
 
     def __init__(self, in_channels: int = 1, width: int = 8, embed_dim: int = 8, *, rngs: nnx.Rngs):
         self.stem = nnx.Conv(in_channels, width, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
@@ -61,10 +69,12 @@ class ResNetBN(nnx.Module):
         self.block2 = BasicBlock(width, 2 * width, 2, rngs=rngs)
         self.head = nnx.Linear(2 * width, embed_dim, rngs=rngs)
 
-    def __call__(self, x):
+    def features(self, x):
         y = nnx.relu(self.bn(self.stem(x)))
-        y = self.block2(self.block1(y))
-        return self.head(jnp.mean(y, axis=(1, 2)))
+        return jnp.mean(self.block2(self.block1(y)), axis=(1, 2))
+
+    def __call__(self, x):
+        return self.head(self.features(x))
 
 
 class EncoderBlock(nnx.Module):
@@ -83,7 +93,8 @@ class EncoderBlock(nnx.Module):
 
 
 class TinyViT(nnx.Module):
-    """2x2 patches, a class token, positional embeddings, one encoder block with dropout and attention dropout."""
+    """2x2 patches, a class token, positional embeddings, one encoder block with dropout and attention dropout;
+    ``features`` is the normalised class token before the head (``--features features``)."""
 
     def __init__(self, image: int = 8, channels: int = 1, patch: int = 2, dim: int = 16, heads: int = 2,
                  embed_dim: int = 8, rate: float = 0.1, *, rngs: nnx.Rngs):
@@ -96,13 +107,15 @@ class TinyViT(nnx.Module):
         self.norm = nnx.LayerNorm(dim, rngs=rngs)
         self.head = nnx.Linear(dim, embed_dim, rngs=rngs)
 
-    def __call__(self, x):
+    def features(self, x):
         p = self.patch(x)
         p = p.reshape(p.shape[0], -1, p.shape[-1])
         cls = jnp.broadcast_to(self.cls[...], (p.shape[0], 1, p.shape[-1]))
         h = self.drop(jnp.concatenate([cls, p], axis=1) + self.pos[...])
-        h = self.norm(self.block(h))
-        return self.head(h[:, 0])
+        return self.norm(self.block(h))[:, 0]
+
+    def __call__(self, x):
+        return self.head(self.features(x))
 
 
 def make_resnet_bn(rngs: nnx.Rngs) -> nnx.Module:

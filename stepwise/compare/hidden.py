@@ -50,24 +50,27 @@ def backbone_embedding_similarity(features: np.ndarray, embeddings: np.ndarray, 
 
 @float64
 def hidden_checks(det_feat: StepDetection, cov_feat: np.ndarray, *, similarity: tuple[float, float] | None = None,
-                  k: int | None = None) -> list[Check]:
+                  k: int | None = None, function: str | None = None) -> list[Check]:
     """The reported checks of a backbone: well-separated steps in its output covariance spectrum (detected as for the
     embedding), its participation ratio at the end (and the start, in ``measured``), and, when given, the
-    similarity of its top-k subspace with the embedding's (:func:`backbone_embedding_similarity`)."""
+    similarity of its top-k subspace with the embedding's (:func:`backbone_embedding_similarity`). ``function``,
+    when given, says which function the backbone output is (e.g. the eval-mode module of a BatchNorm network) and
+    ends each description."""
     cov_feat = np.asarray(cov_feat, np.float64)
     pr = participation_ratio(cov_feat)
+    of = "" if function is None else f"; backbone: {function}"
     checks = [
         check("backbone_steps_detected", det_feat.n_steps, None, kind="reported", reason=WHY,
               description=f"well-separated steps in the backbone-output covariance spectrum (width {cov_feat.shape[1]}), "
-              "detected as for the embedding", measured=det_feat.onsets),
+              f"detected as for the embedding{of}", measured=det_feat.onsets),
         check("backbone_participation_ratio", float(pr[-1]), None, kind="reported", reason=WHY,
               description="effective dimension (sum lambda)^2 / sum lambda^2 of the backbone-output covariance at the "
-              "end of training (measured: at the first and last tracking point)",
+              f"end of training (measured: at the first and last tracking point){of}",
               measured=[float(pr[0]), float(pr[-1])]),
     ]
     if similarity is not None:
         checks.append(check(
             "backbone_embedding_similarity", similarity[0], similarity[1], op=">=", kind="reported", reason=WHY,
             description=f"subspace similarity (mean cos^2 of principal angles) of the backbone's and the embedding's "
-            f"top-{k} principal subspaces on the evaluation views; reference: a random subspace (k / n)"))
+            f"top-{k} principal subspaces on the evaluation views; reference: a random subspace (k / n){of}"))
     return checks

@@ -220,14 +220,17 @@ def make_stateful_step(apply_train: StatefulApplyFn, loss_fn: LossFn, tx, aug: A
     return jax.jit(step, donate_argnums=0)
 
 
-def make_stateful_tracker(apply_eval: StateApplyFn, loss_fn: LossFn, n_snapshot: int):
-    """Jitted: the tracked matrices, loss and snapshot of ``apply_eval(params, model_state, .)`` (no projector
-    split: the backbone spectra equal the output ones)."""
+def make_stateful_tracker(apply_eval: StateApplyFn, loss_fn: LossFn, n_snapshot: int,
+                          features: StateApplyFn | None = None):
+    """Jitted: the tracked matrices, loss and snapshot of ``apply_eval(params, model_state, .)``, the backbone
+    spectra those of ``features(params, model_state, .)`` (None: no projector split, they equal the output ones)."""
 
     @jax.jit
     def track(params, model_state, x1, x2):
         z1, z2 = apply_eval(params, model_state, x1), apply_eval(params, model_state, x2)
-        return spectra_matrices(z1, z2, z1, z2) | {"eval_loss": loss_fn(z1, z2), "snapshots": z1[:n_snapshot]}
+        f1, f2 = (z1, z2) if features is None else (features(params, model_state, x1),
+                                                    features(params, model_state, x2))
+        return spectra_matrices(z1, z2, f1, f2) | {"eval_loss": loss_fn(z1, z2), "snapshots": z1[:n_snapshot]}
 
     return track
 
@@ -243,6 +246,7 @@ def train_ssl_stateful(
     cfg: TrainConfig,
     *,
     eval_images: np.ndarray,
+    features: StateApplyFn | None = None,
     **loop: Unpack[LoopOptions],
 ) -> tuple[SSLRun, Any]:
     """:func:`train_ssl` for a network with training-time state (BatchNorm, dropout).
@@ -259,10 +263,12 @@ def train_ssl_stateful(
       params: initial parameters (differentiated).
       model_state: initial state; leaves are plain arrays (checkpointed as such).
       loss_fn, images, aug, cfg, eval_images, **loop: as for :func:`train_ssl`.
+      features: (params, model_state, x) -> (n, d_feat): the tracked backbone output (e.g. a submodule of the
+        evaluation-mode module), or None.
 
     Returns:
-      (run, model_state): the :class:`SSLRun` (``cov_feat``/``bt_feat`` equal ``cov_out``/``bt_out``) and the final
-      state.
+      (run, model_state): the :class:`SSLRun` (``cov_feat``/``bt_feat`` those of ``features``, or equal to
+      ``cov_out``/``bt_out`` without it) and the final state.
 
     Raises:
       ValueError, DivergenceError: as :func:`train_ssl`.
@@ -270,7 +276,7 @@ def train_ssl_stateful(
     def build(images, eval_images, replicated, batch_sharding):
         tx = make_optimizer(cfg)
         step_fn = make_stateful_step(apply_train, loss_fn, tx, aug, cfg.batch_size, batch_sharding)
-        track = make_stateful_tracker(apply_eval, loss_fn, cfg.n_snapshot)
+        track = make_stateful_tracker(apply_eval, loss_fn, cfg.n_snapshot, features)
         own = jax.tree.map(jnp.copy, params)  # donated by the step: never delete the caller's arrays
         state = StatefulTrainState(params=own, model_state=jax.tree.map(jnp.copy, model_state),
                                    opt_state=tx.init(own), step=jnp.zeros((), jnp.int32),
