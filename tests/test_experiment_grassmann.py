@@ -16,6 +16,7 @@ from stepwise.models.two_layer import hidden_features, two_layer, two_layer_mse
 from stepwise.plots.report import build_report
 from stepwise.theory import grassmann as theory
 from stepwise.training.riemannian import random_orthonormal
+from helpers import api_smoke_run, assert_verdicts
 
 
 # The kind of evidence of each check (issue 14); every other check is a theory check.
@@ -49,10 +50,7 @@ REQUIRED_CHECKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("grassmann") / "grassmann_smoke"
-    return out, run(GrassmannConfig.smoke(), out)
+smoke_run = api_smoke_run(GrassmannConfig.smoke, run)
 
 
 def by_name(results):
@@ -67,12 +65,9 @@ def test_smoke_run_verdicts(smoke_run):
         want = ("consistency" if name in CONSISTENCY else "baseline" if name in BASELINE
                 else "reported" if name in REPORTED else "theory")
         assert c["kind"] == want, name
-        if c["kind"] == "reported":  # shown, not gated
-            assert c["passed"] is None and "not gated" in c["reason"]
-        elif name == NOTE_CRITERION:
-            assert c["threshold"] == -0.1 and c["op"] == ">=" and c["passed"] is (c["value"] >= -0.1)
-        else:
-            assert c["passed"] is True, f"{name} = {c['value']} (needs {c['op']} {c['threshold']})"
+    assert_verdicts(res, skip={NOTE_CRITERION}, reported_reason="not gated")  # reported: shown, not gated
+    c = checks[NOTE_CRITERION]
+    assert c["threshold"] == -0.1 and c["op"] == ">=" and c["passed"] is (c["value"] >= -0.1)
     assert res["passed"] is checks[NOTE_CRITERION]["passed"]
     # The baseline's threshold is the null's exact value (supervised = SSL movement), not a multiple of it.
     assert checks["ssl_vs_sup_ntk_change_ratio"]["threshold"] == 1.0

@@ -15,6 +15,7 @@ from stepwise.compare.tian2020 import best_unit_correlation, hltm_learning_check
 from stepwise.data import hltm as H
 from stepwise.models.tree import init_tree_net, tree_net
 from stepwise.training.hltm import contrastive_loss, train_runs
+from helpers import assert_verdicts, cli_smoke_run
 
 LEARNING = {"root_rise_min_over_seeds", "training_gain_vs_polarity", "training_gain_vs_hid",
             "corr_vs_polarity_min_step", "corr_vs_polarity_total_gain", "corr_vs_hid_min_step",
@@ -42,11 +43,7 @@ COVARIANCE = {"op_identity_rel_error", "weighted_identity_rel_error", "aug_weigh
               "binary_root_outer_product_rel_error"}
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("hltm_smoke")
-    assert cli.main(["run", "hltm", "--smoke", "--out", str(out), "--no-progress"]) == 0
-    return out, io.load_results(out)
+smoke_run = cli_smoke_run("hltm", "--no-progress")
 
 
 def test_smoke_checks_verdicts_with_real_values(smoke_run):
@@ -54,14 +51,12 @@ def test_smoke_checks_verdicts_with_real_values(smoke_run):
     checks = {c["name"]: c for c in res["checks"]}
     assert set(checks) == LEARNING | SAMPLER | COVARIANCE | LINEAR  # depth 3: no [R] reference comparison
     assert {name: c["kind"] for name, c in checks.items()} == {n: k for k, names in KINDS.items() for n in names}
-    for c in checks.values():
-        if c["kind"] == "reported":  # shown, not gated: no verdict, and a reason that says why
-            assert c["passed"] is None and "not gated" in c["reason"], c["name"]
-        elif c["name"] in TRAINING_TRENDS:  # gated on the lower confidence bound of the paired seed mean
-            assert np.isfinite(c["value"]) and c["threshold"] == 0.0 and c["op"] == ">"
-            assert c["passed"] is (c["value"] > 0.0)
-        else:
-            assert c["passed"] is True, f"{c['name']} = {c['value']} (needs {c['op']} {c['threshold']})"
+    # reported: shown, not gated: no verdict, and a reason that says why
+    assert_verdicts(res, skip=TRAINING_TRENDS, reported_reason="not gated")
+    for name in TRAINING_TRENDS:  # gated on the lower confidence bound of the paired seed mean
+        c = checks[name]
+        assert np.isfinite(c["value"]) and c["threshold"] == 0.0 and c["op"] == ">"
+        assert c["passed"] is (c["value"] > 0.0)
     assert res["passed"] is all_passed(res["checks"])
     assert res["passed"] is all(checks[n]["passed"] for n in TRAINING_TRENDS)
     # No allowance on the paper's criteria: the root ends lowest (<= 0) and rises in every seed beyond eval noise.

@@ -1,5 +1,6 @@
 """The linear_bt experiment end to end (smoke configs), its results.json contract, the report and the CLI."""
 
+import functools
 import json
 import math
 
@@ -9,6 +10,7 @@ import pytest
 from experiments.linear_bt import LinearBTConfig, run
 from stepwise import cli, io
 from stepwise.plots.report import build_report
+from helpers import api_smoke_run, assert_verdicts
 
 REQUIRED_CHECKS = {  # name -> kind of evidence
     "step_time_rel_error_median": "theory",
@@ -22,17 +24,13 @@ REQUIRED_CHECKS = {  # name -> kind of evidence
 }
 
 
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("linear_bt_digits")
-    return out, run(LinearBTConfig.smoke("digits"), out)
+digits_run = api_smoke_run(functools.partial(LinearBTConfig.smoke, "digits"), run)
 
 
 @pytest.mark.parametrize("dataset", ["digits", "patches"])
 def test_smoke_run_passes_every_check(tmp_path, dataset, digits_run):
     out, res = digits_run if dataset == "digits" else (tmp_path, run(LinearBTConfig.smoke(dataset), tmp_path))
-    for c in res["checks"]:
-        assert c["passed"] is True, f"{c['name']} = {c['value']} (needs {c['op']} {c['threshold']})"
+    assert_verdicts(res, allow_reported=False)
     assert res["passed"] is True
     assert {c["name"]: c["kind"] for c in res["checks"]} == REQUIRED_CHECKS
 

@@ -4,7 +4,6 @@ real check values, and settings that must make checks fail or be refused."""
 import dataclasses
 import json
 
-import jax
 import numpy as np
 import pytest
 
@@ -13,6 +12,7 @@ from experiments.noncontrastive_linear import NoncontrastiveLinearConfig
 from experiments.noncontrastive_linear.run import DATA, run
 from stepwise import cli, io
 from stepwise.compare.tian2021 import a1_invariant_checks, a3_alignment_checks
+from helpers import assert_verdicts, cli_smoke_run
 
 REQUIRED_CHECKS = {
     "a1_invariant_rel_error", "a2_decay_bound_ratio", "a2_lambda_min_H", "a2_exact_decay_rel_error",
@@ -28,11 +28,7 @@ REQUIRED_CHECKS = {
 REPORTED = {"fig9_unstable_growth_max"}
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "noncontrastive_linear_smoke"
-    assert cli.main(["run", "noncontrastive_linear", "--smoke", "--out", str(out)]) == 0
-    return out, io.load_results(out)
+smoke_run = cli_smoke_run("noncontrastive_linear")
 
 
 # Identities that hold by construction (they test the code, not the paper); every other check is a theory check.
@@ -41,11 +37,7 @@ CONSISTENCY = {"a2_lambda_min_H", "a3_lambda0", "a5_fixed_point_table_error"}
 
 def test_smoke_run_passes_every_check(smoke_run):
     _, res = smoke_run
-    for c in res["checks"]:
-        if c["kind"] == "reported":
-            assert c["passed"] is None and c["reason"]
-            continue
-        assert c["passed"], f"{c['name']} = {c['value']} (needs {c['op']} {c['threshold']})"
+    assert_verdicts(res)
     assert res["passed"] is True
     assert {c["name"] for c in res["checks"]} == REQUIRED_CHECKS | REPORTED
 

@@ -7,15 +7,12 @@ import pytest
 
 from experiments.ntk_after_training import NtkAfterTrainingConfig, run
 from stepwise import cli, compare, io
+from helpers import api_smoke_run
 
 LOSSES = ("barlow_twins", "simclr", "vicreg")
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ntk_after_training")
-    cfg = NtkAfterTrainingConfig.smoke()
-    return cfg, run(cfg, out), out
+smoke = api_smoke_run(NtkAfterTrainingConfig.smoke, run, with_config=True)
 
 
 def test_smoke_run_writes_results_and_figure(smoke):

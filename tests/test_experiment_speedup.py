@@ -19,6 +19,7 @@ from stepwise.models import build_model, pure_model
 from stepwise.theory import linear
 from stepwise.theory import speedup as sp
 from stepwise.verify import output_layer
+from helpers import api_smoke_run
 
 VARIANTS = sp.VARIANTS
 GATED = {
@@ -35,10 +36,7 @@ REPORTED = {"random_init_last_step_speedup_input", "random_init_last_step_speedu
             "deep_representation_similarity_min"}
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("speedup_smoke")
-    return out, run(SpeedupConfig.smoke(), out)
+smoke_run = api_smoke_run(SpeedupConfig.smoke, run)
 
 
 def test_smoke_run_passes_its_gated_checks(smoke_run):

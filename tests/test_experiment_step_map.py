@@ -11,17 +11,14 @@ from experiments.step_map import StepMapConfig, run
 from experiments.step_map.config import STANDARD_HEAD_SCALE
 from experiments.step_map.run import STATISTICS
 from stepwise import compare, io
+from helpers import api_smoke_run
 
 PER_LOSS_KINDS = {"max_separated_steps": "theory", "stepwise_region": "reported",
                   "best_cell_separated_fraction": "reported", "diverged_cells": "reported",
                   "e4_standard_init_steps": "reported", "e4_standard_init_flat_plateaus": "reported"}
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("step_map")
-    cfg = StepMapConfig.smoke()
-    return cfg, run(cfg, out), out
+smoke = api_smoke_run(StepMapConfig.smoke, run, with_config=True)
 
 
 def test_smoke_writes_results_data_and_figure(smoke):

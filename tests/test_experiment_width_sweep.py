@@ -9,6 +9,7 @@ from experiments.width_sweep import WidthSweepConfig, run
 from experiments.width_sweep.run import STEP_ERROR_TARGET, monotone_violation, step_time_statistics
 from stepwise import compare, io
 from stepwise.theory import linear
+from helpers import api_smoke_run, assert_verdicts
 
 KINDS = {"gram_error_monotone_in_width": "theory", "projector_distance_monotone_in_width": "theory",
          "widest_gram_vs_random_function": "baseline", "widest_gram_rel_error": "reported",
@@ -22,20 +23,13 @@ KINDS = {"gram_error_monotone_in_width": "theory", "projector_distance_monotone_
 TARGET_CHECK = "step_time_rel_error_widest"
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("width_sweep")
-    return WidthSweepConfig.smoke(), run(WidthSweepConfig.smoke(), out), out
+smoke = api_smoke_run(WidthSweepConfig.smoke, run, with_config=True)
 
 
 def test_smoke_run_passes_and_distance_falls_with_width(smoke):
     cfg, res, out = smoke
     assert {c["name"]: c["kind"] for c in res["checks"]} == KINDS
-    for c in res["checks"]:
-        if c["kind"] == "reported":
-            assert c["passed"] is None and c["reason"], c
-        elif c["name"] != TARGET_CHECK:
-            assert c["passed"], f"{c['name']} = {c['value']} (needs {c['op']} {c['threshold']})"
+    assert_verdicts(res, skip={TARGET_CHECK})
     target = {c["name"]: c for c in res["checks"]}[TARGET_CHECK]
     assert res["passed"] is target["passed"] and json.loads((out / "results.json").read_text()) == res
     assert res["figures"] == ["width_sweep.png"] and (out / "width_sweep.png").stat().st_size > 10_000
