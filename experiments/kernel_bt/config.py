@@ -18,8 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from stepwise.data import image_shape
-from stepwise.errors import config_value_errors
+from stepwise.errors import bound_errors, config_value_errors, image_crop_errors
 
 DEFAULT_CROP = {"patches": 8, "digits": 6, "cifar10": 8, "stl10": 16}
 
@@ -81,43 +80,16 @@ class KernelBTConfig:
     data_dir: str | None = None
 
     def __post_init__(self):
-        errors = config_value_errors(self)
-        if self.n_pairs < 2:
-            errors.append(f"n_pairs must be >= 2 (got {self.n_pairs})")
-        if self.crop is not None and self.crop < 1:
-            errors.append(f"crop must be >= 1 (got {self.crop})")
-        elif self.dataset not in DEFAULT_CROP:
-            errors.append(f"dataset must be one of {', '.join(DEFAULT_CROP)} (got {self.dataset!r})")
-        elif self.crop_size > min(image_shape(self.dataset)[:2]):
-            errors.append(f"crop {self.crop_size} does not fit in {self.dataset} images of "
-                          f"{'x'.join(map(str, image_shape(self.dataset)[:2]))}")
-        if self.d is not None and self.d < 1:
-            errors.append(f"d must be >= 1 or None (got {self.d})")
-        if self.d_max < 3:
-            errors.append(f"d_max must be >= 3 (got {self.d_max})")
-        if not 0 < self.gap_ratio < 1:
-            errors.append(f"gap_ratio must be in (0, 1) (got {self.gap_ratio})")
-        if not self.bandwidth_scale > 0:
-            errors.append(f"bandwidth_scale must be > 0 (got {self.bandwidth_scale})")
-        if self.ntk_width < 1:
-            errors.append(f"ntk_width must be >= 1 (got {self.ntk_width})")
-        if not 0 < self.init_scale < 1:
-            errors.append(f"init_scale must be in (0, 1): initial embedding eigenvalues ~ init_scale^2 start below "
-                          f"the learned value 1 (got {self.init_scale})")
-        if not 0 < self.lr_scale < 1:
-            errors.append(f"lr_scale must be in (0, 1), i.e. below the stability limit (got {self.lr_scale})")
-        if not self.ridge >= 0:
-            errors.append(f"ridge must be >= 0 (got {self.ridge})")
-        if self.steps is not None and self.steps < 1:
-            errors.append(f"steps must be >= 1 or None (got {self.steps})")
-        if self.max_steps < 1:
-            errors.append(f"max_steps must be >= 1 (got {self.max_steps})")
-        if not self.plateau_separation >= 0:
-            errors.append(f"plateau_separation must be >= 0 (got {self.plateau_separation})")
-        if not 0 < self.gate_ratio <= 1:
-            errors.append(f"gate_ratio must be in (0, 1] (got {self.gate_ratio})")
-        if self.n_test < 2:
-            errors.append(f"n_test must be >= 2 (got {self.n_test})")
+        errors = config_value_errors(self) + bound_errors(self, ("n_pairs", ">= 2"))
+        errors += image_crop_errors(self.dataset, self.crop, DEFAULT_CROP)
+        errors += bound_errors(
+            self, ("d", ">= 1 or None"), ("d_max", ">= 3"), ("gap_ratio", "in (0, 1)"), ("bandwidth_scale", "> 0"),
+            ("ntk_width", ">= 1"),
+            ("init_scale", "in (0, 1)",
+             ": initial embedding eigenvalues ~ init_scale^2 start below the learned value 1"),
+            ("lr_scale", "in (0, 1)", ", i.e. below the stability limit"), ("ridge", ">= 0"),
+            ("steps", ">= 1 or None"), ("max_steps", ">= 1"), ("plateau_separation", ">= 0"),
+            ("gate_ratio", "in (0, 1]"), ("n_test", ">= 2"))
         if errors:
             raise ValueError("invalid kernel_bt config: " + "; ".join(errors))
 

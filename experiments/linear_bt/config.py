@@ -15,7 +15,7 @@ import dataclasses
 from typing import Literal
 
 from stepwise.data import image_shape
-from stepwise.errors import config_value_errors
+from stepwise.errors import bound_errors, config_value_errors
 
 DEFAULT_CROP = {"patches": 20, "digits": 6, "cifar10": 20, "stl10": 64}
 
@@ -66,13 +66,10 @@ class LinearBTConfig:
     data_dir: str | None = None
 
     def __post_init__(self):
-        errors = config_value_errors(self)
-        if self.n_pairs < 2:
-            errors.append(f"n_pairs must be >= 2 (got {self.n_pairs})")
+        errors = config_value_errors(self) + bound_errors(self, ("n_pairs", ">= 2"))
         if self.crop is not None and self.crop < 1:
             errors.append(f"crop must be >= 1 (got {self.crop})")
-        if self.d < 1:
-            errors.append(f"d must be >= 1 (got {self.d})")
+        errors += bound_errors(self, ("d", ">= 1"))
         if self.dataset not in DEFAULT_CROP:
             errors.append(f"dataset must be one of {', '.join(DEFAULT_CROP)} (got {self.dataset!r})")
         elif self.crop is None or self.crop >= 1:
@@ -87,14 +84,9 @@ class LinearBTConfig:
         if not lo <= self.init_scale < hi:
             errors.append(f"init_scale must be in [{lo:g}, {hi:g}): lambda_j(0) ~ init_scale^2 starts below the "
                           f"learned value 1 and stays a normal float64 (got {self.init_scale})")
-        if not 0 < self.lr_scale < 1:
-            errors.append(f"lr_scale must be in (0, 1), i.e. below the stability limit 1/(4 gamma_1) (got {self.lr_scale})")
-        if self.steps is not None and self.steps < 1:
-            errors.append(f"steps must be >= 1 or None (got {self.steps})")
-        if not 0 < self.gate_ratio <= 1:
-            errors.append(f"gate_ratio must be in (0, 1] (got {self.gate_ratio})")
-        if not self.plateau_separation >= 0:
-            errors.append(f"plateau_separation must be >= 0 (got {self.plateau_separation})")
+        errors += bound_errors(
+            self, ("lr_scale", "in (0, 1)", ", i.e. below the stability limit 1/(4 gamma_1)"),
+            ("steps", ">= 1 or None"), ("gate_ratio", "in (0, 1]"), ("plateau_separation", ">= 0"))
         if self.n_test < 0 or self.n_test == 1:
             # One held-out image makes a 1x1 Gram matrix, equal to the prediction's after normalisation whatever
             # was learned (measured: test_gram_rel_error 0.0, a pass that checks nothing).

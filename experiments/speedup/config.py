@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from stepwise.errors import config_value_errors
+from stepwise.errors import bound_errors, config_value_errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,47 +96,24 @@ class SpeedupConfig:
 
     def __post_init__(self):
         errors = config_value_errors(self)
-        if self.n_pairs < 2:
-            errors.append(f"n_pairs must be >= 2 (got {self.n_pairs})")
-        if self.crop is not None and self.crop < 1:
-            errors.append(f"crop must be >= 1 or None (got {self.crop})")
-        if self.d < 1:
-            errors.append(f"d must be >= 1 (got {self.d})")
+        errors += bound_errors(self, ("n_pairs", ">= 2"), ("crop", ">= 1 or None"), ("d", ">= 1"))
         if self.rank is not None and self.rank < self.d:
             errors.append(f"rank must be >= d = {self.d} (the preconditioner must cover the learned modes; got "
                           f"{self.rank})")
-        if not 0 < self.init_scale < 1:
-            # lambda_j(0) = init_scale^2 gamma_j / gamma_1 must start below the learned value 1 for a step to exist.
-            errors.append(f"init_scale must be in (0, 1) (got {self.init_scale})")
-        if not 0 < self.lr_scale < 1:
-            errors.append(f"lr_scale must be in (0, 1), a fraction of each variant's stability limit (got "
-                          f"{self.lr_scale})")
-        for name in ("eps", "deep_eps", "deep_head_scale"):
-            if not getattr(self, name) > 0:
-                errors.append(f"{name} must be > 0 (got {getattr(self, name)})")
-        if not self.settle_widths >= 0:
-            errors.append(f"settle_widths must be >= 0 (got {self.settle_widths})")
+        # init_scale: lambda_j(0) = init_scale^2 gamma_j / gamma_1 must start below the learned value 1 for a step.
+        errors += bound_errors(
+            self, ("init_scale", "in (0, 1)"),
+            ("lr_scale", "in (0, 1)", ", a fraction of each variant's stability limit"),
+            ("eps", "> 0"), ("deep_eps", "> 0"), ("deep_head_scale", "> 0"), ("settle_widths", ">= 0"))
         if any(w < 1 for w in self.deep_hidden):
             errors.append(f"every width in deep_hidden must be >= 1 (got {self.deep_hidden})")
-        if self.deep_d < 2:
-            errors.append(f"deep_d must be >= 2 (got {self.deep_d})")
-        if not 0 < self.deep_lr_scale < 1:
-            errors.append(f"deep_lr_scale must be in (0, 1) (got {self.deep_lr_scale})")
-        if self.deep_steps is not None and self.deep_steps < 1:
-            errors.append(f"deep_steps must be >= 1 or None (got {self.deep_steps})")
-        if not self.deep_steps_factor >= 1:
-            errors.append(f"deep_steps_factor must be >= 1 (got {self.deep_steps_factor})")
-        for name in ("deep_seeds", "deep_track_every"):
-            if getattr(self, name) < 1:
-                errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
-        for name in ("deep_batch_size", "deep_n_eval", "deep_n_pairs"):
-            if getattr(self, name) < 2:
-                errors.append(f"{name} must be >= 2 (got {getattr(self, name)})")
+        errors += bound_errors(
+            self, ("deep_d", ">= 2"), ("deep_lr_scale", "in (0, 1)"), ("deep_steps", ">= 1 or None"),
+            ("deep_steps_factor", ">= 1"), ("deep_seeds", ">= 1"), ("deep_track_every", ">= 1"),
+            ("deep_batch_size", ">= 2"), ("deep_n_eval", ">= 2"), ("deep_n_pairs", ">= 2"))
         if self.deep_batch_size > self.deep_n_train or self.deep_n_pairs > self.deep_n_train:
             errors.append(f"deep_batch_size and deep_n_pairs must not exceed deep_n_train = {self.deep_n_train}")
-        if not 0 < self.deep_loss_level < 1:
-            errors.append(f"deep_loss_level must be in (0, 1), between the last plateau and the minimum (got "
-                          f"{self.deep_loss_level})")
+        errors += bound_errors(self, ("deep_loss_level", "in (0, 1)", ", between the last plateau and the minimum"))
         if errors:
             raise ValueError("invalid speedup config: " + "; ".join(errors))
 

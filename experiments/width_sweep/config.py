@@ -19,8 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from stepwise.data import image_shape
-from stepwise.errors import config_value_errors
+from stepwise.errors import bound_errors, config_value_errors, image_crop_errors
 
 DEFAULT_CROP = {"patches": 8, "digits": 6, "cifar10": 8, "stl10": 16}
 
@@ -77,41 +76,16 @@ class WidthSweepConfig:
     data_dir: str | None = None
 
     def __post_init__(self):
-        errors = config_value_errors(self)
-        if self.n_pairs < 2:
-            errors.append(f"n_pairs must be >= 2 (got {self.n_pairs})")
-        if self.crop is not None and self.crop < 1:
-            errors.append(f"crop must be >= 1 (got {self.crop})")
-        elif self.dataset not in DEFAULT_CROP:
-            errors.append(f"dataset must be one of {', '.join(DEFAULT_CROP)} (got {self.dataset!r})")
-        elif self.crop_size > min(image_shape(self.dataset)[:2]):
-            errors.append(f"crop {self.crop_size} does not fit in {self.dataset} images of "
-                          f"{'x'.join(map(str, image_shape(self.dataset)[:2]))}")
+        errors = config_value_errors(self) + bound_errors(self, ("n_pairs", ">= 2"))
+        errors += image_crop_errors(self.dataset, self.crop, DEFAULT_CROP)
         w = tuple(self.widths)
         if len(w) < 2 or any(int(x) != x or x < 1 for x in w) or any(b <= a for a, b in zip(w[:-1], w[1:])):
             errors.append(f"widths must be >= 2 strictly increasing positive ints (got {self.widths!r})")
-        if self.d is not None and self.d < 1:
-            errors.append(f"d must be >= 1 or None (got {self.d})")
-        if self.d_max < 2:
-            errors.append(f"d_max must be >= 2 (got {self.d_max})")
-        if not 0 < self.init_scale < 1:
-            errors.append(f"init_scale must be in (0, 1) (got {self.init_scale})")
-        if not 0 < self.lr_scale < 1:
-            errors.append(f"lr_scale must be in (0, 1), i.e. below the stability limit (got {self.lr_scale})")
-        if not self.extra_widths > 0:
-            errors.append(f"extra_widths must be > 0 (got {self.extra_widths})")
-        if self.max_steps < 1:
-            errors.append(f"max_steps must be >= 1 (got {self.max_steps})")
-        if not self.ridge >= 0:
-            errors.append(f"ridge must be >= 0 (got {self.ridge})")
-        if not self.monotone_tolerance >= 0:
-            errors.append(f"monotone_tolerance must be >= 0 (got {self.monotone_tolerance})")
-        if not 1 <= self.n_seeds <= 100:
-            errors.append(f"n_seeds must be in [1, 100] (got {self.n_seeds})")
-        if self.n_draws < 2:
-            errors.append(f"n_draws must be >= 2: the baseline needs a spread (got {self.n_draws})")
-        if self.n_test < 2:
-            errors.append(f"n_test must be >= 2 (got {self.n_test})")
+        errors += bound_errors(
+            self, ("d", ">= 1 or None"), ("d_max", ">= 2"), ("init_scale", "in (0, 1)"),
+            ("lr_scale", "in (0, 1)", ", i.e. below the stability limit"), ("extra_widths", "> 0"),
+            ("max_steps", ">= 1"), ("ridge", ">= 0"), ("monotone_tolerance", ">= 0"), ("n_seeds", "in [1, 100]"),
+            ("n_draws", ">= 2", ": the baseline needs a spread"), ("n_test", ">= 2"))
         if errors:
             raise ValueError("invalid width_sweep config: " + "; ".join(errors))
 
