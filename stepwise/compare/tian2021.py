@@ -1,7 +1,8 @@
-"""Checks for Tian, Chen & Ganguli 2021 on trained networks (theory note tian2021, checklist B) and DirectPred.
+"""Checks for Tian, Chen & Ganguli 2021 on trained networks (theory note tian2021, checklist B) and DirectPred, and
+on the linear model itself (checklist A: A1-A9 and Fig. 9, the last section, ``LINEAR_CHECKS``).
 
-The statistics are computed on the host in float64 from a run's tracked F = E[f f^T] (uncentred, online projector
-outputs over the fixed evaluation views) and predictor W_p, with the theory module's own diagnostics
+Checklist B's statistics are computed on the host in float64 from a run's tracked F = E[f f^T] (uncentred, online
+projector outputs over the fixed evaluation views) and predictor W_p, with the theory module's own diagnostics
 (:func:`stepwise.theory.noncontrastive.aligned_spectrum`, ``alignment_cosines``, ``asymmetry``). Each check
 function returns :class:`~stepwise.compare.checks.Check` objects; the experiments write them to results.json and the
 tests assert them, so a figure's verdict and CI use the same code. Every check says its kind of evidence
