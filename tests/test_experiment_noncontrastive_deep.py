@@ -81,6 +81,26 @@ def test_smoke_check_values_are_real(smoke_run):
         assert c.passed == v[c.name]["passed"]
 
 
+def test_figure_no_ema_panel_agrees_with_results_and_draws_without_b4(smoke_run, tmp_path):
+    """The no-EMA panel's title shows the B4 and Fig. 6 verdicts recomputed from alignment.npz: the same values,
+    verdicts and per-seed mode counts as results.json; with no B4 seeds (the GPU config) the figure still draws."""
+    from stepwise.plots.noncontrastive_deep import figure_no_ema_checks, plot_noncontrastive_deep
+
+    out, res = smoke_run
+    d = io.load_npz(out / DATA)
+    modes, checks = figure_no_ema_checks(d)
+    assert modes["rescue"] == res["summary"]["fig6_non_null_modes_end"]
+    assert {"symmetric": modes["base"], "regular": modes["regular"]} == res["summary"]["b4_non_null_modes_end"]
+    saved = {c["name"]: c for c in res["checks"]}
+    assert [c.name for c in checks] == ["b4_symmetric_no_ema_collapses", "fig6_alpha_p_rescues_symmetric"]
+    for c in checks:  # the same function on the same counts: exact up to JSON's float repr
+        np.testing.assert_allclose(c.value, float(saved[c.name]["value"]), rtol=1e-12)
+        assert (c.passed, c.kind) == (saved[c.name]["passed"], saved[c.name]["kind"])
+    empty = ("b4_spectrum_symmetric", "b4_spectrum_regular", "fig6_spectrum_symmetric")
+    np.savez(tmp_path / DATA, **{k: v[:0] if k in empty else v for k, v in d.items()})
+    assert plot_noncontrastive_deep(tmp_path).stat().st_size > 20_000
+
+
 def _trajectory(rng, aligned: bool, t=5, d=6):
     """F with a split spectrum (4 modes hold, 2 shrink) and W_p either built on F's eigenvectors (aligned,
     symmetric) or random."""

@@ -6,7 +6,7 @@ and checks alignment, symmetry and the spectrum; then the B4 ablation (``b4_seed
 symmetric and with a regular W_p, at ``b4_alpha_p``) and whether the symmetric one collapses, and the Fig. 6
 rescue (``b4_seeds`` more symmetric runs without EMA at ``fig6_alpha_p``). Writes to ``out_dir``, each file
 atomically: ``alignment.npz`` (per seed: the tracked F and W_p, their aligned spectra s, p, the cosines, asymmetry,
-losses; the B4 and Fig. 6 runs' spectra of F at the end), then the figure drawn from it
+losses; the B4 and Fig. 6 runs' spectra of F at the end, their alpha_p and min_modes), then the figure drawn from it
 (``noncontrastive_deep.png``), then ``results.json`` last.
 
 The helpers :func:`load_data`, :func:`network` and :func:`train` are shared with the DirectPred experiment.
@@ -205,9 +205,10 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
         **{f"b4_spectrum_{name}": np.asarray(v, np.float64).reshape(cfg.b4_seeds, cfg.setup.d)
            for name, v in b4.items()},
         fig6_spectrum_symmetric=np.asarray(fig6, np.float64).reshape(cfg.b4_seeds, cfg.setup.d),
-        fig6_alpha_p=np.float64(cfg.fig6_alpha_p),
+        fig6_alpha_p=np.float64(cfg.fig6_alpha_p), b4_alpha_p=np.float64(cfg.b4_alpha_p),
+        min_modes=np.int64(cfg.min_modes),
     )
-    figure = plot_noncontrastive_deep(out_dir)
+    figure = plot_noncontrastive_deep(out_dir, min_cos=cfg.min_cos)
     end = [a.alive[-1] for a in aligned]
     summary = {
         "alignment_cos_end": [a.cos[-1][m].tolist() for a, m in zip(aligned, end)],
