@@ -70,6 +70,24 @@ def test_smoke_run_files_and_real_values(smoke_run):
     assert v["b7_positive_c_modes"]["measured"]["positive_c"] == res["summary"]["b7_non_null_modes_end"]
 
 
+def test_figure_b7_panels_agree_with_results_and_draw_without_b7(smoke_run, tmp_path):
+    """The B7 panels' titles show verdicts recomputed from directpred.npz: the same values, verdicts and per-seed
+    mode counts as results.json; without B7's arrays (b7_seeds = 0) the figure still draws, saying so."""
+    from stepwise.plots.directpred import figure_b7_checks, plot_directpred
+
+    out, res = smoke_run
+    d = io.load_npz(out / DATA)
+    modes, checks = figure_b7_checks(d)
+    assert modes["positive_c"] == res["summary"]["b7_non_null_modes_end"]
+    assert modes["default"] == res["summary"]["non_null_modes_end"]["directpred"][: d["probe_b7"].shape[0]]
+    saved = {c["name"]: c for c in res["checks"]}
+    for c in checks:  # the same function on the same float64 numbers: exact up to JSON's float repr
+        np.testing.assert_allclose(c.value, float(saved[c.name]["value"]), rtol=1e-12)
+        assert c.passed == saved[c.name]["passed"]
+    np.savez(tmp_path / DATA, **{k: v for k, v in d.items() if k not in ("probe_b7", "spectrum_b7", "b7_c")})
+    assert plot_directpred(tmp_path).stat().st_size > 20_000
+
+
 def test_checks_fail_when_directpred_is_worse():
     n = {"directpred": [6, 7], "linear": [8, 8]}
     checks = {c.name: c for c in tian2021.directpred_checks(
