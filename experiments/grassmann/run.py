@@ -29,7 +29,7 @@ from stepwise import io
 from stepwise.compare import esser2023 as checks_lib
 from stepwise.compare.esser2023 import (flow_vs_closed_form, max_sine, orthonormality_error, reduced_ssl_matrix,
                                         relative_change, span_projector)
-from stepwise.data.pairs import positive_pairs
+from stepwise.data import positive_pairs
 from stepwise.ntk import empirical_ntk
 from stepwise.theory import grassmann as theory
 from stepwise.models.two_layer import hidden_features, two_layer, two_layer_mse

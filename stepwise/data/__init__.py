@@ -1,4 +1,5 @@
-"""Embedded and local datasets, and augmentations as pure JAX functions."""
+"""Embedded and local datasets, augmentations as pure JAX functions, the latent-tree sampler and positive pairs for
+the linear and two-layer SSL models (:mod:`stepwise.data.pairs`)."""
 
 from stepwise.data.augment import (
     Augmentation,
@@ -35,6 +36,7 @@ from stepwise.data.hltm import (
     sample_latents,
     sample_views,
 )
+from stepwise.data.pairs import normalise_views, positive_pairs
 
 __all__ = [
     "DATASETS",
@@ -60,7 +62,9 @@ __all__ = [
     "load_stl10",
     "make_hltm",
     "make_pairs",
+    "normalise_views",
     "path_polarities",
+    "positive_pairs",
     "random_crop",
     "random_flip",
     "random_shift",
