@@ -1073,6 +1073,29 @@ def _static_notes() -> list[dict[str, str]]:
                    "convolution kernels; an NCHW network would only add transposes. The slow transposes XLA does "
                    "insert are for the kernel gradients (activations to C x H x W x N), see profile.xla_ops"},
         {"name": "float32", "effect": "already float32 everywhere: no f64 in the lowered step ('float32_only')"},
+        # Measured 2026-12-05 on jaxlib 0.10.2 / torch 2.13 (variants timed in one process, interleaved rounds).
+        {"name": "block_optimization_barrier",
+         "effect": "no gain: jax.lax.optimization_barrier on each residual block's output (XLA otherwise recomputes "
+                   "the block's GroupNorm / ReLU / residual-add chain inside every kernel-gradient transpose that "
+                   "reads it) took 372 vs 359 ms CPU per step on one idle core (taskset, "
+                   "--xla_cpu_multi_thread_eigen=false; PyTorch 199 ms there), 416 vs 426 ms under load"},
+        {"name": "group_norm_reshape_mean_var",
+         "effect": "slower: GroupNorm as one reshape to (N, H, W, G, C/G), two-pass mean and variance and rsqrt "
+                   "instead of flax's nnx.GroupNorm took 309 vs 249 ms/step on 2 idle cores (503 vs 426 ms CPU per "
+                   "step on one core under load)"},
+        {"name": "kernel_gradient_as_dots",
+         "effect": "slower: a jax.custom_jvp convolution whose kernel tangent is 9 shifted slices x einsum, so that "
+                   "reverse mode computes each kernel gradient as dots over (N, H, W) with no activation "
+                   "transposes (gradients equal to 8e-7 relative), took 791 vs 359 ms CPU per step on one idle core"},
+        {"name": "library_flags",
+         "xla_flags": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true; "
+                      "--xla_cpu_experimental_onednn_fusion_type=dot,eltwise,reduce; --xla_cpu_use_xnnpack=true; "
+                      "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
+         "effect": "no effect: each leaves jaxlib 0.10.2's compiled step unchanged (370 YNNPACK fusions, 118 "
+                   "convolutions, no custom calls)"},
+        {"name": "older_jax",
+         "effect": "JAX 0.7.2 (no YNNPACK) is faster on this step: 221 vs 125 ms (ratio 1.77) against 259 vs 109 ms "
+                   "(2.38) for JAX 0.10.2, run minutes apart on the same 2-core CPU (other processes <= 0.25 cores)"},
     ]
 
 
