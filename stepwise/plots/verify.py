@@ -11,6 +11,7 @@ baseline and the random-subspace value. F (with ``--features``): the backbone ou
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,9 @@ def plot_verify(run_dir: str | Path, title: str = "", out: str | Path | None = N
         ax.set_xlabel("step")
         ax.set_ylabel("backbone covariance eigenvalues (clipped at 1e-8 of the top)")
         ax.set_title("F: backbone output (--features; reported)")
-    fig.suptitle(title)
+    # wrapped to the figure's width (about 11 characters per inch at the default size): a one-panel figure of a
+    # model whose long file path names the run would otherwise cut the title at both edges
+    fig.suptitle(textwrap.fill(title, width=max(40, int(11 * 5.2 * panels))))
     fig.tight_layout()
     path = save_atomic(fig, out or run_dir / FIGURE)
     plt.close(fig)
