@@ -632,10 +632,12 @@ def float32_copy(params):
     return jax.tree.map(widen, params)
 
 
-def _contrastive_eigh(kc: np.ndarray, when: str):
-    """The contrastive eigenproblem of the centred NTK block, with an error a ``verify`` user can act on."""
+def _contrastive_eigh(kc: np.ndarray, when: str, computed: np.ndarray):
+    """The contrastive eigenproblem of the centred NTK block (``computed``: the block before centring, whose
+    round-off sets the ridge's floor: :func:`stepwise.compare.ntk.kernel_ridge`), with an error a ``verify`` user can
+    act on."""
     try:
-        return theory.contrastive_eigh(kc, ridge=cntk.kernel_ridge(kc, np.float32))
+        return theory.contrastive_eigh(kc, ridge=cntk.kernel_ridge(kc, np.float32, computed=computed))
     except ValueError as err:
         raise ValueError(
             f"the empirical NTK {when} is not positive semi-definite to float32 round-off (its centred training "
@@ -866,13 +868,14 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
     t_ntk = time.perf_counter()
     k_init = np.asarray(empirical_ntk(apply, float32_copy(params), xs, backend=cfg.ntk_backend), np.float64)
     ntk_time = time.perf_counter() - t_ntk
-    kc, _ = theory.center_kernel(0.5 * (k_init[:two_n, :two_n] + k_init[:two_n, :two_n].T))
-    eig = _contrastive_eigh(kc, "at initialisation")
+    k_raw = 0.5 * (k_init[:two_n, :two_n] + k_init[:two_n, :two_n].T)
+    kc, _ = theory.center_kernel(k_raw)
+    eig = _contrastive_eigh(kc, "at initialisation", k_raw)
     limit = linear.stability_limit(eig[0][0])
     lr = float(LOSS_DEFAULTS[cfg.loss]["lr_fraction"] * limit if cfg.lr is None else cfg.lr)  # weakly typed
     f0 = np.asarray(apply(params, xs[:two_n]), np.float64)
     try:  # the kernel theory's step times with the initial NTK held fixed (lazy regime); reported, not gated
-        predicted = theory.predict(kc, f0 - f0.mean(axis=0), lr, ridge=cntk.kernel_ridge(kc, np.float32), eig=eig)
+        predicted = theory.predict(kc, f0 - f0.mean(axis=0), lr, ridge=cntk.kernel_ridge(kc, np.float32, computed=k_raw), eig=eig)
         predicted_steps = predicted.mode_steps
     except ValueError:  # fewer positive modes than d, or lr beyond the limit: nothing to predict
         predicted_steps = np.full(d, np.nan)

@@ -63,6 +63,31 @@ def test_center_kernel_equals_centred_features(rng):
         theory.center_kernel(k_all[:two_n, :two_n], k_all[two_n:, :10])
 
 
+def test_kernel_ridge_takes_the_floor_of_the_kernel_as_computed_only_where_the_centred_one_is_indefinite(rng):
+    # A centred kernel whose smallest eigenvalue is -20 eps(float32) of its top: round-off of the uncentred kernel it
+    # came from, whose top (the mean mode) is 200 times larger; 10 eps of the centred top cannot cover it, 10 eps of
+    # the computed kernel's top can (the ResNet-10 stand-in's float32 NTK: -21 eps of the centred, -0.11 eps of the
+    # uncentred top).
+    eps = float(np.finfo(np.float32).eps)
+    q, _ = np.linalg.qr(rng.standard_normal((12, 12)))
+    lam = np.concatenate([np.linspace(1.0, 0.1, 10), [20 * eps, -20 * eps]])
+    kc = (q * lam) @ q.T
+    ones = np.ones((12, 1)) / np.sqrt(12)
+    computed = kc + 200.0 * ones @ ones.T
+    mean_diag = np.trace(kc) / 12
+    r_own = cn.kernel_ridge(kc, np.float32)
+    assert r_own == pytest.approx(10 * eps * 1.0 / mean_diag, rel=1e-9)
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(kc + r_own * mean_diag * np.eye(12))  # the own floor leaves it indefinite
+    r = cn.kernel_ridge(kc, np.float32, computed=computed)
+    top_computed = np.linalg.eigvalsh(computed)[-1]
+    assert r == pytest.approx(10 * eps * top_computed / mean_diag, rel=1e-9)
+    np.linalg.cholesky(kc + r * mean_diag * np.eye(12))
+    # a positive definite centred kernel keeps its own ridge whatever it was computed from
+    kpd = (q * np.concatenate([np.linspace(1.0, 0.1, 10), [0.05, 0.01]])) @ q.T
+    assert cn.kernel_ridge(kpd, np.float32, computed=kpd + 200.0 * ones @ ones.T) == cn.kernel_ridge(kpd, np.float32)
+
+
 def test_kernel_ridge_float32_floor(rng):
     k_all, _ = _pairs_kernel(rng)
     k = k_all[:80, :80]

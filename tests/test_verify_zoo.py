@@ -58,7 +58,7 @@ def test_float32_copy_widens_only_narrow_floats():
 def test_an_indefinite_kernel_is_refused_with_a_message_naming_no_missing_option():
     k = np.diag([1.0, 1.0, 1.0, 1.0, -1.0, 1.0])
     with pytest.raises(ValueError, match="not positive semi-definite") as info:
-        V._contrastive_eigh(k, "at initialisation")
+        V._contrastive_eigh(k, "at initialisation", k)
     assert "ridge (e.g." not in str(info.value)
 
 

@@ -55,20 +55,37 @@ ROUNDOFF_FACTOR = 10.0  # ridge >= this many machine epsilons of the kernel's dt
 
 
 @float64
-def kernel_ridge(k_train: np.ndarray, dtype, ridge: float = theory.DEFAULT_RIDGE) -> float:
+def kernel_ridge(k_train: np.ndarray, dtype, ridge: float = theory.DEFAULT_RIDGE, *,
+                 computed: np.ndarray | None = None) -> float:
     """The ridge (in units of the mean diagonal, as :func:`stepwise.theory.kernel.contrastive_eigh` takes it) for a
     kernel computed in ``dtype``: at least ``ridge`` and at least ROUNDOFF_FACTOR x eps(dtype) x lambda_max(K).
 
     Measured: the float32 NTK of the digits MLP (2n = 600) has eigenvalues down to -2e-8 lambda_max (round-off), so
     ridge 1e-6 of the mean diagonal still leaves K + rI indefinite; 10 eps(float32) lambda_max is 1.2e-6 lambda_max.
+
+    ``computed``: the kernel as it was computed, when ``k_train`` is derived from it (centred). Its round-off is
+    relative to *its* top eigenvalue, which includes the mean mode that centring removes: the GroupNorm ResNet-10 of
+    ``stepwise_deep --scale cpu-resnet`` has a float32 NTK whose uncentred top is 190 x the centred one, and centred
+    eigenvalues down to -21 eps(float32) of the centred top (-0.11 eps of the uncentred top). Where the centred
+    kernel's own floor leaves K + rI without a Cholesky factor, the floor is taken from ``computed``'s top
+    eigenvalue instead (kernels that were positive definite keep their ridge).
     """
     k = np.asarray(k_train, dtype=np.float64)
     mean_diag = float(np.trace(k)) / k.shape[0]
     if not mean_diag > 0:
         raise ValueError(f"the kernel's mean diagonal must be positive; got {mean_diag:.3g}")
+    eps = float(np.finfo(np.dtype(dtype)).eps)
     top = float(np.linalg.eigvalsh(0.5 * (k + k.T))[-1])
-    floor = ROUNDOFF_FACTOR * float(np.finfo(np.dtype(dtype)).eps) * top / mean_diag
-    return max(float(ridge), floor)
+    r = max(float(ridge), ROUNDOFF_FACTOR * eps * top / mean_diag)
+    if computed is None:
+        return r
+    try:
+        np.linalg.cholesky(0.5 * (k + k.T) + r * mean_diag * np.eye(k.shape[0]))
+        return r
+    except np.linalg.LinAlgError:
+        c = np.asarray(computed, dtype=np.float64)
+        top_computed = float(np.linalg.eigvalsh(0.5 * (c + c.T))[-1])
+        return max(r, ROUNDOFF_FACTOR * eps * top_computed / mean_diag)
 
 
 def _centred(z: np.ndarray) -> np.ndarray:
@@ -125,16 +142,18 @@ class KernelAgreement:
                 "gammas": self.gammas, "ridge": self.ridge}
 
 
-def _split_kernel(k_all: np.ndarray, two_n: int, center: bool) -> tuple[np.ndarray, np.ndarray]:
+def _split_kernel(k_all: np.ndarray, two_n: int, center: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(training block, evaluation-by-training block, training block as computed before any centring)."""
     k_all = np.asarray(k_all, dtype=np.float64)
     if k_all.ndim != 2 or k_all.shape[0] != k_all.shape[1] or not 2 <= two_n < k_all.shape[0] or two_n % 2:
         raise ValueError(f"k_all must be a square kernel over 2n training points then the evaluation points, with "
                          f"2n = {two_n} even and fewer than its {k_all.shape[0]} rows; got shape {k_all.shape}")
     k_all = 0.5 * (k_all + k_all.T)
     kt, ket = k_all[:two_n, :two_n], k_all[two_n:, :two_n]
+    raw = kt
     if center:
         kt, ket = theory.center_kernel(kt, ket)
-    return kt, ket
+    return kt, ket, raw
 
 
 @float64
@@ -165,11 +184,11 @@ def kernel_agreement(
       n_draws: random functions B k(x) (B Gaussian) drawn for the same-kernel baseline.
       seed: seeds those draws.
     """
-    kt, ket = _split_kernel(k_all, two_n, center)
+    kt, ket, raw = _split_kernel(k_all, two_n, center)
     z_eval = np.asarray(z_eval, dtype=np.float64)
     if z_eval.shape[0] != ket.shape[0]:
         raise ValueError(f"z_eval has {z_eval.shape[0]} rows; the kernel has {ket.shape[0]} evaluation points")
-    r = kernel_ridge(kt, dtype, ridge)
+    r = kernel_ridge(kt, dtype, ridge, computed=raw)
     g, a = theory.contrastive_eigh(kt, ridge=r)
     predicted = _centred(theory.predict_embeddings(kt, ket, k, ridge=r, eig=(g, a)))
     learned = learned_subspace(z_eval, k)
@@ -312,8 +331,8 @@ def step_order(
     """
     directions = np.asarray(directions, dtype=np.float64)
     k = directions.shape[1]
-    kt, ket = _split_kernel(k_all, two_n, center)
-    r = kernel_ridge(kt, dtype, ridge)
+    kt, ket, raw = _split_kernel(k_all, two_n, center)
+    r = kernel_ridge(kt, dtype, ridge, computed=raw)
     g, a = theory.contrastive_eigh(kt, ridge=r)
     big_k = min(n_modes or 2 * k, theory.positive_modes(g), ket.shape[0])
     if big_k < k:
