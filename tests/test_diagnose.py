@@ -56,8 +56,18 @@ def test_kernel_change_measures_shape_and_size_separately():
     assert dg.kernel_change(k, k + 5.0)[0] < 1e-12
     with pytest.raises(ValueError, match="one shape"):
         dg.kernel_change(k, k[:5, :5])
-    with pytest.raises(ValueError, match="zero after centring"):
+    with pytest.raises(ValueError, match="initial kernel is zero after centring"):
         dg.kernel_change(np.ones((3, 3)), k[:3, :3])
+    # a final kernel with no shape left (a constant kernel: the output no longer varies with the input) or not finite
+    # is read as moved, not an error that would lose the trained run
+    change, ratio = dg.kernel_change(k, np.full((6, 6), 2.0))
+    assert np.isnan(change) and ratio == 0.0
+    change, ratio = dg.kernel_change(k, np.full((6, 6), np.nan))
+    assert np.isnan(change) and np.isnan(ratio)
+    diag = dg.Diagnosis(0.0, change, ratio)
+    assert diag.kernel_moved and diag.causes("steps_detected") == ["kernel_moved"]
+    [_, ntk] = dg.diagnosis_checks(diag)
+    assert ntk.kind == "reported" and ntk.passed is None and np.isnan(ntk.value)
 
 
 @pytest.mark.parametrize("spectrum,kernel,name,expected", [

@@ -79,7 +79,12 @@ def spectrum_change_at_end(t: np.ndarray, eigenvalues: np.ndarray, fraction: flo
 @float64
 def kernel_change(k_init: np.ndarray, k_final: np.ndarray) -> tuple[float, float]:
     """(|| Kc_final / ||Kc_final||_F - Kc_init / ||Kc_init||_F ||_F, lambda_max(Kc_final) / lambda_max(Kc_init)): the
-    change of shape of the centred kernels (0 for a rescaled kernel, sqrt(2) at most for PSD kernels) and of size."""
+    change of shape of the centred kernels (0 for a rescaled kernel, sqrt(2) at most for PSD kernels) and of size.
+
+    A final kernel that is zero (or not finite) after centring, from a network whose output no longer varies with its
+    input through its parameters (e.g. every unit before the output layer dead), has no shape: ``(nan, 0.0)`` (or
+    ``(nan, nan)`` when not finite), which :class:`Diagnosis` reads as "the kernel moved" instead of ending the run
+    after training. An initial kernel that is zero after centring is an error (nothing to compare with)."""
     def centred(k):
         k = np.asarray(k, np.float64)
         k = 0.5 * (k + k.T)
@@ -88,8 +93,10 @@ def kernel_change(k_init: np.ndarray, k_final: np.ndarray) -> tuple[float, float
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"the kernels must be square and of one shape; got {a.shape} and {b.shape}")
     norm_a, norm_b = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if not (norm_a > 0 and norm_b > 0):
-        raise ValueError("a kernel is zero after centring; nothing to compare")
+    if not norm_a > 0:
+        raise ValueError("the initial kernel is zero after centring; nothing to compare")
+    if not norm_b > 0:
+        return float("nan"), (0.0 if norm_b == 0 else float("nan"))
     top_a, top_b = np.linalg.eigvalsh(a)[-1], np.linalg.eigvalsh(b)[-1]
     return float(np.linalg.norm(b / norm_b - a / norm_a)), float(top_b / top_a)
 
