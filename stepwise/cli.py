@@ -5,17 +5,17 @@
 (``Config.gpu()``: stepwise_deep, ntk_after_training, directpred, noncontrastive_deep), which reads the embedded
 photographs' patches unless ``--data-dir`` names a local STL-10 or CIFAR-10 folder, and prints its compute plan (FLOPs
 per step from XLA's cost analysis, steps, estimated time on the detected device) before any compute; ``--plan-only``
-prints the plan and stops. Config flags apply on top, e.g. ``--steps 3``; for the experiments whose schedule sits in
-``setup`` (directpred, noncontrastive_deep) ``--steps`` and ``--batch-size`` mean ``--setup.steps`` and
-``--setup.batch-size``.
+prints the plan and stops. Config flags apply on top, e.g. ``--train.steps 3``.
 
 ``stepwise verify --model path/to/file.py:make_model [--loss ...] [--out DIR]``: check a new architecture against the
 stepwise theory and its own NTK (:mod:`stepwise.verify`). The benchmarks are not part of the library: from the
 repository root, ``python benchmarks/bench_train.py --out DIR`` (JAX vs PyTorch) and ``python benchmarks/bench_ntk.py
 --out DIR`` (empirical NTK).
 
-Experiment flags come from the experiment's config dataclass (via tyro), e.g.
-``stepwise run linear_bt --dataset digits --d 8 --out runs/digits``; ``stepwise run linear_bt --help`` lists them.
+Experiment flags come from the experiment's config dataclass (via tyro); a sub-config's fields carry its name, e.g.
+``stepwise run linear_bt --data.dataset digits --d 8 --out runs/digits``; ``stepwise run linear_bt --help`` lists
+them. The flat flags of the configs before they held sub-configs (``--dataset``, ``--lr``, ``--steps``) still work
+for one release: :func:`_legacy_flags` maps each to the one field of that name and prints the new flag.
 
 Output folders (``run``, ``verify``; ``report``'s file): checked before any compute (not empty, not a file, creatable,
 writable, enough free space, not holding another run unless ``--overwrite``); a run is written into
@@ -34,53 +34,92 @@ import json
 import shlex
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
 from stepwise.io import OutputError, RunFolder, check_output_file
 
 
-def _experiments():
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One experiment of ``stepwise run``: its config class, runner and one-line description, and what the CLI may
+    ask of it (declared here, never probed; whether it checkpoints is :data:`CHECKPOINTED`, known before the
+    experiments are imported).
+
+    Every config class has ``smoke()`` (the tests' configuration) and a default constructor; a ``per_loss``
+    experiment's ``smoke(loss)``, ``for_loss(loss)`` and ``gpu(loss=...)`` also take ``--loss``; one with a
+    ``plan`` has ``gpu(dataset=..., data_dir=...)`` and prints ``plan(cfg)`` before a ``--scale gpu`` run;
+    ``presets`` maps a ``--scale`` name to the config's classmethod building it.
+    """
+
+    config: type
+    run: Any
+    doc: str
+    per_loss: bool = False
+    plan: Any = None
+    presets: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _experiments() -> dict[str, Experiment]:
     from experiments.directpred import DirectPredConfig, run as run_directpred
+    from experiments.directpred.run import plan as plan_directpred
     from experiments.grassmann import GrassmannConfig, run as run_grassmann
     from experiments.hltm import HLTMConfig, run as run_hltm
     from experiments.kernel_bt import KernelBTConfig, run as run_kernel_bt
     from experiments.linear_bt import LinearBTConfig, run as run_linear_bt
     from experiments.noncontrastive_linear import NoncontrastiveLinearConfig, run as run_noncontrastive_linear
     from experiments.noncontrastive_deep import NoncontrastiveDeepConfig, run as run_noncontrastive_deep
+    from experiments.noncontrastive_deep.run import plan as plan_noncontrastive_deep
     from experiments.ntk_after_training import NtkAfterTrainingConfig, run as run_ntk_after_training
+    from experiments.ntk_after_training.run import plan as plan_ntk_after_training
     from experiments.speedup import SpeedupConfig, run as run_speedup
     from experiments.step_map import StepMapConfig, run as run_step_map
     from experiments.stepwise_deep import DeepConfig, run as run_deep
+    from experiments.stepwise_deep.run import plan as plan_deep
     from experiments.width_sweep import WidthSweepConfig, run as run_width_sweep
 
     return {
-        "linear_bt": (LinearBTConfig, run_linear_bt, "Simon et al. 2023 Fig. 1A/B: linear Barlow Twins vs exact theory"),
-        "stepwise_deep": (DeepConfig, run_deep, "Simon et al. 2023 Fig. 1C/D: networks trained with BT/SimCLR/VICReg step"),
-        "noncontrastive_linear": (NoncontrastiveLinearConfig, run_noncontrastive_linear,
-                                  "Tian et al. 2021: linear BYOL/SimSiam vs Theorems 1-3, fixed points, basins (A1-A9)"),
-        "noncontrastive_deep": (NoncontrastiveDeepConfig, run_noncontrastive_deep,
-                                "Tian et al. 2021 Fig. 2: BYOL's linear predictor aligns with F, turns symmetric (B1-B3)"),
-        "directpred": (DirectPredConfig, run_directpred,
-                       "Tian et al. 2021 Sec. 6: DirectPred vs trained linear / two-layer predictors, eps sweep"),
-        "kernel_bt": (KernelBTConfig, run_kernel_bt, "Simon et al. 2023 kernel extension: kernel machine vs kernel PCA theory"),
-        "hltm": (HLTMConfig, run_hltm, "Tian et al. 2020: latent-tree (HLTM) learning, covariance operator, sampler"),
-        "grassmann": (GrassmannConfig, run_grassmann,
-                      "Esser et al. 2023: linear SSL collapse, exact Grassmann flow, SSL vs supervised NTK with width"),
-        "width_sweep": (WidthSweepConfig, run_width_sweep,
-                        "Simon et al. 2023 NTK extension: ReLU MLPs of growing width approach the NTK prediction"),
-        "step_map": (StepMapConfig, run_step_map,
-                     "Simon et al. 2023 E3/E4: where BT/SimCLR/VICReg learn in steps (init scale x lr x width map)"),
-        "ntk_after_training": (NtkAfterTrainingConfig, run_ntk_after_training,
-                               "Simon et al. 2023 E6: BT/SimCLR/VICReg embeddings vs their after-training NTK, cross-method"),
-        "speedup": (SpeedupConfig, run_speedup,
-                    "Simon et al. 2023 Sec. 5: gradient focused on small eigendirections speeds up the last step"),
+        "linear_bt": Experiment(LinearBTConfig, run_linear_bt,
+                                "Simon et al. 2023 Fig. 1A/B: linear Barlow Twins vs exact theory"),
+        "stepwise_deep": Experiment(DeepConfig, run_deep,
+                                    "Simon et al. 2023 Fig. 1C/D: networks trained with BT/SimCLR/VICReg step",
+                                    per_loss=True, plan=plan_deep,
+                                    presets={"cpu-resnet": "resnet_cpu"}),
+        "noncontrastive_linear": Experiment(
+            NoncontrastiveLinearConfig, run_noncontrastive_linear,
+            "Tian et al. 2021: linear BYOL/SimSiam vs Theorems 1-3, fixed points, basins (A1-A9)"),
+        "noncontrastive_deep": Experiment(
+            NoncontrastiveDeepConfig, run_noncontrastive_deep,
+            "Tian et al. 2021 Fig. 2: BYOL's linear predictor aligns with F, turns symmetric (B1-B3)",
+            plan=plan_noncontrastive_deep),
+        "directpred": Experiment(DirectPredConfig, run_directpred,
+                                 "Tian et al. 2021 Sec. 6: DirectPred vs trained linear / two-layer predictors, eps sweep",
+                                 plan=plan_directpred),
+        "kernel_bt": Experiment(KernelBTConfig, run_kernel_bt,
+                                "Simon et al. 2023 kernel extension: kernel machine vs kernel PCA theory"),
+        "hltm": Experiment(HLTMConfig, run_hltm,
+                           "Tian et al. 2020: latent-tree (HLTM) learning, covariance operator, sampler"),
+        "grassmann": Experiment(GrassmannConfig, run_grassmann,
+                                "Esser et al. 2023: linear SSL collapse, exact Grassmann flow, SSL vs supervised NTK "
+                                "with width"),
+        "width_sweep": Experiment(WidthSweepConfig, run_width_sweep,
+                                  "Simon et al. 2023 NTK extension: ReLU MLPs of growing width approach the NTK "
+                                  "prediction"),
+        "step_map": Experiment(StepMapConfig, run_step_map,
+                               "Simon et al. 2023 E3/E4: where BT/SimCLR/VICReg learn in steps (init scale x lr x "
+                               "width map)"),
+        "ntk_after_training": Experiment(
+            NtkAfterTrainingConfig, run_ntk_after_training,
+            "Simon et al. 2023 E6: BT/SimCLR/VICReg embeddings vs their after-training NTK, cross-method",
+            plan=plan_ntk_after_training),
+        "speedup": Experiment(SpeedupConfig, run_speedup,
+                              "Simon et al. 2023 Sec. 5: gradient focused on small eigendirections speeds up the last "
+                              "step"),
     }
 
 
 SCALES = ("cpu", "gpu")
-# Named presets of `stepwise run` beyond SCALES: --scale NAME -> the config's classmethod (per loss) building it.
-PRESETS = {"cpu-resnet": "resnet_cpu"}
 
 # Experiments whose training loops checkpoint (``--checkpoint-every``, ``--resume``, ``--keep-checkpoint``).
 CHECKPOINTED = ("stepwise_deep", "ntk_after_training", "noncontrastive_deep", "directpred")
@@ -132,10 +171,10 @@ def _info(command: str, experiment: str, cfg) -> dict[str, Any]:
 
 
 def _steps_of(cfg) -> int | None:
-    """The run length a resume may change: ``cfg.steps`` or ``cfg.setup.steps``."""
-    steps = getattr(cfg, "steps", None)
-    if steps is None and dataclasses.is_dataclass(getattr(cfg, "setup", None)):
-        steps = getattr(cfg.setup, "steps", None)
+    """The run length a resume may change: the config's field ``steps``, at whatever depth it stands."""
+    from stepwise.io import config_value
+
+    steps = config_value(cfg, "steps")
     return steps if isinstance(steps, int) else None
 
 
@@ -222,81 +261,97 @@ def _execute(folder: RunFolder, command: list[str], compute, *, keep_checkpoint:
     return results, folder.publish(keep_checkpoint=keep_checkpoint)
 
 
-def _plans():
-    """Experiments with a GPU scale -> their plan function ``plan(cfg) -> stepwise.scale.ComputePlan``."""
-    from experiments.directpred.run import plan as plan_directpred
-    from experiments.noncontrastive_deep.run import plan as plan_noncontrastive_deep
-    from experiments.ntk_after_training.run import plan as plan_ntk_after_training
-    from experiments.stepwise_deep.run import plan as plan_deep
-
-    return {"stepwise_deep": plan_deep, "ntk_after_training": plan_ntk_after_training,
-            "directpred": plan_directpred, "noncontrastive_deep": plan_noncontrastive_deep}
-
-
-def _peek_any(argv: list[str], *flags: str) -> str | None:
-    """The value of the first of ``flags`` given (e.g. ``--data-dir`` / ``--data_dir`` / ``--setup.data-dir``)."""
-    for flag in flags:
-        value = _peek(argv, flag)
-        if value is not None:
-            return value
-    return None
-
-
-def _variants(*names: str) -> tuple[str, ...]:
-    """``--name``, ``--setup.name``, with hyphens and with underscores."""
-    out = []
-    for name in names:
-        for prefix in ("--", "--setup."):
-            out += [prefix + name.replace("_", "-"), prefix + name.replace("-", "_")]
-    return tuple(dict.fromkeys(out))
-
-
-def _setup_aliases(config_cls, argv: list[str]) -> list[str]:
-    """For configs that hold their schedule in ``setup``: ``--steps`` / ``--batch-size`` -> ``--setup.<name>``."""
-    import dataclasses
-
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    if "setup" not in fields or "steps" in fields:
-        return argv
-    out = []
-    for arg in argv:
-        for short in ("--steps", "--batch-size", "--batch_size"):
-            if arg == short or arg.startswith(short + "="):
-                arg = "--setup." + arg[2:]
-        out.append(arg)
+def _leaf_paths(config_cls) -> dict[str, list[str]]:
+    """Every field name of a config dataclass, its sub-configs' included -> the dotted paths where it stands."""
+    hints = typing.get_type_hints(config_cls)
+    out: dict[str, list[str]] = {}
+    for f in dataclasses.fields(config_cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            for leaf, paths in _leaf_paths(hints[f.name]).items():
+                out.setdefault(leaf, []).extend(f"{f.name}.{p}" for p in paths)
+        else:
+            out.setdefault(f.name, []).append(f.name)
     return out
 
 
-def _base_config(name: str, config_cls, *, scale: str, smoke: bool, argv: list[str]):
+def _legacy_flags(config_cls, argv: list[str], *, warn: bool = True) -> list[str]:
+    """The flat flags of configs before they held sub-configs, mapped onto the nested ones (kept for one release).
+
+    A flag that is no top-level field but names exactly one field of a sub-config is rewritten to its dotted form,
+    e.g. ``--lr 0.1`` -> ``--train.lr 0.1`` and ``--no-flip`` -> ``--aug.no-flip``; spelling (``-`` or ``_``) and
+    ``=value`` are kept. A note on stderr names the new flag.
+
+    Raises:
+      ValueError: the flag names fields of several sub-configs (the message lists the dotted flags to choose from).
+    """
+    paths = {leaf.replace("_", "-"): p for leaf, p in _leaf_paths(config_cls).items()}
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        flag, eq, value = arg.partition("=")
+        if not flag.startswith("--") or "." in flag:
+            out.append(arg)
+            continue
+        name = flag[2:].replace("_", "-")
+        negated = name.startswith("no-") and name not in paths and name[3:] in paths
+        where = paths.get(name[3:] if negated else name, [])
+        if len(where) == 1 and "." in where[0]:
+            parent = where[0].rsplit(".", 1)[0]
+            new = f"--{parent}.{flag[2:]}"
+            if warn:
+                print(f"stepwise: note: {flag} is now {new.replace('_', '-')} (the old flag works until the next "
+                      "release)", file=sys.stderr)
+            out.append(new + eq + value)
+        elif len(where) > 1 and all("." in w for w in where):
+            choices = " or ".join(f"--{w.rsplit('.', 1)[0]}.{flag[2:]}" for w in where)
+            raise ValueError(f"{flag} is ambiguous: this config has it in several parts; give {choices}")
+        else:
+            out.append(arg)
+    return out
+
+
+def _peek_field(argv: list[str], config_cls, name: str) -> str | None:
+    """The value given on the command line (after :func:`_legacy_flags`) to the one field ``name`` of the config."""
+    where = _leaf_paths(config_cls).get(name, [name])
+    for path in where:
+        head, _, leaf = path.rpartition(".")
+        for spelling in (leaf, leaf.replace("_", "-")):
+            value = _peek(argv, f"--{head + '.' if head else ''}{spelling}")
+            if value is not None:
+                return value
+    return None
+
+
+def _base_config(name: str, exp: Experiment, *, scale: str, smoke: bool, argv: list[str]):
     """The configuration the flags apply to: CPU default, smoke, or GPU scale (per-loss where the config has losses).
 
     Raises:
       ValueError: an unknown scale, ``--smoke`` with ``--scale gpu``, or ``--scale gpu`` for an experiment without one
-        (likewise a preset of :data:`PRESETS`, e.g. ``cpu-resnet``).
+        (likewise a preset of ``Experiment.presets``, e.g. stepwise_deep's ``cpu-resnet``).
     """
-    loss = _peek(argv, "--loss")
-    per_loss = hasattr(config_cls, "for_loss")
-    if scale in PRESETS:
-        preset = getattr(config_cls, PRESETS[scale], None)
-        if preset is None or smoke:
-            raise ValueError(f"--scale {scale} is a preset of stepwise_deep only, without --smoke (got {name!r}"
-                             f"{' with --smoke' if smoke else ''})")
-        return preset(loss) if loss is not None else preset()
+    config_cls = exp.config
+    loss = _peek(argv, "--loss") if exp.per_loss else None
+    by_loss = {"loss": loss} if loss is not None else {}
+    presets = {p for e in _experiments().values() for p in e.presets}
+    if scale in presets:
+        if scale not in exp.presets or smoke:
+            owners = [n for n, e in _experiments().items() if scale in e.presets]
+            raise ValueError(f"--scale {scale} is a preset of {', '.join(owners)} only, without --smoke (got "
+                             f"{name!r}{' with --smoke' if smoke else ''})")
+        return getattr(config_cls, exp.presets[scale])(**by_loss)
     if scale not in SCALES:
-        raise ValueError(f"unknown --scale {scale!r}; expected one of {', '.join((*SCALES, *PRESETS))}")
+        raise ValueError(f"unknown --scale {scale!r}; expected one of {', '.join((*SCALES, *sorted(presets)))}")
     if scale == "gpu":
         if smoke:
             raise ValueError("--smoke and --scale gpu exclude each other (--smoke is the tiny CPU configuration); "
                              "shrink a GPU-scale run with flags instead, e.g. --steps 3")
-        plans = _plans()
-        if name not in plans:
-            raise ValueError(f"experiment {name!r} has no GPU scale; the experiments with one are {sorted(plans)}")
-        kwargs = {"dataset": _peek_any(argv, *_variants("dataset")),
-                  "data_dir": _peek_any(argv, *_variants("data-dir"))}
-        if loss is not None and per_loss:
-            kwargs["loss"] = loss
-        return config_cls.gpu(**kwargs)
-    if loss is not None and per_loss:  # per-loss defaults, then the flags on top
+        if exp.plan is None:
+            raise ValueError(f"experiment {name!r} has no GPU scale; the experiments with one are "
+                             f"{sorted(n for n, e in _experiments().items() if e.plan is not None)}")
+        return config_cls.gpu(dataset=_peek_field(argv, config_cls, "dataset"),
+                               data_dir=_peek_field(argv, config_cls, "data_dir"), **by_loss)
+    if loss is not None:  # per-loss defaults, then the flags on top
         return config_cls.smoke(loss) if smoke else config_cls.for_loss(loss)
     return config_cls.smoke() if smoke else config_cls()
 
@@ -359,29 +414,31 @@ def _run_in(name: str, ours, rest: list[str], command: list[str], folder: RunFol
     experiments = _experiments()
     if name not in experiments:
         raise ValueError(f"unknown experiment {name!r}; expected one of {sorted(experiments)} (see `stepwise list`)")
-    config_cls, run_fn, _ = experiments[name]
-    rest = _setup_aliases(config_cls, rest)
-    base = _base_config(name, config_cls, scale=ours.scale, smoke=ours.smoke, argv=rest)
-    cfg = tyro.cli(config_cls, default=base, args=rest,
+    exp = experiments[name]
+    rest = _legacy_flags(exp.config, rest)
+    base = _base_config(name, exp, scale=ours.scale, smoke=ours.smoke, argv=rest)
+    cfg = tyro.cli(exp.config, default=base, args=rest,
                    prog=f"stepwise run {name} [--smoke | --scale gpu] [--plan-only] [--out DIR]")
     kwargs = {}
     if ours.scale == "gpu" or ours.plan_only:
-        plans = _plans()
-        if name not in plans:
-            raise ValueError(f"experiment {name!r} has no compute plan; the experiments with one are {sorted(plans)}")
-        plan = plans[name](cfg)
+        if exp.plan is None:
+            raise ValueError(f"experiment {name!r} has no compute plan; the experiments with one are "
+                             f"{sorted(n for n, e in experiments.items() if e.plan is not None)}")
+        plan = exp.plan(cfg)
         print("\n".join(plan.lines()), flush=True)
         if ours.plan_only:
             return 0
         kwargs["plan"] = plan
     if folder is None:
-        tag = getattr(cfg, "loss", None) or getattr(cfg, "dataset", "default")
+        from stepwise.io import config_value
+
+        tag = config_value(cfg, "loss") or config_value(cfg, "dataset", "default")
         suffix = ("_smoke" if ours.smoke else "_gpu" if ours.scale == "gpu"
-                  else f"_{ours.scale.replace('-', '_')}" if ours.scale in PRESETS else "")
+                  else f"_{ours.scale.replace('-', '_')}" if ours.scale in exp.presets else "")
         folder = RunFolder.open(str(Path("runs") / f"{name}_{tag}{suffix}"), overwrite=ours.overwrite,
                                 resume=ours.resume and not ours.secondary_process)
     return _compute(folder, ours, command, _info(shlex.join(command), name, cfg), cfg,
-                    lambda staging: run_fn(cfg, staging, progress=not ours.no_progress and sys.stderr.isatty(),
+                    lambda staging: exp.run(cfg, staging, progress=not ours.no_progress and sys.stderr.isatty(),
                                            **kwargs, **_checkpointing(name, ours, folder)),
                     name=name, label=name, artifact="results.json")
 
@@ -446,10 +503,11 @@ def _verify_in(ours, rest: list[str], model: str | None, command: list[str], fol
 
     from stepwise.verify import VerifyConfig, plan, verify
 
+    rest = _legacy_flags(VerifyConfig, rest)
     default = VerifyConfig.smoke(model) if ours.smoke and model else None
     if ours.scale == "gpu" and model:
-        default = VerifyConfig.gpu(model, dataset=_peek_any(rest, "--dataset"),
-                                   data_dir=_peek_any(rest, "--data-dir", "--data_dir"))
+        default = VerifyConfig.gpu(model, dataset=_peek_field(rest, VerifyConfig, "dataset"),
+                                   data_dir=_peek_field(rest, VerifyConfig, "data_dir"))
     cfg = tyro.cli(VerifyConfig, default=default, args=rest,
                    prog="stepwise verify [--out DIR] [--smoke | --scale gpu] [--plan-only]")
     if ours.scale == "gpu" or ours.plan_only:  # the plan before any compute (FLOPs from XLA's cost analysis)
@@ -491,8 +549,8 @@ def main(argv: list[str] | None = None) -> int:
             unreadable = f", {report.unreadable} unreadable (rows in the report)" if report.unreadable else ""
             print(f"report: {report.passed}/{report.runs} experiments passed{unreadable} -> {report.path}")
             return 1 if report.unreadable else 0
-        for name, (_, _, doc) in _experiments().items():
-            print(f"{name:<16} {doc}")
+        for name, exp in _experiments().items():
+            print(f"{name:<16} {exp.doc}")
         return 0
     except (ValueError, FileNotFoundError, FloatingPointError) as err:
         print(f"stepwise: error: {err}", file=sys.stderr)

@@ -18,8 +18,8 @@ import numpy as np
 
 from stepwise.compare.checks import Check, all_passed, jsonable, kind_summary, summary_line
 
-__all__ = ["OutputError", "RunFolder", "atomic_path", "check_output_file", "checkpoint_files", "environment",
-           "jsonable_tree", "load_npz", "load_results", "save_npz_atomic", "write_json_atomic", "write_results"]
+__all__ = ["OutputError", "RunFolder", "atomic_path", "check_output_file", "checkpoint_files", "config_value",
+           "environment", "jsonable_tree", "load_npz", "load_results", "save_npz_atomic", "write_json_atomic", "write_results"]
 
 _PACKAGES = ("stepwise", "jax", "jaxlib", "flax", "optax", "numpy", "scipy", "scikit-learn", "scikit-image",
              "dm-pix", "matplotlib")
@@ -86,6 +86,26 @@ def jsonable_tree(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return jsonable(obj)
+
+
+def config_value(config: Any, name: str, default: Any = None) -> Any:
+    """The field ``name`` of a (nested) config: a dataclass instance or the ``config`` dict of ``results.json``.
+
+    Configs hold sub-configs (``train``, ``data``, ``aug``, ...), so a field may stand at any depth: ``name`` is found
+    at the top level first, else as the one leaf of that name in a sub-config, breadth first.
+
+    >>> config_value({"loss": "simclr", "data": {"dataset": "digits", "n_train": 10}}, "dataset")
+    'digits'
+    >>> config_value({"data": {"dataset": "digits"}}, "lr", 0.1)
+    0.1
+    """
+    level = [dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config]
+    while level:
+        for node in level:
+            if name in node:
+                return node[name]
+        level = [v for node in level for v in node.values() if isinstance(v, Mapping)]
+    return default
 
 
 def environment() -> dict[str, Any]:

@@ -279,5 +279,5 @@ def test_config_validation_and_registry():
         with pytest.raises(ValueError, match="invalid hltm config"):
             HLTMConfig(**bad)
     assert dataclasses.replace(HLTMConfig.smoke(), seeds=4).seeds == 4
-    config_cls, _, doc = cli._experiments()["hltm"]
-    assert config_cls is HLTMConfig and "Tian" in doc
+    exp = cli._experiments()["hltm"]
+    assert exp.config is HLTMConfig and "Tian" in exp.doc

@@ -230,10 +230,13 @@ def test_cpu_resnet_scale_is_the_resnet_preset():
     """``stepwise run stepwise_deep --scale cpu-resnet --loss X`` starts from ``DeepConfig.resnet_cpu(X)``."""
     from experiments.stepwise_deep.config import PUBLISHED
 
+    deep = cli._experiments()["stepwise_deep"]
     for loss in (*PUBLISHED, "barlow_twins_theory"):
-        assert cli._base_config("stepwise_deep", DeepConfig, scale="cpu-resnet", smoke=False,
+        assert cli._base_config("stepwise_deep", deep, scale="cpu-resnet", smoke=False,
                                 argv=["--loss", loss]) == DeepConfig.resnet_cpu(loss)
     with pytest.raises(ValueError, match="cpu-resnet"):
-        cli._base_config("stepwise_deep", DeepConfig, scale="cpu-resnet", smoke=True, argv=[])
+        cli._base_config("stepwise_deep", deep, scale="cpu-resnet", smoke=True, argv=[])
     with pytest.raises(ValueError, match="unknown --scale"):
-        cli._base_config("stepwise_deep", DeepConfig, scale="tpu", smoke=False, argv=[])
+        cli._base_config("stepwise_deep", deep, scale="tpu", smoke=False, argv=[])
+    with pytest.raises(ValueError, match="preset of stepwise_deep only"):
+        cli._base_config("linear_bt", cli._experiments()["linear_bt"], scale="cpu-resnet", smoke=False, argv=[])

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from stepwise.compare.checks import KINDS, summary_line
-from stepwise.io import atomic_path
+from stepwise.io import atomic_path, config_value
 
 __all__ = ["CLAIMS", "UNCHECKED", "Report", "build_report", "build_run_report", "read_results"]
 
@@ -159,7 +159,7 @@ def _check_tables(checks: list[dict], causes: dict | None = None) -> str:
 
 def _section(run_dir: Path, res: dict) -> str:
     cfg = _dict(res.get("config"))
-    title = f"{res.get('experiment', run_dir.name)} &mdash; {html.escape(str(cfg.get('dataset', '')))}"
+    title = f"{res.get('experiment', run_dir.name)} &mdash; {html.escape(str(config_value(cfg, 'dataset', '')))}"
     figs = ""
     figures = res.get("figures", [])
     for name in figures if isinstance(figures, list) else []:
@@ -189,15 +189,16 @@ def _embed(path: Path, alt: str) -> str:
 
 def _network_label(cfg: dict) -> str:
     """The network and data of a deep run, e.g. ``mlp on digits`` or ``resnet10 (width 0.125) on patches``."""
-    model = str(cfg.get("model", "network"))
-    if model == "resnet18" and cfg.get("resnet_blocks") not in (None, 2):
-        model = f"resnet{2 + 8 * int(cfg['resnet_blocks'])}"
-    width, hidden = cfg.get("width"), cfg.get("hidden")
+    model = str(config_value(cfg, "model", "network"))
+    blocks = config_value(cfg, "resnet_blocks")
+    if model == "resnet18" and blocks not in (None, 2):
+        model = f"resnet{2 + 8 * int(blocks)}"
+    width, hidden = config_value(cfg, "width"), config_value(cfg, "hidden")
     if model == "mlp" and isinstance(hidden, list):
         model += f" {'-'.join(str(h) for h in hidden)}"
     elif model != "mlp" and isinstance(width, (int, float)) and not isinstance(width, bool):
         model += f" (width {width:g})"
-    return f"{model} on {cfg.get('dataset', 'data')}"
+    return f"{model} on {config_value(cfg, 'dataset', 'data')}"
 
 
 def _side_by_side(runs: list[tuple[Path, dict]], folder: Path) -> str:

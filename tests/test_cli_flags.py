@@ -1,0 +1,121 @@
+"""The flat flags of the configs before they held sub-configs (``--lr``, ``--dataset``) map onto the nested ones
+(``--train.lr``, ``--data.dataset``) for one release (:func:`stepwise.cli._legacy_flags`), and the CLI asks each
+experiment only what its registry entry declares."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+import tyro
+
+from stepwise import cli, io
+
+
+@dataclasses.dataclass(frozen=True)
+class _Train:
+    lr: float = 0.1
+    steps: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class _Aug:
+    flip: bool = False
+    shift: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    n_pairs: int = 5
+    shift: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Toy:
+    train: _Train = _Train()
+    aug: _Aug = _Aug()
+    data: _Data = _Data()
+    steps_total: int = 1
+    seed: int = 0
+
+
+def _parse(argv: list[str]) -> _Toy:
+    return tyro.cli(_Toy, default=_Toy(), args=cli._legacy_flags(_Toy, argv, warn=False))
+
+
+def test_legacy_flags_reach_the_one_nested_field():
+    assert _parse(["--lr", "0.5"]).train.lr == 0.5
+    assert _parse(["--lr=0.25"]).train.lr == 0.25
+    assert _parse(["--n_pairs", "7"]).data.n_pairs == 7
+    assert _parse(["--n-pairs=8"]).data.n_pairs == 8
+    assert _parse(["--flip"]).aug.flip is True
+    assert _parse(["--aug.flip", "--no-flip"]).aug.flip is False
+    assert _parse(["--steps", "3", "--seed", "4"]) == _Toy(train=_Train(steps=3), seed=4)
+
+
+def test_legacy_flags_leave_dotted_top_level_and_values_alone():
+    argv = ["--train.lr", "0.5", "--seed", "3", "--steps-total", "2", "positional", "--", "--lr"]
+    assert cli._legacy_flags(_Toy, argv, warn=False) == argv
+    assert cli._legacy_flags(_Toy, ["--unknown", "1"], warn=False) == ["--unknown", "1"]
+
+
+def test_legacy_flag_in_two_sub_configs_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r"--shift is ambiguous.*--aug\.shift or --data\.shift"):
+        cli._legacy_flags(_Toy, ["--shift", "2"], warn=False)
+
+
+def test_legacy_flag_prints_the_new_name(capsys):
+    assert cli._legacy_flags(_Toy, ["--n_pairs", "3"]) == ["--data.n_pairs", "3"]
+    assert "--n_pairs is now --data.n-pairs" in capsys.readouterr().err
+
+
+def _cli_value(value) -> str | None:
+    """``value`` as one command-line token, for the scalar types whose text tyro reads back exactly."""
+    if isinstance(value, bool) or value is None:
+        return None
+    return str(value) if isinstance(value, (int, float, str)) else None
+
+
+def _registered():
+    from stepwise.verify import VerifyConfig
+
+    configs = [(name, exp.config, exp.config.smoke) for name, exp in cli._experiments().items()]
+    return [*configs, ("verify", VerifyConfig, lambda: VerifyConfig.smoke("tests/verify_zoo.py:make_mixer"))]
+
+
+def test_every_nested_field_of_every_config_keeps_its_flat_flag():
+    """Map every old flat flag of every registered config (and verify's): each field of a sub-config whose name
+    is unique in its config parses the same through the flat flag as through the dotted one."""
+    mapped = 0
+    for name, config_cls, smoke in _registered():
+        base = smoke()
+        for leaf, paths in cli._leaf_paths(config_cls).items():
+            if len(paths) != 1 or "." not in paths[0]:
+                continue
+            value = _cli_value(io.config_value(base, leaf))
+            if value is None:
+                continue
+            flat = cli._legacy_flags(config_cls, [f"--{leaf}", value], warn=False)
+            assert flat == [f"--{paths[0]}", value], (name, leaf)
+            parsed = tyro.cli(config_cls, default=base, args=flat)
+            assert parsed == base, (name, leaf)  # the field's own value, given by its old flag, changes nothing
+            mapped += 1
+    hints = {name: typing.get_type_hints(cls) for name, cls, _ in _registered()}
+    nested = sum(dataclasses.is_dataclass(t) for h in hints.values() for t in h.values())
+    assert nested == 0 or mapped > 0
+
+
+def test_registry_declares_what_the_cli_asks():
+    """Each experiment's declared capabilities exist on its config class: smoke() with no argument, for_loss /
+    smoke(loss) / gpu(loss=) for per-loss ones, gpu(dataset=, data_dir=) where a plan is given, the presets."""
+    for name, exp in cli._experiments().items():
+        assert isinstance(exp.config.smoke(), exp.config), name
+        if exp.per_loss:
+            assert exp.config.for_loss("simclr").loss == "simclr"
+            assert exp.config.smoke("vicreg").loss == "vicreg"
+        for method in exp.presets.values():
+            assert callable(getattr(exp.config, method)), (name, method)
+        if exp.plan is not None:
+            assert isinstance(exp.config.gpu(dataset=None, data_dir=None), exp.config), name
+    assert set(cli.CHECKPOINTED) <= set(cli._experiments())
