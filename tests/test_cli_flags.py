@@ -15,12 +15,16 @@ from stepwise import cli, io
 
 @dataclasses.dataclass(frozen=True)
 class _Train:
+    """A sub-config whose ``steps`` is unique (``--steps`` maps) beside a top-level ``steps_total``."""
+
     lr: float = 0.1
     steps: int = 10
 
 
 @dataclasses.dataclass(frozen=True)
 class _Aug:
+    """A sub-config with a boolean (``--no-flip``) and a field name it shares with ``_Data`` (ambiguous)."""
+
     flip: bool = False
     shift: int = 0
 
