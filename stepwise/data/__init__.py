@@ -36,9 +36,10 @@ from stepwise.data.hltm import (
     sample_latents,
     sample_views,
 )
-from stepwise.data.pairs import normalise_views, positive_pairs
+from stepwise.data.pairs import DEFAULT_CROP, KernelPairData, PairData, normalise_views, positive_pairs
 
 __all__ = [
+    "DEFAULT_CROP",
     "DATASETS",
     "PHOTOGRAPHS",
     "DataFormatError",
@@ -47,6 +48,7 @@ __all__ = [
     "Dataset",
     "HLTM",
     "HLTMViews",
+    "KernelPairData",
     "augment_batch",
     "color_jitter",
     "crop",
@@ -63,6 +65,7 @@ __all__ = [
     "make_hltm",
     "make_pairs",
     "normalise_views",
+    "PairData",
     "path_polarities",
     "positive_pairs",
     "random_crop",
