@@ -1,6 +1,7 @@
 """The step map end to end (smoke grid): its files, every check's value recomputed from the saved npz, and its config
 errors refused by the command line before any compute."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,8 +10,8 @@ import pytest
 import stepwise.cli as cli
 from experiments.step_map import StepMapConfig, run
 from experiments.step_map.config import STANDARD_HEAD_SCALE
-from experiments.step_map.run import STATISTICS
 from stepwise import compare, io
+from stepwise.compare.step_map import STATISTICS, map_checks
 from helpers import api_smoke_run
 
 PER_LOSS_KINDS = {"max_separated_steps": "theory", "stepwise_region": "reported",
@@ -95,6 +96,11 @@ def test_every_check_value_recomputed_from_the_npz(smoke):
             s, m, learned = (np.asarray(x)[np.isfinite(stats[0])] for x in stats)
             accounted_bad += int(np.sum(s + m != learned))
     assert checks["learned_modes_accounted"]["value"] == accounted_bad == 0
+    again = {c.name: c for c in map_checks(data, min_steps=cfg.min_steps)}  # the runner's function on the npz
+    assert again.keys() == checks.keys()
+    for name, c in again.items():  # the same float64 numbers: exact up to JSON's float repr
+        np.testing.assert_allclose(c.value, float(checks[name]["value"]), rtol=1e-12)
+        assert c.passed == checks[name]["passed"]
 
 
 def test_cells_are_stepwise_deep_runs():
@@ -129,7 +135,7 @@ def test_bad_grid_exits_2_before_compute(flags, field, monkeypatch, capsys, tmp_
     def blocked():
         def no_compute(*args, **kwargs):
             raise ComputeStarted("a run started although its config was invalid")
-        return {name: (cls, no_compute, doc) for name, (cls, _, doc) in experiments().items()}
+        return {name: dataclasses.replace(e, run=no_compute) for name, e in experiments().items()}
 
     monkeypatch.setattr(cli, "_experiments", blocked)
     out = tmp_path / "x"

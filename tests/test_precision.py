@@ -31,6 +31,7 @@ from stepwise.compare import checks as ck
 from stepwise.compare import diagnose as dg
 from stepwise.compare import exact as ex
 from stepwise.compare import ntk as cn
+from stepwise.compare import step_map as sm
 from stepwise.compare import steps as st
 from stepwise.compare import tian2020 as t20
 from stepwise.compare import tian2021 as t21
@@ -81,6 +82,17 @@ def _ncl_cfg():
     from experiments.noncontrastive_linear import NoncontrastiveLinearConfig
 
     return dataclasses.replace(NoncontrastiveLinearConfig.smoke(), n_save=21)
+
+
+def _step_map_data(det):
+    """A step map's arrays (as in ``step_map.npz``) of one loss over a 1 x 1 x 2 grid: one cell from ``det``, one
+    diverged; the standard-initialisation run is the first cell."""
+    cell = sm.cell_statistics(det)
+    stats = {k: np.array([[[[cell[k], np.nan]]]], np.float64) for k in sm.STATISTICS}
+    return {"losses": np.array(["vicreg"]), "head_scales": np.array([1.0]), "lrs": np.array([0.02]),
+            "widths": np.array([8, 16]), **stats, "diverged": np.array([[[[False, True]]]]),
+            **{f"standard_{k}": np.array([cell[k]], np.float64) for k in sm.STATISTICS},
+            "standard_lr": np.array([0.02]), "standard_width": np.array([8])}
 
 
 def _logistic_run(t, rates, shifts):
@@ -398,6 +410,11 @@ CASES = {
         (np.stack([np.linalg.qr(np.random.default_rng(t).normal(size=(4, 3)))[0].T for t in range(6)]),
          np.array([0.9, 0.5, 0.7, 0.3]), d.hltm_views.latents[2][:100] - d.hltm_views.latents_pos[2][:100],
          d.hltm_views.latents[2][:100] - d.hltm_views.latents_neg[2][:100]), {"lr": 0.05, "batch_size": 16}),
+    # ---- stepwise.compare.step_map
+    "stepwise.compare.step_map.best_cell": lambda d: (
+        ({k: v[0] for k, v in _step_map_data(d.detection).items() if k in sm.STATISTICS},), {}),
+    "stepwise.compare.step_map.cell_statistics": lambda d: ((d.detection,), {}),
+    "stepwise.compare.step_map.map_checks": lambda d: ((_step_map_data(d.detection),), {"min_steps": 2}),
     # ---- stepwise.compare.tian2021
     "stepwise.compare.tian2021.alignment_trajectory": lambda d: ((d.corr, d.wp), {}),
     "stepwise.compare.tian2021.b4_checks": lambda d: (({"symmetric": [1, 1], "regular": [3, 4]},), {"alpha_p": 1.0}),
@@ -406,6 +423,10 @@ CASES = {
         {"c": 0.1, "eps": 0.1}),
     "stepwise.compare.tian2021.fig6_checks": lambda d: (({"base": [1, 1], "rescue": [3, 2]},),
                                                         {"alpha_p": 2.0, "base_alpha_p": 1.0}),
+    "stepwise.compare.tian2021.end_spectrum": lambda d: ((d.corr,), {}),
+    "stepwise.compare.tian2021.no_ema_checks": lambda d: (({"regular": [3, 4], "base": [1, 1], "rescue": [3, 2]},),
+                                                          {"b4_alpha_p": 1.0, "fig6_alpha_p": 2.0}),
+    "stepwise.compare.tian2021.non_null_modes": lambda d: ((d.alignment.s[-1],), {}),
     "stepwise.compare.tian2021.deep_checks": lambda d: (([d.alignment, d.alignment],), {"min_modes": 2}),
     "stepwise.compare.tian2021.directpred_checks": lambda d: (
         ({"directpred": np.array([0.61, 0.63]), "linear": np.array([0.6, 0.62])}, np.array([0.4, 0.41]),

@@ -8,38 +8,23 @@ spectra and losses they were computed from; the standard-initialisation runs of 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from experiments.step_map.config import STANDARD_HEAD_SCALE, StepMapConfig
 from experiments.stepwise_deep.config import DeepConfig
 from experiments.stepwise_deep.run import train_network
 from stepwise import compare, io
+from stepwise.compare.step_map import STATISTICS, best_cell, cell_statistics, map_checks
 from stepwise.errors import DivergenceError
+from stepwise.training import compilation_cache
 
 EXPERIMENT = "step_map"
 DATA = "step_map.npz"
-
-#: Per-cell statistics saved in the npz, NaN where the cell diverged.
-STATISTICS = ("n_steps", "n_learned", "separated_fraction", "flat_plateaus", "n_merged", "rank_max_increment")
-
-_E3 = ("Simon et al. 2023 E3 [V]: Barlow Twins, SimCLR and VICReg 'all show very clear stepwise learning' when trained "
-       "from smaller-than-normal initialisation with a small learning rate (and 'in all cases', over various "
-       "initialisations and hyper-parameters); so some cell of a map over small output layers and learning rates "
-       "around the CPU default should show it. A cell is stepwise with >= {m} separated steps, the criterion of "
-       "stepwise_deep (theory note 6.10: four separated steps give the first plateau and three between steps)")
-_REPORTED_MAP = ("a description of the map, not a prediction: the paper states no region (its settings are [U], "
-                 "theory note E2/E3)")
-_E4 = ("theory note E4 is a recollection [R], not verified: 'with standard initialisation the steps blur in the loss but "
-       "remain visible as sequential eigenvalue growth'; the note gives no criterion and says the verifier must not "
-       "hard-code [R] lines, so it is reported, not gated")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,15 +39,6 @@ class Cell:
     train_time_s: float
 
 
-def cell_statistics(det: compare.StepDetection) -> dict[str, float]:
-    """The map's statistics of one run's :class:`stepwise.compare.StepDetection` (see :data:`STATISTICS`)."""
-    return {
-        "n_steps": det.n_steps, "n_learned": det.n_learned, "separated_fraction": det.separated_fraction,
-        "flat_plateaus": det.n_plateaus, "n_merged": len(det.merged),
-        "rank_max_increment": int(np.max(np.diff(det.rank))) if det.rank.size > 1 else 0,
-    }
-
-
 def train_cell(dcfg: DeepConfig, points: int) -> Cell:
     """Train one ``stepwise_deep`` run and detect its steps; a run that diverges (NaN/inf) is a cell marked so."""
     d = dcfg.d
@@ -75,111 +51,6 @@ def train_cell(dcfg: DeepConfig, points: int) -> Cell:
     det = compare.detect_steps(t, res.cov_out, res.eval_loss)
     return Cell(cell_statistics(det), False, t, np.asarray(res.cov_out, np.float64),
                 np.asarray(res.eval_loss, np.float64), float(res.train_time_s))
-
-
-@contextlib.contextmanager
-def _compilation_cache():
-    """A persistent compilation cache in a temporary folder for the duration of the map, unless one is configured.
-
-    The cells of one loss, learning rate and width compile the same programs (the head scale only changes the
-    parameters' values), but each run builds its own jitted closures; with the cache they compile once instead of
-    once per head scale (measured: 2.6 s -> 0.6 s per cell on the 2-core CPU). The previous settings are restored.
-    """
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    if jax.config.jax_compilation_cache_dir:
-        yield
-        return
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    before = {n: getattr(jax.config, n) for n in names}
-    with tempfile.TemporaryDirectory(prefix="stepwise-step-map-cache-") as folder:
-        try:
-            jax.config.update("jax_compilation_cache_dir", folder)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-            jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-            cc.reset_cache()
-            yield
-        finally:
-            for n, v in before.items():
-                jax.config.update(n, v)
-            cc.reset_cache()
-
-
-def _best(stats: dict[str, np.ndarray]) -> tuple[int, ...] | None:
-    """Index (H, R, W) of the best cell of one loss: most separated steps, then the highest separated fraction, then
-    the most flat plateaus (first in grid order on a tie); None when every cell diverged."""
-    n = stats["n_steps"]
-    if not np.any(np.isfinite(n)):
-        return None
-    keys = [np.nan_to_num(stats[k], nan=-1.0).ravel() for k in ("flat_plateaus", "separated_fraction", "n_steps")]
-    order = np.lexsort([-np.arange(n.size), *keys])  # lexsort: last key primary; ties -> smallest flat index
-    return tuple(int(i) for i in np.unravel_index(order[-1], n.shape))
-
-
-def map_checks(cfg: StepMapConfig, data: dict[str, np.ndarray]) -> list[compare.Check]:
-    """The checks of a step map from its saved arrays (``step_map.npz``; the tests call it on the file).
-
-    Per loss: ``max_separated_steps_<loss>`` (theory, >= ``cfg.min_steps``); reported: ``stepwise_region_<loss>``
-    (cells with >= ``min_steps`` separated steps), ``best_cell_separated_fraction_<loss>``, ``diverged_cells_<loss>``,
-    ``e4_standard_init_steps_<loss>`` and ``e4_standard_init_flat_plateaus_<loss>``. Consistency over every trained
-    run: ``learned_modes_accounted`` (separated + merged = learned, by construction of the detection).
-    """
-    hs, lrs, ws = data["head_scales"], data["lrs"], data["widths"]
-    checks = []
-    for i, loss in enumerate(str(v) for v in data["losses"]):
-        stats = {k: data[k][i] for k in STATISTICS}
-        n = stats["n_steps"]
-        m = cfg.min_steps
-        best = _best(stats)
-        where = ("none (every cell diverged)" if best is None else
-                 f"head scale {hs[best[0]]:g}, lr {lrs[best[1]]:g}, width {ws[best[2]]}: "
-                 f"{n[best]:.0f} separated of {stats['n_learned'][best]:.0f} learned, "
-                 f"{stats['flat_plateaus'][best]:.0f} flat plateaus")
-        region = [[float(hs[a]), float(lrs[b]), int(ws[c])] for a, b, c in zip(*np.nonzero(np.nan_to_num(n, nan=-1) >= m))]
-        checks.append(compare.check(
-            f"max_separated_steps_{loss}", float(np.nanmax(n)) if np.any(np.isfinite(n)) else 0.0, m, op=">=",
-            kind="theory", reason=_E3.format(m=m),
-            description=f"most separated steps in any cell of the {loss} map ({n.size} cells); best cell: {where}",
-            measured=n,
-        ))
-        checks.append(compare.check(
-            f"stepwise_region_{loss}", len(region), None, kind="reported", reason=_REPORTED_MAP,
-            description=f"cells of the {loss} map with >= {m} separated steps, of {n.size} (measured: [head scale, "
-            "lr, width] of each)", measured=region,
-        ))
-        checks.append(compare.check(
-            f"best_cell_separated_fraction_{loss}", float(stats["separated_fraction"][best]) if best else float("nan"),
-            None, kind="reported", reason=_REPORTED_MAP,
-            description=f"separated steps / learned modes of the best cell of the {loss} map ({where})",
-            measured=None if best is None else [float(hs[best[0]]), float(lrs[best[1]]), int(ws[best[2]])],
-        ))
-        checks.append(compare.check(
-            f"diverged_cells_{loss}", int(np.sum(data["diverged"][i])), None, kind="reported", reason=_REPORTED_MAP,
-            description=f"cells of the {loss} map whose training produced NaN/inf (shown grey in the figure)",
-        ))
-        std = (f"output layer and every kernel at their usual scale, lr {float(data['standard_lr'][i]):g}, width "
-               f"{int(data['standard_width'][i])}; {data['standard_n_learned'][i]:.0f} learned modes")
-        checks.append(compare.check(
-            f"e4_standard_init_steps_{loss}", float(data["standard_n_steps"][i]), None, kind="reported", reason=_E4,
-            description=f"separated steps of the embedding eigenvalues at standard initialisation ({std})",
-        ))
-        checks.append(compare.check(
-            f"e4_standard_init_flat_plateaus_{loss}", float(data["standard_flat_plateaus"][i]), None, kind="reported",
-            reason=_E4, description=f"flat loss plateaus at standard initialisation ({std}; the steps 'blur in the "
-            "loss' when these are fewer than the separated steps)",
-        ))
-    cells = np.concatenate([data[k].ravel() for k in ("n_steps", "standard_n_steps")])
-    merged = np.concatenate([data[k].ravel() for k in ("n_merged", "standard_n_merged")])
-    learned = np.concatenate([data[k].ravel() for k in ("n_learned", "standard_n_learned")])
-    ok = np.isfinite(cells)
-    checks.append(compare.check(
-        "learned_modes_accounted", int(np.sum(cells[ok] + merged[ok] != learned[ok])), 0, kind="consistency",
-        reason="by construction every learned mode is a separated step or merged with its neighbour; tests the "
-        "detection's bookkeeping over every trained run of the map",
-        description=f"trained runs (of {int(ok.sum())}) whose separated + merged modes differ from their learned modes",
-    ))
-    return checks
 
 
 def run(cfg: StepMapConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
@@ -213,7 +84,7 @@ def run(cfg: StepMapConfig, out_dir: str | Path, *, progress: bool = False) -> d
         step_t[index], loss_t[index], eig[index][:, :k] = cell.step, cell.eval_loss, cell.eigenvalues
 
     done = 0
-    with _compilation_cache():
+    with compilation_cache():
         for i, loss in enumerate(cfg.losses):
             default[i] = cfg.default_cell(loss) or (-1, -1, -1)
             for a, h in enumerate(cfg.head_scales):
@@ -257,12 +128,12 @@ def run(cfg: StepMapConfig, out_dir: str | Path, *, progress: bool = False) -> d
         "standard_step": std_step, "standard_eigenvalues": std_eig, "standard_eval_loss": std_loss,
     }
     io.save_npz_atomic(out_dir / DATA, **data)
-    checks = map_checks(cfg, io.load_npz(out_dir / DATA))
+    checks = map_checks(io.load_npz(out_dir / DATA), min_steps=cfg.min_steps)
     figure = plot_step_map(out_dir)
     per_loss = {}
     for i, loss in enumerate(cfg.losses):
         s = {k: data[k][i] for k in STATISTICS}
-        best = _best(s)
+        best = best_cell(s)
         per_loss[loss] = {
             "best_cell": None if best is None else {
                 "head_scale": cfg.head_scales[best[0]], "lr": cfg.lrs[best[1]], "width": cfg.widths[best[2]],

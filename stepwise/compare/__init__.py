@@ -8,6 +8,7 @@ its own, exported as a module and imported on first use (``stepwise.compare.ntk`
 ``ntk``        a network's learned subspace and step order against its empirical NTK's prediction (Simon E6)
 ``hidden``     a backbone's steps and effective dimension (Simon E5; reported)
 ``diagnose``   why a check of a trained network failed (still learning, the kernel moved, a disagreement)
+``step_map``   where steps appear over a grid of runs (Simon E3/E4): per-cell statistics, best cell, checks
 ``tian2021``   BYOL/SimSiam/DirectPred checks (Tian, Chen & Ganguli 2021)
 ``tian2020``   covariance-operator and latent-tree checks (Tian 2020)
 ``esser2023``  Grassmann-flow checks (Esser et al. 2023)
@@ -57,7 +58,7 @@ __all__ = [
     "values_at",
 ]
 
-_MODULES = ("diagnose", "esser2023", "exact", "hidden", "ntk", "tian2020", "tian2021")
+_MODULES = ("diagnose", "esser2023", "exact", "hidden", "ntk", "step_map", "tian2020", "tian2021")
 __all__ += list(_MODULES)
 
 

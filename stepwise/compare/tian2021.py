@@ -34,9 +34,12 @@ __all__ = [
     "b7_checks",
     "deep_checks",
     "directpred_checks",
+    "end_spectrum",
     "fig6_checks",
     "loglog_slope",
     "mean_spread",
+    "no_ema_checks",
+    "non_null_modes",
     "random_predictor_null",
     "seed_margin",
     "spectrum_split",
@@ -44,6 +47,19 @@ __all__ = [
 
 # Note B1: modes with s_j > 1e-3 s_max are "non-null"; the near-null ones are ignored.
 ALIGN_FLOOR = 1e-3
+
+
+@float64
+def end_spectrum(corr: np.ndarray) -> np.ndarray:
+    """Eigenvalues of the last tracked F (``corr[-1]``, of a (T, d, d) series) in float64, descending."""
+    return np.linalg.eigvalsh(corr[-1].astype(np.float64))[::-1]
+
+
+@float64
+def non_null_modes(s: np.ndarray) -> int:
+    """Non-null modes of a spectrum (descending): s_j > ALIGN_FLOOR s_max, the count of note B1 that the B4, B6, B7
+    and Fig. 6 checks compare."""
+    return int(np.sum(s > ALIGN_FLOOR * s[0]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -556,6 +572,17 @@ def fig6_checks(modes: Mapping[str, Sequence[int]], *, alpha_p: float, base_alph
         measured={"base": [int(x) for x in base], "rescue": [int(x) for x in rescue], "mean_difference": gain,
                   "standard_error": se, "base_collapsed_seeds": collapsed},
     )]
+
+
+@float64
+def no_ema_checks(modes: Mapping[str, Sequence[int]], *, b4_alpha_p: float, fig6_alpha_p: float,
+                  min_modes: int = 2) -> list[Check]:
+    """The runs without EMA: :func:`b4_checks` then :func:`fig6_checks`, from per-seed non-null mode counts of F at
+    the end (:func:`non_null_modes`), paired by seed: ``regular`` and ``base`` (regular and symmetric W_p at
+    ``b4_alpha_p``), ``rescue`` (symmetric W_p at ``fig6_alpha_p``)."""
+    checks = b4_checks({"symmetric": modes["base"], "regular": modes["regular"]}, alpha_p=b4_alpha_p)
+    return checks + fig6_checks({"base": modes["base"], "rescue": modes["rescue"]}, alpha_p=fig6_alpha_p,
+                                base_alpha_p=b4_alpha_p, min_modes=min_modes)
 
 
 # ================================================================================================================

@@ -7,6 +7,7 @@ The loops that train networks on augmented views of images (:func:`train_ssl`, :
 placement, the host loop with tracking, divergence checks and checkpoints.
 """
 
+from stepwise.training.compilation import compilation_cache as compilation_cache
 from stepwise.training.engine import Checkpointing as Checkpointing
 from stepwise.training.engine import TrainConfig as TrainConfig
 from stepwise.training.engine import TrainingInterrupted as TrainingInterrupted
@@ -42,6 +43,7 @@ __all__ = [
     "TrainState",
     "TrainingInterrupted",
     "checkpoint_kwargs",
+    "compilation_cache",
     "eval_key",
     "make_optimizer",
     "make_train_step",
