@@ -15,7 +15,7 @@ embeddings, as ``path/to/file.py:make_model`` or ``package.module:make_model``. 
    moves during training);
 4. trains it with a joint-embedding loss on resampled augmented pairs (:func:`stepwise.training.train_ssl`),
    tracking the embedding covariance spectrum and evaluation snapshots, and computes the NTK again after training;
-5. runs every check that applies (:mod:`stepwise.compare.steps`, :mod:`stepwise.compare.ntk`): steps present and
+5. runs every check that applies (:mod:`stepwise.compare.steps`, :mod:`stepwise.compare.ntk_agreement`): steps present and
    well separated, unit rank increments, ordered onsets; step order against the after-training NTK's contrastive
    eigenvalue order; step times against 1/gamma_j (sign gated, slope reported); the final embedding against the
    after-training NTK's prediction (E6), beyond a same-kernel random baseline (the same statistics with the NTK at
@@ -46,7 +46,7 @@ import numpy as np
 
 from stepwise import compare, io
 from stepwise.compare import diagnose, hidden
-from stepwise.compare import ntk as cntk
+from stepwise.compare import ntk_agreement as cntk
 from stepwise.theory import kernel as theory
 from stepwise.theory import linear
 
@@ -634,7 +634,7 @@ def float32_copy(params):
 
 def _contrastive_eigh(kc: np.ndarray, when: str, computed: np.ndarray):
     """The contrastive eigenproblem of the centred NTK block (``computed``: the block before centring, whose
-    round-off sets the ridge's floor: :func:`stepwise.compare.ntk.kernel_ridge`), with an error a ``verify`` user can
+    round-off sets the ridge's floor: :func:`stepwise.compare.ntk_agreement.kernel_ridge`), with an error a ``verify`` user can
     act on."""
     try:
         return theory.contrastive_eigh(kc, ridge=cntk.kernel_ridge(kc, np.float32, computed=computed))

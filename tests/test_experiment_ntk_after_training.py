@@ -75,7 +75,7 @@ def test_kernel_statistics_of_one_network_recomputed(smoke, tmp_path):
 
     cfg, res, _ = smoke
     net = _one_network(cfg, "barlow_twins", progress=False)
-    again = compare.ntk.kernel_agreement(net["kernels"]["final"], net["two_n"], net["z_eval"], net["k"],
+    again = compare.ntk_agreement.kernel_agreement(net["kernels"]["final"], net["two_n"], net["z_eval"], net["k"],
                                          center=cfg.center, n_draws=cfg.n_draws, seed=cfg.seed)
     assert again.similarity == pytest.approx(res["summary"]["per_method"]["barlow_twins"]["agreement_final_ntk"]["similarity"], rel=1e-6)
     assert net["kernels"]["final"].shape == (2 * cfg.n_pairs + net["z_eval"].shape[0],) * 2

@@ -30,7 +30,7 @@ from stepwise._precision import is_float64
 from stepwise.compare import checks as ck
 from stepwise.compare import diagnose as dg
 from stepwise.compare import exact as ex
-from stepwise.compare import ntk as cn
+from stepwise.compare import ntk_agreement as cn
 from stepwise.compare import step_map as sm
 from stepwise.compare import steps as st
 from stepwise.compare import tian2020 as t20
@@ -372,17 +372,18 @@ CASES = {
     "stepwise.compare.metrics.subspace_similarity": lambda d: ((d.a, d.b), {}),
     "stepwise.compare.metrics.unit_rank_increments": lambda d: ((np.array([0, 1, 1, 2]),), {}),
     "stepwise.compare.metrics.values_at": lambda d: ((d.t, d.loss, np.array([0.3, 4.7])), {}),
-    # ---- stepwise.compare.ntk
-    "stepwise.compare.ntk.cross_similarity": lambda d: (({"a": d.za, "b": d.zb},), {"k": {"a": 2, "b": 3}}),
-    "stepwise.compare.ntk.final_embedding_check": lambda d: ((d.agreement, "x"), {"kernel": "rbf"}),
-    "stepwise.compare.ntk.kernel_agreement": lambda d: ((d.k_all, 12, d.z_eval, 2), {"n_draws": 3}),
-    "stepwise.compare.ntk.kernel_ridge": lambda d: ((d.k, np.float32), {}),
-    "stepwise.compare.ntk.kernel_rows": lambda d: ((d.k_all, 12), {}),
-    "stepwise.compare.ntk.learned_directions": lambda d: ((d.snap_t, d.snapshots, d.onsets), {}),
-    "stepwise.compare.ntk.learned_subspace": lambda d: ((d.z_eval, 2), {}),
-    "stepwise.compare.ntk.random_function_similarity": lambda d: ((d.rows, 2, d.rows[:, ::-1], 3), {"n_draws": 3}),
-    "stepwise.compare.ntk.step_order": lambda d: ((d.directions, d.k_all, 12, d.onsets), {}),
-    "stepwise.compare.ntk.step_order_checks": lambda d: ((d.order,), {"kernel": "rbf"}),
+    # ---- stepwise.compare.ntk_agreement
+    "stepwise.compare.ntk_agreement.cross_similarity": lambda d: (({"a": d.za, "b": d.zb},), {"k": {"a": 2, "b": 3}}),
+    "stepwise.compare.ntk_agreement.final_embedding_check": lambda d: ((d.agreement, "x"), {"kernel": "rbf"}),
+    "stepwise.compare.ntk_agreement.kernel_agreement": lambda d: ((d.k_all, 12, d.z_eval, 2), {"n_draws": 3}),
+    "stepwise.compare.ntk_agreement.kernel_ridge": lambda d: ((d.k, np.float32), {}),
+    "stepwise.compare.ntk_agreement.kernel_rows": lambda d: ((d.k_all, 12), {}),
+    "stepwise.compare.ntk_agreement.learned_directions": lambda d: ((d.snap_t, d.snapshots, d.onsets), {}),
+    "stepwise.compare.ntk_agreement.learned_subspace": lambda d: ((d.z_eval, 2), {}),
+    "stepwise.compare.ntk_agreement.random_function_similarity":
+        lambda d: ((d.rows, 2, d.rows[:, ::-1], 3), {"n_draws": 3}),
+    "stepwise.compare.ntk_agreement.step_order": lambda d: ((d.directions, d.k_all, 12, d.onsets), {}),
+    "stepwise.compare.ntk_agreement.step_order_checks": lambda d: ((d.order,), {"kernel": "rbf"}),
     # ---- stepwise.compare.steps
     "stepwise.compare.steps.detect_steps": lambda d: ((d.t, d.eigs, d.loss), {}),
     # ---- stepwise.compare.hidden
@@ -416,6 +417,7 @@ CASES = {
     "stepwise.compare.step_map.cell_statistics": lambda d: ((d.detection,), {}),
     "stepwise.compare.step_map.map_checks": lambda d: ((_step_map_data(d.detection),), {"min_steps": 2}),
     # ---- stepwise.compare.tian2021
+    "stepwise.compare.tian2021.alignment_summary": lambda d: (([d.alignment, d.alignment],), {}),
     "stepwise.compare.tian2021.alignment_trajectory": lambda d: ((d.corr, d.wp), {}),
     "stepwise.compare.tian2021.b4_checks": lambda d: (({"symmetric": [1, 1], "regular": [3, 4]},), {"alpha_p": 1.0}),
     "stepwise.compare.tian2021.b7_checks": lambda d: (
@@ -464,10 +466,10 @@ METHOD_CASES = {
     "stepwise.compare.checks.Check.gated": lambda d: (d.check, None),
     "stepwise.compare.checks.Check.to_dict": lambda d: (d.check, ()),
     "stepwise.compare.exact.ExactComparison.arrays": lambda d: (d.exact, ()),
-    "stepwise.compare.ntk.KernelAgreement.baseline_kernel_mean": lambda d: (d.agreement, None),
-    "stepwise.compare.ntk.KernelAgreement.baseline_threshold": lambda d: (d.agreement, None),
-    "stepwise.compare.ntk.KernelAgreement.summary": lambda d: (d.agreement, ()),
-    "stepwise.compare.ntk.StepOrder.summary": lambda d: (d.order, ()),
+    "stepwise.compare.ntk_agreement.KernelAgreement.baseline_kernel_mean": lambda d: (d.agreement, None),
+    "stepwise.compare.ntk_agreement.KernelAgreement.baseline_threshold": lambda d: (d.agreement, None),
+    "stepwise.compare.ntk_agreement.KernelAgreement.summary": lambda d: (d.agreement, ()),
+    "stepwise.compare.ntk_agreement.StepOrder.summary": lambda d: (d.order, ()),
     "stepwise.compare.steps.StepDetection.n_plateaus": lambda d: (d.detection, None),
     "stepwise.compare.steps.StepDetection.groups": lambda d: (d.detection, None),
     "stepwise.compare.steps.StepDetection.merged": lambda d: (d.detection, None),

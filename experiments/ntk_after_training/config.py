@@ -15,7 +15,7 @@ Verdict:   for each loss the learned subspace matches the after-training NTK's k
 
 What the paper leaves open (E6: [U]) is a field here: how many images and augmentations the kernel is computed on
 (``n_pairs`` fixed augmented pairs of training images plus the tracked evaluation views), the kernel's centring, the
-similarity metric (subspace similarity = mean cos^2 of the principal angles, :mod:`stepwise.compare.ntk`).
+similarity metric (subspace similarity = mean cos^2 of the principal angles, :mod:`stepwise.compare.ntk_agreement`).
 """
 
 from __future__ import annotations

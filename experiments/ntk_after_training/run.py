@@ -2,9 +2,9 @@
 
 For each loss: train the `stepwise_deep` network (:func:`experiments.stepwise_deep.run.train_network`), detect its
 steps, compute its empirical NTK after training (and at initialisation) over fixed augmented training pairs and the
-tracked evaluation views, and compare (:mod:`stepwise.compare.ntk`) the learned top-k subspace of the evaluation
-embeddings with the kernel theory's prediction, the order of the steps with the kernel's eigenvalue order, and the
-methods with each other. Writes ``ntk_after_training.npz``, ``ntk_after_training.png`` (drawn from it) and
+tracked evaluation views, and compare (:mod:`stepwise.compare.ntk_agreement`) the learned top-k subspace of the
+evaluation embeddings with the kernel theory's prediction, the order of the steps with the kernel's eigenvalue order,
+and the methods with each other. Writes ``ntk_after_training.npz``, ``ntk_after_training.png`` (drawn from it) and
 ``results.json`` (last), each atomically.
 """
 
@@ -23,7 +23,7 @@ from experiments.stepwise_deep.run import _augmentation, _model, describe, train
 from experiments.stepwise_deep.run import workloads as deep_workloads
 from stepwise import compare, io, scale
 from stepwise.data import image_shape
-from stepwise.compare import ntk as cntk
+from stepwise.compare import ntk_agreement as cntk
 from stepwise.data.augment import make_pairs
 from stepwise.ntk import empirical_ntk
 from stepwise.training.ssl import Checkpointing, eval_key

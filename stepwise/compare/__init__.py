@@ -1,37 +1,24 @@
 """Theory-vs-experiment comparisons: named statistics with thresholds (:class:`Check`) and the metrics behind them.
 
 The shared core is exported here (checks, step detection, metrics). Each paper's or tool's checks are a module of
-its own, exported as a module and imported on first use (``stepwise.compare.ntk`` or
-``from stepwise.compare import ntk``):
+its own, exported as a module and imported on first use (``stepwise.compare.ntk_agreement`` or
+``from stepwise.compare import ntk_agreement``):
 
-``exact``      closed-form comparisons of a run with its exact theory (linear and kernel Barlow Twins)
-``ntk``        a network's learned subspace and step order against its empirical NTK's prediction (Simon E6)
-``hidden``     a backbone's steps and effective dimension (Simon E5; reported)
-``diagnose``   why a check of a trained network failed (still learning, the kernel moved, a disagreement)
-``step_map``   where steps appear over a grid of runs (Simon E3/E4): per-cell statistics, best cell, checks
-``tian2021``   BYOL/SimSiam/DirectPred checks (Tian, Chen & Ganguli 2021)
-``tian2020``   covariance-operator and latent-tree checks (Tian 2020)
-``esser2023``  Grassmann-flow checks (Esser et al. 2023)
+``exact``          closed-form comparisons of a run with its exact theory (linear and kernel Barlow Twins)
+``ntk_agreement``  a network's learned subspace and step order against its empirical NTK's prediction (Simon E6)
+``hidden``         a backbone's steps and effective dimension (Simon E5; reported)
+``diagnose``       why a check of a trained network failed (still learning, the kernel moved, a disagreement)
+``step_map``       where steps appear over a grid of runs (Simon E3/E4): per-cell statistics, best cell, checks
+``tian2021``       BYOL/SimSiam/DirectPred checks (Tian, Chen & Ganguli 2021)
+``tian2020``       covariance-operator and latent-tree checks (Tian 2020)
+``esser2023``      Grassmann-flow checks (Esser et al. 2023)
 """
 
-import importlib
-
+from stepwise._lazy import lazy_exports
+from stepwise.compare import metrics
 from stepwise.compare.checks import KINDS, Check, Kind, all_passed, check, kind_summary, summary_line
+from stepwise.compare.metrics import *  # noqa: F403 (every metric: the names of metrics.__all__)
 from stepwise.compare.steps import StepDetection, detect_steps, stepwise_checks
-from stepwise.compare.metrics import (
-    crossing_times,
-    gram_relative_error,
-    onset_times,
-    principal_angles,
-    procrustes_error,
-    projector_distance,
-    random_subspace_similarity,
-    rank_trajectory,
-    relative_errors,
-    subspace_similarity,
-    unit_rank_increments,
-    values_at,
-)
 
 __all__ = [
     "Check",
@@ -44,29 +31,10 @@ __all__ = [
     "kind_summary",
     "summary_line",
     "check",
-    "crossing_times",
-    "gram_relative_error",
-    "onset_times",
-    "principal_angles",
-    "procrustes_error",
-    "projector_distance",
-    "random_subspace_similarity",
-    "rank_trajectory",
-    "relative_errors",
-    "subspace_similarity",
-    "unit_rank_increments",
-    "values_at",
+    *metrics.__all__,
 ]
 
-_MODULES = ("diagnose", "esser2023", "exact", "hidden", "ntk", "step_map", "tian2020", "tian2021")
+_MODULES = ("diagnose", "esser2023", "exact", "hidden", "ntk_agreement", "step_map", "tian2020", "tian2021")
 __all__ += list(_MODULES)
 
-
-def __getattr__(name: str):
-    if name in _MODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), modules=_MODULES)

@@ -6,7 +6,7 @@ here, inside the functions; the names below are imported on first use, so ``impo
 the figure modules.
 """
 
-import importlib
+from stepwise._lazy import lazy_exports
 
 _WHERE = {
     "plot_directpred": "directpred",
@@ -30,12 +30,4 @@ _WHERE = {
 
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), names=_WHERE)

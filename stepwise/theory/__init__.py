@@ -14,16 +14,8 @@ Modules are imported on first use (``stepwise.theory.linear`` or ``from stepwise
 importing one theory does not import the others' dependencies (diffrax).
 """
 
-import importlib
+from stepwise._lazy import lazy_exports
 
 __all__ = ["covariance", "grassmann", "kernel", "linear", "noncontrastive", "speedup"]
 
-
-def __getattr__(name: str):
-    if name in __all__:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), modules=__all__)

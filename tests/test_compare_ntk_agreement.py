@@ -1,11 +1,12 @@
-"""Networks vs the kernel theory of their NTK (stepwise.compare.ntk) on constructed cases with known answers."""
+"""Networks vs the kernel theory of their NTK (stepwise.compare.ntk_agreement), on constructed cases with known
+answers."""
 
 import numpy as np
 import pytest
 import scipy.linalg
 
 from stepwise import compare
-from stepwise.compare import ntk as cn
+from stepwise.compare import ntk_agreement as cn
 from stepwise.theory import kernel as theory
 
 EPS = np.finfo(np.float64).eps  # tolerances below are round-off bounds in units of eps, derived per check
