@@ -227,7 +227,46 @@ class _ConvNorm(nnx.Module):
             return self.norm(x)
 
 
-class MLP(nnx.Module):
+class _Embedder(nnx.Module):
+    """The surface every model shares (see the module docstring): ``__call__`` is the projector head after
+    ``features``; the backbone's last Linear layers and the head compute in ``dtype`` up to the output layer."""
+
+    def _set_dtypes(self, param_dtype: DTypeLike, dtype: DTypeLike | None) -> None:
+        self.compute_dtype = _compute_dtype(dtype)
+        self.param_dtype = jnp.dtype(param_dtype)
+
+    def _init_layers(
+        self, name: str, in_dim: int, widths: tuple[int, ...], projector: tuple[int, ...], *, init_scale: float,
+        param_dtype: DTypeLike, rngs: nnx.Rngs,
+    ) -> None:
+        """After :meth:`_set_dtypes`: ``self.<name>`` (the backbone's last Linear layers ``in_dim -> widths``), the
+        projector head after them and ``feature_dim``."""
+        out = None if self.compute_dtype is None else param_dtype  # the output layer (see the module docstring)
+        kw = dict(init_scale=init_scale, param_dtype=param_dtype, rngs=rngs, dtype=self.compute_dtype)
+        last = _Dense(in_dim, widths, **kw, last_dtype=self.compute_dtype if projector else out)
+        setattr(self, name, last)
+        self.projector = _Dense(last.out_dim, tuple(projector), **kw, last_dtype=out)
+        self.feature_dim = last.out_dim
+
+    def _features_out(self, h: jax.Array) -> jax.Array:
+        """``features``' output: the backbone's output ``h`` in ``param_dtype`` (see the module docstring)."""
+        return _to(h, self.compute_dtype, self.param_dtype)
+
+    def _pooled_head(self, x: jax.Array) -> jax.Array:
+        """``features``' output of a conv backbone: the spatial mean of its feature map ``x``, then ``self.head``."""
+        return self._features_out(self.head(_spatial_mean(x, self.compute_dtype, self.param_dtype)))
+
+    @property
+    def out_dim(self) -> int:
+        """Width of ``__call__``'s output: ``projector[-1]``, or ``feature_dim`` without a projector."""
+        return self.projector.out_dim
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Projector output. (N, H, W, C) -> (N, out_dim)."""
+        return self.projector(self.features(x))
+
+
+class MLP(_Embedder):
     """Fully connected network on flattened images.
 
     ``features``: flatten -> [Linear -> ReLU] for each hidden width -> Linear to ``embed_dim`` (no activation).
@@ -265,31 +304,17 @@ class MLP(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.input_shape = _check_input_shape(input_shape, "MLP")
-        self.compute_dtype = _compute_dtype(dtype)
-        self.param_dtype = jnp.dtype(param_dtype)
-        kw = dict(init_scale=init_scale, param_dtype=param_dtype, rngs=rngs, dtype=self.compute_dtype)
-        out = None if self.compute_dtype is None else param_dtype  # the output layer (see the module docstring)
-        self.backbone = _Dense(math.prod(self.input_shape), (*hidden, embed_dim), **kw,
-                               last_dtype=self.compute_dtype if projector else out)
-        self.projector = _Dense(embed_dim, tuple(projector), **kw, last_dtype=out)
-        self.feature_dim = embed_dim
-
-    @property
-    def out_dim(self) -> int:
-        """Width of ``__call__``'s output: ``projector[-1]``, or ``feature_dim`` without a projector."""
-        return self.projector.out_dim
+        self._set_dtypes(param_dtype, dtype)
+        self._init_layers("backbone", math.prod(self.input_shape), (*hidden, embed_dim), projector,
+                          init_scale=init_scale, param_dtype=param_dtype, rngs=rngs)
 
     def features(self, x: jax.Array) -> jax.Array:
         """Backbone embedding. (N, H, W, C) -> (N, feature_dim)."""
         _check_images(x, self.input_shape, "MLP")
-        return _to(self.backbone(x.reshape(x.shape[0], -1)), self.compute_dtype, self.param_dtype)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Projector output. (N, H, W, C) -> (N, out_dim)."""
-        return self.projector(self.features(x))
+        return self._features_out(self.backbone(x.reshape(x.shape[0], -1)))
 
 
-class SmallCNN(nnx.Module):
+class SmallCNN(_Embedder):
     """A few conv layers, global average pooling and a Linear map to ``embed_dim``.
 
     ``features``: for each entry of ``channels`` a 3x3 conv (stride 1, SAME) [-> GroupNorm] -> ReLU -> 2x2 average
@@ -330,9 +355,7 @@ class SmallCNN(nnx.Module):
         _check_norm(norm, "SmallCNN")
         if not channels or not all(_is_positive_int(c) for c in channels):
             raise ValueError(f"SmallCNN: channels must be a non-empty tuple of positive ints, got {channels!r}")
-        self.compute_dtype = _compute_dtype(dtype)
-        self.param_dtype = jnp.dtype(param_dtype)
-        out = None if self.compute_dtype is None else param_dtype  # the output layer (see the module docstring)
+        self._set_dtypes(param_dtype, dtype)
         kw = dict(init_scale=init_scale, param_dtype=param_dtype, rngs=rngs, dtype=self.compute_dtype)
         h, w, c_in = self.input_shape
         convs, pools = [], []
@@ -342,26 +365,15 @@ class SmallCNN(nnx.Module):
             h, w, c_in = max(h // 2, 1), max(w // 2, 1), c_out
         self.convs = nnx.List(convs)
         self.pool_windows = tuple(pools)
-        self.head = _Dense(c_in, (embed_dim,), **kw, last_dtype=self.compute_dtype if projector else out)
-        self.projector = _Dense(embed_dim, tuple(projector), **kw, last_dtype=out)
-        self.feature_dim = embed_dim
-
-    @property
-    def out_dim(self) -> int:
-        """Width of ``__call__``'s output: ``projector[-1]``, or ``feature_dim`` without a projector."""
-        return self.projector.out_dim
+        self._init_layers("head", c_in, (embed_dim,), projector, init_scale=init_scale, param_dtype=param_dtype,
+                          rngs=rngs)
 
     def features(self, x: jax.Array) -> jax.Array:
         """Backbone embedding. (N, H, W, C) -> (N, feature_dim)."""
         _check_images(x, self.input_shape, "SmallCNN")
         for conv, window in zip(self.convs, self.pool_windows):
             x = _avg_pool(jax.nn.relu(conv(x)), window)
-        return _to(self.head(_spatial_mean(x, self.compute_dtype, self.param_dtype)), self.compute_dtype,
-                   self.param_dtype)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Projector output. (N, H, W, C) -> (N, out_dim)."""
-        return self.projector(self.features(x))
+        return self._pooled_head(x)
 
 
 class _BasicBlock(nnx.Module):
@@ -392,7 +404,7 @@ def _resnet_channels(base: int, width: float) -> int:
     return max(8, 8 * round(base * width / 8))
 
 
-class ResNet18(nnx.Module):
+class ResNet18(_Embedder):
     """CIFAR-style ResNet-18 (3x3 stride-1 stem, no max-pool) with GroupNorm instead of BatchNorm.
 
     ``features``: stem conv [-> GroupNorm] -> ReLU -> 4 stages of 2 basic blocks with (64, 128, 256, 512) * width
@@ -458,9 +470,7 @@ class ResNet18(nnx.Module):
         if not _is_positive_int(blocks):
             raise ValueError(f"ResNet18: blocks (basic blocks per stage) must be a positive int, got {blocks!r}")
         widths = [_resnet_channels(base, width) for base in self.STAGES]
-        self.compute_dtype = _compute_dtype(dtype)
-        self.param_dtype = jnp.dtype(param_dtype)
-        out = None if self.compute_dtype is None else param_dtype  # the output layer (see the module docstring)
+        self._set_dtypes(param_dtype, dtype)
         kw = dict(norm=norm, init_scale=init_scale, param_dtype=param_dtype, rngs=rngs, dtype=self.compute_dtype)
         self.stem = _ConvNorm(c, widths[0], kernel=3, stride=1, **kw)
         per_stage, blocks, c_in = int(blocks), [], widths[0]
@@ -470,16 +480,8 @@ class ResNet18(nnx.Module):
                 blocks.append(_BasicBlock(c_in, c_out, stride=stride, **kw))
                 c_in = c_out
         self.blocks = nnx.List(blocks)
-        dense_kw = dict(init_scale=init_scale, param_dtype=param_dtype, rngs=rngs, dtype=self.compute_dtype)
-        self.head = _Dense(c_in, () if embed_dim is None else (embed_dim,), **dense_kw,
-                           last_dtype=self.compute_dtype if projector else out)
-        self.projector = _Dense(self.head.out_dim, tuple(projector), **dense_kw, last_dtype=out)
-        self.feature_dim = self.head.out_dim
-
-    @property
-    def out_dim(self) -> int:
-        """Width of ``__call__``'s output: ``projector[-1]``, or ``feature_dim`` without a projector."""
-        return self.projector.out_dim
+        self._init_layers("head", c_in, () if embed_dim is None else (embed_dim,), projector, init_scale=init_scale,
+                          param_dtype=param_dtype, rngs=rngs)
 
     def features(self, x: jax.Array) -> jax.Array:
         """Backbone embedding. (N, H, W, C) -> (N, feature_dim)."""
@@ -487,9 +489,4 @@ class ResNet18(nnx.Module):
         x = jax.nn.relu(self.stem(x))
         for block in self.blocks:
             x = block(x)
-        return _to(self.head(_spatial_mean(x, self.compute_dtype, self.param_dtype)), self.compute_dtype,
-                   self.param_dtype)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Projector output. (N, H, W, C) -> (N, out_dim)."""
-        return self.projector(self.features(x))
+        return self._pooled_head(x)
