@@ -218,8 +218,11 @@ def _planned_bytes(name: str, cfg) -> int:
         nets = [cfg]
     else:
         nets = []
-    # verify may extend its training up to its step budget
-    points = sum((-(-getattr(n, "step_budget", n.steps) // n.track_every) + 1) * n.n_eval for n in nets)
+    from stepwise.io import config_value
+
+    # verify may extend its training up to its step budget; the fields may stand in sub-configs (train, data)
+    points = sum((-(-config_value(n, "step_budget", config_value(n, "steps")) // config_value(n, "track_every")) + 1)
+                 * config_value(n, "n_eval") for n in nets)
     if name == "step_map":  # no snapshots kept: per cell its tracked spectrum (d + 2 numbers per point), 8 bytes each
         points += (cfg.n_cells + len(cfg.losses)) * (cfg.track_points + 1) * 18 // 512
     return 64_000_000 + 2 * 4 * 512 * points

@@ -108,6 +108,20 @@ def config_value(config: Any, name: str, default: Any = None) -> Any:
     return default
 
 
+def replace_config(config: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` into sub-configs: a dict given for a dataclass-valued field replaces fields of that
+    sub-config (recursively); any other value replaces the field itself. Each level validates as it is rebuilt.
+
+    >>> from stepwise.training import TrainConfig
+    >>> replace_config(TrainConfig(steps=10, batch_size=4, lr=0.1), steps=20).steps
+    20
+    """
+    nested = {name: replace_config(getattr(config, name), **value)
+              for name, value in changes.items()
+              if isinstance(value, Mapping) and dataclasses.is_dataclass(getattr(config, name, None))}
+    return dataclasses.replace(config, **{**changes, **nested})
+
+
 def environment() -> dict[str, Any]:
     """Package versions, the JAX device the run used, and the host."""
     import jax

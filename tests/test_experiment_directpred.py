@@ -34,7 +34,7 @@ def test_smoke_run_files_and_real_values(smoke_run):
     assert res["figures"] == ["directpred.png"] and (out / "directpred.png").stat().st_size > 20_000
     d = io.load_npz(out / DATA)
     cfg = DirectPredConfig.smoke()
-    t = cfg.setup.steps // cfg.setup.track_every + 1
+    t = cfg.setup.train.steps // cfg.setup.train.track_every + 1
     assert list(d["methods"]) == ["directpred", "linear", "mlp", "lstsq"]
     for m in ("directpred", "linear", "mlp", "lstsq"):
         acc = d[f"probe_{m}"]
@@ -154,11 +154,12 @@ def test_b7_checks_on_constructed_cases():
 
 def test_paper_config_is_the_papers_setting():
     cfg = DirectPredConfig.paper()
-    s = cfg.setup
-    assert (s.model, s.projector, s.batch_size, s.lr, s.weight_decay) == ("resnet18", (512, 128), 128, 0.03, 4e-4)
-    assert 1 - s.lr * s.beta == pytest.approx(0.996) and (cfg.rho, cfg.eps, cfg.freq) == (0.3, 0.1, 1)
-    assert s.steps * s.batch_size == pytest.approx(100 * s.n_train, rel=0.01)  # 100 epochs
-    assert DirectPredConfig.paper("stl10").setup.crop == 64
+    s, t = cfg.setup, cfg.setup.train
+    assert (s.net.model, s.net.projector, t.batch_size, t.lr, t.weight_decay) == ("resnet18", (512, 128), 128, 0.03,
+                                                                                   4e-4)
+    assert 1 - t.lr * s.beta == pytest.approx(0.996) and (cfg.rho, cfg.eps, cfg.freq) == (0.3, 0.1, 1)
+    assert t.steps * t.batch_size == pytest.approx(100 * s.data.n_train, rel=0.01)  # 100 epochs
+    assert DirectPredConfig.paper("stl10").setup.data.crop == 64
 
 
 def test_config_validation():

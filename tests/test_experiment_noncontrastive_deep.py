@@ -9,6 +9,7 @@ import pytest
 from experiments.noncontrastive_deep import NetSetup, NoncontrastiveDeepConfig, run
 from experiments.noncontrastive_deep.run import DATA
 from stepwise import cli, io
+from stepwise.io import replace_config
 from stepwise.compare import tian2021
 
 CHECKS = ["b1_alignment_cos_min", "b1_aligned_modes_min", "b1_alignment_vs_random", "b2_asymmetry_end",
@@ -43,7 +44,7 @@ def test_smoke_run_files_and_contract(smoke_run):
         else:
             assert isinstance(c["passed"], bool)
     assert res["figures"] == ["noncontrastive_deep.png"] and (out / "noncontrastive_deep.png").stat().st_size > 20_000
-    assert res["config"]["setup"]["projector"] == [16, 8] and res["versions"]["jax"] and res["wall_time_s"] > 0
+    assert res["config"]["setup"]["net"]["projector"] == [16, 8] and res["versions"]["jax"] and res["wall_time_s"] > 0
     data = io.load_npz(out / DATA)
     t = data["step"].size
     assert data["corr"].shape == (1, t, 8, 8) and data["wp"].shape == (1, t, 8, 8) and data["cos"].shape == (1, t, 8)
@@ -204,10 +205,12 @@ def test_alignment_statistics_match_numpy(rng):
 
 
 def test_config_validation():
-    for kwargs in (dict(beta=0.0), dict(beta=1.5), dict(weight_decay=-0.01), dict(lr=0.0), dict(alpha_p=0.0),
-                   dict(projector=(8, 1)), dict(batch_size=2000), dict(lr=2.0, beta=1.0)):
-        with pytest.raises(ValueError, match="invalid network setup"):
-            NetSetup(**kwargs)
+    for kwargs in (dict(beta=0.0), dict(beta=1.5), dict(train={"weight_decay": -0.01}), dict(train={"lr": 0.0}),
+                   dict(alpha_p=0.0), dict(net={"projector": (8, 1)}), dict(train={"batch_size": 2000}),
+                   dict(train={"lr": 2.0}, beta=1.0)):
+        # a sub-config refuses its own fields (the optimiser's: "invalid training config")
+        with pytest.raises(ValueError, match="invalid (network setup|training config)"):
+            replace_config(NetSetup(), **kwargs)
     for kwargs in (dict(seeds=0), dict(min_cos=1.5), dict(min_modes=99), dict(max_asymmetry=0.0), dict(b4_seeds=-1),
                    dict(b4_alpha_p=0.0), dict(fig6_alpha_p=1.0), dict(b4_alpha_p=3.0)):
         with pytest.raises(ValueError, match="invalid noncontrastive_deep config"):

@@ -107,11 +107,12 @@ def test_cells_are_stepwise_deep_runs():
     cfg = StepMapConfig()
     assert cfg.n_cells == 96
     cell = cfg.cell_config("vicreg", 1e-12, 0.02, 256)
-    assert (cell.steps, cell.track_every, cell.hidden, cell.head_scale) == (1500, 25, (256, 256), 1e-12)
-    assert cfg.cell_config("barlow_twins", 1e-12, 0.01, 64).steps == 6000  # lr x steps = 0.02 x 3000
+    assert (cell.train.steps, cell.train.track_every, cell.net.hidden, cell.net.head_scale) == (1500, 25, (256, 256),
+                                                                                                1e-12)
+    assert cfg.cell_config("barlow_twins", 1e-12, 0.01, 64).train.steps == 6000  # lr x steps = 0.02 x 3000
     assert cfg.default_cell("vicreg") == (0, 1, 1) and cfg.default_cell("simclr") == (3, 1, 1)
     std = cfg.standard_config("simclr")
-    assert (std.init_scale, std.head_scale, std.lr, std.hidden) == (1.0, 1.0, 0.02, (256, 256))
+    assert (std.net.init_scale, std.net.head_scale, std.train.lr, std.net.hidden) == (1.0, 1.0, 0.02, (256, 256))
 
 
 class ComputeStarted(BaseException):

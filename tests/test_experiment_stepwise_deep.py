@@ -1,6 +1,5 @@
 """The stepwise_deep experiment: smoke runs for each loss, its files, helpers, the CLI and bad input."""
 
-import dataclasses
 import json
 
 import jax
@@ -8,15 +7,16 @@ import numpy as np
 import pytest
 
 from experiments.stepwise_deep import DeepConfig, run
-from experiments.stepwise_deep.run import linear_probe_accuracy, scale_output_layer
+from experiments.stepwise_deep.run import linear_probe_accuracy
 from stepwise import cli, io
-from stepwise.models import build_model, pure_model
+from stepwise.io import replace_config
+from stepwise.models import build_model, pure_model, scale_output_layer
 
 
 def _tiny(loss):
     """A 40-step run with a projector (so the E5 rows appear): for the files and the bookkeeping, not the verdict."""
-    return dataclasses.replace(DeepConfig.smoke(loss), hidden=(32,), embed_dim=32, projector=(8,), steps=40,
-                               batch_size=64, n_train=256, n_eval=64)
+    return replace_config(DeepConfig.smoke(loss), net={"hidden": (32,), "embed_dim": 32, "projector": (8,)},
+                          train={"steps": 40, "batch_size": 64}, data={"n_train": 256, "n_eval": 64})
 
 
 GATED = {"steps_detected": "theory", "separated_fraction": "theory", "flat_plateaus": "theory",
@@ -46,7 +46,7 @@ def test_tiny_run_writes_the_documented_files(tmp_path, loss):
     gated = [c for c in res["checks"] if c["kind"] != "reported"]
     assert res["passed"] == all(c["passed"] for c in gated)
     pr = next(c for c in res["checks"] if c["name"] == "backbone_participation_ratio")
-    assert 1.0 <= pr["value"] <= cfg.embed_dim and len(pr["measured"]) == 2
+    assert 1.0 <= pr["value"] <= cfg.net.embed_dim and len(pr["measured"]) == 2
     assert res["config"]["loss"] == loss and res["versions"]["flax"] and res["device"]["platform"] == "cpu"
     # Every learned mode is a separated step or merged with its neighbour, in the summary.
     s = res["summary"]
@@ -132,17 +132,17 @@ def test_linear_probe_accuracy(rng):
 
 def test_config_validation_and_input_errors(tmp_path):
     with pytest.raises(ValueError, match="learning rate"):
-        DeepConfig(lr=0.0)
+        replace_config(DeepConfig(), train={"lr": 0.0})
     with pytest.raises(ValueError, match="exceeds n_train"):
-        DeepConfig(batch_size=512, n_train=100)
+        replace_config(DeepConfig(), train={"batch_size": 512}, data={"n_train": 100})
     with pytest.raises(ValueError, match="unknown model"):
         from stepwise.models import build_model as bm
 
         bm("transformer", (8, 8, 1))
     with pytest.raises(ValueError, match="does not fit"):
-        run(dataclasses.replace(DeepConfig.smoke(), crop=9), tmp_path / "never")
+        run(replace_config(DeepConfig.smoke(), data={"crop": 9}), tmp_path / "never")
     with pytest.raises(ValueError, match="too many"):
-        run(dataclasses.replace(DeepConfig.smoke(), n_train=1700, n_eval=200), tmp_path / "never")
+        run(replace_config(DeepConfig.smoke(), data={"n_train": 1700, "n_eval": 200}), tmp_path / "never")
     assert not (tmp_path / "never").exists()
 
 
@@ -150,7 +150,7 @@ def test_cli_runs_a_loss_with_its_defaults(tmp_path, capsys):
     out = tmp_path / "deep"
     assert cli.main(["run", "stepwise_deep", "--smoke", "--loss", "vicreg", "--out", str(out), "--steps", "20"]) == 0
     res = json.loads((out / "results.json").read_text())
-    assert res["config"]["loss"] == "vicreg" and res["config"]["steps"] == 20
+    assert res["config"]["loss"] == "vicreg" and res["config"]["train"]["steps"] == 20
     assert "stepwise_deep" in capsys.readouterr().out
 
 
@@ -203,10 +203,12 @@ def test_resnet_smoke_run_writes_files_and_its_checks_come_from_the_saved_spectr
     from stepwise import compare
 
     cfg = DeepConfig.resnet_smoke(loss)
-    assert (cfg.model, cfg.dataset, cfg.patch_size, cfg.resnet_blocks) == ("resnet18", "patches", 32, 1)
+    assert (cfg.net.model, cfg.data.dataset, cfg.data.patch_size, cfg.net.resnet_blocks) == ("resnet18", "patches",
+                                                                                            32, 1)
     full = DeepConfig.resnet_cpu(loss)
-    assert dataclasses.replace(full, steps=cfg.steps, batch_size=cfg.batch_size, track_every=cfg.track_every,
-                               n_train=cfg.n_train, n_eval=cfg.n_eval) == cfg
+    assert replace_config(full, train={"steps": cfg.train.steps, "batch_size": cfg.train.batch_size,
+                                       "track_every": cfg.train.track_every},
+                          data={"n_train": cfg.data.n_train, "n_eval": cfg.data.n_eval}) == cfg
     res = run(cfg, tmp_path)
     assert json.loads((tmp_path / "results.json").read_text()) == res
     assert (tmp_path / "stepwise_deep.png").stat().st_size > 10_000
@@ -214,8 +216,8 @@ def test_resnet_smoke_run_writes_files_and_its_checks_come_from_the_saved_spectr
     assert {n: c["kind"] for n, c in by_name.items()} == GATED  # no projector: no E5 rows
     data = io.load_npz(tmp_path / "spectrum.npz")
     t = data["step"].shape[0]
-    assert t == cfg.steps // cfg.track_every + 1 and data["eigenvalues"].shape == (t, cfg.d)
-    assert data["train_loss"].shape == (cfg.steps,) and np.all(np.isfinite(data["eigenvalues"]))
+    assert t == cfg.train.steps // cfg.train.track_every + 1 and data["eigenvalues"].shape == (t, cfg.d)
+    assert data["train_loss"].shape == (cfg.train.steps,) and np.all(np.isfinite(data["eigenvalues"]))
     det = compare.detect_steps(data["step"].astype(np.float64), data["eigenvalues"], data["eval_loss"])
     again = compare.stepwise_checks(det, cfg.min_steps, min_separated_fraction=cfg.min_separated_fraction,
                                     min_plateaus=cfg.min_plateaus)

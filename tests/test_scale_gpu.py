@@ -1,6 +1,5 @@
 """The GPU scale from the command line: configs, compute plans (XLA cost analysis), mixed precision, bad input."""
 
-import dataclasses
 import json
 import sys
 
@@ -20,7 +19,8 @@ from experiments.stepwise_deep import DeepConfig
 from experiments.stepwise_deep import config as deep_config
 from stepwise import cli, scale
 from stepwise.data import DataNotFoundError, detect_local_dataset, image_shape, load_images
-from stepwise.models import build_model, pure_model
+from stepwise.io import replace_config
+from stepwise.models import build_model, pure_model, scale_output_layer
 
 deep_run = sys.modules["experiments.stepwise_deep.run"]
 nc_run = sys.modules["experiments.noncontrastive_deep.run"]
@@ -28,11 +28,11 @@ dp_run = sys.modules["experiments.directpred.run"]
 ntk_run = sys.modules["experiments.ntk_after_training.run"]
 
 # A GPU-scale run shrunk to seconds on the CPU: the GPU code path (ResNet-18, bf16, patches, plan), a tiny network.
-TINY_DEEP = ["--width", "0.125", "--batch-size", "16", "--n-train", "64", "--n-eval", "32", "--projector", "32", "8",
-             "--embed-dim", "32", "--track-every", "1"]
-TINY_SETUP = ["--setup.width", "0.125", "--batch-size", "16", "--setup.n-train", "64", "--setup.n-eval", "32",
-              "--setup.projector", "32", "8", "--setup.embed-dim", "32", "--setup.pred-hidden", "16",
-              "--setup.track-every", "1"]
+TINY_DEEP = ["--net.width", "0.125", "--train.batch-size", "16", "--data.n-train", "64", "--data.n-eval", "32",
+             "--net.projector", "32", "8", "--net.embed-dim", "32", "--train.track-every", "1"]
+TINY_SETUP = ["--setup.net.width", "0.125", "--setup.train.batch-size", "16", "--setup.data.n-train", "64",
+              "--setup.data.n-eval", "32", "--setup.net.projector", "32", "8", "--setup.net.embed-dim", "32",
+              "--setup.pred-hidden", "16", "--setup.train.track-every", "1"]
 
 
 def _fake_stl10(root):
@@ -58,23 +58,25 @@ def _fake_cifar10(root):
 @pytest.mark.parametrize("loss", ["barlow_twins", "simclr", "vicreg"])
 def test_deep_gpu_config_is_resnet18_width1_bf16_on_embedded_patches(loss):
     cfg = DeepConfig.gpu(loss)
-    assert (cfg.model, cfg.width, cfg.dtype, cfg.dataset) == ("resnet18", 1.0, "bfloat16", "patches")
-    assert cfg.data_dir is None
-    assert cfg.batch_size >= 256 and cfg.loss == loss and cfg.steps >= 1000
-    assert cfg.lr < 1 / (4 * deep_config.GPU_GAMMA_1)  # below the stability limit of the network's NTK
+    assert (cfg.net.model, cfg.net.width, cfg.net.dtype, cfg.data.dataset) == ("resnet18", 1.0, "bfloat16", "patches")
+    assert cfg.data.data_dir is None
+    assert cfg.train.batch_size >= 256 and cfg.loss == loss and cfg.train.steps >= 1000
+    assert cfg.train.lr < 1 / (4 * deep_config.GPU_GAMMA_1)  # below the stability limit of the network's NTK
     assert cfg.temperature == DeepConfig.for_loss(loss).temperature  # the loss's own settings are kept
-    assert image_shape(cfg.dataset, patch_size=cfg.patch_size) == (32, 32, 3)
+    assert image_shape(cfg.data.dataset, patch_size=cfg.data.patch_size) == (32, 32, 3)
 
 
 def test_gpu_configs_of_every_experiment_validate():
     for cfg in (NoncontrastiveDeepConfig.gpu(), DirectPredConfig.gpu()):
         s = cfg.setup
-        assert (s.model, s.width, s.dtype, s.dataset, s.batch_size) == ("resnet18", 1.0, "bfloat16", "patches", 256)
+        assert (s.net.model, s.net.width, s.net.dtype, s.data.dataset, s.train.batch_size) == (
+            "resnet18", 1.0, "bfloat16", "patches", 256)
     ntk = NtkAfterTrainingConfig.gpu()
     nets = [ntk.deep_config(loss) for loss in ntk.losses]
-    assert all((n.model, n.dtype, n.dataset, n.batch_size) == ("resnet18", "bfloat16", "patches", 256) for n in nets)
-    assert all(n.width == ntk.width and n.steps == ntk.steps and n.n_eval == ntk.n_eval for n in nets)
-    assert DirectPredConfig.paper().setup.steps == 35100  # the paper-length setting is kept under its own name
+    assert all((n.net.model, n.net.dtype, n.data.dataset, n.train.batch_size) == ("resnet18", "bfloat16", "patches", 256)
+               for n in nets)
+    assert all(n.net.width == ntk.width and n.train.steps == ntk.steps and n.data.n_eval == ntk.n_eval for n in nets)
+    assert DirectPredConfig.paper().setup.train.steps == 35100  # the paper-length setting is kept under its own name
 
 
 def test_gpu_scale_reads_a_given_folder(tmp_path):
@@ -84,11 +86,11 @@ def test_gpu_scale_reads_a_given_folder(tmp_path):
     with pytest.raises(DataNotFoundError, match="neither STL-10 nor CIFAR-10"):
         detect_local_dataset(empty)
     deep = DeepConfig.gpu("vicreg", data_dir=str(stl))
-    assert (deep.dataset, deep.crop, deep.data_dir) == ("stl10", 64, str(stl))
-    assert deep.steps == DeepConfig.gpu("vicreg").steps // 4  # 64x64 views: 4x the FLOPs per step
-    assert DeepConfig.gpu(data_dir=str(cifar)).dataset == "cifar10"
-    assert DeepConfig.gpu(dataset="stl10").dataset == "stl10"  # the folder then comes from the environment
-    assert NoncontrastiveDeepConfig.gpu(data_dir=str(stl)).setup.crop == 64
+    assert (deep.data.dataset, deep.data.crop, deep.data.data_dir) == ("stl10", 64, str(stl))
+    assert deep.train.steps == DeepConfig.gpu("vicreg").train.steps // 4  # 64x64 views: 4x the FLOPs per step
+    assert DeepConfig.gpu(data_dir=str(cifar)).data.dataset == "cifar10"
+    assert DeepConfig.gpu(dataset="stl10").data.dataset == "stl10"  # the folder then comes from the environment
+    assert NoncontrastiveDeepConfig.gpu(data_dir=str(stl)).setup.data.crop == 64
     with pytest.raises(ValueError, match="patches, cifar10 or stl10"):
         DeepConfig.gpu(dataset="digits")
 
@@ -108,7 +110,7 @@ def test_output_layer_of_the_resnet_is_scaled_not_its_stem():
     pure = pure_model(build_model("resnet18", (8, 8, 3), width=0.125, embed_dim=16, projector=(16, 8)))
     x = jax.random.normal(jax.random.key(0), (3, 8, 8, 3), jnp.float32)
     apply = jax.jit(pure.apply)
-    y, y_scaled = apply(pure.params, x), apply(deep_run.scale_output_layer(pure.params, 1e-3), x)
+    y, y_scaled = apply(pure.params, x), apply(scale_output_layer(pure.params, 1e-3), x)
     # Linear in the output kernel (zero bias): equal up to float32 rounding of the two forward passes.
     np.testing.assert_allclose(y_scaled, 1e-3 * y, rtol=1e-4, atol=1e-9 * float(jnp.abs(y).max()))
 
@@ -178,18 +180,19 @@ def test_train_step_flops_against_a_hand_count():
     # (the same) and the hidden layer's input gradient (2 B H E; none for the images). XLA's count adds the
     # elementwise work (augmentation, ReLU, loss, SGD update): a few percent here, so the count lies within 1.3x.
     b, h, e = 64, 256, 32
-    cfg = dataclasses.replace(DeepConfig.smoke(), hidden=(h,), embed_dim=e, projector=(), batch_size=b, n_train=256)
+    cfg = replace_config(DeepConfig.smoke(), net={"hidden": (h,), "embed_dim": e, "projector": ()},
+                         train={"batch_size": b}, data={"n_train": 256})
     step, track = deep_run.costs(cfg)
     d = 8 * 8
     per_view = 2 * b * (d * h + h * e) * 2 + 2 * b * h * e
     assert 2 * per_view <= step <= 1.3 * 2 * per_view, (step, 2 * per_view)
-    forward = 2 * cfg.n_eval * (d * h + h * e)
+    forward = 2 * cfg.data.n_eval * (d * h + h * e)
     assert 2 * forward <= track <= 1.3 * 2 * forward  # two views' forward passes (no projector)
 
 
 def test_plan_for_another_device_and_its_estimate():
-    cfg = dataclasses.replace(DeepConfig.gpu(), width=0.125, batch_size=16, n_train=64, n_eval=32,
-                              projector=(32, 8), embed_dim=32, steps=10, track_every=5)
+    cfg = replace_config(DeepConfig.gpu(), net={"width": 0.125, "projector": (32, 8), "embed_dim": 32},
+                         train={"batch_size": 16, "steps": 10, "track_every": 5}, data={"n_train": 64, "n_eval": 32})
     plan = deep_run.plan(cfg, device_kind="NVIDIA H200", platform="gpu")
     assert plan.step_flops > 0 and plan.peak_flops == 790e12 and plan.efficiency == scale.ASSUMED_EFFICIENCY["gpu"]
     work = {w.name: w for w in plan.workloads}
@@ -227,8 +230,9 @@ def test_cli_runs_a_shrunk_gpu_scale_run_on_the_cpu(tmp_path, capsys):
     assert printed.startswith("plan: stepwise_deep/barlow_twins: resnet18 (width 0.125")
     assert "train step:" in printed and "x 2 steps" in printed and "estimated time on cpu" in printed
     res = json.loads((out / "results.json").read_text())
-    assert (res["config"]["dtype"], res["config"]["dataset"], res["config"]["model"]) == ("bfloat16", "patches",
-                                                                                        "resnet18")
+    config = res["config"]
+    assert (config["net"]["dtype"], config["data"]["dataset"], config["net"]["model"]) == ("bfloat16", "patches",
+                                                                                         "resnet18")
     assert res["plan"]["workloads"][0]["flops"] > 0 and res["summary"]["achieved_flop_per_s"] > 0
     data = np.load(out / "spectrum.npz")
     assert data["eigenvalues"].shape == (3, 8) and np.all(np.isfinite(data["eigenvalues"]))
@@ -274,10 +278,10 @@ def test_verify_gpu_config(tmp_path):
 
 def test_ntk_is_computed_with_the_float32_network():
     ntk = NtkAfterTrainingConfig.gpu()
-    dcfg = dataclasses.replace(ntk.deep_config("vicreg"), width=0.125, projector=(16, 8), embed_dim=16)
+    dcfg = replace_config(ntk.deep_config("vicreg"), net={"width": 0.125, "projector": (16, 8), "embed_dim": 16})
     f32 = ntk_run._ntk_model(dcfg, (32, 32, 3))
     bf16 = deep_run._model(dcfg, (32, 32, 3))
     x = jax.random.normal(jax.random.key(3), (4, 32, 32, 3), jnp.float32)
-    ref = deep_run._model(dataclasses.replace(dcfg, dtype="float32"), (32, 32, 3))
+    ref = deep_run._model(replace_config(dcfg, net={"dtype": "float32"}), (32, 32, 3))
     np.testing.assert_array_equal(f32.apply(bf16.params, x), ref.apply(bf16.params, x))
     assert not np.array_equal(bf16.apply(bf16.params, x), ref.apply(bf16.params, x))

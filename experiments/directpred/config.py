@@ -46,12 +46,19 @@ import dataclasses
 from typing import Literal
 
 from experiments.noncontrastive_deep.config import NetSetup
+from stepwise.data import ImageData, ViewAugmentation
+from stepwise.io import replace_config
 from stepwise.errors import config_value_errors
 
 METHODS = ("directpred", "linear", "mlp", "lstsq")
 
 # Training steps of each GPU-scale run on 32x32 images (see the module docstring for how they were sized).
 GPU_STEPS = 600
+# The paper's optimiser (SGD lr 0.03, momentum 0.9, weight decay 4e-4) and BYOL settings (EMA 0.996 = 1 - lr beta,
+# predictor at the trunk's learning rate, two-layer predictor of 512), shared by :meth:`DirectPredConfig.gpu` and
+# :meth:`DirectPredConfig.paper`.
+PAPER_OPTIMIZER = {"optimizer": "momentum", "lr": 0.03, "momentum": 0.9, "weight_decay": 4e-4}
+PAPER_BYOL = {"beta": 0.004 / 0.03, "alpha_p": 1.0, "pred_hidden": 512}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +83,7 @@ class DirectPredConfig:
       b7_c: B7's positive constant c (in units of s_max; Table 7's largest, 0.1, gave 46.57 +- 18.43 on STL-10).
     """
 
-    setup: NetSetup = dataclasses.replace(NetSetup(), steps=1000, track_every=200)
+    setup: NetSetup = replace_config(NetSetup(), train={"steps": 1000, "track_every": 200})
     seeds: int = 3
     rho: float = 0.3
     eps: float = 0.1
@@ -123,7 +130,7 @@ class DirectPredConfig:
     @classmethod
     def smoke(cls) -> "DirectPredConfig":
         """Seconds-long run for the tests: tiny MLP, 2 seeds, a 2-point sweep."""
-        return cls(setup=dataclasses.replace(NetSetup().tiny(), steps=200, track_every=100), seeds=2,
+        return cls(setup=replace_config(NetSetup().tiny(), train={"steps": 200, "track_every": 100}), seeds=2,
                    eps_sweep=(0.5,), sweep_seeds=1, b7_seeds=2)
 
     @classmethod
@@ -134,12 +141,9 @@ class DirectPredConfig:
         patches or a local STL-10 / CIFAR-10 (:meth:`NetSetup.on_gpu`), 500 held-out images probed at 9 tracking
         points; one seed per method and the eps sweep {0.1, 0.5} with one seed: 4 runs of :data:`GPU_STEPS` steps
         (B7's positive-c runs skipped)."""
-        recipe = dataclasses.replace(
-            NetSetup(), optimizer="momentum", lr=0.03, momentum=0.9, weight_decay=4e-4, beta=0.004 / 0.03,
-            alpha_p=1.0, pred_hidden=512,
-        )
+        recipe = replace_config(NetSetup(), train=PAPER_OPTIMIZER, **PAPER_BYOL)
         setup = recipe.on_gpu(dataset=dataset, data_dir=data_dir, steps=GPU_STEPS, projector=(512, 128))
-        setup = dataclasses.replace(setup, n_eval=500, track_every=max(setup.steps // 8, 1))
+        setup = replace_config(setup, data={"n_eval": 500}, train={"track_every": max(setup.train.steps // 8, 1)})
         return cls(setup=setup, seeds=1, eps_sweep=(0.5,), sweep_seeds=1, b7_seeds=0)
 
     @classmethod
@@ -165,14 +169,13 @@ class DirectPredConfig:
         per predictor (eps is data, not a new program) and the host's logistic-regression probes (36 tracking
         points x 21 runs on 2500 x 512 features: tens of minutes on the host CPU).
         """
-        if dataset == "cifar10":
-            data = dict(n_train=45000, n_eval=5000, shift=4, crop=None, steps=35100)
-        else:
-            data = dict(n_train=4000, n_eval=1000, shift=0, crop=64, steps=3200)
-        setup = dataclasses.replace(
-            NetSetup(), dataset=dataset, data_dir=data_dir, model="resnet18", width=1.0, embed_dim=512,
-            projector=(512, 128), flip=True, noise_std=0.0, brightness=0.4, contrast=0.4, optimizer="momentum",
-            lr=0.03, momentum=0.9, weight_decay=4e-4, batch_size=128, track_every=1000, beta=0.004 / 0.03,
-            alpha_p=1.0, pred_hidden=512, **data,
+        cifar = dataset == "cifar10"
+        data = (ImageData(dataset=dataset, data_dir=data_dir, n_train=45000, n_eval=5000) if cifar
+                else ImageData(dataset=dataset, data_dir=data_dir, n_train=4000, n_eval=1000, crop=64))
+        setup = replace_config(
+            NetSetup(), data=data, aug=ViewAugmentation.gpu(crop=not cifar),
+            net={"model": "resnet18", "width": 1.0, "embed_dim": 512, "projector": (512, 128)},
+            train={**PAPER_OPTIMIZER, "batch_size": 128, "track_every": 1000, "steps": 35100 if cifar else 3200},
+            **PAPER_BYOL,
         )
         return cls(setup=setup, seeds=5, b7_seeds=5)

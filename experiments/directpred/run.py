@@ -54,7 +54,7 @@ def plan(cfg: DirectPredConfig, **device) -> scale.ComputePlan:
     for name, runs in runs_per_method(cfg).items():
         work += workloads(cfg.setup, runs, **_method(cfg, name))
     return scale.make_plan(f"{EXPERIMENT}: {describe(cfg.setup)}, runs {runs_per_method(cfg)}", work,
-                           dtype=cfg.setup.dtype, programs=2 * len(METHODS) + 2 * bool(cfg.b7_seeds), **device)
+                           dtype=cfg.setup.net.dtype, programs=2 * len(METHODS) + 2 * bool(cfg.b7_seeds), **device)
 
 
 def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False,
@@ -117,7 +117,7 @@ def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False,
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep_eps = np.array(cfg.sweep)
     io.save_npz_atomic(
-        out_dir / DATA, step=step, lr=np.float64(cfg.setup.lr), methods=np.array(METHODS),
+        out_dir / DATA, step=step, lr=np.float64(cfg.setup.train.lr), methods=np.array(METHODS),
         **{f"probe_{m}": acc[m] for m in METHODS}, **{f"spectrum_{m}": np.stack(spectra[m]) for m in METHODS},
         sweep_eps=sweep_eps, sweep_final=np.stack([np.asarray(sweep[e]) for e in cfg.sweep]),
         eps=np.float64(cfg.eps), rho=np.float64(cfg.rho), **b7,

@@ -41,8 +41,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from experiments.stepwise_deep.config import network_errors
+from stepwise.data import ImageData, ViewAugmentation
 from stepwise.errors import config_value_errors
+from stepwise.io import replace_config
+from stepwise.models import NetSpec
+from stepwise.training import TrainConfig
 
 # Training steps of the GPU scale on 32x32 images (see the module docstring for how they were sized).
 GPU_STEPS = 4000
@@ -53,89 +56,59 @@ class NetSetup:
     """Data, network, augmentation, optimiser and BYOL settings shared by the deep non-contrastive experiments.
 
     Attributes:
-      dataset, data_dir: image source (``digits`` is embedded; ``cifar10`` / ``stl10`` read a local folder).
-      n_train, n_eval: training images, and held-out images whose fixed views are tracked and probed.
-      model, hidden, channels, width, embed_dim, projector: the online network (see :mod:`stepwise.models`);
-        the projector's last width is d, the size of F and W_p.
-      crop, shift, flip, noise_std, brightness, contrast: augmentations, resampled every step on the device.
-      optimizer, lr, momentum, weight_decay: optimisation of the online network; weight decay is coupled (the
-        theory's eta, PyTorch's ``weight_decay``).
-      steps, batch_size, track_every: schedule; F, W_p and the spectra are tracked every ``track_every`` steps.
+      data: the images (:class:`stepwise.data.ImageData`; ``digits`` is embedded, ``cifar10`` / ``stl10`` read a
+        local folder; every pixel standardised with the training images' statistics).
+      net: the online network (:class:`stepwise.models.NetSpec`); the projector's last width is d, the size of F
+        and W_p. ``net.dtype`` ``bfloat16``: mixed precision; the parameters, the output layer, the predictor, F and
+        every tracked spectrum stay float32.
+      aug: the views' augmentations, resampled every step on the device (:class:`stepwise.data.ViewAugmentation`).
+      train: optimisation of the online network and schedule (:class:`stepwise.training.TrainConfig`); weight decay
+        is coupled (the theory's eta, PyTorch's ``weight_decay``); F, W_p and the spectra are tracked every
+        ``track_every`` steps. Each run's seed (0, 1, ... of the experiment) replaces ``train.seed``, and the run
+        keeps every evaluation embedding (``n_snapshot`` = ``data.n_eval``).
       beta: the theory's EMA rate (per-step target momentum 1 - lr beta).
       alpha_p: predictor learning rate / lr. eta_p: predictor weight decay (None: ``weight_decay``).
       pred_hidden: hidden width of the two-layer predictor.
       loss: ``cosine`` (BYOL's, the paper's networks) or ``l2`` (the linear theory's).
-      patch_size: side of the RGB patches of ``dataset="patches"`` (the embedded photographs).
-      dtype: compute dtype of the network's convolutions and hidden layers (``bfloat16``: mixed precision; the
-        parameters, the output layer, the predictor, F and every tracked spectrum stay float32).
     """
 
-    dataset: Literal["digits", "patches", "cifar10", "stl10"] = "digits"
-    data_dir: str | None = None
-    n_train: int = 1297
-    n_eval: int = 500
-    model: Literal["mlp", "cnn", "resnet18"] = "mlp"
-    hidden: tuple[int, ...] = (128,)
-    channels: tuple[int, ...] = (32, 64)
-    width: float = 0.25
-    embed_dim: int = 32
-    projector: tuple[int, ...] = (32, 16)
-    crop: int | None = None
-    shift: int = 1
-    flip: bool = False
-    noise_std: float = 0.1
-    brightness: float = 0.0
-    contrast: float = 0.0
-    optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.01
-    steps: int = 2000
-    batch_size: int = 128
-    track_every: int = 100
+    data: ImageData = ImageData(n_train=1297, n_eval=500)
+    net: NetSpec = NetSpec(hidden=(128,), embed_dim=32, projector=(32, 16))
+    aug: ViewAugmentation = ViewAugmentation(shift=1, noise_std=0.1)
+    train: TrainConfig = TrainConfig(steps=2000, batch_size=128, lr=0.1, weight_decay=0.01, track_every=100)
     beta: float = 0.5
     alpha_p: float = 10.0
     eta_p: float | None = None
     pred_hidden: int = 64
     loss: Literal["cosine", "l2"] = "cosine"
-    patch_size: int = 32
-    dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self):
         errors = config_value_errors(self)
-        for name in ("n_train", "embed_dim", "steps", "track_every", "pred_hidden", "patch_size"):
-            if getattr(self, name) < 1:
-                errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
-        errors += network_errors(self)
-        if not self.projector or self.projector[-1] < 2:
-            errors.append(f"projector must end in d >= 2 (F and W_p are d x d; got {self.projector})")
-        if self.batch_size > self.n_train:
-            errors.append(f"batch_size {self.batch_size} exceeds n_train {self.n_train}")
-        if not self.lr > 0:
-            errors.append(f"the learning rate must be positive (got {self.lr})")
-        if not self.weight_decay >= 0:
-            errors.append(f"weight_decay (eta) must be >= 0 (got {self.weight_decay})")
+        if self.pred_hidden < 1:
+            errors.append(f"pred_hidden must be >= 1 (got {self.pred_hidden})")
+        if not self.net.projector or self.net.projector[-1] < 2:
+            errors.append(f"projector must end in d >= 2 (F and W_p are d x d; got {self.net.projector})")
+        if self.train.batch_size > self.data.n_train:
+            errors.append(f"batch_size {self.train.batch_size} exceeds n_train {self.data.n_train}")
         if not 0 < self.beta <= 1:
             errors.append(f"beta (EMA rate) must be in (0, 1] (got {self.beta})")
-        elif self.lr * self.beta > 1:
-            errors.append(f"lr x beta = {self.lr * self.beta:g} > 1 (negative target momentum)")
+        elif self.train.lr * self.beta > 1:
+            errors.append(f"lr x beta = {self.train.lr * self.beta:g} > 1 (negative target momentum)")
         if not self.alpha_p > 0:
             errors.append(f"alpha_p must be > 0 (got {self.alpha_p})")
         if self.eta_p is not None and not self.eta_p >= 0:
             errors.append(f"eta_p must be None or >= 0 (got {self.eta_p})")
-        if self.dtype not in ("float32", "bfloat16"):
-            errors.append(f"dtype must be 'float32' or 'bfloat16' (got {self.dtype!r})")
         if errors:
             raise ValueError("invalid network setup: " + "; ".join(errors))
 
     @property
     def d(self) -> int:
-        return self.projector[-1]
+        return self.net.projector[-1]
 
     def tiny(self) -> "NetSetup":
         """The same recipe at smoke scale (seconds): a narrow MLP, short run."""
-        return dataclasses.replace(self, hidden=(32,), embed_dim=16, projector=(16, 8), n_train=400, n_eval=200,
-                                   batch_size=64)
+        return replace_config(self, net={"hidden": (32,), "embed_dim": 16, "projector": (16, 8)},
+                              data={"n_train": 400, "n_eval": 200}, train={"batch_size": 64})
 
     def on_gpu(self, *, dataset: str | None = None, data_dir: str | None = None, steps: int,
                projector: tuple[int, ...] = (512, 64)) -> "NetSetup":
@@ -144,20 +117,12 @@ class NetSetup:
         shifts, flips, brightness and contrast 0.4), or with ``data_dir`` on the local STL-10 (64x64 crops of its
         96x96 labelled images, a quarter of the ``steps``: 4x the FLOPs per step) or CIFAR-10 found there.
         Tracking every ``steps // 40`` steps."""
-        from stepwise.data import detect_local_dataset
-
-        if dataset is None:
-            dataset = "patches" if data_dir is None else detect_local_dataset(data_dir)
-        if dataset not in ("patches", "cifar10", "stl10"):
-            raise ValueError(f"the GPU scale runs on patches, cifar10 or stl10 (got {dataset!r})")
-        if dataset == "stl10":
-            data = dict(crop=64, shift=0, n_train=4000, steps=max(steps // 4, 1))
-        else:
-            data = dict(crop=None, shift=4, n_train=10000, patch_size=32, steps=steps)
-        return dataclasses.replace(
-            self, dataset=dataset, data_dir=data_dir, model="resnet18", width=1.0, embed_dim=512, projector=projector,
-            flip=True, noise_std=0.0, brightness=0.4, contrast=0.4, batch_size=256, n_eval=1000, dtype="bfloat16",
-            track_every=max(data["steps"] // 40, 1), **data,
+        data = ImageData.gpu(dataset, data_dir)
+        steps = max(steps // 4, 1) if data.dataset == "stl10" else steps
+        return replace_config(
+            self, data=data, aug=ViewAugmentation.gpu(crop=data.crop is not None),
+            net={"model": "resnet18", "width": 1.0, "embed_dim": 512, "projector": projector, "dtype": "bfloat16"},
+            train={"batch_size": 256, "steps": steps, "track_every": max(steps // 40, 1)},
         )
 
 
@@ -212,7 +177,8 @@ class NoncontrastiveDeepConfig:
     @classmethod
     def smoke(cls) -> "NoncontrastiveDeepConfig":
         """Seconds-long run for the tests: tiny MLP, one seed, 300 steps."""
-        return cls(setup=dataclasses.replace(NetSetup().tiny(), steps=300, track_every=50), seeds=1, b4_seeds=1)
+        return cls(setup=replace_config(NetSetup().tiny(), train={"steps": 300, "track_every": 50}), seeds=1,
+                   b4_seeds=1)
 
     @classmethod
     def gpu(cls, *, dataset: str | None = None, data_dir: str | None = None) -> "NoncontrastiveDeepConfig":

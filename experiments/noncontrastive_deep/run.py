@@ -24,8 +24,8 @@ import numpy as np
 from experiments.noncontrastive_deep.config import NetSetup, NoncontrastiveDeepConfig
 from stepwise import io, scale
 from stepwise.compare import tian2021
-from stepwise.data import Augmentation, image_shape, load_images
-from stepwise.models import PureModel, build_model, pure_model
+from stepwise.data import Augmentation
+from stepwise.models import PureModel
 from stepwise.training import TrainConfig
 from stepwise.training.noncontrastive import NoncontrastiveConfig, NoncontrastiveRun, train_noncontrastive
 from stepwise.training.ssl import Checkpointing, checkpoint_kwargs
@@ -45,33 +45,21 @@ class Data:
 
 def load_data(setup: NetSetup) -> Data:
     """A fixed subset of the dataset, every pixel standardised with the training images' statistics."""
-    ds = load_images(setup.dataset, setup.n_train + setup.n_eval, seed=0, data_dir=setup.data_dir,
-                     patch_size=setup.patch_size)
-    train = ds.images[: setup.n_train]
-    images = (ds.images - train.mean(axis=0)) / max(float(train.std()), 1e-12)
-    return Data(images[: setup.n_train].astype(np.float32), images[setup.n_train :].astype(np.float32),
-                ds.labels[setup.n_train :])
+    train, evals, eval_labels = setup.data.load(seed=0)
+    return Data(train.astype(np.float32), evals.astype(np.float32), eval_labels)
 
 
 def augmentation(setup: NetSetup) -> Augmentation:
-    return Augmentation(crop=None if setup.crop is None else (setup.crop, setup.crop), shift=setup.shift,
-                        flip=setup.flip, noise_std=setup.noise_std, brightness=setup.brightness,
-                        contrast=setup.contrast)
+    return setup.aug.augmentation(setup.data.crop_size)
 
 
 def network(setup: NetSetup, input_shape: tuple[int, int, int], seed: int) -> PureModel:
     """The online network for ``seed``."""
-    kwargs: dict = {"projector": setup.projector, "seed": seed, "embed_dim": setup.embed_dim,
-                    "dtype": None if setup.dtype == "float32" else setup.dtype}
-    kwargs |= {"mlp": {"hidden": setup.hidden}, "cnn": {"channels": setup.channels},
-               "resnet18": {"width": setup.width}}[setup.model]
-    return pure_model(build_model(setup.model, input_shape, **kwargs))
+    return setup.net.build(input_shape, seed=seed)
 
 
 def _train_config(setup: NetSetup, n_snapshot: int, seed: int) -> TrainConfig:
-    return TrainConfig(steps=setup.steps, batch_size=setup.batch_size, lr=setup.lr, optimizer=setup.optimizer,
-                       momentum=setup.momentum, weight_decay=setup.weight_decay, track_every=setup.track_every,
-                       n_snapshot=n_snapshot, seed=seed)
+    return dataclasses.replace(setup.train, n_snapshot=n_snapshot, seed=seed)
 
 
 def _method_config(setup: NetSetup, method: dict) -> NoncontrastiveConfig:
@@ -81,26 +69,26 @@ def _method_config(setup: NetSetup, method: dict) -> NoncontrastiveConfig:
 
 def describe(setup: NetSetup) -> str:
     """One line: the network, data, batch and dtype of a setup."""
-    size = {"mlp": f"hidden {setup.hidden}", "cnn": f"channels {setup.channels}", "resnet18": f"width {setup.width:g}"}
-    view = augmentation(setup).output_shape(image_shape(setup.dataset, patch_size=setup.patch_size))
-    return (f"{setup.model} ({size[setup.model]}, projector {setup.projector}) on {setup.dataset} "
-            f"{view[0]}x{view[1]}x{view[2]}, batch {setup.batch_size}, {setup.dtype}")
+    net = setup.net
+    view = augmentation(setup).output_shape(setup.data.shape)
+    return (f"{net.model} ({net.size()}, projector {net.projector}) on {setup.data.dataset} "
+            f"{view[0]}x{view[1]}x{view[2]}, batch {setup.train.batch_size}, {net.dtype}")
 
 
 def workloads(setup: NetSetup, runs: int, *, label: str | None = None, **method) -> list[scale.Workload]:
     """The training step and tracking of ``runs`` runs of one method (``method``: :class:`NoncontrastiveConfig`
     overrides; ``label`` names it, by default its predictor), from XLA's cost analysis of the programs :func:`train`
     compiles (no data read, nothing compiled)."""
-    shape = image_shape(setup.dataset, patch_size=setup.patch_size)
+    shape, n_eval, steps = setup.data.shape, setup.data.n_eval, setup.train.steps
     aug = augmentation(setup)
     model = _template(setup, aug.output_shape(shape))
     step, track = scale.noncontrastive_costs(
-        model.apply, model.features, model.params, aug, _train_config(setup, setup.n_eval, 0),
-        _method_config(setup, method), image_shape=shape, n_train=setup.n_train, n_eval=setup.n_eval)
-    points = -(-setup.steps // setup.track_every) + 1
+        model.apply, model.features, model.params, aug, _train_config(setup, n_eval, 0),
+        _method_config(setup, method), image_shape=shape, n_train=setup.data.n_train, n_eval=n_eval)
+    points = -(-steps // setup.train.track_every) + 1
     name = method.get("direct", method.get("predictor", "linear"))
     name = label or ("linear" if name == "none" else name)
-    return [scale.Workload(f"{name} train step", step, setup.steps * runs, "step", setup.steps),
+    return [scale.Workload(f"{name} train step", step, steps * runs, "step", steps),
             scale.Workload(f"{name} tracking", track, points * runs, "point", points)]
 
 
@@ -115,7 +103,7 @@ def plan(cfg: NoncontrastiveDeepConfig, **device) -> scale.ComputePlan:
         work += workloads(cfg.setup, cfg.b4_seeds, label="Fig. 6 rescue", **_b4_method(cfg, True, cfg.fig6_alpha_p))
     return scale.make_plan(f"{EXPERIMENT}: BYOL, {describe(cfg.setup)}, {cfg.seeds} seed(s)"
                            + (f", B4 ablation and Fig. 6 rescue {cfg.b4_seeds} seed(s)" if cfg.b4_seeds else ""),
-                           work, dtype=cfg.setup.dtype, programs=2 + 6 * bool(cfg.b4_seeds), **device)
+                           work, dtype=cfg.setup.net.dtype, programs=2 + 6 * bool(cfg.b4_seeds), **device)
 
 
 #: The B4 ablation's predictors (no EMA): name -> symmetrised W_p.
@@ -201,7 +189,7 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
         p=stack("p", aligned), cos=stack("cos", aligned), alive=stack("alive", aligned),
         asymmetry=stack("asymmetry", aligned), min_eig_ratio=stack("min_eig_ratio", aligned),
         train_loss=stack("train_loss", runs), eval_loss=stack("eval_loss", runs),
-        target_cos=stack("target_cos", runs), lr=np.float64(cfg.setup.lr), floor=np.float64(tian2021.ALIGN_FLOOR),
+        target_cos=stack("target_cos", runs), lr=np.float64(cfg.setup.train.lr), floor=np.float64(tian2021.ALIGN_FLOOR),
         **{f"b4_spectrum_{name}": np.asarray(v, np.float64).reshape(cfg.b4_seeds, cfg.setup.d)
            for name, v in b4.items()},
         fig6_spectrum_symmetric=np.asarray(fig6, np.float64).reshape(cfg.b4_seeds, cfg.setup.d),
@@ -224,7 +212,7 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
         "fig6_non_null_modes_end": fig6_modes, "fig6_run_time_s": fig6_timings,
         "fig6_second_mode_ratio_end": [float(s[1] / s[0]) for s in fig6],
         "train_time_s": [r.train_time_s for r in runs], "run_time_s": timings, "b4_run_time_s": b4_timings,
-        "time_per_step_ms": [1e3 * (r.train_time_s - r.tracking_time_s) / cfg.setup.steps for r in runs],
+        "time_per_step_ms": [1e3 * (r.train_time_s - r.tracking_time_s) / cfg.setup.train.steps for r in runs],
     }
     extra = {"summary": summary, "figures": [figure.name], "data": [DATA]}
     if plan is not None:

@@ -25,6 +25,7 @@ from typing import Literal
 
 from experiments.stepwise_deep.config import DeepConfig, Loss
 from stepwise.errors import config_value_errors
+from stepwise.io import replace_config
 
 LOSSES: tuple[Loss, ...] = ("barlow_twins", "simclr", "vicreg")
 
@@ -94,7 +95,7 @@ class NtkAfterTrainingConfig:
             errors.append(f"scale must be 'cpu' or 'gpu' (got {self.scale!r})")
         if not errors:  # the networks' own configs validate the rest (and the pairs against n_train)
             for loss in self.losses:
-                if self.n_pairs > self.deep_config(loss).n_train:
+                if self.n_pairs > self.deep_config(loss).data.n_train:
                     errors.append(f"n_pairs {self.n_pairs} exceeds the {loss} network's n_train")
         if errors:
             raise ValueError("invalid ntk_after_training config: " + "; ".join(errors))
@@ -107,11 +108,13 @@ class NtkAfterTrainingConfig:
             cfg = DeepConfig.gpu(loss, dataset=self.dataset, data_dir=self.data_dir)
         else:
             cfg = DeepConfig.for_loss(loss)
-        overrides = {"seed": self.seed, "dataset": self.dataset, "data_dir": self.data_dir}
-        for name in ("steps", "width", "batch_size", "n_eval"):
-            if getattr(self, name) is not None:
-                overrides[name] = getattr(self, name)
-        return dataclasses.replace(cfg, **overrides)
+        given = {name: getattr(self, name) for name in ("steps", "width", "batch_size", "n_eval")
+                 if getattr(self, name) is not None}
+        groups = {"train": {"seed": self.seed}, "data": {"dataset": self.dataset, "data_dir": self.data_dir},
+                  "net": {}}
+        for name, value in given.items():
+            groups[{"steps": "train", "batch_size": "train", "width": "net", "n_eval": "data"}[name]][name] = value
+        return replace_config(cfg, **groups)
 
     @classmethod
     def gpu(cls, *, dataset: str | None = None, data_dir: str | None = None) -> "NtkAfterTrainingConfig":

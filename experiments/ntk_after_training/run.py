@@ -22,10 +22,10 @@ from experiments.ntk_after_training.config import NtkAfterTrainingConfig
 from experiments.stepwise_deep.run import _augmentation, _model, describe, train_network
 from experiments.stepwise_deep.run import workloads as deep_workloads
 from stepwise import compare, io, scale
-from stepwise.data import image_shape
 from stepwise.compare import ntk_agreement as cntk
 from stepwise.data.augment import make_pairs
 from stepwise.ntk import empirical_ntk
+from stepwise.io import replace_config
 from stepwise.training.ssl import Checkpointing, eval_key
 
 EXPERIMENT = "ntk_after_training"
@@ -50,7 +50,7 @@ def _one_network(cfg: NtkAfterTrainingConfig, loss: str, progress: bool,
     t1 = time.perf_counter()
     x1, x2 = make_pairs(net.aug, jax.random.fold_in(jax.random.key(cfg.seed), PAIRS_TAG),
                         jnp.asarray(net.train[: cfg.n_pairs]))
-    e1, _ = make_pairs(net.aug, eval_key(cfg.deep_config(loss).seed), jnp.asarray(net.evals))  # the tracked views
+    e1, _ = make_pairs(net.aug, eval_key(cfg.deep_config(loss).train.seed), jnp.asarray(net.evals))  # the tracked views
     xs = jnp.concatenate([x1, x2, e1])
     two_n = 2 * cfg.n_pairs
     kernels = {"final": np.asarray(empirical_ntk(ntk_apply, res.params, xs, backend=cfg.backend), np.float64)}
@@ -105,7 +105,7 @@ def _order_reported(net: dict) -> list:
 def _ntk_model(dcfg, image_shape_: tuple[int, int, int]):
     """The network of ``dcfg`` computing in float32 (the NTK is a float32 spectrum even when training ran in bf16;
     the parameters are float32 in both)."""
-    return _model(dataclasses.replace(dcfg, dtype="float32"), _augmentation(dcfg).output_shape(image_shape_))
+    return _model(replace_config(dcfg, net={"dtype": "float32"}), _augmentation(dcfg).output_shape(image_shape_))
 
 
 def plan(cfg: NtkAfterTrainingConfig, **device) -> scale.ComputePlan:
@@ -117,14 +117,14 @@ def plan(cfg: NtkAfterTrainingConfig, **device) -> scale.ComputePlan:
     for loss in cfg.losses:
         dcfg = cfg.deep_config(loss)
         work += [dataclasses.replace(w, name=f"{loss} {w.name}") for w in deep_workloads(dcfg)]
-        shape = image_shape(dcfg.dataset, patch_size=dcfg.patch_size)
+        shape = dcfg.data.shape
         model = _ntk_model(dcfg, shape)
-        n = 2 * cfg.n_pairs + dcfg.n_eval
+        n = 2 * cfg.n_pairs + dcfg.data.n_eval
         kernels = 2 if cfg.ntk_at_init else 1
         flops = scale.ntk_flops(model.apply, model.params, n, _augmentation(dcfg).output_shape(shape))
         work.append(scale.Workload(f"{loss} NTK ({n} points)", flops, kernels, "kernel", dtype="float32"))
     first = cfg.deep_config(cfg.losses[0])
-    return scale.make_plan(f"{EXPERIMENT}: {describe(first)}, {len(cfg.losses)} networks", work, dtype=first.dtype,
+    return scale.make_plan(f"{EXPERIMENT}: {describe(first)}, {len(cfg.losses)} networks", work, dtype=first.net.dtype,
                            programs=3 * len(cfg.losses), **device)
 
 

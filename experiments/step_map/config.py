@@ -25,6 +25,7 @@ import dataclasses
 import math
 
 from experiments.stepwise_deep.config import LOSSES, PUBLISHED, DeepConfig
+from stepwise.io import replace_config
 from stepwise.errors import config_value_errors
 
 #: The output layer's scale of standard initialisation (``head_scale`` 1: the layer as initialised by default).
@@ -60,9 +61,9 @@ class StepMapConfig:
     depth: int = 2
     duration: float = 1.0
     track_points: int = 60
-    batch_size: int = DeepConfig.batch_size
-    n_train: int = DeepConfig.n_train
-    n_eval: int = DeepConfig.n_eval
+    batch_size: int = DeepConfig.train.batch_size
+    n_train: int = DeepConfig.data.n_train
+    n_eval: int = DeepConfig.data.n_eval
     min_steps: int = 4
     seed: int = 0
 
@@ -117,16 +118,17 @@ class StepMapConfig:
         """Training steps of a cell: the loss's CPU-default training time lr x steps (times ``duration``) at ``lr``,
         rounded to a multiple of ``track_points`` (at least one per tracking point)."""
         base = DeepConfig.for_loss(loss)
-        per_point = max(1, round(self.duration * base.lr * base.steps / lr / self.track_points))
+        per_point = max(1, round(self.duration * base.train.lr * base.train.steps / lr / self.track_points))
         return per_point * self.track_points
 
     def cell_config(self, loss: str, head_scale: float, lr: float, width: int) -> DeepConfig:
         """The ``stepwise_deep`` configuration of one cell (raises ValueError when it is not a valid run)."""
         steps = self.steps_for(loss, lr)
-        return dataclasses.replace(
-            DeepConfig.for_loss(loss), head_scale=float(head_scale), lr=float(lr), hidden=(int(width),) * self.depth,
-            steps=steps, track_every=steps // self.track_points, batch_size=self.batch_size, n_train=self.n_train,
-            n_eval=self.n_eval, seed=self.seed,
+        return replace_config(
+            DeepConfig.for_loss(loss), net={"head_scale": float(head_scale), "hidden": (int(width),) * self.depth},
+            train={"lr": float(lr), "steps": steps, "track_every": steps // self.track_points,
+                   "batch_size": self.batch_size, "seed": self.seed},
+            data={"n_train": self.n_train, "n_eval": self.n_eval},
         )
 
     def standard_config(self, loss: str) -> DeepConfig:
@@ -135,18 +137,20 @@ class StepMapConfig:
         whose CPU default shrinks every kernel (SimCLR: ``init_scale`` 0.3) this is a run of its own; otherwise it
         is the map's cell at head scale 1."""
         base = DeepConfig.for_loss(loss)
-        lr = min(self.lrs, key=lambda v: abs(math.log(v / base.lr)))
-        width = min(self.widths, key=lambda v: abs(math.log(v / base.hidden[0])))
-        return dataclasses.replace(self.cell_config(loss, STANDARD_HEAD_SCALE, lr, width), init_scale=1.0)
+        lr = min(self.lrs, key=lambda v: abs(math.log(v / base.train.lr)))
+        width = min(self.widths, key=lambda v: abs(math.log(v / base.net.hidden[0])))
+        return replace_config(self.cell_config(loss, STANDARD_HEAD_SCALE, lr, width), net={"init_scale": 1.0})
 
     def default_cell(self, loss: str) -> tuple[int, int, int] | None:
         """Indices (head scale, lr, width) of the loss's CPU default (:meth:`DeepConfig.for_loss`) on the map, or
         None when the grid does not hold it (e.g. the smoke grid, or a depth other than the default's)."""
         base = DeepConfig.for_loss(loss)
-        if len(set(base.hidden)) != 1 or len(base.hidden) != self.depth:
+        hidden = base.net.hidden
+        if len(set(hidden)) != 1 or len(hidden) != self.depth:
             return None
         try:
-            return (self.head_scales.index(base.head_scale), self.lrs.index(base.lr), self.widths.index(base.hidden[0]))
+            return (self.head_scales.index(base.net.head_scale), self.lrs.index(base.train.lr),
+                    self.widths.index(hidden[0]))
         except ValueError:
             return None
 

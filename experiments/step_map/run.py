@@ -91,7 +91,7 @@ def run(cfg: StepMapConfig, out_dir: str | Path, *, progress: bool = False) -> d
                 for b, lr in enumerate(cfg.lrs):
                     for c, w in enumerate(cfg.widths):
                         dcfg = cfg.cell_config(loss, h, lr, w)
-                        steps[i, a, b, c] = dcfg.steps
+                        steps[i, a, b, c] = dcfg.train.steps
                         cell = train_cell(dcfg, P)
                         put(cell, (i, a, b, c))
                         done += 1
@@ -100,10 +100,10 @@ def run(cfg: StepMapConfig, out_dir: str | Path, *, progress: bool = False) -> d
                                   f"{'diverged' if cell.diverged else '%d separated of %d learned' % (cell.stats['n_steps'], cell.stats['n_learned'])}"
                                   f" ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
             scfg = cfg.standard_config(loss)
-            std_lr[i], std_width[i] = scfg.lr, scfg.hidden[0]
-            b, c = cfg.lrs.index(scfg.lr), cfg.widths.index(scfg.hidden[0])
+            std_lr[i], std_width[i] = scfg.train.lr, scfg.net.hidden[0]
+            b, c = cfg.lrs.index(scfg.train.lr), cfg.widths.index(scfg.net.hidden[0])
             a = cfg.head_scales.index(STANDARD_HEAD_SCALE)
-            if cfg.cell_config(loss, STANDARD_HEAD_SCALE, scfg.lr, scfg.hidden[0]) == scfg:
+            if cfg.cell_config(loss, STANDARD_HEAD_SCALE, scfg.train.lr, scfg.net.hidden[0]) == scfg:
                 std_from_map[i] = True
                 for name in STATISTICS:
                     std[name][i] = stats[name][i, a, b, c]

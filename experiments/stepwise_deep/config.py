@@ -3,7 +3,7 @@
 Command:   make fig-deep   (the three published losses, then the two theory forms; or
            `stepwise run stepwise_deep --loss vicreg --out DIR`)
            GPU scale: `stepwise run stepwise_deep --scale gpu --loss vicreg --out DIR` (prints its plan first;
-           `--plan-only` stops there; `--data-dir DIR` reads a local STL-10 / CIFAR-10 instead of the photographs).
+           `--plan-only` stops there; `--data.data-dir DIR` reads a local STL-10 / CIFAR-10 instead of the photographs).
 Runtime:   CPU defaults (MLP on digits): well under 5 min per loss on a 2-core CPU, measured in results.json.
            GPU scale (`DeepConfig.gpu`: ResNet-18 width 1 in bf16, batch 256, 6000 steps on 32x32 patches), sized for
            <= 90 s on one H200 (not yet run on one): XLA's cost analysis of the jitted train step gives 1.49 TFLOP per
@@ -12,8 +12,8 @@ Runtime:   CPU defaults (MLP on digits): well under 5 min per loss on a 2-core C
            32x32 images at batch 256, and 10 s of compilation per program (the step and the tracker): 46 s compute +
            20 s = 66 s, leaving ~25 s for the host (eigenvalues, probes, figure). results.json records the plan next
            to the measured times, which measures the fraction. On STL-10 (64x64 crops): 6.39 TFLOP per step, 1500 steps,
-           73 s estimated. On the 2-core CPU (shared, load ~12) `--scale gpu --steps 3` ran in 908 s wall (250 s CPU,
-           7.4 GB peak memory); shrink it further with `--batch-size 32 --n-eval 64` for a dry run.
+           73 s estimated. On the 2-core CPU (shared, load ~12) `--scale gpu --train.steps 3` ran in 908 s wall (250 s CPU,
+           7.4 GB peak memory); shrink it further with `--train.batch-size 32 --data.n-eval 64` for a dry run.
 Verdict:   gated (stepwise.compare.stepwise_checks): >= 4 separated steps, separated fraction of the learned modes
            >= 0.5, >= 3 flat loss plateaus, unit rank increments. Measured on the 2-core CPU (loaded, load ~8; train
            time in results.json), MLP 64-256-256-16 on digits, seed 0:
@@ -87,8 +87,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, get_args
 
-from stepwise.data import image_shape
+from stepwise.data import ImageData, ViewAugmentation
 from stepwise.errors import config_value_errors
+from stepwise.io import replace_config
+from stepwise.models import NetSpec
+from stepwise.training import TrainConfig
 
 Loss = Literal["barlow_twins", "simclr", "vicreg", "barlow_twins_theory", "infonce_floored"]
 LOSSES: tuple[str, ...] = get_args(Loss)
@@ -120,37 +123,6 @@ RESNET_CPU_LR = {"barlow_twins": 0.1, "barlow_twins_theory": 0.1, "vicreg": 0.1,
                  "infonce_floored": 0.1}
 
 
-def network_errors(cfg) -> list[str]:
-    """Messages for the network, augmentation and schedule fields that :class:`DeepConfig` and
-    :class:`experiments.noncontrastive_deep.NetSetup` share (``batch_size``, ``n_eval``, ``hidden``, ``channels``,
-    ``projector``, ``model``, ``width``, ``momentum``, ``crop``, ``dataset``, ``patch_size``, ``shift``,
-    ``noise_std``, ``brightness``, ``contrast``); empty when all are valid."""
-    errors = []
-    # Two is the least a batch statistic (covariance, negatives) and an evaluation spectrum are defined on.
-    for name in ("batch_size", "n_eval"):
-        if getattr(cfg, name) < 2:
-            errors.append(f"{name} must be >= 2 (got {getattr(cfg, name)})")
-    for name in ("hidden", "channels", "projector"):
-        if any(w < 1 for w in getattr(cfg, name)):
-            errors.append(f"every width in {name} must be >= 1 (got {getattr(cfg, name)})")
-    if cfg.model == "cnn" and not cfg.channels:
-        errors.append("channels must name at least one conv stage for model='cnn' (got ())")
-    if not cfg.width > 0:
-        errors.append(f"width (the ResNet's channel multiplier) must be > 0 (got {cfg.width})")
-    if not 0 <= cfg.momentum < 1:
-        errors.append(f"momentum must be in [0, 1) (got {cfg.momentum})")
-    if cfg.crop is not None and cfg.crop < 1:
-        errors.append(f"crop must be >= 1 or None (got {cfg.crop})")
-    elif cfg.crop is not None and cfg.patch_size >= 1:
-        h, w, _ = image_shape(cfg.dataset, patch_size=cfg.patch_size)
-        if cfg.crop > min(h, w):
-            errors.append(f"crop {cfg.crop} does not fit in {cfg.dataset} images of {h}x{w}")
-    for name in ("shift", "noise_std", "brightness", "contrast"):
-        if not getattr(cfg, name) >= 0:
-            errors.append(f"{name} must be >= 0 (got {getattr(cfg, name)})")
-    return errors
-
-
 @dataclasses.dataclass(frozen=True)
 class DeepConfig:
     """A network trained with a joint-embedding SSL loss on resampled augmented pairs; spectra tracked.
@@ -160,22 +132,21 @@ class DeepConfig:
         ``simclr`` (NT-Xent on cosine similarity, ``temperature``) or ``vicreg`` (``vicreg_weights``); or a theory
         form, ``barlow_twins_theory`` (||C - I||^2, lambda = 1, no standardisation; centred when ``theory_center``)
         or ``infonce_floored`` (NT-Xent with the norm floored at ``norm_floor``). See :mod:`stepwise.losses`.
-      dataset: image source (``cifar10``/``stl10`` need ``data_dir`` or the environment variables).
-      model: ``mlp``, ``cnn`` or ``resnet18`` (see :mod:`stepwise.models`).
-      hidden, channels, width: architecture sizes (MLP hidden widths; CNN channels; ResNet width multiplier).
-      resnet_blocks: basic blocks per ResNet stage (2: ResNet-18; 1: ResNet-10, the CPU stand-in's).
-      embed_dim: backbone output width.
-      projector: projector widths; the last is the embedding dimension d whose spectrum is tracked.
-      init_scale: factor on every initial kernel ("small initialisation").
-      head_scale: extra factor on the output layer's initial kernel. A tiny output layer makes the initial
-        embedding tiny without shrinking the network's kernel, so (as in the linear theory, note 2.7) the steps
-        separate by log(1 / initial eigenvalue) while each step keeps its width.
-      optimizer, lr, momentum: optimisation (plain SGD keeps the time axis lr x step of the theory).
-      steps, batch_size, track_every: schedule; tracking on a fixed evaluation set every ``track_every`` steps.
-      n_train, n_eval: training images, and held-out images whose fixed views are tracked and probed.
-      normalize: ``pixel`` standardises every pixel over the training images (removes the mean-image mode);
-        ``none`` keeps [0, 1] pixels.
-      crop, shift, flip, noise_std, brightness, contrast: augmentations, resampled at every step on the device.
+      data: the images (:class:`stepwise.data.ImageData`: dataset, data_dir, n_train, n_eval, normalize, crop,
+        patch_size).
+      net: the network (:class:`stepwise.models.NetSpec`: model, hidden, channels, width, resnet_blocks, embed_dim,
+        projector, init_scale, head_scale, dtype). ``net.head_scale`` is the extra factor on the output layer's
+        initial kernel: a tiny output layer makes the initial embedding tiny without shrinking the network's kernel,
+        so (as in the linear theory, note 2.7) the steps separate by log(1 / initial eigenvalue) while each step
+        keeps its width. ``net.dtype`` ``bfloat16``: mixed precision, the parameters, the output layer, the losses
+        and every tracked spectrum stay float32.
+      aug: the views' augmentations, resampled at every step on the device (:class:`stepwise.data.ViewAugmentation`:
+        shift, flip, noise_std, brightness, contrast; the crop is ``data.crop``).
+      train: optimisation and schedule (:class:`stepwise.training.TrainConfig`: steps, batch_size, lr, optimizer,
+        momentum, weight_decay, track_every, seed; plain SGD keeps the time axis lr x step of the theory). Tracking
+        is on the fixed evaluation views every ``track_every`` steps; ``train.seed`` seeds the data subset, the
+        model, the batches, the views and the probe. The run keeps every evaluation embedding (``n_snapshot`` is
+        set to ``data.n_eval``) and checkpoints as ``--checkpoint-every`` says (not ``checkpoint_every``).
       bt_lambda: published Barlow Twins' off-diagonal weight (5e-3, Zbontar et al. 2021).
       theory_center: ``barlow_twins_theory`` on centred embeddings (the cross-covariance form; the uncentred
         form first learns the network's mean output, a mode invisible in the covariance).
@@ -184,40 +155,13 @@ class DeepConfig:
       vicreg_weights: (invariance, variance, covariance) weights (25, 25, 1 as published).
       min_steps, min_separated_fraction, min_plateaus: thresholds of :func:`stepwise.compare.stepwise_checks`
         (its docstring gives their reasons).
-      seed: seeds the model, batches and views.
-      data_dir: local dataset folder.
-      patch_size: side of the RGB patches of ``dataset="patches"`` (32 or 64 for the GPU scale).
-      dtype: compute dtype of the network's convolutions and hidden layers (``bfloat16``: mixed precision, the
-        parameters, the output layer, the losses and every tracked spectrum stay float32; see
-        :mod:`stepwise.models.nets`).
     """
 
     loss: Loss = "barlow_twins"
-    dataset: Literal["digits", "patches", "cifar10", "stl10"] = "digits"
-    model: Literal["mlp", "cnn", "resnet18"] = "mlp"
-    hidden: tuple[int, ...] = (256, 256)
-    channels: tuple[int, ...] = (32, 64)
-    width: float = 0.25
-    resnet_blocks: int = 2
-    embed_dim: int = 16
-    projector: tuple[int, ...] = ()
-    init_scale: float = 1.0
-    head_scale: float = 1e-12
-    optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
-    lr: float = 0.02
-    momentum: float = 0.9
-    steps: int = 1500
-    batch_size: int = 256
-    track_every: int = 50
-    n_train: int = 1500
-    n_eval: int = 297
-    normalize: Literal["pixel", "none"] = "pixel"
-    crop: int | None = None
-    shift: int = 1
-    flip: bool = False
-    noise_std: float = 0.1
-    brightness: float = 0.0
-    contrast: float = 0.0
+    data: ImageData = ImageData(n_train=1500, n_eval=297)
+    net: NetSpec = NetSpec(hidden=(256, 256), embed_dim=16, head_scale=1e-12)
+    aug: ViewAugmentation = ViewAugmentation(shift=1, noise_std=0.1)
+    train: TrainConfig = TrainConfig(steps=1500, batch_size=256, lr=0.02, track_every=50)
     bt_lambda: float = 5e-3
     theory_center: bool = True
     temperature: float = 0.5
@@ -226,25 +170,15 @@ class DeepConfig:
     min_steps: int = 4
     min_separated_fraction: float = 0.5
     min_plateaus: int = 3
-    seed: int = 0
-    data_dir: str | None = None
-    patch_size: int = 32
-    dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self):
         errors = config_value_errors(self)
         if self.loss not in LOSSES:
             errors.append(f"loss must be one of {', '.join(LOSSES)} (got {self.loss!r})")
-        for name in ("steps", "track_every", "n_train", "embed_dim", "patch_size", "min_steps", "resnet_blocks"):
-            if getattr(self, name) < 1:
-                errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
-        errors += network_errors(self)
-        if not self.lr > 0:
-            errors.append(f"the learning rate must be positive (got {self.lr})")
-        if not (self.init_scale > 0 and self.head_scale > 0):
-            errors.append(f"init_scale and head_scale must be > 0 (got {self.init_scale}, {self.head_scale})")
-        if self.batch_size > self.n_train:
-            errors.append(f"batch_size {self.batch_size} exceeds n_train {self.n_train}")
+        if self.min_steps < 1:
+            errors.append(f"min_steps must be >= 1 (got {self.min_steps})")
+        if self.train.batch_size > self.data.n_train:
+            errors.append(f"batch_size {self.train.batch_size} exceeds n_train {self.data.n_train}")
         if self.d < 2:
             errors.append(f"the embedding dimension d (the last of projector, else embed_dim) must be >= 2: the "
                           f"theory's steps are the rank of a d x d covariance rising one by one (got d = {self.d})")
@@ -260,14 +194,12 @@ class DeepConfig:
             errors.append(f"min_separated_fraction must be in [0, 1] (got {self.min_separated_fraction})")
         if self.min_plateaus < 0:
             errors.append(f"min_plateaus must be >= 0 (got {self.min_plateaus})")
-        if self.dtype not in ("float32", "bfloat16"):
-            errors.append(f"dtype must be 'float32' or 'bfloat16' (got {self.dtype!r})")
         if errors:
             raise ValueError("invalid stepwise_deep config: " + "; ".join(errors))
 
     @property
     def d(self) -> int:
-        return self.projector[-1] if self.projector else self.embed_dim
+        return self.net.d
 
     @classmethod
     def for_loss(cls, loss: Loss) -> "DeepConfig":
@@ -282,20 +214,20 @@ class DeepConfig:
             # The published losses (see the class docstring's table for the settings searched): Barlow Twins as the
             # theory row (tiny output layer, lr 0.02), SimCLR from small initialisation of every kernel (a tiny
             # output layer alone makes cosine NT-Xent's gradient ~1 / |z| huge: the embeddings reach norm ~1e9).
-            "barlow_twins": {"steps": 3000},
-            "simclr": {"steps": 3000, "init_scale": 0.3, "head_scale": 1.0},
-            "vicreg": {"steps": 1500},
+            "barlow_twins": {"train": {"steps": 3000}},
+            "simclr": {"train": {"steps": 3000}, "net": {"init_scale": 0.3, "head_scale": 1.0}},
+            "vicreg": {"train": {"steps": 1500}},
             # Centred: the uncentred (theory) form first learns the network's mean output, a mode invisible in the
             # covariance; measured at 3000 steps: centred 5 well-separated steps, uncentred 4.
-            "barlow_twins_theory": {"steps": 3000},
+            "barlow_twins_theory": {"train": {"steps": 3000}},
             # The norm floor 3 puts embeddings shorter than 3 in the dot-product (spectral-contrastive) regime of
             # the theory and compares longer ones by cosine. Measured at 3000 steps, seeds 0/1/2: 6/7/7
             # well-separated steps; norm_floor 1 (lr 0.02): 3-4; the learning rate scales as norm_floor^2 to keep
             # the small-norm phase's speed.
-            "infonce_floored": {"steps": 3000, "head_scale": 1e-15, "norm_floor": 3.0, "lr": 0.15,
-                                "temperature": 0.2},
+            "infonce_floored": {"train": {"steps": 3000, "lr": 0.15}, "net": {"head_scale": 1e-15},
+                                "norm_floor": 3.0, "temperature": 0.2},
         }[loss]
-        return cls(loss=loss, **overrides)
+        return replace_config(cls(loss=loss), **overrides)
 
     @classmethod
     def smoke(cls, loss: Loss = "barlow_twins") -> "DeepConfig":
@@ -312,9 +244,10 @@ class DeepConfig:
         asserts these outcomes: VICReg's step checks pass, its plateau check fails (its loss keeps falling between
         steps, as at full size); Barlow Twins and SimCLR fail the step checks.
         """
-        return dataclasses.replace(
-            cls.for_loss(loss), embed_dim=8, projector=(), steps=800, batch_size=128, track_every=20, n_train=512,
-            n_eval=128, min_steps=3, min_plateaus=2,
+        return replace_config(
+            cls.for_loss(loss), net={"embed_dim": 8, "projector": ()},
+            train={"steps": 800, "batch_size": 128, "track_every": 20}, data={"n_train": 512, "n_eval": 128},
+            min_steps=3, min_plateaus=2,
         )
 
     @classmethod
@@ -322,12 +255,14 @@ class DeepConfig:
         """The CPU stand-in closer to the paper (``--scale cpu-resnet``): a CIFAR-style ResNet-18 with GroupNorm at
         width RESNET_CPU_WIDTH on 32x32 RGB patches of the embedded photographs, output layer scaled by
         RESNET_CPU_HEAD_SCALE, plain SGD at a small learning rate (see the module docstring for the numbers)."""
+        base = cls.for_loss(loss)
         return dataclasses.replace(
-            cls.for_loss(loss), dataset="patches", patch_size=32, model="resnet18", width=RESNET_CPU_WIDTH,
-            resnet_blocks=RESNET_CPU_BLOCKS, embed_dim=16, projector=(), init_scale=1.0,
-            head_scale=RESNET_CPU_HEAD_SCALE, lr=RESNET_CPU_LR[loss],
-            steps=RESNET_CPU_STEPS, batch_size=RESNET_CPU_BATCH, track_every=RESNET_CPU_STEPS // 40,
-            n_train=2000, n_eval=256, crop=None, shift=4, flip=True, noise_std=0.0, brightness=0.4, contrast=0.4,
+            base, data=ImageData(dataset="patches", patch_size=32, n_train=2000, n_eval=256, crop=None),
+            net=NetSpec(model="resnet18", width=RESNET_CPU_WIDTH, resnet_blocks=RESNET_CPU_BLOCKS, embed_dim=16,
+                        projector=(), init_scale=1.0, head_scale=RESNET_CPU_HEAD_SCALE),
+            aug=ViewAugmentation.gpu(),
+            train=dataclasses.replace(base.train, lr=RESNET_CPU_LR[loss], steps=RESNET_CPU_STEPS,
+                                      batch_size=RESNET_CPU_BATCH, track_every=RESNET_CPU_STEPS // 40),
         )
 
     @classmethod
@@ -335,8 +270,8 @@ class DeepConfig:
         """Seconds-long run of :meth:`resnet_cpu` for CI: the same network, data shape and settings, 30 steps of
         batch 16 on 64 patches, tracked every 10 steps on 32 held-out patches. For the files and the contract (the
         checks computed, their values recomputed from the saved spectra), not the verdict."""
-        return dataclasses.replace(cls.resnet_cpu(loss), steps=30, batch_size=16, track_every=10, n_train=64,
-                                   n_eval=32)
+        return replace_config(cls.resnet_cpu(loss), train={"steps": 30, "batch_size": 16, "track_every": 10},
+                              data={"n_train": 64, "n_eval": 32})
 
     @classmethod
     def gpu(cls, loss: Loss = "barlow_twins", *, dataset: str | None = None,
@@ -356,31 +291,26 @@ class DeepConfig:
         images: 64x64 random crops of the 96x96 images, a quarter of the steps for 4x the FLOPs per step) or CIFAR-10
         (as the patches) found there (:func:`stepwise.data.detect_local_dataset`); ``dataset`` forces one.
         """
-        from stepwise.data import detect_local_dataset
-
-        if dataset is None:
-            dataset = "patches" if data_dir is None else detect_local_dataset(data_dir)
-        if dataset not in ("patches", "cifar10", "stl10"):
-            raise ValueError(f"the GPU scale runs on patches, cifar10 or stl10 (got {dataset!r})")
-        base = dataclasses.replace(
-            cls.for_loss(loss), dataset=dataset, data_dir=data_dir, model="resnet18", width=1.0, embed_dim=512,
-            projector=(512, 64), flip=True, noise_std=0.0, brightness=0.4, contrast=0.4, batch_size=256,
-            dtype="bfloat16", n_eval=1000, head_scale=1.0 if loss == "simclr" else 1e-6,
-            lr=GPU_LR_FRACTION[loss] / (4.0 * GPU_GAMMA_1),
+        data = ImageData.gpu(dataset, data_dir)
+        steps, every = (GPU_STEPS // 4, GPU_STEPS // 200) if data.dataset == "stl10" else (GPU_STEPS, GPU_STEPS // 50)
+        base = cls.for_loss(loss)
+        return dataclasses.replace(
+            base, data=data, aug=ViewAugmentation.gpu(crop=data.crop is not None),
+            net=replace_config(base.net, model="resnet18", width=1.0, embed_dim=512, projector=(512, 64),
+                               dtype="bfloat16", head_scale=1.0 if loss == "simclr" else 1e-6),
+            train=dataclasses.replace(base.train, batch_size=256, lr=GPU_LR_FRACTION[loss] / (4.0 * GPU_GAMMA_1),
+                                      steps=steps, track_every=every),
         )
-        if dataset == "stl10":
-            return dataclasses.replace(base, crop=64, shift=0, n_train=4000, steps=GPU_STEPS // 4,
-                                       track_every=GPU_STEPS // 200)
-        return dataclasses.replace(base, crop=None, shift=4, n_train=10000, patch_size=32, steps=GPU_STEPS,
-                                   track_every=GPU_STEPS // 50)
 
     @classmethod
     def paper(cls, loss: Loss = "barlow_twins", data_dir: str | None = None) -> "DeepConfig":
         """The paper-length run (not run here: hours): ResNet-18 on STL-10 from a local folder (train split, 64x64
         crops), batch 512, 20000 steps. XLA's cost analysis gives 12.5 GFLOP per 64x64 image for forward and backward,
         so 12.8 TFLOP per step; at 100-200 TFLOP/s achieved on one H100 that is 20-45 min."""
+        base = cls.for_loss(loss)
         return dataclasses.replace(
-            cls.for_loss(loss), dataset="stl10", data_dir=data_dir, model="resnet18", width=1.0, embed_dim=512,
-            projector=(512, 64), crop=64, shift=0, flip=True, noise_std=0.0, brightness=0.4, contrast=0.4,
-            n_train=5000, n_eval=1000, batch_size=512, steps=20000, track_every=100,
+            base, data=ImageData(dataset="stl10", data_dir=data_dir, crop=64, n_train=5000, n_eval=1000),
+            net=replace_config(base.net, model="resnet18", width=1.0, embed_dim=512, projector=(512, 64)),
+            aug=ViewAugmentation.gpu(crop=True),
+            train=dataclasses.replace(base.train, batch_size=512, steps=20000, track_every=100),
         )

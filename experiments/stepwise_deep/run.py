@@ -11,15 +11,13 @@ import dataclasses
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from experiments.stepwise_deep.config import PUBLISHED, DeepConfig
 from stepwise import compare, io, scale
 from stepwise.compare import hidden
-from stepwise.data import Augmentation, image_shape, load_images
+from stepwise.data import Augmentation
 from stepwise.losses import get_loss
-from stepwise.models import build_model, pure_model
 from stepwise.training import TrainConfig, train_ssl
 from stepwise.training.ssl import Checkpointing, checkpoint_kwargs
 
@@ -27,70 +25,59 @@ EXPERIMENT = "stepwise_deep"
 
 
 def _data(cfg: DeepConfig):
-    ds = load_images(cfg.dataset, cfg.n_train + cfg.n_eval, seed=cfg.seed, data_dir=cfg.data_dir,
-                     patch_size=cfg.patch_size)
-    images = ds.images
-    if cfg.normalize == "pixel":
-        train = images[: cfg.n_train]
-        images = (images - train.mean(axis=0)) / max(float(train.std()), 1e-12)
-    return images[: cfg.n_train], images[cfg.n_train :], ds.labels[cfg.n_train :]
+    """``(train, evals, eval_labels)`` of ``cfg.data`` (normalised, not yet cast to float32)."""
+    return cfg.data.load(cfg.train.seed)
 
 
 def _augmentation(cfg: DeepConfig) -> Augmentation:
-    return Augmentation(
-        crop=None if cfg.crop is None else (cfg.crop, cfg.crop), shift=cfg.shift, flip=cfg.flip,
-        noise_std=cfg.noise_std, brightness=cfg.brightness, contrast=cfg.contrast,
-    )
+    return cfg.aug.augmentation(cfg.data.crop_size)
 
 
 def _train_config(cfg: DeepConfig) -> TrainConfig:
-    return TrainConfig(
-        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, momentum=cfg.momentum,
-        track_every=cfg.track_every, n_snapshot=cfg.n_eval, seed=cfg.seed,
-    )
+    """``cfg.train`` keeping every evaluation embedding (the probe labels them all)."""
+    return dataclasses.replace(cfg.train, n_snapshot=cfg.data.n_eval)
 
 
 def describe(cfg: DeepConfig) -> str:
     """One line: the network, data, batch and dtype of a configuration."""
-    size = {"mlp": f"hidden {cfg.hidden}", "cnn": f"channels {cfg.channels}",
-            "resnet18": f"width {cfg.width:g}, {cfg.resnet_blocks} blocks per stage"}
-    shape = image_shape(cfg.dataset, patch_size=cfg.patch_size)
-    view = _augmentation(cfg).output_shape(shape)
-    return (f"{cfg.model} ({size[cfg.model]}, projector {cfg.projector or 'none'}) on {cfg.dataset} "
-            f"{view[0]}x{view[1]}x{view[2]}, batch {cfg.batch_size}, {cfg.dtype}")
+    net = cfg.net
+    view = _augmentation(cfg).output_shape(cfg.data.shape)
+    return (f"{net.model} ({net.size()}, projector {net.projector or 'none'}) on {cfg.data.dataset} "
+            f"{view[0]}x{view[1]}x{view[2]}, batch {cfg.train.batch_size}, {net.dtype}")
 
 
 def model_label(cfg: DeepConfig) -> str:
     """The network's short name: ``mlp``, ``cnn``, or ``resnet<depth>`` (2 + 8 x blocks per stage: 18, or 10 for the
     CPU stand-in) with its width and GroupNorm."""
-    if cfg.model != "resnet18":
-        return cfg.model
-    return f"resnet{2 + 8 * cfg.resnet_blocks} (GroupNorm, width {cfg.width:g})"
+    if cfg.net.model != "resnet18":
+        return cfg.net.model
+    return f"resnet{2 + 8 * cfg.net.resnet_blocks} (GroupNorm, width {cfg.net.width:g})"
 
 
 def costs(cfg: DeepConfig) -> tuple[float, float]:
     """FLOPs of one training step and of one tracking point of ``cfg``'s run (XLA's cost analysis; no data is read,
     nothing is compiled). Raises ValueError for a configuration that does not fit (e.g. a crop larger than the
     images)."""
-    shape = image_shape(cfg.dataset, patch_size=cfg.patch_size)
+    shape = cfg.data.shape
     aug = _augmentation(cfg)
     model = _model(cfg, aug.output_shape(shape))
-    return scale.ssl_costs(model.apply, model.features if cfg.projector else None, model.params, _loss(cfg), aug,
-                           _train_config(cfg), image_shape=shape, n_train=cfg.n_train, n_eval=cfg.n_eval)
+    return scale.ssl_costs(model.apply, model.features if cfg.net.projector else None, model.params, _loss(cfg), aug,
+                           _train_config(cfg), image_shape=shape, n_train=cfg.data.n_train, n_eval=cfg.data.n_eval)
 
 
 def workloads(cfg: DeepConfig, *, runs: int = 1) -> list[scale.Workload]:
     """The training step and the tracking of ``runs`` runs of ``cfg``."""
     step, track = costs(cfg)
-    points = -(-cfg.steps // cfg.track_every) + 1
-    return [scale.Workload("train step", step, cfg.steps * runs, "step", cfg.steps),
+    steps = cfg.train.steps
+    points = -(-steps // cfg.train.track_every) + 1
+    return [scale.Workload("train step", step, steps * runs, "step", steps),
             scale.Workload("tracking", track, points * runs, "point", points)]
 
 
 def plan(cfg: DeepConfig, **device) -> scale.ComputePlan:
     """FLOPs per step and per tracking point, and the estimated time of the run on the default device (or the one
     named by ``device_kind=...``, ``platform=...``; see :func:`stepwise.scale.make_plan`)."""
-    return scale.make_plan(f"{EXPERIMENT}/{cfg.loss}: {describe(cfg)}", workloads(cfg), dtype=cfg.dtype,
+    return scale.make_plan(f"{EXPERIMENT}/{cfg.loss}: {describe(cfg)}", workloads(cfg), dtype=cfg.net.dtype,
                            programs=2, **device)
 
 
@@ -108,42 +95,8 @@ def _loss(cfg: DeepConfig):
 
 
 def _model(cfg: DeepConfig, input_shape):
-    """The network at initialisation, its output layer scaled by ``head_scale`` (float32 parameters whatever
-    ``cfg.dtype``: the same parameters serve the float32 network, e.g. for the NTK)."""
-    kwargs = {"projector": cfg.projector, "init_scale": cfg.init_scale, "seed": cfg.seed,
-              "dtype": None if cfg.dtype == "float32" else cfg.dtype}
-    if cfg.model == "mlp":
-        kwargs.update(hidden=cfg.hidden, embed_dim=cfg.embed_dim)
-    elif cfg.model == "cnn":
-        kwargs.update(channels=cfg.channels, embed_dim=cfg.embed_dim)
-    else:
-        kwargs.update(width=cfg.width, blocks=cfg.resnet_blocks, embed_dim=cfg.embed_dim)
-    pure = pure_model(build_model(cfg.model, input_shape, **kwargs))
-    return dataclasses.replace(pure, params=scale_output_layer(pure.params, cfg.head_scale))
-
-
-def scale_output_layer(params, factor: float):
-    """Multiply the kernel of the output layer (the one producing the embedding) by ``factor``.
-
-    For the models of :mod:`stepwise.models`: the last Linear of the projector, or without a projector the last of
-    the head (CNN, ResNet) or of the backbone (MLP). (The parameter tree's order is alphabetical, so the last kernel
-    in tree order is not the output layer in general: for the ResNet it is the stem's.)
-
-    Raises:
-      ValueError: the tree has none of those kernels.
-    """
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    paths = [jax.tree_util.keystr(path) for path, _ in flat]
-    last = None
-    for module in ("projector", "head", "backbone"):
-        kernels = [i for i, p in enumerate(paths) if p.startswith(f"['{module}']") and "kernel" in p]
-        if kernels:
-            last = kernels[-1]
-            break
-    if last is None:
-        raise ValueError("the model has no projector, head or backbone kernel to scale")
-    leaves = [leaf * factor if i == last else leaf for i, (_, leaf) in enumerate(flat)]
-    return jax.tree.unflatten(jax.tree.structure(params), leaves)
+    """The network ``cfg.net`` at initialisation (:meth:`stepwise.models.NetSpec.build`)."""
+    return cfg.net.build(input_shape, seed=cfg.train.seed)
 
 
 def linear_probe_accuracy(embeddings: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
@@ -172,7 +125,7 @@ def hidden_checks(cfg: DeepConfig, det_feat: compare.StepDetection, cov_feat: np
     """Simon et al. E5 (hidden representations), reported and not gated (:func:`stepwise.compare.hidden.hidden_checks`:
     steps in the backbone-output covariance and its effective dimension). Empty without a projector (the backbone
     output is then the embedding itself)."""
-    return hidden.hidden_checks(det_feat, cov_feat) if cfg.projector else []
+    return hidden.hidden_checks(det_feat, cov_feat) if cfg.net.projector else []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +159,7 @@ def train_network(cfg: DeepConfig, *, checkpoints: Checkpointing | None = None, 
     tcfg = _train_config(cfg)
     train, evals = train.astype(np.float32), evals.astype(np.float32)
     res = train_ssl(
-        model.apply, model.features if cfg.projector else None, model.params, _loss(cfg), train, aug, tcfg,
+        model.apply, model.features if cfg.net.projector else None, model.params, _loss(cfg), train, aug, tcfg,
         eval_images=evals, progress=progress, **checkpoint_kwargs(checkpoints, name),
     )
     return TrainedNetwork(model=model, result=res, train=train, evals=evals, eval_labels=eval_labels, aug=aug)
@@ -227,7 +180,7 @@ def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, checkpo
     t = res.step.astype(np.float64)
     det = compare.detect_steps(t, res.cov_out, res.eval_loss)
     det_feat = compare.detect_steps(t, res.cov_feat, None)
-    probe = linear_probe_accuracy(res.snapshots, eval_labels, seed=cfg.seed)
+    probe = linear_probe_accuracy(res.snapshots, eval_labels, seed=cfg.train.seed)
     checks = compare.stepwise_checks(det, cfg.min_steps, min_separated_fraction=cfg.min_separated_fraction,
                                      min_plateaus=cfg.min_plateaus) + hidden_checks(cfg, det_feat, res.cov_feat)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,19 +189,19 @@ def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, checkpo
         step=res.step, eigenvalues=res.cov_out, cross_correlation=res.bt_out, backbone_eigenvalues=res.cov_feat,
         backbone_cross_correlation=res.bt_feat, eval_loss=res.eval_loss, train_loss=res.train_loss,
         snapshots=res.snapshots, probe_accuracy=probe, onsets=det.onsets, widths=det.widths,
-        well_separated=det.well_separated, rank=det.rank, lr=np.float64(cfg.lr),
+        well_separated=det.well_separated, rank=det.rank, lr=np.float64(cfg.train.lr),
     )
-    figure = plot_stepwise_deep(out_dir, title=f"{cfg.loss} - {model_label(cfg)} on {cfg.dataset}")
+    figure = plot_stepwise_deep(out_dir, title=f"{cfg.loss} - {model_label(cfg)} on {cfg.data.dataset}")
     summary = {
         "loss_form": "published" if cfg.loss in PUBLISHED else "theory",
         "n_steps": det.n_steps, "onsets": det.onsets, "widths": det.widths, "separations": det.separations,
         "n_plateaus": det.n_plateaus, **det.summary(),
         "backbone_steps": det_feat.n_steps, "probe_accuracy_final": probe[-1], "probe_accuracy_initial": probe[0],
         "train_time_s": res.train_time_s, "tracking_fraction": res.tracking_fraction,
-        "time_per_step_ms": 1e3 * (res.train_time_s - res.tracking_time_s) / max(cfg.steps, 1),
+        "time_per_step_ms": 1e3 * (res.train_time_s - res.tracking_time_s) / max(cfg.train.steps, 1),
     }
     if plan is not None:  # the step's compilation is inside the timed loop: a lower bound for short runs
-        summary["achieved_flop_per_s"] = plan.step_flops * cfg.steps / max(res.train_time_s - res.tracking_time_s, 1e-9)
+        summary["achieved_flop_per_s"] = plan.step_flops * cfg.train.steps / max(res.train_time_s - res.tracking_time_s, 1e-9)
     extra = {"summary": summary, "figures": [figure.name], "data": ["spectrum.npz"]}
     if plan is not None:
         extra["plan"] = plan.to_dict()

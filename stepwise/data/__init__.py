@@ -3,6 +3,7 @@ the linear and two-layer SSL models (:mod:`stepwise.data.pairs`)."""
 
 from stepwise.data.augment import (
     Augmentation,
+    ViewAugmentation,
     augment_batch,
     color_jitter,
     crop,
@@ -27,6 +28,7 @@ from stepwise.data.datasets import (
     load_patches,
     load_stl10,
 )
+from stepwise.data.image_data import GPU_DATASETS, ImageData
 from stepwise.data.hltm import (
     HLTM,
     HLTMViews,

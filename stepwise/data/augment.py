@@ -28,6 +28,7 @@ __all__ = [
     "random_crop",
     "random_flip",
     "random_shift",
+    "ViewAugmentation",
 ]
 
 
@@ -140,6 +141,39 @@ class Augmentation:
         if self.noise_std:
             image = gaussian_noise(k_noise, image, self.noise_std)
         return image
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewAugmentation:
+    """The augmentations of the deep experiments' views, a sub-config (``aug``) of their configs; the crop belongs
+    to the data (:class:`stepwise.data.ImageData`), whose images fix which crops fit.
+
+    Attributes:
+      shift, flip, noise_std, brightness, contrast: as :class:`Augmentation`'s; resampled at every step.
+    """
+
+    shift: int = 1
+    flip: bool = False
+    noise_std: float = 0.1
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+    def __post_init__(self):
+        errors = [f"{name} must be >= 0 (got {getattr(self, name)})"
+                  for name in ("shift", "noise_std", "brightness", "contrast") if not getattr(self, name) >= 0]
+        if errors:
+            raise ValueError("invalid view augmentation: " + "; ".join(errors))
+
+    def augmentation(self, crop: tuple[int, int] | None = None) -> Augmentation:
+        """The :class:`Augmentation` of these views after a random ``crop`` (None: no crop)."""
+        return Augmentation(crop=crop, shift=self.shift, flip=self.flip, noise_std=self.noise_std,
+                            brightness=self.brightness, contrast=self.contrast)
+
+    @classmethod
+    def gpu(cls, *, crop: bool = False) -> "ViewAugmentation":
+        """The GPU scale's views: flips, brightness and contrast 0.4, no noise, and pad-4 shifts unless the data
+        are random crops (STL-10)."""
+        return cls(shift=0 if crop else 4, flip=True, noise_std=0.0, brightness=0.4, contrast=0.4)
 
 
 def augment_batch(aug: Augmentation, key: jax.Array, images: jax.Array) -> jax.Array:

@@ -14,7 +14,9 @@ from stepwise.models.nets import MLP as MLP
 from stepwise.models.nets import ResNet18 as ResNet18
 from stepwise.models.nets import SmallCNN as SmallCNN
 from stepwise.models.registry import MODELS as MODELS
+from stepwise.models.registry import NetSpec as NetSpec
 from stepwise.models.registry import build_model as build_model
+from stepwise.models.registry import scale_output_layer as scale_output_layer
 from stepwise.models.tree import init_tree_net as init_tree_net
 from stepwise.models.tree import tree_net as tree_net
 from stepwise.models.two_layer import hidden_features as hidden_features

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+from typing import Literal
 
+import jax
 from flax import nnx
 
+from stepwise.models.functional import PureModel, pure_model
 from stepwise.models.nets import MLP, ResNet18, SmallCNN
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["MODELS", "NetSpec", "build_model", "scale_output_layer"]
 
 MODELS: dict[str, type] = {"mlp": MLP, "cnn": SmallCNN, "resnet18": ResNet18}
 
@@ -41,3 +45,99 @@ def build_model(name: str, input_shape: tuple[int, int, int], *, seed: int = 0, 
     if unknown:
         raise ValueError(f"{cls.__name__} ({name!r}) got unknown keyword(s) {unknown}; valid keywords: {accepted}")
     return cls(input_shape, **kwargs, rngs=nnx.Rngs(seed))
+
+
+def scale_output_layer(params, factor: float):
+    """Multiply the kernel of the output layer (the one producing the embedding) by ``factor``.
+
+    For the models of :mod:`stepwise.models`: the last Linear of the projector, or without a projector the last of
+    the head (CNN, ResNet) or of the backbone (MLP). (The parameter tree's order is alphabetical, so the last kernel
+    in tree order is not the output layer in general: for the ResNet it is the stem's.)
+
+    Raises:
+      ValueError: the tree has none of those kernels.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    paths = [jax.tree_util.keystr(path) for path, _ in flat]
+    last = None
+    for module in ("projector", "head", "backbone"):
+        kernels = [i for i, p in enumerate(paths) if p.startswith(f"['{module}']") and "kernel" in p]
+        if kernels:
+            last = kernels[-1]
+            break
+    if last is None:
+        raise ValueError("the model has no projector, head or backbone kernel to scale")
+    leaves = [leaf * factor if i == last else leaf for i, (_, leaf) in enumerate(flat)]
+    return jax.tree.unflatten(jax.tree.structure(params), leaves)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetSpec:
+    """A network of :data:`MODELS` with a projector, a sub-config (``net``) of the deep experiments' configs.
+
+    Attributes:
+      model: ``mlp``, ``cnn`` or ``resnet18``.
+      hidden, channels, width: architecture sizes (MLP hidden widths; CNN channels; ResNet width multiplier).
+      resnet_blocks: basic blocks per ResNet stage (2: ResNet-18; 1: ResNet-10).
+      embed_dim: backbone output width.
+      projector: projector widths; the last is the embedding dimension :attr:`d` (else ``embed_dim``).
+      init_scale: factor on every initial kernel ("small initialisation").
+      head_scale: extra factor on the output layer's initial kernel (:func:`scale_output_layer`).
+      dtype: compute dtype of the convolutions and hidden layers (``bfloat16``: mixed precision; the parameters and
+        the output layer stay float32, see :mod:`stepwise.models.nets`).
+    """
+
+    model: Literal["mlp", "cnn", "resnet18"] = "mlp"
+    hidden: tuple[int, ...] = (256, 256)
+    channels: tuple[int, ...] = (32, 64)
+    width: float = 0.25
+    resnet_blocks: int = 2
+    embed_dim: int = 16
+    projector: tuple[int, ...] = ()
+    init_scale: float = 1.0
+    head_scale: float = 1.0
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+    def __post_init__(self):
+        from stepwise.errors import config_value_errors
+
+        errors = config_value_errors(self)
+        for name in ("hidden", "channels", "projector"):
+            if any(w < 1 for w in getattr(self, name)):
+                errors.append(f"every width in {name} must be >= 1 (got {getattr(self, name)})")
+        if self.model == "cnn" and not self.channels:
+            errors.append("channels must name at least one conv stage for model='cnn' (got ())")
+        if not self.width > 0:
+            errors.append(f"width (the ResNet's channel multiplier) must be > 0 (got {self.width})")
+        for name in ("embed_dim", "resnet_blocks"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if not (self.init_scale > 0 and self.head_scale > 0):
+            errors.append(f"init_scale and head_scale must be > 0 (got {self.init_scale}, {self.head_scale})")
+        if self.dtype not in ("float32", "bfloat16"):
+            errors.append(f"dtype must be 'float32' or 'bfloat16' (got {self.dtype!r})")
+        if errors:
+            raise ValueError("invalid network: " + "; ".join(errors))
+
+    @property
+    def d(self) -> int:
+        """The embedding dimension: the projector's last width, else ``embed_dim``."""
+        return self.projector[-1] if self.projector else self.embed_dim
+
+    def size(self) -> str:
+        """The architecture's size in words (``hidden (256, 256)``, ``channels (32, 64)``, ``width 1, 2 blocks per
+        stage``)."""
+        return {"mlp": f"hidden {self.hidden}", "cnn": f"channels {self.channels}",
+                "resnet18": f"width {self.width:g}, {self.resnet_blocks} blocks per stage"}[self.model]
+
+    def build(self, input_shape: tuple[int, int, int], *, seed: int = 0) -> PureModel:
+        """The network at initialisation on ``input_shape`` images, its output layer scaled by ``head_scale``
+        (float32 parameters whatever ``dtype``: the same parameters serve the float32 network, e.g. for the NTK)."""
+        kwargs = {"projector": self.projector, "init_scale": self.init_scale, "seed": seed, "embed_dim": self.embed_dim,
+                  "dtype": None if self.dtype == "float32" else self.dtype}
+        kwargs |= {"mlp": {"hidden": self.hidden}, "cnn": {"channels": self.channels},
+                   "resnet18": {"width": self.width, "blocks": self.resnet_blocks}}[self.model]
+        pure = pure_model(build_model(self.model, input_shape, **kwargs))
+        if self.head_scale == 1.0:
+            return pure
+        return dataclasses.replace(pure, params=scale_output_layer(pure.params, self.head_scale))

@@ -111,7 +111,9 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        errors = []
+        from stepwise.errors import config_value_errors  # nan / inf fields, a seed outside [0, 2**32)
+
+        errors = config_value_errors(self)
         if self.steps < 1:
             errors.append(f"steps must be >= 1 (got {self.steps})")
         if self.batch_size < 2:
