@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 
 from experiments.speedup import SpeedupConfig, run
+from experiments.speedup.config import SpeedupDeep
 from experiments.speedup.deep import boosted_bt_loss, head_inputs, run_deep_pair
 from experiments.speedup.linear import train_variant
-from experiments.speedup.run import aligned_init, deep_checks
+from experiments.speedup.run import aligned_init
 from stepwise import cli, compare, io
+from stepwise.compare.speedup import deep_checks
+from stepwise.data import PairData
 from stepwise.losses import get_loss
 from stepwise.models import build_model, pure_model
 from stepwise.theory import linear
@@ -157,9 +160,11 @@ def test_aligned_init(key):
 
 def test_no_speedup_fails_the_deep_check():
     """With eps huge the 'boost' is plain BT: no gain, so the gated deep check fails (the verdict says so)."""
-    cfg = dataclasses.replace(SpeedupConfig.smoke(), deep_eps=1e6)
+    smoke = SpeedupConfig.smoke()
+    cfg = dataclasses.replace(smoke, deep=dataclasses.replace(smoke.deep, eps=1e6))
     pair = run_deep_pair(cfg, 0)
-    checks, summary = deep_checks(cfg, [pair])
+    checks, summary = deep_checks([pair], track_every=cfg.deep.track_every, loss_level=cfg.deep.loss_level,
+                                  n_eval=cfg.deep.n_eval, d=cfg.deep.d)
     by_name = {c.name: c for c in checks}
     assert by_name["deep_last_step_gain_min"].passed is False
     assert abs(summary["speedup"][0] - 1.0) < 0.05
@@ -168,26 +173,29 @@ def test_no_speedup_fails_the_deep_check():
 
 def test_config_validation():
     for bad in (dict(lr_scale=1.0), dict(eps=0.0), dict(d=0), dict(init_scale=1.0), dict(rank=2, d=3),
-                dict(deep_d=1), dict(deep_loss_level=1.0), dict(deep_batch_size=4000), dict(eps=float("nan"))):
+                dict(eps=float("nan"))):
         with pytest.raises(ValueError, match="invalid speedup config"):
             SpeedupConfig(**bad)
+    for bad in (dict(d=1), dict(loss_level=1.0), dict(batch_size=4000)):  # the deep part, named by its prefix
+        with pytest.raises(ValueError, match=r"invalid speedup config: deep\."):
+            SpeedupDeep(**bad)
 
 
 def test_input_errors_come_before_compute(tmp_path):
     out = tmp_path / "never"
     with pytest.raises(ValueError, match="does not fit"):
-        run(SpeedupConfig(crop=9, deep=False), out)
+        run(SpeedupConfig(data=PairData(n_pairs=500, crop=9, n_test=0), deep=SpeedupDeep(run=False)), out)
     with pytest.raises(ValueError, match="positive eigenvalues"):
-        run(SpeedupConfig(crop=2, n_pairs=2, d=2, rank=4, deep=False), out)
+        run(SpeedupConfig(data=PairData(n_pairs=2, crop=2, n_test=0), d=2, rank=4, deep=SpeedupDeep(run=False)), out)
     assert not out.exists()
 
 
 def test_cli(tmp_path, capsys):
     out = tmp_path / "runs" / "speedup"
-    argv = ["run", "speedup", "--smoke", "--no-deep", "--no-random-init", "--out", str(out)]
+    argv = ["run", "speedup", "--smoke", "--deep.no-run", "--no-random-init", "--out", str(out)]
     assert cli.main(argv) == 0
     res = io.load_results(out)
-    assert res["passed"] and res["config"]["deep"] is False
+    assert res["passed"] and res["config"]["deep"]["run"] is False
     printed = capsys.readouterr().out
     assert "speedup: PASSED" in printed and "last_step_speedup_input" in printed
     assert cli.main(argv) == 2  # a finished run is not overwritten without --overwrite

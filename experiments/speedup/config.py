@@ -15,15 +15,69 @@ Two parts share the config:
   lambda_j(0) = init_scale^2 gamma_j / gamma_1), trained by GD in float64 under the four update rules of
   :mod:`stepwise.theory.speedup` (plain, input, boost, input_boost), each at ``lr_scale`` x its own stability limit;
 - the deep stand-in: ``stepwise_deep``'s MLP on digits with the centred theory-form Barlow Twins loss, trained plain
-  and with the boost (a loss whose gradient is the per-mode rescaled one), ``deep_seeds`` seeds.
+  and with the boost (a loss whose gradient is the per-mode rescaled one), ``deep.seeds`` seeds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
-
+from stepwise.data import PairData
 from stepwise.errors import bound_errors, config_value_errors
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedupDeep:
+    """The deep stand-in: ``stepwise_deep``'s MLP (no projector) on digits, trained plain and boosted.
+
+    Attributes:
+      run: run the deep stand-in.
+      hidden: hidden widths of the MLP.
+      d: the MLP's embedding dimension.
+      lr_scale: SGD learning rate of both networks as a fraction of 1 / (4 gamma_1), gamma_1 the top eigenvalue of
+        the head kernel's Gamma at initialisation (measured at the start of each run).
+      eps: the boost's eps for the MLP.
+      head_scale: factor on the output layer's initial kernel (small initialisation).
+      steps: SGD steps of each network (None: ``steps_factor`` x the head-kernel prediction of plain's last step,
+        rounded up to a tracking point).
+      steps_factor: see ``steps``.
+      seeds: seeds 0..seeds-1 (model, batches, views); the gated deep statistics are over seeds.
+      batch_size: pairs per SGD step.
+      n_train: training images (digits).
+      n_eval: held-out images whose fixed pair of views is tracked (loss, spectra).
+      track_every: SGD steps between tracking points (the resolution of the last step's time).
+      n_pairs: augmented training pairs over which the head kernel's Gamma is estimated at initialisation.
+      loss_level: the last step's time on the MLP is the first step at which the held-out loss is at or below this
+        level (0.5: half-way between the last plateau, 1, and the minimum, 0; theory note 2.5).
+    """
+
+    run: bool = True
+    hidden: tuple[int, ...] = (128, 128)
+    d: int = 4
+    lr_scale: float = 0.1
+    eps: float = 0.1
+    head_scale: float = 1e-12
+    steps: int | None = None
+    steps_factor: float = 1.5
+    seeds: int = 3
+    batch_size: int = 256
+    n_train: int = 1500
+    n_eval: int = 297
+    track_every: int = 10
+    n_pairs: int = 512
+    loss_level: float = 0.5
+
+    def __post_init__(self):
+        errors = config_value_errors(self) + bound_errors(self, ("eps", "> 0"), ("head_scale", "> 0"))
+        if any(w < 1 for w in self.hidden):
+            errors.append(f"every width in hidden must be >= 1 (got {self.hidden})")
+        errors += bound_errors(
+            self, ("d", ">= 2"), ("lr_scale", "in (0, 1)"), ("steps", ">= 1 or None"), ("steps_factor", ">= 1"),
+            ("seeds", ">= 1"), ("track_every", ">= 1"), ("batch_size", ">= 2"), ("n_eval", ">= 2"), ("n_pairs", ">= 2"))
+        if self.batch_size > self.n_train or self.n_pairs > self.n_train:
+            errors.append(f"batch_size and n_pairs must not exceed n_train = {self.n_train}")
+        errors += bound_errors(self, ("loss_level", "in (0, 1)", ", between the last plateau and the minimum"))
+        if errors:
+            raise ValueError("invalid speedup config: " + "; ".join(f"deep.{e}" for e in errors))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,11 +85,8 @@ class SpeedupConfig:
     """Plain Barlow Twins vs gradient focused on small eigendirections, in the linear model and on an MLP.
 
     Attributes:
-      dataset: image source of the linear model's fixed pairs (as ``linear_bt``).
-      n_pairs: positive pairs of the linear model.
-      crop: crop side (None: ``linear_bt``'s default for the dataset; m = crop^2 x channels).
+      data: the linear model's fixed pairs (:class:`stepwise.data.PairData`, as ``linear_bt``; no held-out images).
       d: embedding dimension of the linear model; the last step is mode d's.
-      preprocess: ``center`` or ``none`` (as ``linear_bt``).
       init_scale: s_j(0) = init_scale / sqrt(gamma_1), so lambda_j(0) = init_scale^2 gamma_j / gamma_1.
       lr_scale: every variant's learning rate as a fraction of its own GD stability limit 1 / (4 max_k g_k).
       eps: the boost's eps: a mode that has not appeared gets (1 + eps) / eps times the plain gradient.
@@ -43,60 +94,24 @@ class SpeedupConfig:
       settle_widths: each variant runs until its last predicted step plus this many of its rise widths.
       random_init: also train every variant from ``linear_bt``'s small random initialisation (i.i.d. entries of std
         init_scale / sqrt(gamma_1)), predicted with Gram-Schmidt amplitudes (theory note 2.4).
-      deep: run the deep stand-in.
-      deep_hidden: hidden widths of the MLP (``stepwise_deep``'s model, no projector).
-      deep_d: the MLP's embedding dimension.
-      deep_lr_scale: SGD learning rate of both networks as a fraction of 1 / (4 gamma_1), gamma_1 the top
-        eigenvalue of the head kernel's Gamma at initialisation (measured at the start of each run).
-      deep_eps: the boost's eps for the MLP.
-      deep_head_scale: factor on the output layer's initial kernel (small initialisation).
-      deep_steps: SGD steps of each network (None: ``deep_steps_factor`` x the head-kernel prediction of plain's
-        last step, rounded up to a tracking point).
-      deep_steps_factor: see ``deep_steps``.
-      deep_seeds: seeds 0..deep_seeds-1 (model, batches, views); the gated deep statistics are over seeds.
-      deep_batch_size: pairs per SGD step.
-      deep_n_train: training images (digits).
-      deep_n_eval: held-out images whose fixed pair of views is tracked (loss, spectra).
-      deep_track_every: SGD steps between tracking points (the resolution of the last step's time).
-      deep_n_pairs: augmented training pairs over which the head kernel's Gamma is estimated at initialisation.
-      deep_loss_level: the last step's time on the MLP is the first step at which the held-out loss is at or below
-        this level (0.5: half-way between the last plateau, 1, and the minimum, 0; theory note 2.5).
+      deep: the deep stand-in (:class:`SpeedupDeep`).
       seed: seeds the linear model's data, crops and U.
-      data_dir: folder for cifar10 / stl10.
     """
 
-    dataset: Literal["patches", "digits", "cifar10", "stl10"] = "digits"
-    n_pairs: int = 500
-    crop: int | None = None
+    data: PairData = PairData(dataset="digits", n_pairs=500, n_test=0)
     d: int = 8
-    preprocess: Literal["center", "none"] = "center"
     init_scale: float = 1e-6
     lr_scale: float = 0.02
     eps: float = 0.1
     rank: int | None = None
     settle_widths: float = 6.0
     random_init: bool = True
-    deep: bool = True
-    deep_hidden: tuple[int, ...] = (128, 128)
-    deep_d: int = 4
-    deep_lr_scale: float = 0.1
-    deep_eps: float = 0.1
-    deep_head_scale: float = 1e-12
-    deep_steps: int | None = None
-    deep_steps_factor: float = 1.5
-    deep_seeds: int = 3
-    deep_batch_size: int = 256
-    deep_n_train: int = 1500
-    deep_n_eval: int = 297
-    deep_track_every: int = 10
-    deep_n_pairs: int = 512
-    deep_loss_level: float = 0.5
+    deep: SpeedupDeep = SpeedupDeep()
     seed: int = 0
-    data_dir: str | None = None
 
     def __post_init__(self):
         errors = config_value_errors(self)
-        errors += bound_errors(self, ("n_pairs", ">= 2"), ("crop", ">= 1 or None"), ("d", ">= 1"))
+        errors += bound_errors(self, ("d", ">= 1"))
         if self.rank is not None and self.rank < self.d:
             errors.append(f"rank must be >= d = {self.d} (the preconditioner must cover the learned modes; got "
                           f"{self.rank})")
@@ -104,16 +119,7 @@ class SpeedupConfig:
         errors += bound_errors(
             self, ("init_scale", "in (0, 1)"),
             ("lr_scale", "in (0, 1)", ", a fraction of each variant's stability limit"),
-            ("eps", "> 0"), ("deep_eps", "> 0"), ("deep_head_scale", "> 0"), ("settle_widths", ">= 0"))
-        if any(w < 1 for w in self.deep_hidden):
-            errors.append(f"every width in deep_hidden must be >= 1 (got {self.deep_hidden})")
-        errors += bound_errors(
-            self, ("deep_d", ">= 2"), ("deep_lr_scale", "in (0, 1)"), ("deep_steps", ">= 1 or None"),
-            ("deep_steps_factor", ">= 1"), ("deep_seeds", ">= 1"), ("deep_track_every", ">= 1"),
-            ("deep_batch_size", ">= 2"), ("deep_n_eval", ">= 2"), ("deep_n_pairs", ">= 2"))
-        if self.deep_batch_size > self.deep_n_train or self.deep_n_pairs > self.deep_n_train:
-            errors.append(f"deep_batch_size and deep_n_pairs must not exceed deep_n_train = {self.deep_n_train}")
-        errors += bound_errors(self, ("deep_loss_level", "in (0, 1)", ", between the last plateau and the minimum"))
+            ("eps", "> 0"), ("settle_widths", ">= 0"))
         if errors:
             raise ValueError("invalid speedup config: " + "; ".join(errors))
 
@@ -124,6 +130,6 @@ class SpeedupConfig:
     @classmethod
     def smoke(cls) -> "SpeedupConfig":
         """Seconds-long: few pairs and small crops for the linear model; a one-hidden-layer MLP, one seed."""
-        return cls(n_pairs=80, crop=5, d=4, deep_hidden=(64,), deep_d=3, deep_seeds=1, deep_batch_size=64,
-                   deep_n_train=256, deep_n_eval=64, deep_n_pairs=128, deep_track_every=5, deep_head_scale=1e-6,
-                   deep_lr_scale=0.15)
+        return cls(data=PairData(dataset="digits", n_pairs=80, crop=5, n_test=0), d=4,
+                   deep=SpeedupDeep(hidden=(64,), d=3, seeds=1, batch_size=64, n_train=256, n_eval=64, n_pairs=128,
+                                    track_every=5, head_scale=1e-6, lr_scale=0.15))

@@ -8,7 +8,7 @@ kernel's Gamma, which for a network moves with the backbone; it is not run here.
 Gamma is needed for two things only, both at initialisation: the learning rate (a fraction of 1 / (4 gamma_1)) and
 the lazy-regime prediction of both runs' step times. With a tiny output layer the network's NTK is the kernel of the
 output layer's inputs h(x) (the backbone barely moves until the head has grown), so Gamma is the symmetrised
-cross-covariance of h over ``deep_n_pairs`` fixed augmented training pairs (each view centred, as the loss centres
+cross-covariance of h over ``deep.n_pairs`` fixed augmented training pairs (each view centred, as the loss centres
 its batch). h is read off the network as the derivative of the first output with respect to the first column of
 the output layer's kernel (exact: the output is linear in that kernel), found by
 :func:`stepwise.verify.output_layer`.
@@ -99,10 +99,11 @@ def deep_config(cfg: SpeedupConfig, seed: int, steps: int = 1, lr: float = 0.02)
     """``stepwise_deep``'s Barlow Twins configuration (centred theory form) with this experiment's sizes."""
     return replace_config(
         DeepConfig.for_loss("barlow_twins_theory"),
-        net={"hidden": cfg.deep_hidden, "embed_dim": cfg.deep_d, "projector": (), "head_scale": cfg.deep_head_scale},
-        train={"steps": steps, "lr": lr, "batch_size": cfg.deep_batch_size, "track_every": cfg.deep_track_every,
+        net={"hidden": cfg.deep.hidden, "embed_dim": cfg.deep.d, "projector": (), "head_scale": cfg.deep.head_scale},
+        train={"steps": steps, "lr": lr, "batch_size": cfg.deep.batch_size, "track_every": cfg.deep.track_every,
                "seed": seed, "optimizer": "sgd"},
-        data={"n_train": cfg.deep_n_train, "n_eval": cfg.deep_n_eval, "data_dir": cfg.data_dir}, theory_center=True,
+        data={"n_train": cfg.deep.n_train, "n_eval": cfg.deep.n_eval, "data_dir": cfg.data.data_dir},
+        theory_center=True,
     )
 
 
@@ -147,31 +148,31 @@ def run_deep_pair(cfg: SpeedupConfig, seed: int, *, progress: bool = False) -> D
 
     t0 = time.perf_counter()
     pairs = jax.jit(lambda k, x: make_pairs(aug, k, x))
-    x1, x2 = pairs(jax.random.fold_in(jax.random.key(seed), PAIRS_TAG), jnp.asarray(train[: cfg.deep_n_pairs]))
+    x1, x2 = pairs(jax.random.fold_in(jax.random.key(seed), PAIRS_TAG), jnp.asarray(train[: cfg.deep.n_pairs]))
     path = output_layer(model.apply, model.params, x1[:2])
     h1, kernel = head_inputs(model.apply, model.params, path, x1)
     h2, _ = head_inputs(model.apply, model.params, path, x2)
     gamma = linear.cross_correlation(h1 - h1.mean(axis=0), h2 - h2.mean(axis=0))
     g, v = linear.eigh_desc(gamma)
     gamma_time = time.perf_counter() - t0
-    d = cfg.deep_d
+    d = cfg.deep.d
     if not g[d - 1] > 0:
-        raise ValueError(f"the head kernel's Gamma has fewer than d = {d} positive eigenvalues; lower deep_d")
+        raise ValueError(f"the head kernel's Gamma has fewer than d = {d} positive eigenvalues; lower deep.d")
     a = linear.eigenbasis_amplitudes(g, v, kernel.T, "gram_schmidt")
-    predicted = {"plain": theory.predict(g, a, "plain", lr_scale=cfg.deep_lr_scale),
-                 "boost": theory.predict(g, a, "boost", lr_scale=cfg.deep_lr_scale, eps=cfg.deep_eps)}
+    predicted = {"plain": theory.predict(g, a, "plain", lr_scale=cfg.deep.lr_scale),
+                 "boost": theory.predict(g, a, "boost", lr_scale=cfg.deep.lr_scale, eps=cfg.deep.eps)}
     lr = predicted["plain"].lr
-    every = cfg.deep_track_every
-    steps = cfg.deep_steps or int(every * math.ceil(cfg.deep_steps_factor * predicted["plain"].last_step / every))
-    tcfg = TrainConfig(steps=steps, batch_size=cfg.deep_batch_size, lr=lr, optimizer="sgd", track_every=every,
-                       n_snapshot=cfg.deep_n_eval, seed=seed)
+    every = cfg.deep.track_every
+    steps = cfg.deep.steps or int(every * math.ceil(cfg.deep.steps_factor * predicted["plain"].last_step / every))
+    tcfg = TrainConfig(steps=steps, batch_size=cfg.deep.batch_size, lr=lr, optimizer="sgd", track_every=every,
+                       n_snapshot=cfg.deep.n_eval, seed=seed)
     losses = {"plain": get_loss("barlow_twins_theory", center=True),
-              "boost": functools.partial(boosted_bt_loss, eps=cfg.deep_eps, center=True)}
+              "boost": functools.partial(boosted_bt_loss, eps=cfg.deep.eps, center=True)}
     runs = {name: train_ssl(model.apply, None, model.params, fn, train, aug, tcfg, eval_images=evals,
                             progress=progress)
             for name, fn in losses.items()}
     step = runs["plain"].step.astype(np.float64)
-    level = cfg.deep_loss_level
+    level = cfg.deep.loss_level
     last = {k: float(compare.crossing_times(step, -np.asarray(r.eval_loss, np.float64), -level)[0])
             for k, r in runs.items()}
     return DeepPair(
