@@ -294,25 +294,27 @@ def weighted_covariance_operator(kbar: jax.Array, alpha: jax.Array, probs: jax.A
     return _outer_sum(diff, w)
 
 
-@float64
-def total_variance(k: jax.Array, probs: jax.Array | None = None) -> jax.Array:
-    """V[K] over all views, sum_{z,a} (p_z / A) (K - E K)(K - E K)^T, for k: (Z, A, P, n_L)."""
+def _view_weights(k: jax.Array, probs: jax.Array | None) -> jax.Array:
+    """(Z A,) the weight p_z / A of each view (z, a) of k: (Z, A, P, n_L), in the order of ``k.reshape(Z A, ...)``."""
     if jnp.ndim(k) != 4:
         raise ValueError(f"k must have shape (Z, A, P, n_L); got {jnp.shape(k)}")
     z, a = jnp.shape(k)[:2]
-    w = jnp.repeat(_probs(probs, z, k.dtype) / a, a)
-    flat = k.reshape(z * a, *jnp.shape(k)[2:])
+    return jnp.repeat(_probs(probs, z, k.dtype) / a, a)
+
+
+@float64
+def total_variance(k: jax.Array, probs: jax.Array | None = None) -> jax.Array:
+    """V[K] over all views, sum_{z,a} (p_z / A) (K - E K)(K - E K)^T, for k: (Z, A, P, n_L)."""
+    w = _view_weights(k, probs)
+    flat = k.reshape(w.shape[0], *jnp.shape(k)[2:])
     return _outer_sum(flat - jnp.einsum("m,mpo->po", w, flat)[None], w)
 
 
 @float64
 def augmentation_variance(k: jax.Array, probs: jax.Array | None = None) -> jax.Array:
     """E_z V_aug[K | z] = sum_z p_z (1/A) sum_a (K_za - Kbar(z))(K_za - Kbar(z))^T, for k: (Z, A, P, n_L)."""
-    if jnp.ndim(k) != 4:
-        raise ValueError(f"k must have shape (Z, A, P, n_L); got {jnp.shape(k)}")
-    z, a = jnp.shape(k)[:2]
-    w = jnp.repeat(_probs(probs, z, k.dtype) / a, a)
-    centred = (k - jnp.mean(k, axis=1, keepdims=True)).reshape(z * a, *jnp.shape(k)[2:])
+    w = _view_weights(k, probs)
+    centred = (k - jnp.mean(k, axis=1, keepdims=True)).reshape(w.shape[0], *jnp.shape(k)[2:])
     return _outer_sum(centred, w)
 
 
