@@ -96,6 +96,17 @@ def test_vmap_over_trees():
         np.testing.assert_allclose(a[1], b, rtol=1e-6)  # float32, a few roundings (measured identical)
 
 
+def test_root_population_means_are_the_exact_conditional_means(tree):
+    """Each root value's leaves average to E[x | z0] = (1 - rho)/2 + rho z0: binary leaves, so the mean of n draws
+    has standard error <= 0.5 / sqrt(n); 5 of those over all leaves and both roots."""
+    n = 20_000
+    views, clean = H.root_population(tree, n, key=jax.random.key(6))
+    assert views.shape == (2, n, tree.n_leaves) and clean.shape == (2, tree.n_leaves)
+    rho = np.asarray(H.path_polarities(tree)[-1])
+    np.testing.assert_allclose(np.asarray(clean), [(1 - rho) / 2, (1 + rho) / 2], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(views).mean(axis=1), np.asarray(clean), rtol=0, atol=5 * 0.5 / np.sqrt(n))
+
+
 def test_same_key_other_range_rescales_the_same_tree():
     key = jax.random.key(5)
     a = H.make_hltm(3, 3, (0.7, 1.0), key=key)

@@ -25,9 +25,8 @@ evaluation set size.
 from __future__ import annotations
 
 import dataclasses
-import math
 
-from stepwise.errors import config_value_errors
+from stepwise.errors import bound_errors, config_value_errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,11 +95,8 @@ class HLTMConfig:
     seed: int = 0
 
     def __post_init__(self):
-        errors = config_value_errors(self)
-        if self.depth < 1:
-            errors.append(f"depth must be >= 1 (got {self.depth})")
-        if self.children < 2:  # one child per node is a chain, not a tree (measured: variance identity off by 1e291)
-            errors.append(f"children must be >= 2 (got {self.children})")
+        # children: one child per node is a chain, not a tree (measured: variance identity off by 1e291)
+        errors = config_value_errors(self) + bound_errors(self, ("depth", ">= 1"), ("children", ">= 2"))
         lows = tuple(self.polarity_lows)
         if len(lows) < 2 or any(not 0 <= lo < 1 for lo in lows) or list(lows) != sorted(set(lows)):
             errors.append(f"polarity_lows must be >= 2 increasing values in [0, 1) (got {lows})")
@@ -109,21 +105,12 @@ class HLTMConfig:
             errors.append(f"hids must be >= 2 increasing positive integers (got {hids})")
         if self.main_low not in lows or self.main_hid not in hids:
             errors.append(f"main_low {self.main_low} / main_hid {self.main_hid} must be in polarity_lows / hids")
-        if self.seeds < 1:
-            errors.append(f"seeds must be >= 1 (got {self.seeds})")
         if self.sweep_loss not in ("infonce", "simple"):
             errors.append(f"sweep_loss must be 'infonce' or 'simple' (got {self.sweep_loss!r})")
-        if self.steps < 1 or self.eval_every < 1 or self.batch_size < 2:
-            errors.append(f"need steps >= 1, eval_every >= 1, batch_size >= 2 (got {self.steps}, "
-                          f"{self.eval_every}, {self.batch_size})")
-        if not (math.isfinite(self.lr) and self.lr > 0 and self.tau > 0 and self.cov_tau > 0):
-            errors.append(f"lr, tau and cov_tau must be positive (got {self.lr}, {self.tau}, {self.cov_tau})")
-        if self.n_eval < 16 or self.n_sampler < 16 or self.cov_views < 1:
-            errors.append(f"n_eval and n_sampler must be >= 16 and cov_views >= 1 (got {self.n_eval}, "
-                          f"{self.n_sampler}, {self.cov_views})")
-        if self.lin_rows < 1 or not 0 < self.lin_lr < 1 or not self.lin_efolds > 0:
-            errors.append(f"lin_rows must be >= 1, lin_lr in (0, 1) and lin_efolds > 0 (got {self.lin_rows}, "
-                          f"{self.lin_lr}, {self.lin_efolds})")
+        errors += bound_errors(
+            self, ("seeds", ">= 1"), ("steps", ">= 1"), ("eval_every", ">= 1"), ("batch_size", ">= 2"), ("lr", "> 0"),
+            ("tau", "> 0"), ("cov_tau", "> 0"), ("n_eval", ">= 16"), ("n_sampler", ">= 16"), ("cov_views", ">= 1"),
+            ("lin_rows", ">= 1"), ("lin_lr", "in (0, 1)"), ("lin_efolds", "> 0"))
         if len(self.cov_widths) < 1 or any(w < 1 for w in self.cov_widths):
             errors.append(f"cov_widths must list >= 1 positive widths (got {self.cov_widths})")
         if errors:

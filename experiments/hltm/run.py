@@ -29,23 +29,9 @@ from stepwise._compat import enable_x64
 from stepwise.compare import tian2020 as checks_tian
 from stepwise.data import hltm as hltm_data
 from stepwise.models.tree import init_tree_net, tree_net
-from stepwise.training.hltm import train_runs
+from stepwise.training.hltm import train_linear_simple, train_runs
 
 EXPERIMENT = "hltm"
-
-# Where our procedure departs from the reference code (note 5), recorded in results.json.
-REFERENCE_DIFFERENCES = [
-    "loss: the note's L_nce (tau-scaled log-softmax, per anchor) with in-batch negatives (H = batch size) and "
-    "L_simp = mean(r+ - r-); the code uses minus the softmax probability (not its log) of batch-averaged distances "
-    "with one negative per anchor, and pos - neg of batch-averaged distances",
-    "distance: r = 1/2 ||f - f'||^2 per pair; the code's nn.MSELoss averages over the batch and the hid units, i.e. "
-    "(2/hid) mean r, so its lr 0.1 is 0.2/hid on our scale for the simple loss; we use lr 0.1 on ours",
-    "schedule: we evaluate at step 0 and every eval_every steps including after the last one; the code evaluates "
-    "before each epoch's training, so its last log is after num_epoch - 1 epochs",
-    "evaluation: a fixed set of n_eval fresh samples per run; the code draws 64000 fresh samples per epoch",
-    "trees: polarities from JAX keys, not Python's random: same distribution, different trees per seed",
-    "length: steps x batch here (plateau reached) instead of 20 epochs x 64000 samples",
-]
 
 
 def _tree_keys(cfg: HLTMConfig) -> list[jax.Array]:
@@ -114,12 +100,7 @@ def _covariance(cfg: HLTMConfig, tree: hltm_data.HLTM, key: jax.Array):
     """Covariance-operator checks (float64) on an exact finite population of HLTM samples: Z = 2 root values."""
     with enable_x64(True):
         k_views, k_net = jax.random.split(key)
-        views = jnp.stack([
-            hltm_data.sample_latents(tree, jnp.full((cfg.cov_views,), c, jnp.int32),
-                                     key=jax.random.fold_in(k_views, c))[-1].astype(jnp.float64)
-            for c in (0, 1)])
-        rho = hltm_data.path_polarities(tree)[-1].astype(jnp.float64)
-        clean = jnp.stack([(1.0 - rho) / 2.0 + rho * c for c in (0.0, 1.0)])  # E[x | z0], exactly
+        views, clean = hltm_data.root_population(tree, cfg.cov_views, key=k_views)
         widths = (tree.n_leaves, *cfg.cov_widths)
         weights = [jax.random.normal(k, (n_out, n_in), jnp.float64) / np.sqrt(n_in)
                    for k, n_in, n_out in zip(jax.random.split(k_net, len(widths) - 1), widths, widths[1:])]
@@ -134,20 +115,7 @@ def _linear_alignment(cfg: HLTMConfig, tree: hltm_data.HLTM, key: jax.Array):
     k_w, k_train, k_noise = jax.random.split(key, 3)
     w0 = jax.random.normal(k_w, (cfg.lin_rows, tree.n_leaves), jnp.float32)  # the dtype of the sampled leaves
     w0 = w0 / jnp.linalg.norm(w0, axis=1, keepdims=True)
-
-    @jax.jit
-    def train(w0, keys):
-        def step(w, k):
-            v = hltm_data.sample_views(tree, cfg.batch_size, key=k)
-            d_pos, d_neg = v.x - v.x_pos, v.x - v.x_neg
-            # -grad of mean(1/2 ||W d+||^2 - 1/2 ||W d-||^2) = W (mean d- d-^T - mean d+ d+^T)
-            w = w + lr * w @ ((d_neg.T @ d_neg - d_pos.T @ d_pos) / cfg.batch_size)
-            w = w / jnp.linalg.norm(w, axis=1, keepdims=True)
-            return w, w
-
-        return jax.lax.scan(step, w0, keys)[1]
-
-    traj = np.concatenate([np.asarray(w0)[None], np.asarray(train(w0, jax.random.split(k_train, steps)))])
+    traj = train_linear_simple(tree, w0, jax.random.split(k_train, steps), lr=lr, batch_size=cfg.batch_size)
     fresh = hltm_data.sample_views(tree, cfg.n_sampler, key=k_noise)
     return checks_tian.linear_alignment_checks(traj, rho, np.asarray(fresh.x - fresh.x_pos),
                                                np.asarray(fresh.x - fresh.x_neg), lr=lr, batch_size=cfg.batch_size)
@@ -179,9 +147,7 @@ def run(cfg: HLTMConfig, out_dir: str | Path, *, progress: bool = False) -> dict
     sweep_arr = np.stack(sweep).transpose(0, 2, 1, 3, 4)  # (n_hid, n_low, E, S, depth)
     main = {cfg.sweep_loss: sweep_arr[i_hid, i_low], other: main_other}
 
-    reference = None
-    if (cfg.depth, cfg.children) == (5, 2) and (cfg.main_low, cfg.main_hid) in checks_tian.REFERENCE_R:
-        reference = checks_tian.REFERENCE_R[(cfg.main_low, cfg.main_hid)]
+    reference = checks_tian.reference_r(cfg.depth, cfg.children, cfg.main_low, cfg.main_hid)
     learn_checks, learn_summary = checks_tian.hltm_learning_checks(
         main, sweep_arr, lows, hids, rise_min=cfg.rise_min, trend_tol=cfg.trend_tol, trend_min=cfg.trend_min,
         hardest_tol=cfg.hardest_tol, reference=reference)
@@ -221,7 +187,7 @@ def run(cfg: HLTMConfig, out_dir: str | Path, *, progress: bool = False) -> dict
         "linear_alignment": lin_summary,
         "reference_R": {f"lo={lo},hid={h}": {"init": v[0], "final": v[1]}
                         for (lo, h), v in checks_tian.REFERENCE_R.items()},
-        "reference_differences": REFERENCE_DIFFERENCES,
+        "reference_differences": checks_tian.REFERENCE_DIFFERENCES,
         "train_time_s": train_time,
     }
     return io.write_results(

@@ -23,8 +23,8 @@ from stepwise._precision import float64
 from stepwise.compare.checks import Check, check
 from stepwise.theory import covariance as cov
 
-__all__ = ["REFERENCE_R", "best_unit_correlation", "covariance_checks", "hltm_learning_checks", "hltm_sampler_checks",
-           "level_correlations", "linear_alignment_checks"]
+__all__ = ["REFERENCE_DIFFERENCES", "REFERENCE_R", "best_unit_correlation", "covariance_checks", "hltm_learning_checks",
+           "hltm_sampler_checks", "level_correlations", "linear_alignment_checks", "reference_r"]
 
 # Relative round-off of the float64 identities is ~1e-15 (sums of O(P) products); 1e-6 is the issue's bound.
 IDENTITY_TOL = 1e-6
@@ -346,6 +346,26 @@ REFERENCE_R: dict[tuple[float, int], tuple[tuple[float, ...], tuple[float, ...]]
     (0.9, 2): ((.78, .78, .77, .90, .93), (.57, .83, .78, .90, .94)),
     (0.9, 10): ((.86, .84, .91, .95, .98), (.95, .95, .95, .96, .98)),
 }
+
+
+def reference_r(depth: int, children: int, low: float, hid: int):
+    """The :data:`REFERENCE_R` entry of a setting (polarity range [low, 1], hid), or None where it has none (only the
+    depth-5 binary tree was re-run)."""
+    return REFERENCE_R.get((low, hid)) if (depth, children) == (5, 2) else None
+
+# Where the HLTM experiment's procedure departs from the reference code (note 5), recorded in its results.json.
+REFERENCE_DIFFERENCES = [
+    "loss: the note's L_nce (tau-scaled log-softmax, per anchor) with in-batch negatives (H = batch size) and "
+    "L_simp = mean(r+ - r-); the code uses minus the softmax probability (not its log) of batch-averaged distances "
+    "with one negative per anchor, and pos - neg of batch-averaged distances",
+    "distance: r = 1/2 ||f - f'||^2 per pair; the code's nn.MSELoss averages over the batch and the hid units, i.e. "
+    "(2/hid) mean r, so its lr 0.1 is 0.2/hid on our scale for the simple loss; we use lr 0.1 on ours",
+    "schedule: we evaluate at step 0 and every eval_every steps including after the last one; the code evaluates "
+    "before each epoch's training, so its last log is after num_epoch - 1 epochs",
+    "evaluation: a fixed set of n_eval fresh samples per run; the code draws 64000 fresh samples per epoch",
+    "trees: polarities from JAX keys, not Python's random: same distribution, different trees per seed",
+    "length: steps x batch here (plateau reached) instead of 20 epochs x 64000 samples",
+]
 
 
 def _trend(values: np.ndarray) -> tuple[float, float]:

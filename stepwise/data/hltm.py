@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
-__all__ = ["HLTM", "HLTMViews", "hltm_from_polarities", "make_hltm", "path_polarities", "sample_latents",
-           "sample_views"]
+__all__ = ["HLTM", "HLTMViews", "hltm_from_polarities", "make_hltm", "path_polarities", "root_population",
+           "sample_latents", "sample_views"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,3 +251,17 @@ def sample_views(tree: HLTM, n: int, *, key: jax.Array, dtype: DTypeLike = jnp.f
     lat_x, lat_pos, lat_neg = (tuple(z[i * n:(i + 1) * n] for z in lat) for i in range(3))
     leaves = lambda z: z[-1].astype(dtype)
     return HLTMViews(leaves(lat_x), leaves(lat_pos), leaves(lat_neg), lat_x, lat_pos, lat_neg)
+
+
+def root_population(tree: HLTM, n: int, *, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """An exact finite population of a binary-root HLTM: ``n`` leaf samples for each root value, and their means.
+
+    Returns ``(views, clean)``: (2, n, n_leaves) leaves sampled with z0 = 0 (row 0) and z0 = 1 (row 1), and
+    (2, n_leaves) E[x | z0] = (1 - rho) / 2 + rho z0 exactly (rho: the leaves' path polarities), in float64 when
+    x64 is enabled (the caller's ``enable_x64``), else in float32.
+    """
+    views = jnp.stack([
+        sample_latents(tree, jnp.full((n,), c, jnp.int32), key=jax.random.fold_in(key, c))[-1].astype(jnp.float64)
+        for c in (0, 1)])
+    rho = path_polarities(tree)[-1].astype(jnp.float64)
+    return views, jnp.stack([(1.0 - rho) / 2.0 + rho * c for c in (0.0, 1.0)])

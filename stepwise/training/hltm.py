@@ -31,10 +31,11 @@ import numpy as np
 import optax
 
 from stepwise._typing import ApplyFn
+from stepwise.data import hltm as hltm_data
 from stepwise.errors import DivergenceError
 from stepwise.theory.covariance import infonce_loss, pair_distance
 
-__all__ = ["RunsHistory", "contrastive_loss", "train_runs"]
+__all__ = ["RunsHistory", "contrastive_loss", "train_linear_simple", "train_runs"]
 
 Loss = Literal["simple", "infonce"]
 # (run data, key, batch size) -> (x, x_pos, x_neg), each (B, n_in)
@@ -163,3 +164,24 @@ def train_runs(
             eval_steps.append(step + 1)
     metrics = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *records)
     return RunsHistory(np.asarray(eval_steps), metrics, np.concatenate(losses), params, time.perf_counter() - t0)
+
+
+def train_linear_simple(tree: hltm_data.HLTM, w0: jax.Array, keys: jax.Array, *, lr: float,
+                        batch_size: int) -> np.ndarray:
+    """SGD on L_simp for a linear f = Wx on the leaves of ``tree``, rows renormalised after each step (note checklist
+    8): one step per key, each on ``batch_size`` fresh triples. Returns the (steps + 1, rows, n_leaves) trajectory,
+    ``w0`` first."""
+
+    @jax.jit
+    def train(w0, keys):
+        def step(w, k):
+            v = hltm_data.sample_views(tree, batch_size, key=k)
+            d_pos, d_neg = v.x - v.x_pos, v.x - v.x_neg
+            # -grad of mean(1/2 ||W d+||^2 - 1/2 ||W d-||^2) = W (mean d- d-^T - mean d+ d+^T)
+            w = w + lr * w @ ((d_neg.T @ d_neg - d_pos.T @ d_pos) / batch_size)
+            w = w / jnp.linalg.norm(w, axis=1, keepdims=True)
+            return w, w
+
+        return jax.lax.scan(step, w0, keys)[1]
+
+    return np.concatenate([np.asarray(w0)[None], np.asarray(train(w0, keys))])
