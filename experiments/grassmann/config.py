@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from stepwise.errors import config_value_errors
+from stepwise.errors import bound_errors, config_value_errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,37 +85,27 @@ class GrassmannConfig:
     seed: int = 0
 
     def __post_init__(self):
-        errors = config_value_errors(self)
-        if self.n_pairs < 2 or self.width_pairs < 2:
-            errors.append(f"n_pairs and width_pairs must be >= 2 (got {self.n_pairs}, {self.width_pairs})")
-        if self.shift < 0 or self.noise_std < 0:
-            errors.append(f"shift and noise_std must be >= 0 (got {self.shift}, {self.noise_std})")
-        if self.gaussian_dim < 2 or not 0 < self.gaussian_decay <= 1:
-            errors.append(f"gaussian_dim must be >= 2 and gaussian_decay in (0, 1] (got {self.gaussian_dim}, "
-                          f"{self.gaussian_decay})")
-        if self.h < 1 or not self.ode_hs or min(self.ode_hs) < 1 or self.width_h < 1:
-            errors.append(f"h, width_h and every entry of ode_hs must be >= 1 (got {self.h}, {self.width_h}, "
-                          f"{self.ode_hs})")
-        if not 0 < self.lr <= 0.1:
-            errors.append(f"lr must be in (0, 0.1] x 1/lambda_1: the rates are compared with the flow's (got {self.lr})")
-        if self.naive_efolds <= 0 or self.constrained_efolds <= 0:
-            errors.append("naive_efolds and constrained_efolds must be > 0")
+        errors = config_value_errors(self) + bound_errors(
+            self, ("n_pairs", ">= 2"), ("width_pairs", ">= 2"), ("shift", ">= 0"), ("noise_std", ">= 0"),
+            ("gaussian_dim", ">= 2"), ("gaussian_decay", "in (0, 1]"), ("h", ">= 1"), ("width_h", ">= 1"),
+            ("lr", "in (0, 0.1]", " x 1/lambda_1: the rates are compared with the flow's"), ("naive_efolds", "> 0"),
+            ("constrained_efolds", "> 0"), ("order_time", "> 0"))
+        if not self.ode_hs or min(self.ode_hs) < 1:
+            errors.append(f"ode_hs must list >= 1 widths, each >= 1 (got {self.ode_hs})")
         if len(self.window) != 2 or not 0 < self.window[0] < self.window[1] < 1:
             errors.append(f"window must satisfy 0 < lo < hi < 1 (got {self.window})")
-        if len(self.order_lrs) < 2 or min(self.order_lrs) <= 0 or self.order_time <= 0:
-            errors.append(f"order_lrs needs >= 2 positive steps and order_time > 0 (got {self.order_lrs}, "
-                          f"{self.order_time})")
+        if len(self.order_lrs) < 2 or min(self.order_lrs) <= 0:
+            errors.append(f"order_lrs needs >= 2 positive steps (got {self.order_lrs})")
         if len(self.widths) < 3 or list(self.widths) != sorted(set(self.widths)) or self.widths[0] < 2:
             errors.append(f"widths must be >= 3 increasing hidden widths >= 2 (got {self.widths})")
         elif self.width_h > self.widths[0]:
             errors.append(f"width_h = {self.width_h} must be <= the smallest width {self.widths[0]}")
-        if self.width_seeds < 1 or self.ntk_points < 2:
-            errors.append(f"width_seeds must be >= 1 and ntk_points >= 2 (got {self.width_seeds}, {self.ntk_points})")
-        if not 0 < self.ssl_lr < 1 or not 0 < self.sup_lr < 2:
-            errors.append(f"ssl_lr must be in (0, 1) and sup_lr in (0, 2) (stability) (got {self.ssl_lr}, {self.sup_lr})")
-        if self.ssl_steps < 1 or self.sup_steps < 1 or self.ssl_record < 1 or self.ssl_steps % self.ssl_record:
-            errors.append(f"ssl_steps (a multiple of ssl_record), ssl_record and sup_steps must be >= 1 (got "
-                          f"{self.ssl_steps}, {self.ssl_record}, {self.sup_steps})")
+        errors += bound_errors(
+            self, ("width_seeds", ">= 1"), ("ntk_points", ">= 2"), ("ssl_lr", "in (0, 1)", " (stability)"),
+            ("sup_lr", "in (0, 2)", " (stability)"), ("ssl_steps", ">= 1"), ("ssl_record", ">= 1"),
+            ("sup_steps", ">= 1"))
+        if self.ssl_record >= 1 and self.ssl_steps % self.ssl_record:
+            errors.append(f"ssl_steps must be a multiple of ssl_record = {self.ssl_record} (got {self.ssl_steps})")
         if errors:
             raise ValueError("invalid grassmann config: " + "; ".join(errors))
 

@@ -31,7 +31,7 @@ import dataclasses
 import math
 from typing import Literal
 
-from stepwise.errors import config_value_errors
+from stepwise.errors import bound_errors, config_value_errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,17 +104,17 @@ class NoncontrastiveLinearConfig:
         errors = config_value_errors(self)
         if self.n1 < 1 or not 1 <= self.n2 <= self.n1:
             errors.append(f"need 1 <= n2 <= n1 (got n1 = {self.n1}, n2 = {self.n2})")
-        if not self.sigma2 >= 0:
-            errors.append(f"sigma2 must be >= 0 (got {self.sigma2})")
-        if not self.eta >= 0:
-            errors.append(f"eta must be >= 0 (got {self.eta})")
-        elif self.sigma2 >= 0 and self.eta >= 1.0 / (4.0 * (1.0 + self.sigma2)):
+        errors += bound_errors(
+            self, ("sigma2", ">= 0"), ("eta", ">= 0"), ("alpha_p", "> 0"), ("beta", "in (0, 1]", " (the EMA rate)"),
+            ("init_scale", "> 0"), ("seeds", ">= 1"), ("ema_seeds", ">= 1"), ("n_save", ">= 3"),
+            *((name, "> 0") for name in ("t_invariant", "t_decay", "t_align", "t_long", "t_modes", "ema_time")),
+            ("asym_tau", "> 0"), ("align_tau", "> 0"), ("align_eta", ">= 0"), ("fig9_tau", "> 0"), ("fig9_time", "> 0"),
+            ("fig9_linear_time", "> 0"), ("fig9_stable_scale", "> 0"), ("fig9_unstable_scale", "> 0"),
+            ("fig9_perturbation", "in (0, 1e-3]", " (a linearisation)"), ("ema_sigma", ">= 0"), ("rtol", "> 0"),
+            ("atol", "> 0"))
+        if self.sigma2 >= 0 and self.eta >= 1.0 / (4.0 * (1.0 + self.sigma2)):
             errors.append(f"eta = {self.eta} is at or above the collapse threshold 1/(4(1+sigma2)) = "
                           f"{1.0 / (4.0 * (1.0 + self.sigma2)):.6g}: every mode of the A7 run would collapse")
-        if not self.alpha_p > 0:
-            errors.append(f"alpha_p must be > 0 (got {self.alpha_p})")
-        if not 0 < self.beta <= 1:
-            errors.append(f"beta (EMA rate) must be in (0, 1] (got {self.beta})")
         if any(not 0 < b <= 1 for b in self.ema_betas) or not self.ema_betas:
             errors.append(f"ema_betas must be a non-empty tuple of values in (0, 1] (got {self.ema_betas})")
         for name in ("ema_etas", "asym_etas", "portrait_etas"):
@@ -123,39 +123,14 @@ class NoncontrastiveLinearConfig:
                 errors.append(f"{name} must be a non-empty tuple of finite values >= 0 (got {values})")
         if any(e == 0 for e in self.asym_etas):
             errors.append("asym_etas must be > 0 (the asymmetric part decays through weight decay)")
-        if not self.init_scale > 0:
-            errors.append(f"init_scale must be > 0 (got {self.init_scale})")
-        if self.seeds < 1 or self.ema_seeds < 1:
-            errors.append(f"seeds and ema_seeds must be >= 1 (got {self.seeds}, {self.ema_seeds})")
-        for name in ("t_invariant", "t_decay", "t_align", "t_long", "t_modes", "ema_time"):
-            if not getattr(self, name) > 0:
-                errors.append(f"{name} must be > 0 (got {getattr(self, name)})")
-        if self.n_save < 3:
-            errors.append(f"n_save must be >= 3 (got {self.n_save})")
-        if not (self.asym_tau > 0 and self.align_tau > 0):
-            errors.append(f"asym_tau and align_tau must be > 0 (got {self.asym_tau}, {self.align_tau})")
-        if not self.align_eta >= 0:
-            errors.append(f"align_eta must be >= 0 (got {self.align_eta})")
-        if not (self.fig9_tau > 0 and self.fig9_time > 0 and self.fig9_linear_time > 0):
-            errors.append(f"fig9_tau, fig9_time and fig9_linear_time must be > 0 (got {self.fig9_tau}, "
-                          f"{self.fig9_time}, {self.fig9_linear_time})")
-        elif self.sigma2 >= 0:
+        if self.fig9_tau > 0 and self.sigma2 >= 0:
             crit = self.fig9_tau**2 / (4.0 * (1.0 + self.sigma2))
             if not crit / 1.5 < self.fig9_stable_eta < crit:
                 errors.append(f"fig9_stable_eta must lie in (tau^2/(6(1+sigma2)), tau^2/(4(1+sigma2))) = "
                               f"({crit / 1.5:.6g}, {crit:.6g}) so that K > 0 by construction and modes can survive "
                               f"(got {self.fig9_stable_eta})")
-        if not (self.fig9_stable_scale > 0 and self.fig9_unstable_scale > 0):
-            errors.append(f"fig9_stable_scale and fig9_unstable_scale must be > 0 (got {self.fig9_stable_scale}, "
-                          f"{self.fig9_unstable_scale})")
-        if not 0 < self.fig9_perturbation <= 1e-3:
-            errors.append(f"fig9_perturbation must be in (0, 1e-3] (a linearisation; got {self.fig9_perturbation})")
         if self.n2 < 2:
             errors.append("Fig. 9's aligned fixed points need n2 >= 2 (a surviving and a collapsed mode)")
-        if not self.ema_sigma >= 0:
-            errors.append(f"ema_sigma must be >= 0 (got {self.ema_sigma})")
-        if not (self.rtol > 0 and self.atol > 0):
-            errors.append(f"rtol and atol must be > 0 (got {self.rtol}, {self.atol})")
         if errors:
             raise ValueError("invalid noncontrastive_linear config: " + "; ".join(errors))
 
