@@ -67,8 +67,8 @@ test-nt: $(if $(filter .venv,$(VENV)),$(STAMP))
 	$(PY) tools/nt_suite.py
 
 fig-linear: $(STAMP)
-	$(VENV)/bin/stepwise run linear_bt --dataset patches --out $(RUNS)/linear_bt_patches --overwrite
-	$(VENV)/bin/stepwise run linear_bt --dataset digits --out $(RUNS)/linear_bt_digits --overwrite
+	$(VENV)/bin/stepwise run linear_bt --data.dataset patches --out $(RUNS)/linear_bt_patches --overwrite
+	$(VENV)/bin/stepwise run linear_bt --data.dataset digits --out $(RUNS)/linear_bt_digits --overwrite
 
 fig-deep: $(STAMP)
 	$(VENV)/bin/stepwise run stepwise_deep --loss barlow_twins --out $(RUNS)/stepwise_deep_barlow_twins --overwrite

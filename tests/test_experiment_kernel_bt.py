@@ -45,7 +45,7 @@ def test_smoke_run_passes_every_check(tmp_path, kernel, overrides):
         leak = res["summary"]["leakage_estimate"]
         assert 0 < leak < 1e-2  # below the Gram checks' criterion (about init_scale^(1 - gap_ratio) = 4e-3)
         assert next(c for c in res["checks"] if c["name"] == "test_gram_rel_error")["predicted"] == leak
-    assert data["eigenvalues"].shape == (steps + 1, d) and data["test_embeddings"].shape == (cfg.n_test, d)
+    assert data["eigenvalues"].shape == (steps + 1, d) and data["test_embeddings"].shape == (cfg.data.n_test, d)
     # The summary's numbers are the ones the checks were computed from.
     rel = np.abs(np.asarray(res["summary"]["rel_errors"], dtype=float))
     gated = np.asarray(res["summary"]["gated"], dtype=bool)
@@ -61,6 +61,11 @@ def test_large_initialisation_fails_the_kernel_pca_checks(tmp_path):
     assert res["passed"] is False and "test_gram_rel_error" in failed
 
 
+def smoke_with_crop(crop: int) -> KernelBTConfig:
+    cfg = KernelBTConfig.smoke()
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, crop=crop))
+
+
 def test_config_and_input_errors(tmp_path):
     with pytest.raises(ValueError, match="lr_scale"):
         KernelBTConfig(lr_scale=1.0)
@@ -69,13 +74,13 @@ def test_config_and_input_errors(tmp_path):
     with pytest.raises(ValueError, match="d_max"):
         KernelBTConfig(d_max=2)
     with pytest.raises(ValueError, match="does not fit"):
-        run(dataclasses.replace(KernelBTConfig.smoke(), crop=50), tmp_path / "a")
+        run(smoke_with_crop(50), tmp_path / "a")
     # 2x2 crops: a rank-4 linear kernel. Mode 5 is round-off over the ridge: refused, as not positive or (when the
     # round-off happens to exceed the positivity tolerance) because its step would come after ~1e7 updates.
     with pytest.raises(ValueError, match="positive eigenvalues|max_steps"):
-        run(dataclasses.replace(KernelBTConfig.smoke(), kernel="linear", crop=2, d=5), tmp_path / "b")
+        run(dataclasses.replace(smoke_with_crop(2), kernel="linear", d=5), tmp_path / "b")
     with pytest.raises(ValueError, match="positive eigenvalues"):
-        run(dataclasses.replace(KernelBTConfig.smoke(), kernel="linear", crop=2, d=60), tmp_path / "b")
+        run(dataclasses.replace(smoke_with_crop(2), kernel="linear", d=60), tmp_path / "b")
     with pytest.raises(ValueError, match="pass --d explicitly"):
         run(dataclasses.replace(KernelBTConfig.smoke(), gap_ratio=1e-3), tmp_path / "c")
     assert not any((tmp_path / p).exists() for p in "abc")

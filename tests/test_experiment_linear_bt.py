@@ -1,5 +1,6 @@
 """The linear_bt experiment end to end (smoke configs), its results.json contract, the report and the CLI."""
 
+import dataclasses
 import functools
 import json
 import math
@@ -9,6 +10,7 @@ import pytest
 
 from experiments.linear_bt import LinearBTConfig, run
 from stepwise import cli, io
+from stepwise.data import PairData
 from stepwise.plots.report import build_report
 from helpers import api_smoke_run, assert_verdicts
 
@@ -45,7 +47,7 @@ def test_results_json_contract(digits_run):
         if isinstance(c["value"], float) and math.isfinite(c["value"]):
             ok = {"<=": c["value"] <= c["threshold"], ">=": c["value"] >= c["threshold"]}[c["op"]]
             assert ok == c["passed"]
-    assert on_disk["config"]["dataset"] == "digits" and on_disk["config"]["d"] == 4
+    assert on_disk["config"]["data"]["dataset"] == "digits" and on_disk["config"]["d"] == 4
     assert on_disk["versions"]["jax"] and on_disk["versions"]["numpy"]
     assert on_disk["device"]["platform"] == "cpu"
     assert on_disk["wall_time_s"] > 0
@@ -65,7 +67,7 @@ def test_same_seed_same_numbers(tmp_path, digits_run):
 
 def test_checks_can_fail(tmp_path):
     """A large initialisation breaks the small-init theory: the verdict must say so."""
-    res = run(LinearBTConfig(dataset="digits", n_pairs=80, crop=5, d=4, n_test=40, init_scale=0.3), tmp_path)
+    res = run(LinearBTConfig(data=PairData(dataset="digits", n_pairs=80, crop=5, n_test=40), d=4, init_scale=0.3), tmp_path)
     assert res["passed"] is False
     failed = {c["name"] for c in res["checks"] if c["passed"] is False}
     assert failed & {"step_time_rel_error_max", "loss_plateau_max_abs_error", "final_rowspace_max_angle"}
@@ -73,9 +75,11 @@ def test_checks_can_fail(tmp_path):
 
 
 def test_config_validation():
-    for bad in (dict(lr_scale=1.0), dict(lr_scale=0.0), dict(d=0), dict(init_scale=-1.0), dict(n_pairs=1)):
+    for bad in (dict(lr_scale=1.0), dict(lr_scale=0.0), dict(d=0), dict(init_scale=-1.0)):
         with pytest.raises(ValueError, match="invalid linear_bt config"):
             LinearBTConfig(**bad)
+    with pytest.raises(ValueError, match="invalid pair data: n_pairs must be >= 2"):
+        LinearBTConfig(data=PairData(n_pairs=1))
 
 
 def test_input_errors_come_before_compute_and_write_nothing(tmp_path, monkeypatch):
@@ -83,13 +87,13 @@ def test_input_errors_come_before_compute_and_write_nothing(tmp_path, monkeypatc
     monkeypatch.delenv("STEPWISE_DATA", raising=False)
     out = tmp_path / "never"
     with pytest.raises(FileNotFoundError, match="STEPWISE_CIFAR10"):
-        run(LinearBTConfig(dataset="cifar10"), out)
+        run(LinearBTConfig(data=PairData(dataset="cifar10")), out)
     with pytest.raises(ValueError, match="does not fit"):
-        run(LinearBTConfig(dataset="digits", crop=9), out)
+        run(LinearBTConfig(data=PairData(dataset="digits", crop=9)), out)
     with pytest.raises(ValueError, match="too many"):
-        run(LinearBTConfig(dataset="digits", n_pairs=1700, n_test=500), out)
+        run(LinearBTConfig(data=PairData(dataset="digits", n_pairs=1700, n_test=500)), out)
     with pytest.raises(ValueError, match="positive eigenvalues"):
-        run(LinearBTConfig(dataset="digits", crop=2, d=4, n_pairs=2, n_test=0), out)  # d <= m = 4, rank <= 2
+        run(LinearBTConfig(data=PairData(dataset="digits", crop=2, n_pairs=2, n_test=0), d=4), out)  # d <= m = 4, rank <= 2
     assert not out.exists()
 
 
@@ -105,7 +109,7 @@ def test_report_collects_runs(tmp_path, digits_run):
 
 def test_cli_run_report_and_errors(tmp_path, capsys, monkeypatch):
     out = tmp_path / "runs" / "cli_digits"
-    assert cli.main(["run", "linear_bt", "--smoke", "--dataset", "digits", "--out", str(out), "--d", "3"]) == 0
+    assert cli.main(["run", "linear_bt", "--smoke", "--data.dataset", "digits", "--out", str(out), "--d", "3"]) == 0
     res = io.load_results(out)
     assert res["config"]["d"] == 3 and res["passed"]
     assert "PASSED" in capsys.readouterr().out
@@ -115,7 +119,7 @@ def test_cli_run_report_and_errors(tmp_path, capsys, monkeypatch):
     assert "unknown experiment" in capsys.readouterr().err
     monkeypatch.delenv("STEPWISE_STL10", raising=False)
     monkeypatch.delenv("STEPWISE_DATA", raising=False)
-    assert cli.main(["run", "linear_bt", "--dataset", "stl10", "--out", str(tmp_path / "x")]) == 2
+    assert cli.main(["run", "linear_bt", "--data.dataset", "stl10", "--out", str(tmp_path / "x")]) == 2
     assert "STEPWISE_STL10" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["run", "linear_bt", "--lr-scale", "3"])
@@ -134,5 +138,5 @@ def test_atomic_json_leaves_nothing_on_failure(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["patches", "digits"])
 def test_full_default_config_passes(tmp_path, dataset):
-    res = run(LinearBTConfig(dataset=dataset), tmp_path)
+    res = run(LinearBTConfig(data=dataclasses.replace(LinearBTConfig().data, dataset=dataset)), tmp_path)
     assert res["passed"], [c for c in res["checks"] if not c["passed"]]

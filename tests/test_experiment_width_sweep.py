@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from experiments.width_sweep import WidthSweepConfig, run
-from experiments.width_sweep.run import STEP_ERROR_TARGET, monotone_violation, step_time_statistics
 from stepwise import compare, io
+from stepwise.compare.width_sweep import STEP_ERROR_TARGET, monotone_violation, step_time_statistics
+from stepwise.data import KernelPairData
 from stepwise.theory import linear
 from helpers import api_smoke_run, assert_verdicts
 
@@ -141,16 +142,16 @@ def test_monotone_violation_against_a_loop():
     ({"d": 0}, "d must be"),
     ({"init_scale": 1.0}, "init_scale"),
     ({"lr_scale": 1.0}, "lr_scale"),
-    ({"n_pairs": 1}, "n_pairs"),
+    ({"data": {"n_pairs": 1}}, "n_pairs"),
     ({"n_seeds": 0}, "n_seeds"),
     ({"n_draws": 1}, "n_draws"),
 ])
 def test_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        WidthSweepConfig(**kwargs)
+        WidthSweepConfig(**{k: KernelPairData(**v) if k == "data" else v for k, v in kwargs.items()})
 
 
 def test_crop_too_large_fails_before_compute(tmp_path):
     with pytest.raises(ValueError, match="does not fit"):
-        run(WidthSweepConfig(n_pairs=4, n_test=2, widths=(8, 16), crop=100), tmp_path)
+        run(WidthSweepConfig(data=KernelPairData(n_pairs=4, n_test=2, crop=100), widths=(8, 16)), tmp_path)
     assert not (tmp_path / "results.json").exists()

@@ -35,6 +35,7 @@ from stepwise.compare import step_map as sm
 from stepwise.compare import steps as st
 from stepwise.compare import tian2020 as t20
 from stepwise.compare import tian2021 as t21
+from stepwise.compare import width_sweep as wsw
 from stepwise.theory import covariance as cov
 from stepwise.theory import grassmann as gr
 from stepwise.theory import kernel as ke
@@ -93,6 +94,14 @@ def _step_map_data(det):
             "widths": np.array([8, 16]), **stats, "diverged": np.array([[[[False, True]]]]),
             **{f"standard_{k}": np.array([cell[k]], np.float64) for k in sm.STATISTICS},
             "standard_lr": np.array([0.02]), "standard_width": np.array([8])}
+
+
+def _width_sweep_per_seed(d):
+    """A width sweep's per-seed arrays (2 seeds x 3 widths; step times of d = 2 modes), as the runner collects them."""
+    falling = d.t[1:7].reshape(2, 3)[:, ::-1]
+    return {"gram_inf": falling, "proj_inf": 2.0 * falling, "gram_emp": 0.5 * falling, "final_loss": 1e-3 * falling,
+            "pred_steps": np.stack([d.t[1:7], d.t[3:9]], axis=-1).reshape(2, 3, 2),
+            "meas_steps": np.stack([d.t[2:8], d.t[4:10]], axis=-1).reshape(2, 3, 2)}
 
 
 def _logistic_run(t, rates, shifts):
@@ -416,6 +425,19 @@ CASES = {
         ({k: v[0] for k, v in _step_map_data(d.detection).items() if k in sm.STATISTICS},), {}),
     "stepwise.compare.step_map.cell_statistics": lambda d: ((d.detection,), {}),
     "stepwise.compare.step_map.map_checks": lambda d: ((_step_map_data(d.detection),), {"min_steps": 2}),
+    # ---- stepwise.compare.width_sweep
+    "stepwise.compare.width_sweep.linearised_checks": lambda d: ((64, d.t[1:3], d.t[2:4], d.t[3:5]), {}),
+    "stepwise.compare.width_sweep.monotone_violation": lambda d: ((d.t[1:5],), {}),
+    "stepwise.compare.width_sweep.random_function_errors": lambda d: ((d.kt, d.kt[:, :2], 5, 0), {}),
+    "stepwise.compare.width_sweep.random_function_threshold": lambda d: ((d.t[1:6],), {}),
+    "stepwise.compare.width_sweep.step_time_statistics": lambda d: (
+        (_width_sweep_per_seed(d)["pred_steps"], _width_sweep_per_seed(d)["meas_steps"]), {}),
+    "stepwise.compare.width_sweep.step_time_checks": lambda d: (
+        ((16, 64, 256), 0.0, wsw.step_time_statistics(_width_sweep_per_seed(d)["pred_steps"],
+                                                        _width_sweep_per_seed(d)["meas_steps"]),
+         _width_sweep_per_seed(d)["pred_steps"][:, -1], _width_sweep_per_seed(d)["meas_steps"][:, -1]), {}),
+    "stepwise.compare.width_sweep.sweep_checks": lambda d: (
+        ((16, 64, 256), 0.0, _width_sweep_per_seed(d), np.abs(d.t[1:16]).reshape(3, 5), 1e-3), {}),
     # ---- stepwise.compare.tian2021
     "stepwise.compare.tian2021.alignment_summary": lambda d: (([d.alignment, d.alignment],), {}),
     "stepwise.compare.tian2021.alignment_trajectory": lambda d: ((d.corr, d.wp), {}),

@@ -18,9 +18,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from stepwise.errors import bound_errors, config_value_errors, image_crop_errors
-
-DEFAULT_CROP = {"patches": 8, "digits": 6, "cifar10": 8, "stl10": 16}
+from stepwise.data import KernelPairData
+from stepwise.errors import bound_errors, config_value_errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,9 +27,9 @@ class KernelBTConfig:
     """Kernel machine f(x) = B k(x) trained by full-batch GD on ||C - I||_F^2 over fixed positive pairs.
 
     Attributes:
-      dataset: image source; each image gives one pair of random crops (fixed for the whole run).
-      n_pairs: number of positive pairs n; the kernel is over the 2n views.
-      crop: side of the square random crops; None = dataset default (digits 6, patches 8, cifar10 8, stl10 16).
+      data: the fixed pairs (:class:`stepwise.data.KernelPairData`): ``n_pairs`` positive pairs n (the kernel is over
+        the 2n views), crop None = the kernel row of ``DEFAULT_CROP`` (digits 6, patches 8, cifar10 8, stl10 16),
+        ``n_test`` (>= 2) held-out images for the test-set Gram check.
       kernel: ``rbf`` (Gaussian, bandwidth = ``bandwidth_scale`` x the median pairwise distance / sqrt 2),
         ``linear`` (x . y: the linear theory, a singular K when 2n exceeds the pixel count) or ``ntk`` (the
         empirical NTK at initialisation of a one-hidden-layer ReLU MLP of width ``ntk_width``, averaged over
@@ -44,7 +43,6 @@ class KernelBTConfig:
       d_max, gap_ratio: the automatic choice of d (see ``d``). At the default init_scale (lambda_d(0) ~ 1e-24) a
         ratio <= 0.8 puts the note-2.7 leakage estimate at <= 4e-3, below the Gram checks' 1e-2; results.json gives
         the estimate of each run (summary ``leakage_estimate``, and ``predicted`` of the Gram checks).
-      preprocess: ``center`` subtracts the mean view from every view; ``none`` keeps [0, 1] pixels.
       init_scale: rms of the initial embeddings of the training points in units of 1/sqrt(gamma_1), so initial
         embedding eigenvalues are ~init_scale^2. Far above float64 round-off (1e-16 relative, which seeds every
         mode once the first is learned) and far below 1 (theory note 2.7): 1e-12.
@@ -53,21 +51,16 @@ class KernelBTConfig:
       steps: GD updates; None = until the last predicted step plus six rise-widths.
       max_steps: refuse (before training) a run whose predicted length exceeds this.
       gate_ratio, plateau_separation: as in the linear experiment (near-degenerate modes are not gated).
-      n_test: held-out images for the test-set Gram check.
       seed: seeds the images, crops and the initial coefficients.
-      data_dir: folder for cifar10 / stl10.
     """
 
-    dataset: Literal["patches", "digits", "cifar10", "stl10"] = "digits"
-    n_pairs: int = 200
-    crop: int | None = None
+    data: KernelPairData = KernelPairData(n_pairs=200, n_test=200)
     kernel: Literal["rbf", "linear", "ntk"] = "ntk"
     bandwidth_scale: float = 1.0
     ntk_width: int = 512
     d: int | None = None
     d_max: int = 8
     gap_ratio: float = 0.8
-    preprocess: Literal["center", "none"] = "center"
     init_scale: float = 1e-12
     lr_scale: float = 0.5
     ridge: float = 1e-9
@@ -75,13 +68,10 @@ class KernelBTConfig:
     max_steps: int = 200_000
     gate_ratio: float = 0.95
     plateau_separation: float = 2.0
-    n_test: int = 200
     seed: int = 0
-    data_dir: str | None = None
 
     def __post_init__(self):
-        errors = config_value_errors(self) + bound_errors(self, ("n_pairs", ">= 2"))
-        errors += image_crop_errors(self.dataset, self.crop, DEFAULT_CROP)
+        errors = config_value_errors(self) + bound_errors(self.data, ("n_test", ">= 2", ", for the held-out Gram check"))
         errors += bound_errors(
             self, ("d", ">= 1 or None"), ("d_max", ">= 3"), ("gap_ratio", "in (0, 1)"), ("bandwidth_scale", "> 0"),
             ("ntk_width", ">= 1"),
@@ -89,15 +79,11 @@ class KernelBTConfig:
              ": initial embedding eigenvalues ~ init_scale^2 start below the learned value 1"),
             ("lr_scale", "in (0, 1)", ", i.e. below the stability limit"), ("ridge", ">= 0"),
             ("steps", ">= 1 or None"), ("max_steps", ">= 1"), ("plateau_separation", ">= 0"),
-            ("gate_ratio", "in (0, 1]"), ("n_test", ">= 2"))
+            ("gate_ratio", "in (0, 1]"))
         if errors:
             raise ValueError("invalid kernel_bt config: " + "; ".join(errors))
-
-    @property
-    def crop_size(self) -> int:
-        return DEFAULT_CROP[self.dataset] if self.crop is None else self.crop
 
     @classmethod
     def smoke(cls) -> "KernelBTConfig":
         """A seconds-long run used by the tests: 50 pairs, 3 <= d <= 5, RBF kernel."""
-        return cls(n_pairs=50, d_max=5, n_test=30, kernel="rbf")
+        return cls(data=KernelPairData(n_pairs=50, n_test=30), d_max=5, kernel="rbf")

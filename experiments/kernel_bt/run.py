@@ -20,12 +20,11 @@ import numpy as np
 
 from stepwise._compat import enable_x64
 from experiments.kernel_bt.config import KernelBTConfig
-from experiments.linear_bt.run import fixed_pair_images, fixed_pair_views
 from stepwise import compare, io
 from stepwise.compare.exact import compare_exact_steps
 from stepwise.theory import kernel as theory
 from stepwise.theory import linear
-from stepwise.training import train_kernel_bt
+from stepwise.training.small_init import train_kernel_small_init
 
 EXPERIMENT = "kernel_bt"
 FIGURE = "kernel_bt.png"
@@ -95,32 +94,16 @@ def run(cfg: KernelBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    images = fixed_pair_images(cfg)  # every input error is raised here, before any compute
-    key = jax.random.key(cfg.seed)
-    k_data, k_b, k_net = jax.random.split(key, 3)
-    x1, x2, xt = fixed_pair_views(cfg, images, k_data)
+    (x1, x2, xt), (k_b, k_net) = cfg.data.load(cfg.seed, 2)  # input errors are raised here, before any compute
     x = np.concatenate([x1, x2])  # (2n, m) ordered (x_1..x_n, x'_1..x'_n)
     k, kt, kernel_info = kernel_matrices(cfg, x, xt, k_net)
 
     g, a = theory.contrastive_eigh(k, ridge=cfg.ridge)
     d = choose_d(g, cfg)
     cfg = dataclasses.replace(cfg, d=d)
-    # float32 draws: the same numbers whether or not x64 is enabled (the tests enable it); a writable float64 copy.
-    b0 = np.array(jax.random.normal(k_b, (cfg.d, k.shape[0]), dtype=jnp.float32), dtype=np.float64)
-    f0 = b0 @ k
-    b0 *= cfg.init_scale / math.sqrt(g[0]) / math.sqrt(np.mean(f0**2))  # rms of F(0) = init_scale / sqrt(gamma_1)
-    lr = cfg.lr_scale * linear.stability_limit(g[0])
-
-    pred = theory.predict(k, (b0 @ k).T, lr, eig=(g, a))
-    last = int(np.argmax(pred.mode_steps))
-    steps = cfg.steps or int(math.ceil(pred.mode_steps[last] + 6 * pred.widths[last]))
-    if steps > cfg.max_steps:
-        raise ValueError(
-            f"the theory predicts the last of d = {cfg.d} steps after {pred.mode_steps[last]:.3g} updates (gamma_d / "
-            f"gamma_1 = {g[cfg.d - 1] / g[0]:.3g}), beyond max_steps = {cfg.max_steps}; use a smaller d or raise "
-            "--max-steps"
-        )
-    traj = train_kernel_bt(k, b0, lr, steps, progress=progress)
+    gd = train_kernel_small_init(k, (g, a), cfg.d, k_b, init_scale=cfg.init_scale, lr_scale=cfg.lr_scale,
+                                 steps=cfg.steps, max_steps=cfg.max_steps, progress=progress)
+    lr, pred, steps, traj = gd.lr, gd.pred, gd.steps, gd.traj
 
     gated = linear.separated_modes(g, cfg.d, cfg.gate_ratio)
     cmp = compare_exact_steps(
@@ -183,7 +166,7 @@ def run(cfg: KernelBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
         predicted_test_embeddings=f_test_pred,
         lr=np.float64(lr),
     )
-    title = f"kernel Barlow Twins ({cfg.kernel} kernel, {cfg.dataset}, 2n = {k.shape[0]}): GD vs kernel theory"
+    title = f"kernel Barlow Twins ({cfg.kernel} kernel, {cfg.data.dataset}, 2n = {k.shape[0]}): GD vs kernel theory"
     figure = plot_linear_bt(out_dir, out_dir / FIGURE, title=title)
     summary = {
         "two_n": k.shape[0],
@@ -205,7 +188,7 @@ def run(cfg: KernelBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
     return io.write_results(
         out_dir,
         experiment=EXPERIMENT,
-        config={**dataclasses.asdict(cfg), "crop_size": cfg.crop_size},
+        config={**dataclasses.asdict(cfg), "crop_size": cfg.data.crop_size},
         checks=checks,
         wall_time_s=time.perf_counter() - t0,
         extra={"summary": summary, "figures": [FIGURE], "data": ["trajectory.npz"]},

@@ -19,35 +19,21 @@ import numpy as np
 from experiments.linear_bt.config import LinearBTConfig
 from stepwise import compare, io
 from stepwise.compare.exact import compare_exact_steps
-from stepwise.data import Augmentation, augment_batch, load_images, make_pairs
 from stepwise.theory import linear as theory
 from stepwise.training import train_linear_bt
+from stepwise.training.small_init import settle_steps
 
 EXPERIMENT = "linear_bt"
 
 
-def fixed_pair_images(cfg) -> np.ndarray:
-    """n_pairs + n_test images of ``cfg.dataset``; raises before any compute if the crop does not fit."""
-    ds = load_images(cfg.dataset, cfg.n_pairs + cfg.n_test, seed=cfg.seed, data_dir=cfg.data_dir)
-    h, w, _ = ds.image_shape
-    if cfg.crop_size > min(h, w):
-        raise ValueError(f"crop {cfg.crop_size} does not fit in {cfg.dataset} images of {h}x{w}")
-    return ds.images
+def fixed_pair_images(cfg: LinearBTConfig) -> np.ndarray:
+    """Shim for experiments/speedup until it holds a PairData: ``cfg.data.images(cfg.seed)``."""
+    return cfg.data.images(cfg.seed)
 
 
-def fixed_pair_views(cfg, images: np.ndarray, key: jax.Array):
-    """One fixed pair of random crops per training image, one crop per test image, flattened, float64."""
-    k_pairs, k_test = jax.random.split(key)
-    aug = Augmentation(crop=(cfg.crop_size, cfg.crop_size))
-    train, test = images[: cfg.n_pairs], images[cfg.n_pairs :]
-    x1, x2 = make_pairs(aug, k_pairs, train)
-    flat = lambda x: np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
-    x1, x2 = flat(x1), flat(x2)
-    xt = flat(augment_batch(aug, k_test, test)) if cfg.n_test else np.zeros((0, x1.shape[1]))
-    if cfg.preprocess == "center":
-        mu = np.concatenate([x1, x2]).mean(axis=0)
-        x1, x2, xt = x1 - mu, x2 - mu, xt - mu
-    return x1, x2, xt
+def fixed_pair_views(cfg: LinearBTConfig, images: np.ndarray, key: jax.Array):
+    """Shim for experiments/speedup until it holds a PairData: ``cfg.data.views(images, key)``."""
+    return cfg.data.views(images, key)
 
 
 def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
@@ -56,10 +42,7 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    images = fixed_pair_images(cfg)  # every input error is raised here, before any compute
-    key = jax.random.key(cfg.seed)
-    k_data, k_w = jax.random.split(key)
-    x1, x2, xt = fixed_pair_views(cfg, images, k_data)
+    (x1, x2, xt), (k_w,) = cfg.data.load(cfg.seed, 1)  # input errors are raised here, before any compute
     gamma = theory.cross_correlation(x1, x2)
     g, v = theory.eigh_desc(gamma)
     n_pos = int(np.sum(g > 0))
@@ -70,8 +53,7 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
     lr = cfg.lr_scale * theory.stability_limit(g[0])
 
     pred = theory.predict(gamma, w0, lr, eig=(g, v))
-    last = int(np.argmax(pred.mode_steps))
-    steps = cfg.steps or int(math.ceil(pred.mode_steps[last] + 6 * pred.widths[last]))
+    steps = cfg.steps or settle_steps(pred, 6)
     traj = train_linear_bt(gamma, w0, lr, steps, basis=cfg.basis, progress=progress, eig=(g, v))
 
     gated = theory.separated_modes(g, cfg.d, cfg.gate_ratio)
@@ -96,7 +78,7 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
             description="largest principal angle (rad) between the row space of W and span(v_1..v_d)",
         ),
     ]
-    if cfg.n_test:
+    if cfg.data.n_test:
         f_meas = xt @ w_final.T
         f_pred = theory.final_embedding(gamma, cfg.d, xt)
         checks.append(
@@ -107,7 +89,7 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
                 kind="theory",
                 reason="theory note 6.7 (criterion 1e-2): on new inputs f(x) = Lambda^(-1/2) V_d^T x up to a "
                 "rotation; the rotation-free Gram matrix must agree to 1e-2",
-                description=f"relative Frobenius error of the {cfg.n_test}x{cfg.n_test} Gram matrix of held-out "
+                description=f"relative Frobenius error of the {cfg.data.n_test}x{cfg.data.n_test} Gram matrix of held-out "
                 "embeddings, trained vs predicted",
             )
         )
@@ -153,7 +135,7 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
     return io.write_results(
         out_dir,
         experiment=EXPERIMENT,
-        config={**dataclasses.asdict(cfg), "crop_size": cfg.crop_size},
+        config={**dataclasses.asdict(cfg), "crop_size": cfg.data.crop_size},
         checks=checks,
         wall_time_s=time.perf_counter() - t0,
         extra={"summary": summary, "figures": [figure.name], "data": ["trajectory.npz"]},

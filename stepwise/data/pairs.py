@@ -102,6 +102,14 @@ class PairData:
             x1, x2, xt = x1 - mu, x2 - mu, xt - mu
         return x1, x2, xt
 
+    def load(self, seed: int, n_keys: int) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[jax.Array]]:
+        """``((x1, x2, xt), keys)``: the views of :meth:`views` and ``n_keys`` more keys for the run, all split
+        from ``jax.random.key(seed)`` (the first of ``n_keys + 1`` draws the crops). Input errors (missing folder,
+        too few images) are raised before any compute."""
+        images = self.images(seed)
+        k_data, *keys = jax.random.split(jax.random.key(seed), n_keys + 1)
+        return self.views(images, k_data), keys
+
 
 @dataclasses.dataclass(frozen=True)
 class KernelPairData(PairData):
