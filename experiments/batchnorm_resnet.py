@@ -12,6 +12,8 @@ from flax import nnx
 
 
 class BasicBlock(nnx.Module):
+    """ResNet basic block: conv-BN-ReLU-conv-BN plus the (projected) shortcut (also ``tests/verify_zoo.py``'s)."""
+
     def __init__(self, cin: int, cout: int, stride: int, *, rngs: nnx.Rngs):
         self.conv1 = nnx.Conv(cin, cout, (3, 3), strides=stride, padding="SAME", use_bias=False, rngs=rngs)
         self.bn1 = nnx.BatchNorm(cout, rngs=rngs)

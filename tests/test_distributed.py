@@ -39,29 +39,14 @@ WORKER = textwrap.dedent(
     assert multi == (num_processes > 1) and jax.process_count() == num_processes
     assert jax.device_count() == {devices} and jax.local_device_count() == {devices} // num_processes
 
-    import jax.numpy as jnp
     import numpy as np
 
     from stepwise.data import Augmentation
     from stepwise.losses import barlow_twins_theory
     from stepwise.training import ssl
 
-    def init_mlp(key, sizes=(36, 16, 8)):
-        params = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            key, k = jax.random.split(key)
-            params.append({{"w": jax.random.normal(k, (a, b)) / np.sqrt(a).astype(np.float32),
-                            "b": jnp.zeros(b)}})
-        return params
-
-    def features(params, x):
-        h = x.reshape(x.shape[0], -1)
-        for p in params[:-1]:
-            h = jax.nn.relu(h @ p["w"] + p["b"][None, :])
-        return h
-
-    def apply(params, x):
-        return features(params, x) @ params[-1]["w"] + params[-1]["b"][None, :]
+    sys.path.insert(0, {tests!r})
+    from tiny_mlp import apply, features, init_mlp
 
     images = np.random.default_rng(0).uniform(size=(48, 6, 6, 1)).astype(np.float32)
 
@@ -94,7 +79,7 @@ WORKER = textwrap.dedent(
     np.savez(out / f"result{{process_id}}.npz", **result)
     print("WORKER OK", process_id, flush=True)
     """
-).format(devices=DEVICES)
+).format(devices=DEVICES, tests=str(Path(__file__).parent))
 
 
 def _free_port() -> int:

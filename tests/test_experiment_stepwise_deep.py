@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from experiments.stepwise_deep import DeepConfig, run
-from experiments.stepwise_deep.run import linear_probe_accuracy
 from stepwise import cli, io
+from stepwise.compare.probe import linear_probe_accuracy
 from stepwise.io import replace_config
 from stepwise.models import build_model, pure_model, scale_output_layer
 

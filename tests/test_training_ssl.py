@@ -10,31 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tiny_mlp import apply, features, init_mlp
+
 from stepwise.data import Augmentation, make_pairs
 from stepwise.errors import DivergenceError
 from stepwise.losses import barlow_twins_theory
 from stepwise.training import ssl
 
 N_IMAGES, SHAPE = 48, (6, 6, 1)
-
-
-def init_mlp(key, sizes=(36, 16, 8), scale=1.0):
-    params = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        key, k = jax.random.split(key)
-        params.append({"w": scale * jax.random.normal(k, (a, b)) / np.sqrt(a), "b": jnp.zeros(b)})
-    return params
-
-
-def features(params, x):
-    h = x.reshape(x.shape[0], -1)
-    for p in params[:-1]:
-        h = jax.nn.relu(h @ p["w"] + p["b"][None, :])
-    return h
-
-
-def apply(params, x):
-    return features(params, x) @ params[-1]["w"] + params[-1]["b"][None, :]
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ Flax NNX ViT example), an MLP-Mixer, a bfloat16 CNN and a model with several out
 import jax.numpy as jnp
 from flax import nnx
 
+from experiments.batchnorm_resnet import BasicBlock  # the BatchNorm basic block of the verify example
+
 
 class TinyBatchNormMLP(nnx.Module):
     """flatten -> Linear -> BatchNorm -> ReLU -> Linear: the hand-checked reference model (``features``: the
@@ -36,26 +38,6 @@ class TinyDropoutMLP(nnx.Module):
 
     def __call__(self, x):
         return self.lin2(self.features(x))
-
-
-class BasicBlock(nnx.Module):
-    """ResNet basic block: conv-BN-ReLU-conv-BN plus the (projected) shortcut."""
-
-    def __init__(self, cin: int, cout: int, stride: int, *, rngs: nnx.Rngs):
-        self.conv1 = nnx.Conv(cin, cout, (3, 3), strides=stride, padding="SAME", use_bias=False, rngs=rngs)
-        self.bn1 = nnx.BatchNorm(cout, rngs=rngs)
-        self.conv2 = nnx.Conv(cout, cout, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
-        self.bn2 = nnx.BatchNorm(cout, rngs=rngs)
-        self.project = stride != 1 or cin != cout
-        if self.project:
-            self.shortcut = nnx.Conv(cin, cout, (1, 1), strides=stride, use_bias=False, rngs=rngs)
-            self.bn_sc = nnx.BatchNorm(cout, rngs=rngs)
-
-    def __call__(self, x):
-        y = nnx.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        s = self.bn_sc(self.shortcut(x)) if self.project else x
-        return nnx.relu(y + s)
 
 
 class ResNetBN(nnx.Module):

@@ -48,7 +48,7 @@ from typing import Literal
 from experiments.noncontrastive_deep.config import NetSetup
 from stepwise.data import ImageData, ViewAugmentation
 from stepwise.io import replace_config
-from stepwise.errors import config_value_errors
+from stepwise.errors import bound_errors, config_value_errors
 
 METHODS = ("directpred", "linear", "mlp", "lstsq")
 
@@ -97,26 +97,19 @@ class DirectPredConfig:
     b7_c: float = 0.1
 
     def __post_init__(self):
-        errors = config_value_errors(self)
-        if self.seeds < 1 or self.sweep_seeds < 1:
-            errors.append(f"seeds and sweep_seeds must be >= 1 (got {self.seeds}, {self.sweep_seeds})")
+        errors = config_value_errors(self) + bound_errors(
+            self, ("seeds", ">= 1"), ("sweep_seeds", ">= 1"), ("rho", "in [0, 1)"),
+            ("lstsq_reg", "> 0", " (the ridge keeps the solve defined)"), ("eps", ">= 0"), ("freq", ">= 1"),
+            ("b7_c", "in (0, 1)", " (Table 7's positive c, in units of s_max)"))
         if self.sweep_seeds > self.seeds:
             errors.append(f"sweep_seeds ({self.sweep_seeds}) cannot exceed seeds ({self.seeds}): the eps run is shared")
-        if not 0 <= self.rho < 1:
-            errors.append(f"rho must be in [0, 1) (got {self.rho})")
-        if not self.lstsq_reg > 0:
-            errors.append(f"lstsq_reg must be > 0 (the ridge keeps the solve defined; got {self.lstsq_reg})")
-        if not self.eps >= 0 or any(not e >= 0 for e in self.eps_sweep):
-            errors.append(f"eps and eps_sweep must be >= 0 (got {self.eps}, {self.eps_sweep})")
-        if self.freq < 1:
-            errors.append(f"freq must be >= 1 (got {self.freq})")
+        if any(not e >= 0 for e in self.eps_sweep):
+            errors.append(f"eps_sweep must be >= 0 (got {self.eps_sweep})")
         if self.formula not in ("code", "paper"):
             errors.append(f"formula must be 'code' or 'paper' (got {self.formula!r})")
         if not 0 <= self.b7_seeds <= self.seeds:
             errors.append(f"b7_seeds must be in [0, seeds = {self.seeds}] (paired with DirectPred's runs; got "
                           f"{self.b7_seeds})")
-        if not 0 < self.b7_c < 1:
-            errors.append(f"b7_c must be in (0, 1) (Table 7's positive c, in units of s_max; got {self.b7_c})")
         if not 1 <= self.min_modes <= self.setup.d:
             errors.append(f"min_modes must be in [1, d = {self.setup.d}] (got {self.min_modes})")
         if errors:

@@ -18,9 +18,9 @@ import numpy as np
 
 from experiments.directpred.config import METHODS, DirectPredConfig
 from experiments.noncontrastive_deep.run import describe, load_data, train, workloads
-from experiments.stepwise_deep.run import linear_probe_accuracy
 from stepwise import io, scale
 from stepwise.compare import tian2021
+from stepwise.compare.probe import linear_probe_accuracy
 from stepwise.training.ssl import Checkpointing
 
 EXPERIMENT = "directpred"

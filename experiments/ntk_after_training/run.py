@@ -74,34 +74,6 @@ def _one_network(cfg: NtkAfterTrainingConfig, loss: str, progress: bool,
     return out
 
 
-def _order_reported(net: dict) -> list:
-    """Step order and onset-vs-gamma slope of one network against its after-training NTK, reported (not gated)."""
-    order = net.get("order_final")
-    if order is None:  # no mode learned: nothing to order
-        return []
-    init = net.get("order_init")
-    with_init = "" if init is None else f" (with the NTK at initialisation: {init.kendall_tau:.2f})"
-    loss = net["loss"]
-    return [
-        compare.check(
-            f"step_order_kendall_tau_{loss}", order.kendall_tau, 1.0, op="==", kind="reported",
-            reason="theory note 2.3 / E6: steps in decreasing gamma of the after-training NTK's contrastive kernel "
-            "(reference tau = 1). Not gated here: E6 is a heuristic (the kernel moves during training, note 3) and "
-            "the paper reports no order statistic; `stepwise verify` gates it" + with_init,
-            description=f"Kendall tau between step index and the assigned after-training NTK mode ({loss})",
-            predicted=list(range(1, order.assigned.size + 1)), measured=order.assigned + 1,
-        ),
-        compare.check(
-            f"onset_vs_gamma_loglog_slope_{loss}", order.slope, -1.0, op="==", kind="reported",
-            reason="theory note 6.11: onset times roughly ~ 1/gamma_j (slope about -1) is an extrapolation beyond "
-            "the paper: report it, do not gate on it (the note's own instruction)",
-            description=f"least-squares slope of log onset time vs log gamma of the assigned after-training NTK mode "
-            f"({loss})",
-            predicted=-1.0, measured=order.slope,
-        ),
-    ]
-
-
 def _ntk_model(dcfg, image_shape_: tuple[int, int, int]):
     """The network of ``dcfg`` computing in float32 (the NTK is a float32 spectrum even when training ran in bf16;
     the parameters are float32 in both)."""
@@ -163,17 +135,9 @@ def run(cfg: NtkAfterTrainingConfig, out_dir: str | Path, *, progress: bool = Fa
 
     checks = [cntk.final_embedding_check(n["agreement_final"], f"ntk_similarity_{n['loss']}", kernel="after-training")
               for n in nets]
-    checks.append(compare.check(
-        "cross_method_margin_min", float(margins.min()), 0.0, op=">=", kind="baseline",
-        reason="theory note 6.12 / E6: different methods learn similar embeddings (the top eigenfunctions of similar "
-        "contrastive kernels). Two embeddings drawn at random from the two networks' NTKs are already similar through "
-        "the kernels' shared dominant eigenspaces; the networks must be more similar than that (mean + 2 std of "
-        "those draws), far above the random-subspace value k/n",
-        description="smallest, over pairs of methods, of the networks' subspace similarity minus the pair's "
-        "random-kernel-function baseline",
-        predicted=baseline[pairs], measured=matrix[:m, :m][pairs],
-    ))
-    checks += [c for n in nets for c in _order_reported(n)]
+    checks.append(cntk.cross_method_margin_check(matrix[:m, :m][pairs], baseline[pairs]))
+    checks += [c for n in nets if "order_final" in n
+               for c in cntk.reported_order_checks(n["order_final"], n["loss"], n.get("order_init"))]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays = {

@@ -16,6 +16,7 @@ import numpy as np
 from experiments.stepwise_deep.config import PUBLISHED, DeepConfig
 from stepwise import compare, io, scale
 from stepwise.compare import hidden
+from stepwise.compare.probe import linear_probe_accuracy
 from stepwise.data import Augmentation
 from stepwise.losses import get_loss
 from stepwise.training import TrainConfig, train_ssl
@@ -97,28 +98,6 @@ def _loss(cfg: DeepConfig):
 def _model(cfg: DeepConfig, input_shape):
     """The network ``cfg.net`` at initialisation (:meth:`stepwise.models.NetSpec.build`)."""
     return cfg.net.build(input_shape, seed=cfg.train.seed)
-
-
-def linear_probe_accuracy(embeddings: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
-    """Logistic-regression accuracy on frozen embeddings at each tracking point.
-
-    Args:
-      embeddings: (T, n, d) snapshots; labels: (n,).
-    Returns:
-      (T,) test accuracy, training on a fixed random half of the n points and testing on the other half.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    n = labels.shape[0]
-    perm = np.random.default_rng(seed).permutation(n)
-    tr, te = perm[: n // 2], perm[n // 2 :]
-    acc = np.zeros(embeddings.shape[0])
-    for t, z in enumerate(np.asarray(embeddings, dtype=np.float64)):
-        scaler = StandardScaler().fit(z[tr])
-        clf = LogisticRegression(max_iter=500).fit(scaler.transform(z[tr]), labels[tr])
-        acc[t] = clf.score(scaler.transform(z[te]), labels[te])
-    return acc
 
 
 def hidden_checks(cfg: DeepConfig, det_feat: compare.StepDetection, cov_feat: np.ndarray) -> list[compare.Check]:

@@ -7,6 +7,7 @@ its own, exported as a module and imported on first use (``stepwise.compare.ntk_
 ``exact``          closed-form comparisons of a run with its exact theory (linear and kernel Barlow Twins)
 ``ntk_agreement``  a network's learned subspace and step order against its empirical NTK's prediction (Simon E6)
 ``hidden``         a backbone's steps and effective dimension (Simon E5; reported)
+``probe``          linear-probe accuracy of frozen embeddings (reported)
 ``diagnose``       why a check of a trained network failed (still learning, the kernel moved, a disagreement)
 ``step_map``       where steps appear over a grid of runs (Simon E3/E4): per-cell statistics, best cell, checks
 ``tian2021``       BYOL/SimSiam/DirectPred checks (Tian, Chen & Ganguli 2021)
@@ -34,7 +35,7 @@ __all__ = [
     *metrics.__all__,
 ]
 
-_MODULES = ("diagnose", "esser2023", "exact", "hidden", "ntk_agreement", "step_map", "tian2020", "tian2021")
+_MODULES = ("diagnose", "esser2023", "exact", "hidden", "ntk_agreement", "probe", "step_map", "tian2020", "tian2021")
 __all__ += list(_MODULES)
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), modules=_MODULES)

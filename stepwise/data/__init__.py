@@ -1,78 +1,12 @@
 """Embedded and local datasets, augmentations as pure JAX functions, the latent-tree sampler and positive pairs for
 the linear and two-layer SSL models (:mod:`stepwise.data.pairs`)."""
 
-from stepwise.data.augment import (
-    Augmentation,
-    ViewAugmentation,
-    augment_batch,
-    color_jitter,
-    crop,
-    gaussian_noise,
-    make_pairs,
-    random_crop,
-    random_flip,
-    random_shift,
-)
-from stepwise.data.datasets import (
-    DATASETS,
-    PHOTOGRAPHS,
-    DataFormatError,
-    DataNotFoundError,
-    Dataset,
-    detect_local_dataset,
-    image_shape,
-    load_cifar10,
-    load_dataset,
-    load_images,
-    load_digits,
-    load_patches,
-    load_stl10,
-)
-from stepwise.data.image_data import GPU_DATASETS, ImageData
-from stepwise.data.hltm import (
-    HLTM,
-    HLTMViews,
-    hltm_from_polarities,
-    make_hltm,
-    path_polarities,
-    sample_latents,
-    sample_views,
-)
-from stepwise.data.pairs import DEFAULT_CROP, KernelPairData, PairData, normalise_views, positive_pairs
+# Each module's public names (its __all__) are the package's.
+from stepwise.data import augment, datasets, hltm, image_data, pairs
+from stepwise.data.augment import *  # noqa: F403
+from stepwise.data.datasets import *  # noqa: F403
+from stepwise.data.hltm import *  # noqa: F403
+from stepwise.data.image_data import *  # noqa: F403
+from stepwise.data.pairs import *  # noqa: F403
 
-__all__ = [
-    "DEFAULT_CROP",
-    "DATASETS",
-    "PHOTOGRAPHS",
-    "DataFormatError",
-    "Augmentation",
-    "DataNotFoundError",
-    "Dataset",
-    "HLTM",
-    "HLTMViews",
-    "KernelPairData",
-    "augment_batch",
-    "color_jitter",
-    "crop",
-    "detect_local_dataset",
-    "gaussian_noise",
-    "hltm_from_polarities",
-    "image_shape",
-    "load_cifar10",
-    "load_dataset",
-    "load_images",
-    "load_digits",
-    "load_patches",
-    "load_stl10",
-    "make_hltm",
-    "make_pairs",
-    "normalise_views",
-    "PairData",
-    "path_polarities",
-    "positive_pairs",
-    "random_crop",
-    "random_flip",
-    "random_shift",
-    "sample_latents",
-    "sample_views",
-]
+__all__ = [*augment.__all__, *datasets.__all__, *hltm.__all__, *image_data.__all__, *pairs.__all__]
