@@ -20,7 +20,8 @@ import numpy as np
 
 from stepwise._compat import enable_x64
 from experiments.kernel_bt.config import KernelBTConfig
-from stepwise import compare, io
+from experiments.linear_bt.run import write_exact_run
+from stepwise import compare
 from stepwise.compare.exact import compare_exact_steps
 from stepwise.theory import kernel as theory
 from stepwise.theory import linear
@@ -90,8 +91,6 @@ def leakage_estimate(gammas: np.ndarray, amplitudes: np.ndarray, d: int) -> floa
 
 def run(cfg: KernelBTConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
     """Run the experiment and write its files to ``out_dir``. Returns the results dictionary."""
-    from stepwise.plots.linear_bt import plot_linear_bt
-
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     (x1, x2, xt), (k_b, k_net) = cfg.data.load(cfg.seed, 2)  # input errors are raised here, before any compute
@@ -150,46 +149,10 @@ def run(cfg: KernelBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
         ),
     ]
 
-    pred_curves = np.sort(pred.eigenvalue_curves(steps), axis=1)[:, ::-1]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    io.save_npz_atomic(
-        out_dir / "trajectory.npz",
-        step=traj.step,
-        time=traj.lr * traj.step,
-        eigenvalues=traj.eigenvalues,
-        loss=traj.loss,
-        predicted_eigenvalues=pred_curves,
-        predicted_loss=linear.predicted_loss(pred_curves),
-        gammas=g[: cfg.d + 5],
-        **cmp.arrays(),
-        test_embeddings=f_test,
-        predicted_test_embeddings=f_test_pred,
-        lr=np.float64(lr),
-    )
     title = f"kernel Barlow Twins ({cfg.kernel} kernel, {cfg.data.dataset}, 2n = {k.shape[0]}): GD vs kernel theory"
-    figure = plot_linear_bt(out_dir, out_dir / FIGURE, title=title)
-    summary = {
-        "two_n": k.shape[0],
-        "m": x.shape[1],
-        "kernel": kernel_info,
-        "lr": lr,
-        "steps": steps,
-        "gamma_top": g[: cfg.d + 1],
-        "gamma_ratios": g[1 : cfg.d + 1] / g[: cfg.d],
-        "amplitudes": pred.amplitudes,
-        "predicted_steps": cmp.predicted,
-        "measured_steps": cmp.measured,
-        "rel_errors": cmp.rel_errors,
-        "gated": gated,
-        "separation_ratios": cmp.separation,
-        "random_function_gram_error": baseline,
-        "leakage_estimate": leak,
-    }
-    return io.write_results(
-        out_dir,
-        experiment=EXPERIMENT,
-        config={**dataclasses.asdict(cfg), "crop_size": cfg.data.crop_size},
-        checks=checks,
-        wall_time_s=time.perf_counter() - t0,
-        extra={"summary": summary, "figures": [FIGURE], "data": ["trajectory.npz"]},
-    )
+    return write_exact_run(
+        out_dir, cfg, t0, EXPERIMENT, traj, traj.lr * traj.step, pred, steps, g, lr, cmp, gated, checks,
+        head={"two_n": k.shape[0], "m": x.shape[1], "kernel": kernel_info},
+        tail={"random_function_gram_error": baseline, "leakage_estimate": leak},
+        arrays={"test_embeddings": f_test, "predicted_test_embeddings": f_test_pred}, figure=out_dir / FIGURE,
+        title=title)

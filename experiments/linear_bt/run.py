@@ -38,8 +38,6 @@ def fixed_pair_views(cfg: LinearBTConfig, images: np.ndarray, key: jax.Array):
 
 def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
     """Run the experiment and write its files to ``out_dir``. Returns the results dictionary."""
-    from stepwise.plots.linear_bt import plot_linear_bt
-
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     (x1, x2, xt), (k_w,) = cfg.data.load(cfg.seed, 1)  # input errors are raised here, before any compute
@@ -62,7 +60,7 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
         gate_ratio=cfg.gate_ratio, amplitude_reason="Gram-Schmidt amplitudes + the exact per-mode GD map are exact "
         "up to mode-interaction terms that vanish with the initial scale",
     )
-    measured, predicted, rel = cmp.measured, cmp.predicted, cmp.rel_errors
+    measured = cmp.measured
     w_final = traj.w_final
     angles = compare.principal_angles(w_final.T, v[:, : cfg.d])
 
@@ -102,41 +100,33 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
         err = compare.relative_errors(alt, measured)
         diagnostics[f"step_time_rel_error_max_{method}"] = float(np.max(np.abs(err[gated]))) if gated.any() else None
 
+    return write_exact_run(out_dir, cfg, t0, EXPERIMENT, traj, traj.time, pred, steps, g, lr, cmp, gated, checks,
+                           head={"m": m}, tail={"principal_angles": angles, "diagnostics": diagnostics})
+
+
+def write_exact_run(out_dir: Path, cfg, t0: float, experiment: str, traj, time_axis: np.ndarray, pred, steps: int,
+                    g: np.ndarray, lr: float, cmp, gated: np.ndarray, checks: list, *, head: dict, tail: dict,
+                    arrays: dict | None = None, figure: Path | None = None, title: str | None = None) -> dict:
+    """Write ``trajectory.npz`` (measured and predicted curves, ``cmp``'s arrays, ``arrays``), the figure drawn from it
+    (``figure``, default ``linear_bt.png``, with ``title``) and ``results.json`` (summary: ``head``, the step
+    statistics, ``tail``) of a run compared with its exact theory (linear_bt, kernel_bt). Returns the results."""
+    from stepwise.plots.linear_bt import plot_linear_bt
+
     pred_curves = np.sort(pred.eigenvalue_curves(steps), axis=1)[:, ::-1]
     out_dir.mkdir(parents=True, exist_ok=True)
     io.save_npz_atomic(
-        out_dir / "trajectory.npz",
-        step=traj.step,
-        time=traj.time,
-        eigenvalues=traj.eigenvalues,
-        loss=traj.loss,
-        predicted_eigenvalues=pred_curves,
-        predicted_loss=theory.predicted_loss(pred_curves),
-        gammas=g[: cfg.d + 5],
-        lr=np.float64(lr),
-        **cmp.arrays(),
+        out_dir / "trajectory.npz", step=traj.step, time=time_axis, eigenvalues=traj.eigenvalues, loss=traj.loss,
+        predicted_eigenvalues=pred_curves, predicted_loss=theory.predicted_loss(pred_curves), gammas=g[: cfg.d + 5],
+        lr=np.float64(lr), **cmp.arrays(), **(arrays or {}),
     )
-    figure = plot_linear_bt(out_dir)
+    figure = plot_linear_bt(out_dir, figure, title=title)
     summary = {
-        "m": m,
-        "lr": lr,
-        "steps": steps,
-        "gamma_top": g[: cfg.d + 1],
-        "gamma_ratios": g[1 : cfg.d + 1] / g[: cfg.d],
-        "amplitudes": pred.amplitudes,
-        "predicted_steps": predicted,
-        "measured_steps": measured,
-        "rel_errors": rel,
-        "gated": gated,
-        "separation_ratios": cmp.separation,
-        "principal_angles": angles,
-        "diagnostics": diagnostics,
+        **head, "lr": lr, "steps": steps, "gamma_top": g[: cfg.d + 1], "gamma_ratios": g[1 : cfg.d + 1] / g[: cfg.d],
+        "amplitudes": pred.amplitudes, "predicted_steps": cmp.predicted, "measured_steps": cmp.measured,
+        "rel_errors": cmp.rel_errors, "gated": gated, "separation_ratios": cmp.separation, **tail,
     }
     return io.write_results(
-        out_dir,
-        experiment=EXPERIMENT,
-        config={**dataclasses.asdict(cfg), "crop_size": cfg.data.crop_size},
-        checks=checks,
-        wall_time_s=time.perf_counter() - t0,
+        out_dir, experiment=experiment, config={**dataclasses.asdict(cfg), "crop_size": cfg.data.crop_size},
+        checks=checks, wall_time_s=time.perf_counter() - t0,
         extra={"summary": summary, "figures": [figure.name], "data": ["trajectory.npz"]},
     )
