@@ -123,31 +123,20 @@ def run(cfg: KernelBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
     gap = (f"gamma_(d+1)/gamma_d = {g[cfg.d] / g[cfg.d - 1]:.3f}, so the note-2.7 estimate of mode d+1's leakage, "
            f"lambda_d(0)^((1 - ratio)/2), is {leak:.1e} before training")
 
-    checks = [
-        *cmp.checks,
-        compare.check(
-            "train_gram_rel_error",
-            compare.gram_relative_error(f_train, f_train_pred),
-            1e-2,
-            kind="theory",
-            reason="theory note 6.7-6.8 (criterion 1e-2): on the training views the embedding is kernel PCA of the "
-            f"contrastive kernel, up to the leakage of mode d+1 ({gap})",
-            description="relative Frobenius error of the Gram matrix of the 2n training-view embeddings",
-            predicted=leak,
-        ),
-        compare.check(
-            "test_gram_rel_error",
-            compare.gram_relative_error(f_test, f_test_pred),
-            1e-2,
-            kind="theory",
-            reason="theory note 6.7-6.8 (criterion 1e-2): f_j(x) = gamma_j^(-1/2) a_j^T k(x) on new inputs, up to a "
-            f"rotation and the leakage of mode d+1 ({gap}); a random function of the same kernel is at about 1 "
-            "(summary: random_function_gram_error)",
-            description=f"relative Frobenius error of the {xt.shape[0]}x{xt.shape[0]} Gram matrix of held-out "
-            "embeddings, trained vs predicted",
-            predicted=leak,
-        ),
-    ]
+    # The two kernel-PCA checks (theory note 6.7-6.8, criterion 1e-2): (name, trained, predicted, reason, description).
+    gram = (
+        ("train_gram_rel_error", f_train, f_train_pred, "on the training views the embedding is kernel PCA of the "
+         f"contrastive kernel, up to the leakage of mode d+1 ({gap})",
+         "relative Frobenius error of the Gram matrix of the 2n training-view embeddings"),
+        ("test_gram_rel_error", f_test, f_test_pred, "f_j(x) = gamma_j^(-1/2) a_j^T k(x) on new inputs, up to a "
+         f"rotation and the leakage of mode d+1 ({gap}); a random function of the same kernel is at about 1 "
+         "(summary: random_function_gram_error)",
+         f"relative Frobenius error of the {xt.shape[0]}x{xt.shape[0]} Gram matrix of held-out embeddings, trained "
+         "vs predicted"),
+    )
+    checks = [*cmp.checks, *(compare.check(name, compare.gram_relative_error(f, fp), 1e-2, kind="theory",
+                                           reason="theory note 6.7-6.8 (criterion 1e-2): " + why, description=what,
+                                           predicted=leak) for name, f, fp, why, what in gram)]
 
     title = f"kernel Barlow Twins ({cfg.kernel} kernel, {cfg.data.dataset}, 2n = {k.shape[0]}): GD vs kernel theory"
     return write_exact_run(

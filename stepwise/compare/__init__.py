@@ -10,6 +10,7 @@ its own, exported as a module and imported on first use (``stepwise.compare.ntk_
 ``probe``          linear-probe accuracy of frozen embeddings (reported)
 ``diagnose``       why a check of a trained network failed (still learning, the kernel moved, a disagreement)
 ``step_map``       where steps appear over a grid of runs (Simon E3/E4): per-cell statistics, best cell, checks
+``width_sweep``    MLPs of growing width against their NTKs' kernel theory (Simon NTK extension): trends, baseline
 ``speedup``        focusing the gradient on small eigendirections (Simon sec. 5): linear variants vs exact maps, MLP
 ``tian2021``       BYOL/SimSiam/DirectPred checks (Tian, Chen & Ganguli 2021)
 ``tian2020``       covariance-operator and latent-tree checks (Tian 2020)
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 _MODULES = ("diagnose", "esser2023", "exact", "hidden", "ntk_agreement", "probe", "speedup", "step_map", "tian2020",
-            "tian2021")
+            "tian2021", "width_sweep")
 __all__ += list(_MODULES)
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), modules=_MODULES)
