@@ -143,6 +143,7 @@ def test_monotone_violation_against_a_loop():
     ({"init_scale": 1.0}, "init_scale"),
     ({"lr_scale": 1.0}, "lr_scale"),
     ({"data": {"n_pairs": 1}}, "n_pairs"),
+    ({"data": {"n_test": 0}}, "n_test must be >= 2"),  # the held-out Gram checks need held-out images
     ({"n_seeds": 0}, "n_seeds"),
     ({"n_draws": 1}, "n_draws"),
 ])

@@ -71,7 +71,7 @@ class KernelBTConfig:
     seed: int = 0
 
     def __post_init__(self):
-        errors = config_value_errors(self) + bound_errors(self.data, ("n_test", ">= 2", ", for the held-out Gram check"))
+        errors = config_value_errors(self)
         errors += bound_errors(
             self, ("d", ">= 1 or None"), ("d_max", ">= 3"), ("gap_ratio", "in (0, 1)"), ("bandwidth_scale", "> 0"),
             ("ntk_width", ">= 1"),

@@ -45,7 +45,8 @@ class PairData:
         patches 20, digits 6, cifar10 20, stl10 64; kernel patches 8, digits 6, cifar10 8, stl10 16).
         m = crop^2 x channels.
       preprocess: ``center`` subtracts the mean over all 2n views from every view; ``none`` keeps [0, 1] pixels.
-      n_test: held-out images (different from the training ones), one crop each; 0 = none.
+      n_test: held-out images (different from the training ones), one crop each; 0 = none (not for
+        :class:`KernelPairData`, whose held-out Gram check needs >= 2).
       data_dir: folder for cifar10 / stl10.
 
     The seed of the images and crops is the experiment's own ``seed`` (passed to :meth:`images`).
@@ -53,6 +54,8 @@ class PairData:
 
     #: which row of :data:`DEFAULT_CROP` gives ``crop=None`` its size.
     family: ClassVar[str] = "linear"
+    #: whether the family's held-out check is required (n_test >= 2) or optional (n_test = 0 allowed).
+    test_required: ClassVar[bool] = False
 
     dataset: Literal["patches", "digits", "cifar10", "stl10"] = "digits"
     n_pairs: int = 500
@@ -66,7 +69,9 @@ class PairData:
 
         errors = config_value_errors(self) + bound_errors(self, ("n_pairs", ">= 2"))
         errors += image_crop_errors(self.dataset, self.crop, DEFAULT_CROP[self.family])
-        if self.n_test < 0 or self.n_test == 1:
+        if self.test_required:
+            errors += bound_errors(self, ("n_test", ">= 2", ", for the held-out Gram check"))
+        elif self.n_test < 0 or self.n_test == 1:
             # One held-out image makes a 1x1 Gram matrix, equal to the prediction's after normalisation whatever
             # was learned (measured: test_gram_rel_error 0.0, a pass that checks nothing).
             errors.append(f"n_test must be 0 (no held-out check) or >= 2 (got {self.n_test})")
@@ -113,9 +118,11 @@ class PairData:
 
 @dataclasses.dataclass(frozen=True)
 class KernelPairData(PairData):
-    """:class:`PairData` of the kernel and network models: the ``kernel`` row of :data:`DEFAULT_CROP`."""
+    """:class:`PairData` of the kernel and network models: the ``kernel`` row of :data:`DEFAULT_CROP`, and a held-out
+    Gram check they always make (n_test >= 2)."""
 
     family: ClassVar[str] = "kernel"
+    test_required: ClassVar[bool] = True
 
 
 def normalise_views(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
