@@ -160,8 +160,12 @@ def write_results(
     checks: Iterable[Check],
     wall_time_s: float,
     extra: Mapping[str, Any] | None = None,
+    plan: Any = None,
 ) -> dict[str, Any]:
     """Write ``run_dir/results.json``: top-level ``passed``, ``checks``, config, versions, device and wall time.
+
+    ``extra`` adds the experiment's own fields (summary, figures, data files); ``plan``, a compute plan made before
+    the run (:class:`stepwise.scale.ComputePlan`; None: none), is written as ``plan`` (its ``to_dict()``) after them.
 
     ``passed`` is :func:`stepwise.compare.all_passed` (at least one theory or baseline check, every gated check
     passed); ``verdicts`` is the headline (``"theory 8/8, baseline 2/2; 3 consistency; 4 reported"``) and ``kinds``
@@ -187,6 +191,8 @@ def write_results(
     if clash:
         raise ValueError(f"write_results: extra keys {clash} would overwrite fields results.json always has")
     results |= dict(extra or {})
+    if plan is not None:
+        results["plan"] = plan.to_dict()
     results = jsonable_tree(results)
     write_json_atomic(Path(run_dir) / "results.json", results)
     return results

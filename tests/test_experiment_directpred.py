@@ -8,7 +8,8 @@ import pytest
 
 from experiments.directpred import DirectPredConfig, run
 from experiments.directpred.run import DATA
-from stepwise import cli, io
+from helpers import cli_smoke_run
+from stepwise import io
 from stepwise.compare import tian2021
 
 CHECKS = ["directpred_modes_min", "directpred_modes_vs_linear", "directpred_vs_linear", "directpred_learns",
@@ -18,11 +19,7 @@ KINDS = ["theory", "theory", "theory", "baseline", "reported", "theory", "report
          "reported", "theory", "reported", "reported"]
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "directpred_smoke"
-    assert cli.main(["run", "directpred", "--smoke", "--out", str(out)]) == 0
-    return out, io.load_results(out)
+smoke_run = cli_smoke_run("directpred")
 
 
 def test_smoke_run_files_and_real_values(smoke_run):

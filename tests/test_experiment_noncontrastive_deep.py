@@ -8,7 +8,8 @@ import pytest
 
 from experiments.noncontrastive_deep import NetSetup, NoncontrastiveDeepConfig, run
 from experiments.noncontrastive_deep.run import DATA
-from stepwise import cli, io
+from helpers import cli_smoke_run
+from stepwise import io
 from stepwise.io import replace_config
 from stepwise.compare import tian2021
 
@@ -22,11 +23,7 @@ KINDS = {"b1_alignment_cos_min": "theory", "b1_aligned_modes_min": "theory", "b1
          "b3_loglog_slope": "reported", "b4_symmetric_no_ema_collapses": "theory"}
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "noncontrastive_deep_smoke"
-    assert cli.main(["run", "noncontrastive_deep", "--smoke", "--out", str(out)]) == 0
-    return out, io.load_results(out)
+smoke_run = cli_smoke_run("noncontrastive_deep")
 
 
 def test_smoke_run_files_and_contract(smoke_run):

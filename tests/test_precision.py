@@ -440,6 +440,7 @@ CASES = {
         ((16, 64, 256), 0.0, _width_sweep_per_seed(d), np.abs(d.t[1:16]).reshape(3, 5), 1e-3), {}),
     # ---- stepwise.compare.tian2021
     "stepwise.compare.tian2021.alignment_summary": lambda d: (([d.alignment, d.alignment],), {}),
+    "stepwise.compare.tian2021.alignment_summary": lambda d: (([d.alignment, d.alignment],), {}),
     "stepwise.compare.tian2021.alignment_trajectory": lambda d: ((d.corr, d.wp), {}),
     "stepwise.compare.tian2021.b4_checks": lambda d: (({"symmetric": [1, 1], "regular": [3, 4]},), {"alpha_p": 1.0}),
     "stepwise.compare.tian2021.b7_checks": lambda d: (
@@ -450,6 +451,8 @@ CASES = {
     "stepwise.compare.tian2021.end_spectrum": lambda d: ((d.corr,), {}),
     "stepwise.compare.tian2021.no_ema_checks": lambda d: (({"regular": [3, 4], "base": [1, 1], "rescue": [3, 2]},),
                                                           {"b4_alpha_p": 1.0, "fig6_alpha_p": 2.0}),
+    "stepwise.compare.tian2021.no_ema_summary": lambda d: (({k: [d.alignment.s[-1]] for k in ("base", "regular",
+                                                                                              "rescue")},), {}),
     "stepwise.compare.tian2021.non_null_modes": lambda d: ((d.alignment.s[-1],), {}),
     "stepwise.compare.tian2021.deep_checks": lambda d: (([d.alignment, d.alignment],), {"min_modes": 2}),
     "stepwise.compare.tian2021.directpred_checks": lambda d: (

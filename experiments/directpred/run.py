@@ -37,10 +37,6 @@ def _method(cfg: DirectPredConfig, name: str, eps: float | None = None) -> dict:
     return {"predictor": name}
 
 
-def _non_null(s: np.ndarray) -> int:
-    return int(np.sum(s > tian2021.ALIGN_FLOOR * s[0]))
-
-
 def runs_per_method(cfg: DirectPredConfig) -> dict[str, int]:
     """How many training runs each method gets: ``seeds``, plus for DirectPred the sweep's runs at the other eps."""
     return {"directpred": cfg.seeds + (len(cfg.sweep) - 1) * cfg.sweep_seeds + cfg.b7_seeds, "linear": cfg.seeds,
@@ -80,7 +76,7 @@ def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False,
                       **_method(cfg, name))
             acc = linear_probe_accuracy(r.snapshots, data.eval_labels, seed=seed)
             probe[name].append(acc)
-            spectra[name].append(np.linalg.eigvalsh(r.corr[-1].astype(np.float64))[::-1])
+            spectra[name].append(tian2021.end_spectrum(r.corr))
             step = r.step
             if name == "directpred" and seed < cfg.sweep_seeds:
                 sweep[cfg.eps].append(acc[-1])
@@ -98,19 +94,19 @@ def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False,
         r = train(cfg.setup, data, seed, progress=progress, checkpoints=checkpoints,
                   name=f"directpred-b7c{cfg.b7_c:g}-seed{seed}", **_method(cfg, "directpred", 0.0), c=cfg.b7_c)
         b7_probe.append(linear_probe_accuracy(r.snapshots, data.eval_labels, seed=seed))
-        b7_spectra.append(np.linalg.eigvalsh(r.corr[-1].astype(np.float64))[::-1])
+        b7_spectra.append(tian2021.end_spectrum(r.corr))
     seconds["b7"] = time.perf_counter() - t
 
     acc = {m: np.stack(v) for m, v in probe.items()}  # (seeds, T)
     final = {m: a[:, -1] for m, a in acc.items()}
     initial = acc["linear"][:, 0]  # the untrained network (the predictor does not enter the features)
-    n_modes = {m: [_non_null(s) for s in v] for m, v in spectra.items()}
+    n_modes = {m: [tian2021.non_null_modes(s) for s in v] for m, v in spectra.items()}
     checks = tian2021.directpred_checks(final, initial, n_modes, min_modes=cfg.min_modes,
                                         sweep={e: sweep[e] for e in cfg.sweep})
     b7 = {}
     if cfg.b7_seeds:
         b7 = {"probe_b7": np.stack(b7_probe), "spectrum_b7": np.stack(b7_spectra), "b7_c": np.float64(cfg.b7_c)}
-        b7_modes = [_non_null(s) for s in b7_spectra]
+        b7_modes = [tian2021.non_null_modes(s) for s in b7_spectra]
         checks += tian2021.b7_checks(
             {"default": final["directpred"][: cfg.b7_seeds], "positive_c": b7["probe_b7"][:, -1]},
             {"default": n_modes["directpred"][: cfg.b7_seeds], "positive_c": b7_modes}, c=cfg.b7_c, eps=cfg.eps)
@@ -130,13 +126,10 @@ def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False,
             f"{e:g}": [float(x) for x in tian2021.mean_spread(np.asarray(sweep[e]))] for e in cfg.sweep},
         "non_null_modes_end": n_modes,
         "b7_final_mean_std": [float(x) for x in tian2021.mean_spread(b7["probe_b7"][:, -1])] if b7 else None,
-        "b7_non_null_modes_end": [_non_null(s) for s in b7_spectra],
+        "b7_non_null_modes_end": [tian2021.non_null_modes(s) for s in b7_spectra],
         "seconds": seconds,
     }
-    extra = {"summary": summary, "figures": [figure.name], "data": [DATA]}
-    if plan is not None:
-        extra["plan"] = plan.to_dict()
     return io.write_results(
-        out_dir, experiment=EXPERIMENT, config=dataclasses.asdict(cfg), checks=checks,
-        wall_time_s=time.perf_counter() - t0, extra=extra,
+        out_dir, experiment=EXPERIMENT, config=dataclasses.asdict(cfg), checks=checks, plan=plan,
+        wall_time_s=time.perf_counter() - t0, extra={"summary": summary, "figures": [figure.name], "data": [DATA]},
     )

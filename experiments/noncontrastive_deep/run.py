@@ -96,24 +96,24 @@ def plan(cfg: NoncontrastiveDeepConfig, **device) -> scale.ComputePlan:
     """FLOPs per step and per tracking point of BYOL, and the estimated time of ``cfg.seeds`` runs on the default
     device (or the one named by ``device_kind=...``, ``platform=...``; :func:`stepwise.scale.make_plan`)."""
     work = workloads(cfg.setup, cfg.seeds)
-    for name, sym in B4_PREDICTORS.items():
-        if cfg.b4_seeds:
-            work += workloads(cfg.setup, cfg.b4_seeds, label=f"B4 {name}", **_b4_method(cfg, sym))
-    if cfg.b4_seeds:
-        work += workloads(cfg.setup, cfg.b4_seeds, label="Fig. 6 rescue", **_b4_method(cfg, True, cfg.fig6_alpha_p))
+    for label, _, method in _no_ema_runs(cfg).values() if cfg.b4_seeds else ():
+        work += workloads(cfg.setup, cfg.b4_seeds, label=label, **method)
     return scale.make_plan(f"{EXPERIMENT}: BYOL, {describe(cfg.setup)}, {cfg.seeds} seed(s)"
                            + (f", B4 ablation and Fig. 6 rescue {cfg.b4_seeds} seed(s)" if cfg.b4_seeds else ""),
                            work, dtype=cfg.setup.net.dtype, programs=2 + 6 * bool(cfg.b4_seeds), **device)
 
 
-#: The B4 ablation's predictors (no EMA): name -> symmetrised W_p.
-B4_PREDICTORS = {"symmetric": True, "regular": False}
+def _no_ema_runs(cfg: NoncontrastiveDeepConfig) -> dict[str, tuple[str, str, dict]]:
+    """The runs without EMA (the target is the online network under stop-gradient), ``b4_seeds`` of each: note B4's
+    ablation, a symmetric (``base``) and a ``regular`` W_p at ``b4_alpha_p``, and the Fig. 6 ``rescue``, the
+    symmetric W_p at ``fig6_alpha_p``: key -> (plan label, checkpoint name, :class:`NoncontrastiveConfig` overrides)."""
+    def method(symmetric: bool, alpha_p: float) -> dict:
+        return {"method": "simsiam", "symmetrize": symmetric, "alpha_p": alpha_p}
 
-
-def _b4_method(cfg: NoncontrastiveDeepConfig, symmetric: bool, alpha_p: float | None = None) -> dict:
-    """Note B4's runs: no EMA (the target is the online network under stop-gradient), alpha_p of the ablation (or
-    ``alpha_p``: the Fig. 6 rescue)."""
-    return {"method": "simsiam", "symmetrize": symmetric, "alpha_p": cfg.b4_alpha_p if alpha_p is None else alpha_p}
+    b4, fig6 = cfg.b4_alpha_p, cfg.fig6_alpha_p
+    return {"base": ("B4 symmetric", "b4-symmetric-seed{}", method(True, b4)),
+            "regular": ("B4 regular", "b4-regular-seed{}", method(False, b4)),
+            "rescue": ("Fig. 6 rescue", f"fig6-symmetric-alpha{fig6:g}-seed{{}}", method(True, fig6))}
 
 
 def train(setup: NetSetup, data: Data, seed: int, *, progress: bool = False, checkpoints: Checkpointing | None = None,
@@ -152,72 +152,48 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     data = load_data(cfg.setup)  # input errors surface here, before any compute
-    runs, timings = [], []
-    for seed in range(cfg.seeds):
-        t = time.perf_counter()
-        runs.append(train(cfg.setup, data, seed, progress=progress, checkpoints=checkpoints, name=f"seed{seed}"))
-        timings.append(time.perf_counter() - t)
-    b4, b4_timings = {name: [] for name in B4_PREDICTORS}, []  # the B4 ablation: F's spectrum at the end per seed
-    for name, sym in B4_PREDICTORS.items():
-        for seed in range(cfg.b4_seeds):
+
+    def seeds(n: int, name: str, keep=lambda r: r, **method) -> tuple[list, list[float]]:
+        """``keep`` of seeds 0..n-1's runs of ``method`` (checkpoint names ``name.format(seed)``), their seconds."""
+        out, seconds = [], []
+        for seed in range(n):
             t = time.perf_counter()
-            r = train(cfg.setup, data, seed, progress=progress, checkpoints=checkpoints, name=f"b4-{name}-seed{seed}",
-                      **_b4_method(cfg, sym))
-            b4[name].append(np.linalg.eigvalsh(r.corr[-1].astype(np.float64))[::-1])
-            b4_timings.append(time.perf_counter() - t)
-    fig6, fig6_timings = [], []  # the Fig. 6 rescue: symmetric, no EMA, at fig6_alpha_p, B4's seeds
-    for seed in range(cfg.b4_seeds):
-        t = time.perf_counter()
-        r = train(cfg.setup, data, seed, progress=progress, checkpoints=checkpoints,
-                  name=f"fig6-symmetric-alpha{cfg.fig6_alpha_p:g}-seed{seed}",
-                  **_b4_method(cfg, True, cfg.fig6_alpha_p))
-        fig6.append(np.linalg.eigvalsh(r.corr[-1].astype(np.float64))[::-1])
-        fig6_timings.append(time.perf_counter() - t)
+            out.append(keep(train(cfg.setup, data, seed, progress=progress, checkpoints=checkpoints,
+                                  name=name.format(seed), **method)))
+            seconds.append(time.perf_counter() - t)
+        return out, seconds
+
+    runs, timings = seeds(cfg.seeds, "seed{}")
+    no_ema = {k: seeds(cfg.b4_seeds, name, lambda r: tian2021.end_spectrum(r.corr), **method)
+              for k, (_, name, method) in _no_ema_runs(cfg).items()}
+    spectra = {k: v[0] for k, v in no_ema.items()}  # F's spectrum at the end per seed
     aligned = [tian2021.alignment_trajectory(r.corr, r.wp) for r in runs]
     checks = tian2021.deep_checks(aligned, min_cos=cfg.min_cos, min_modes=cfg.min_modes,
                                   max_asymmetry=cfg.max_asymmetry)
-    b4_modes = {name: [int(np.sum(s > tian2021.ALIGN_FLOOR * s[0])) for s in v] for name, v in b4.items()}
-    fig6_modes = [int(np.sum(s > tian2021.ALIGN_FLOOR * s[0])) for s in fig6]
+    modes = {k: [tian2021.non_null_modes(s) for s in v] for k, v in spectra.items()}
     if cfg.b4_seeds:
-        checks += tian2021.b4_checks(b4_modes, alpha_p=cfg.b4_alpha_p)
-        checks += tian2021.fig6_checks({"base": b4_modes["symmetric"], "rescue": fig6_modes},
-                                       alpha_p=cfg.fig6_alpha_p, base_alpha_p=cfg.b4_alpha_p, min_modes=cfg.min_modes)
+        checks += tian2021.no_ema_checks(modes, b4_alpha_p=cfg.b4_alpha_p, fig6_alpha_p=cfg.fig6_alpha_p,
+                                         min_modes=cfg.min_modes)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stack = lambda name, src: np.stack([getattr(x, name) for x in src])  # noqa: E731
     io.save_npz_atomic(
-        out_dir / DATA, step=runs[0].step, corr=stack("corr", runs), wp=stack("wp", runs), s=stack("s", aligned),
-        p=stack("p", aligned), cos=stack("cos", aligned), alive=stack("alive", aligned),
-        asymmetry=stack("asymmetry", aligned), min_eig_ratio=stack("min_eig_ratio", aligned),
-        train_loss=stack("train_loss", runs), eval_loss=stack("eval_loss", runs),
-        target_cos=stack("target_cos", runs), lr=np.float64(cfg.setup.train.lr), floor=np.float64(tian2021.ALIGN_FLOOR),
-        **{f"b4_spectrum_{name}": np.asarray(v, np.float64).reshape(cfg.b4_seeds, cfg.setup.d)
-           for name, v in b4.items()},
-        fig6_spectrum_symmetric=np.asarray(fig6, np.float64).reshape(cfg.b4_seeds, cfg.setup.d),
+        out_dir / DATA, step=runs[0].step,
+        **{k: np.stack([getattr(r, k) for r in runs]) for k in ("corr", "wp", "train_loss", "eval_loss", "target_cos")},
+        **{f.name: np.stack([getattr(a, f.name) for a in aligned]) for f in dataclasses.fields(tian2021.Alignment)},
+        lr=np.float64(cfg.setup.train.lr), floor=np.float64(tian2021.ALIGN_FLOOR),
+        **{f"{a}_spectrum_{b}": np.asarray(spectra[k], np.float64).reshape(cfg.b4_seeds, cfg.setup.d)
+           for k, a, b in (("base", "b4", "symmetric"), ("regular", "b4", "regular"), ("rescue", "fig6", "symmetric"))},
         fig6_alpha_p=np.float64(cfg.fig6_alpha_p), b4_alpha_p=np.float64(cfg.b4_alpha_p),
         min_modes=np.int64(cfg.min_modes),
     )
     figure = plot_noncontrastive_deep(out_dir, min_cos=cfg.min_cos)
-    end = [a.alive[-1] for a in aligned]
     summary = {
-        "alignment_cos_end": [a.cos[-1][m].tolist() for a, m in zip(aligned, end)],
-        "alignment_cos_start": [a.cos[0][m].tolist() for a, m in zip(aligned, end)],
-        "non_null_modes_end": [int(m.sum()) for m in end],
-        "asymmetry_start": [float(a.asymmetry[0]) for a in aligned],
-        "asymmetry_end": [float(a.asymmetry[-1]) for a in aligned],
-        "b3_loglog_slope": [tian2021.loglog_slope(a.s[-1], a.p[-1], m) for a, m in zip(aligned, end)],
-        "spectrum_split_decades_and_null_change": [tian2021.spectrum_split(a.s) for a in aligned],
-        "target_cos_end": [float(r.target_cos[-1]) for r in runs],
-        "b4_non_null_modes_end": b4_modes, "b4_participation_ratio_end": {
-            name: [float(np.sum(s) ** 2 / np.sum(s**2)) for s in v] for name, v in b4.items()},
-        "fig6_non_null_modes_end": fig6_modes, "fig6_run_time_s": fig6_timings,
-        "fig6_second_mode_ratio_end": [float(s[1] / s[0]) for s in fig6],
-        "train_time_s": [r.train_time_s for r in runs], "run_time_s": timings, "b4_run_time_s": b4_timings,
+        **tian2021.alignment_summary(aligned), "target_cos_end": [float(r.target_cos[-1]) for r in runs],
+        **tian2021.no_ema_summary(spectra), "fig6_run_time_s": no_ema["rescue"][1],
+        "train_time_s": [r.train_time_s for r in runs], "run_time_s": timings,
+        "b4_run_time_s": no_ema["base"][1] + no_ema["regular"][1],
         "time_per_step_ms": [1e3 * (r.train_time_s - r.tracking_time_s) / cfg.setup.train.steps for r in runs],
     }
-    extra = {"summary": summary, "figures": [figure.name], "data": [DATA]}
-    if plan is not None:
-        extra["plan"] = plan.to_dict()
     return io.write_results(
-        out_dir, experiment=EXPERIMENT, config=dataclasses.asdict(cfg), checks=checks,
-        wall_time_s=time.perf_counter() - t0, extra=extra,
+        out_dir, experiment=EXPERIMENT, config=dataclasses.asdict(cfg), checks=checks, plan=plan,
+        wall_time_s=time.perf_counter() - t0, extra={"summary": summary, "figures": [figure.name], "data": [DATA]},
     )

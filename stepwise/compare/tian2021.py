@@ -29,6 +29,7 @@ __all__ = [
     "ALIGN_FLOOR",
     "NULL_DRAWS",
     "Alignment",
+    "alignment_summary",
     "alignment_trajectory",
     "b4_checks",
     "b7_checks",
@@ -39,6 +40,7 @@ __all__ = [
     "loglog_slope",
     "mean_spread",
     "no_ema_checks",
+    "no_ema_summary",
     "non_null_modes",
     "random_predictor_null",
     "seed_margin",
@@ -136,6 +138,23 @@ def spectrum_split(s: np.ndarray, *, floor: float = ALIGN_FLOOR) -> tuple[float,
         return float("nan"), float("nan")
     null_change = float(change[~alive].max())
     return float(change[alive].min()) - null_change, null_change
+
+
+@float64
+def alignment_summary(runs: Sequence[Alignment]) -> dict[str, list]:
+    """Per run, what its alignment shows beside the checks: the cosines of the modes non-null at the end, at the end
+    and at the start, their number, the asymmetry at the start and end, B3's log-log slope of p against s at the end
+    (:func:`loglog_slope`) and the spectrum's split (:func:`spectrum_split`)."""
+    end = [a.alive[-1] for a in runs]
+    return {
+        "alignment_cos_end": [a.cos[-1][m].tolist() for a, m in zip(runs, end)],
+        "alignment_cos_start": [a.cos[0][m].tolist() for a, m in zip(runs, end)],
+        "non_null_modes_end": [int(m.sum()) for m in end],
+        "asymmetry_start": [float(a.asymmetry[0]) for a in runs],
+        "asymmetry_end": [float(a.asymmetry[-1]) for a in runs],
+        "b3_loglog_slope": [loglog_slope(a.s[-1], a.p[-1], m) for a, m in zip(runs, end)],
+        "spectrum_split_decades_and_null_change": [spectrum_split(a.s) for a in runs],
+    }
 
 
 @float64
@@ -583,6 +602,20 @@ def no_ema_checks(modes: Mapping[str, Sequence[int]], *, b4_alpha_p: float, fig6
     checks = b4_checks({"symmetric": modes["base"], "regular": modes["regular"]}, alpha_p=b4_alpha_p)
     return checks + fig6_checks({"base": modes["base"], "rescue": modes["rescue"]}, alpha_p=fig6_alpha_p,
                                 base_alpha_p=b4_alpha_p, min_modes=min_modes)
+
+
+@float64
+def no_ema_summary(spectra: Mapping[str, Sequence[np.ndarray]]) -> dict[str, Any]:
+    """What the runs without EMA show beside :func:`no_ema_checks`, from F's spectra at the end per seed (``base``,
+    ``regular``, ``rescue`` as there): B4's non-null modes and participation ratio (sum s)^2 / sum s^2 per W_p, the
+    Fig. 6 rescue's non-null modes and second-to-first eigenvalue ratio."""
+    b4 = {"symmetric": spectra["base"], "regular": spectra["regular"]}
+    return {
+        "b4_non_null_modes_end": {k: [non_null_modes(s) for s in v] for k, v in b4.items()},
+        "b4_participation_ratio_end": {k: [float(np.sum(s) ** 2 / np.sum(s**2)) for s in v] for k, v in b4.items()},
+        "fig6_non_null_modes_end": [non_null_modes(s) for s in spectra["rescue"]],
+        "fig6_second_mode_ratio_end": [float(s[1] / s[0]) for s in spectra["rescue"]],
+    }
 
 
 # ================================================================================================================

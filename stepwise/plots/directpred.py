@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stepwise.compare.tian2021 import ALIGN_FLOOR, b7_checks, mean_spread
+from stepwise.compare.tian2021 import ALIGN_FLOOR, b7_checks, mean_spread, non_null_modes
 from stepwise.io import load_npz
 from stepwise.plots._mpl import pyplot, save_atomic
-from stepwise.plots.noncontrastive_deep import check_title, non_null, not_run
+from stepwise.plots.noncontrastive_deep import check_title, not_run
 
 DATA = "directpred.npz"
 FIGURE = "directpred.png"
@@ -86,8 +86,8 @@ def figure_b7_checks(d: dict) -> tuple[dict[str, list[int]], list]:
     """The B7 panels' per-seed non-null mode counts (``default``, ``positive_c``) and the checks whose verdicts
     their titles show, recomputed from ``directpred.npz``'s arrays as the runner computes them."""
     n = d["probe_b7"].shape[0]
-    modes = {"default": [non_null(s) for s in d["spectrum_directpred"][:n]],
-             "positive_c": [non_null(s) for s in d["spectrum_b7"]]}
+    modes = {"default": [non_null_modes(s) for s in d["spectrum_directpred"][:n]],
+             "positive_c": [non_null_modes(s) for s in d["spectrum_b7"]]}
     final = {"default": d["probe_directpred"][:n, -1], "positive_c": d["probe_b7"][:, -1]}
     return modes, b7_checks(final, modes, c=float(d["b7_c"]), eps=float(d["eps"]))
 

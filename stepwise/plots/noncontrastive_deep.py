@@ -5,7 +5,7 @@ eigenvalues p_j = u_j^T W_p u_j on F's eigenvectors, the alignment cosines of th
 threshold, W_p's asymmetry for every seed, log p_j against log s_j at the end with the fitted slopes and the
 theory's 0.5, and the runs without EMA: per seed, F's spectrum at the end with a symmetric W_p at B4's alpha_p
 (Table 3) and at Fig. 6's larger alpha_p, the regular W_p of B4 for reference, with the B4 and Fig. 6 checks'
-verdicts (recomputed from the saved arrays by :func:`stepwise.compare.tian2021.b4_checks` and ``fig6_checks``, as
+verdicts (recomputed from the saved arrays by :func:`stepwise.compare.tian2021.no_ema_checks`: B4 and Fig. 6, as
 the runner does).
 """
 
@@ -16,17 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from stepwise.compare.checks import Check
-from stepwise.compare.tian2021 import ALIGN_FLOOR, b4_checks, fig6_checks, loglog_slope
+from stepwise.compare.tian2021 import ALIGN_FLOOR, loglog_slope, no_ema_checks, non_null_modes
 from stepwise.io import load_npz
 from stepwise.plots._mpl import pyplot, save_atomic
 
 DATA = "alignment.npz"
 FIGURE = "noncontrastive_deep.png"
-
-
-def non_null(s: np.ndarray) -> int:
-    """Non-null modes of a spectrum (descending): s_j > ALIGN_FLOOR s_max, the count the runners' checks use."""
-    return int(np.sum(s > ALIGN_FLOOR * s[0]))
 
 
 def check_title(c: Check) -> str:
@@ -114,14 +109,11 @@ def figure_no_ema_checks(d: dict) -> tuple[dict[str, list[int]], list[Check]]:
     """The no-EMA panel's per-seed non-null mode counts (``regular`` and ``base``: B4 at ``b4_alpha_p``;
     ``rescue``: the symmetric W_p at ``fig6_alpha_p``) and the B4 and Fig. 6 checks whose verdicts its title shows,
     recomputed from ``alignment.npz``'s arrays as the runner computes them."""
-    modes = {"regular": [non_null(s) for s in d["b4_spectrum_regular"]],
-             "base": [non_null(s) for s in d["b4_spectrum_symmetric"]],
-             "rescue": [non_null(s) for s in d["fig6_spectrum_symmetric"]]}
-    base_a = float(d["b4_alpha_p"])
-    checks = b4_checks({"symmetric": modes["base"], "regular": modes["regular"]}, alpha_p=base_a)
-    checks += fig6_checks({"base": modes["base"], "rescue": modes["rescue"]}, alpha_p=float(d["fig6_alpha_p"]),
-                          base_alpha_p=base_a, min_modes=int(d["min_modes"]))
-    return modes, checks
+    modes = {"regular": [non_null_modes(s) for s in d["b4_spectrum_regular"]],
+             "base": [non_null_modes(s) for s in d["b4_spectrum_symmetric"]],
+             "rescue": [non_null_modes(s) for s in d["fig6_spectrum_symmetric"]]}
+    return modes, no_ema_checks(modes, b4_alpha_p=float(d["b4_alpha_p"]), fig6_alpha_p=float(d["fig6_alpha_p"]),
+                                min_modes=int(d["min_modes"]))
 
 
 def _no_ema_panel(d: dict, ax) -> None:
