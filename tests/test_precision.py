@@ -440,7 +440,6 @@ CASES = {
         ((16, 64, 256), 0.0, _width_sweep_per_seed(d), np.abs(d.t[1:16]).reshape(3, 5), 1e-3), {}),
     # ---- stepwise.compare.tian2021
     "stepwise.compare.tian2021.alignment_summary": lambda d: (([d.alignment, d.alignment],), {}),
-    "stepwise.compare.tian2021.alignment_summary": lambda d: (([d.alignment, d.alignment],), {}),
     "stepwise.compare.tian2021.alignment_trajectory": lambda d: ((d.corr, d.wp), {}),
     "stepwise.compare.tian2021.b4_checks": lambda d: (({"symmetric": [1, 1], "regular": [3, 4]},), {"alpha_p": 1.0}),
     "stepwise.compare.tian2021.b7_checks": lambda d: (
