@@ -22,3 +22,11 @@ def save_atomic(fig, path: str | Path, dpi: int = 110) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png", metadata={"Software": None})
     return Path(path)
+
+
+def finish(fig, out: str | Path | None, default: str | Path | None = None) -> Path:
+    """Lay ``fig`` out, save it atomically to ``out`` (``default`` when ``out`` is None) and close it; its path."""
+    fig.tight_layout()
+    path = save_atomic(fig, out if out is not None else default)
+    pyplot().close(fig)
+    return path

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from stepwise.io import load_npz
-from stepwise.plots._mpl import pyplot, save_atomic
+from stepwise.plots._mpl import finish, pyplot
 
 FIGURE = "stepwise_deep.png"
 
@@ -98,11 +98,7 @@ def plot_stepwise_deep(run_dir: str | Path, title: str = "", out: str | Path | N
             setter(-lim, lim)
         ax.set_title(f"E. PCA of embeddings at step {int(step[i])}")
     fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out) if out is not None else run_dir / FIGURE
-    save_atomic(fig, out)
-    plt.close(fig)
-    return out
+    return finish(fig, out, run_dir / FIGURE)
 
 
 def plot_side_by_side(run_dirs: list[Path], labels: list[str], out: str | Path) -> Path:
@@ -126,8 +122,4 @@ def plot_side_by_side(run_dirs: list[Path], labels: list[str], out: str | Path) 
         ax.set_title(f"{label}: {int(data['well_separated'].sum())} well-separated steps")
         ax.set_xlabel("step")
         ax.set_ylabel("embedding covariance eigenvalues")
-    fig.tight_layout()
-    out = Path(out)
-    save_atomic(fig, out)
-    plt.close(fig)
-    return out
+    return finish(fig, out)

@@ -17,7 +17,7 @@ import numpy as np
 
 from stepwise.compare.tian2021 import ALIGN_FLOOR, b7_checks, mean_spread, non_null_modes
 from stepwise.io import load_npz
-from stepwise.plots._mpl import pyplot, save_atomic
+from stepwise.plots._mpl import finish, pyplot
 from stepwise.plots.noncontrastive_deep import check_title, not_run
 
 DATA = "directpred.npz"
@@ -76,10 +76,7 @@ def plot_directpred(run_dir: str | Path) -> Path:
         for ax in axes[4:]:
             not_run(ax, "note B7 (Table 7, positive c)", "b7_seeds = 0")
     fig.suptitle("DirectPred vs trained predictors (BYOL, Tian et al. 2021 Section 6)")
-    fig.tight_layout()
-    out = save_atomic(fig, run_dir / FIGURE)
-    plt.close(fig)
-    return out
+    return finish(fig, run_dir / FIGURE)
 
 
 def figure_b7_checks(d: dict) -> tuple[dict[str, list[int]], list]:

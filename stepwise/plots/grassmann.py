@@ -20,17 +20,10 @@ import numpy as np
 
 from stepwise.compare.esser2023 import infinite_width_fraction
 from stepwise.io import load_npz
-from stepwise.plots._mpl import pyplot, save_atomic
+from stepwise.plots._mpl import finish, pyplot
 
 FIGURE = "grassmann.png"
 WIDTH_FIGURE = "grassmann_width.png"
-
-
-def _save(plt, fig, out: Path) -> Path:
-    fig.tight_layout()
-    save_atomic(fig, out)
-    plt.close(fig)
-    return out
 
 
 def plot_grassmann(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -103,7 +96,7 @@ def plot_grassmann(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax.set_title("D. Riemannian GD -> flow at first order")
     ax.legend(loc="upper left", frameon=False, fontsize=8)
 
-    return _save(plt, fig, Path(out) if out is not None else run_dir / FIGURE)
+    return finish(fig, out, run_dir / FIGURE)
 
 
 def plot_width(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -139,4 +132,4 @@ def plot_width(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.legend(loc="lower left" if what == "param" else "upper right", frameon=False, fontsize=8)
     axes[0].set_title("parameters: SSL moves O(1) at every width")
     axes[1].set_title("NTK: supervised becomes lazy, SSL keeps moving")
-    return _save(plt, fig, Path(out) if out is not None else run_dir / WIDTH_FIGURE)
+    return finish(fig, out, run_dir / WIDTH_FIGURE)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from stepwise.io import load_npz
-from stepwise.plots._mpl import pyplot, save_atomic
+from stepwise.plots._mpl import finish, pyplot
 
 TRAINING = "hltm_training.png"
 SWEEP = "hltm_sweep.png"
@@ -53,11 +53,7 @@ def plot_hltm_training(run_dir: str | Path, out: str | Path | None = None) -> Pa
     ax.set_ylabel("training loss (seed mean)")
     ax.set_title("losses (on l2-normalised outputs)")
     ax.legend(frameon=False)
-    fig.tight_layout()
-    out = Path(out) if out is not None else run_dir / TRAINING
-    save_atomic(fig, out)
-    plt.close(fig)
-    return out
+    return finish(fig, out, run_dir / TRAINING)
 
 
 def plot_hltm_sweep(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -93,8 +89,4 @@ def plot_hltm_sweep(run_dir: str | Path, out: str | Path | None = None) -> Path:
     for ax in axes:
         ax.set_ylim(0.0, 1.02)
     fig.suptitle(f"final ({str(data['sweep_loss'])}, seed mean over {sweep.shape[3]} seeds) and initial correlation")
-    fig.tight_layout()
-    out = Path(out) if out is not None else run_dir / SWEEP
-    save_atomic(fig, out)
-    plt.close(fig)
-    return out
+    return finish(fig, out, run_dir / SWEEP)

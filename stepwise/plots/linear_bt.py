@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from stepwise.io import load_npz
-from stepwise.plots._mpl import pyplot, save_atomic
+from stepwise.plots._mpl import finish, pyplot
 
 FIGURE = "linear_bt.png"
 
@@ -88,9 +88,4 @@ def plot_linear_bt(run_dir: str | Path, out: str | Path | None = None, *, title:
     ax.legend(loc="upper right", frameon=False, fontsize=8, ncol=2)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-
-    out = Path(out) if out is not None else run_dir / FIGURE
-    save_atomic(fig, out)
-    plt.close(fig)
-    return out
+    return finish(fig, out, run_dir / FIGURE)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from stepwise.io import load_npz
-from stepwise.plots._mpl import pyplot, save_atomic
+from stepwise.plots._mpl import finish, pyplot
 
 DATA = "noncontrastive_linear.npz"
 FIGURES = ("phase_portrait.png", "eigenvalues.png", "theorems.png")
@@ -25,13 +25,6 @@ FIGURES = ("phase_portrait.png", "eigenvalues.png", "theorems.png")
 def _positive(t: np.ndarray) -> np.ndarray:
     """Times for a log axis: t = 0 drawn at the first positive time."""
     return np.maximum(t, t[t > 0].min())
-
-
-def _finish(fig, plt, out: Path) -> Path:
-    fig.tight_layout()
-    save_atomic(fig, out)
-    plt.close(fig)
-    return out
 
 
 def _phase_portrait(d: dict, plt, out: Path) -> Path:
@@ -90,7 +83,7 @@ def _phase_portrait(d: dict, plt, out: Path) -> Path:
         ax.legend(loc="lower left", fontsize=7, frameon=False)
     fig.suptitle(f"Per-mode dynamics (Eqns 11-12, 16): tau = {float(d['pp_tau']):g}, alpha_p = {alpha_p:g}, "
                  f"sigma2 = {float(d['sigma2']):g}", y=0.995)
-    return _finish(fig, plt, out)
+    return finish(fig, out)
 
 
 def _eigenvalues(d: dict, plt, out: Path) -> Path:
@@ -163,7 +156,7 @@ def _eigenvalues(d: dict, plt, out: Path) -> Path:
     ax.set_xlabel("t")
     ax.set_title("A7: alignment and symmetry")
     ax.legend(loc="lower left", fontsize=8, frameon=False)
-    return _finish(fig, plt, out)
+    return finish(fig, out)
 
 
 def _theorems(d: dict, plt, out: Path) -> Path:
@@ -233,7 +226,7 @@ def _theorems(d: dict, plt, out: Path) -> Path:
     ax.legend(fontsize=7, frameon=False)
     if fig9:
         _fig9(d, axes[2])
-    return _finish(fig, plt, out)
+    return finish(fig, out)
 
 
 def _fig9(d: dict, axes) -> None:

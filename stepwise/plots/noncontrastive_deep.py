@@ -18,7 +18,7 @@ import numpy as np
 from stepwise.compare.checks import Check
 from stepwise.compare.tian2021 import ALIGN_FLOOR, loglog_slope, no_ema_checks, non_null_modes
 from stepwise.io import load_npz
-from stepwise.plots._mpl import pyplot, save_atomic
+from stepwise.plots._mpl import finish, pyplot
 
 DATA = "alignment.npz"
 FIGURE = "noncontrastive_deep.png"
@@ -99,10 +99,7 @@ def plot_noncontrastive_deep(run_dir: str | Path, *, min_cos: float = 0.9) -> Pa
     else:
         not_run(axes[5], "B4 and Fig. 6 (no EMA)", "b4_seeds = 0")
     fig.suptitle("BYOL with a linear predictor: W_p aligns with F and becomes symmetric (Tian et al. 2021, Fig. 2)")
-    fig.tight_layout()
-    out = save_atomic(fig, run_dir / FIGURE)
-    plt.close(fig)
-    return out
+    return finish(fig, run_dir / FIGURE)
 
 
 def figure_no_ema_checks(d: dict) -> tuple[dict[str, list[int]], list[Check]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from stepwise.io import load_npz
-from stepwise.plots._mpl import pyplot, save_atomic
+from stepwise.plots._mpl import finish, pyplot
 from stepwise.plots.verify import overlap_panel
 
 FIGURE = "ntk_after_training.png"
@@ -88,7 +88,4 @@ def plot_ntk_after_training(run_dir: str | Path, out: str | Path | None = None) 
     for i, loss in enumerate(losses):
         if f"overlap_final_{i}" in data:
             overlap_panel(fig.add_subplot(grid[1, i]), data[f"overlap_final_{i}"], f"{loss}: steps vs after-training NTK modes")
-    fig.tight_layout()
-    path = save_atomic(fig, out or run_dir / FIGURE)
-    plt.close(fig)
-    return path
+    return finish(fig, out or run_dir / FIGURE)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from stepwise.io import load_npz
-from stepwise.plots._mpl import pyplot, save_atomic
+from stepwise.plots._mpl import finish, pyplot
 
 FIGURE = "speedup.png"
 _COLORS = {"plain": "black", "input": "tab:blue", "boost": "tab:red", "input_boost": "tab:purple"}
@@ -92,8 +92,4 @@ def plot_speedup(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.set_ylabel("held-out loss")
         ax.set_title(f"D. MLP on digits: speed-up {np.mean(ratio):.1f}x (head-kernel theory {np.mean(pred):.1f}x)")
         ax.legend(loc="upper right", frameon=False, fontsize=8)
-    fig.tight_layout()
-    out = Path(out) if out is not None else run_dir / FIGURE
-    save_atomic(fig, out)
-    plt.close(fig)
-    return out
+    return finish(fig, out, run_dir / FIGURE)

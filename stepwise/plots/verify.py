@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from stepwise.io import load_npz
-from stepwise.plots._mpl import pyplot, save_atomic
+from stepwise.plots._mpl import finish, pyplot
 
 FIGURE = "verify.png"
 
@@ -110,7 +110,4 @@ def plot_verify(run_dir: str | Path, title: str = "", out: str | Path | None = N
     # wrapped to the figure's width (about 11 characters per inch at the default size): a one-panel figure of a
     # model whose long file path names the run would otherwise cut the title at both edges
     fig.suptitle(textwrap.fill(title, width=max(40, int(11 * 5.2 * panels))))
-    fig.tight_layout()
-    path = save_atomic(fig, out or run_dir / FIGURE)
-    plt.close(fig)
-    return path
+    return finish(fig, out or run_dir / FIGURE)
