@@ -277,21 +277,22 @@ def _leaf_paths(config_cls) -> dict[str, list[str]]:
     return out
 
 
-def _legacy_flags(config_cls, argv: list[str], *, warn: bool = True) -> list[str]:
+def _legacy_flags(config_cls, argv: list[str]) -> tuple[list[str], list[str]]:
     """The flat flags of configs before they held sub-configs, mapped onto the nested ones (kept for one release).
 
     A flag that is no top-level field but names exactly one field of a sub-config is rewritten to its dotted form,
     e.g. ``--lr 0.1`` -> ``--train.lr 0.1`` and ``--no-flip`` -> ``--aug.no-flip``; spelling (``-`` or ``_``) and
-    ``=value`` are kept. A note on stderr names the new flag.
+    ``=value`` are kept. Returns the mapped arguments and one note per mapped flag naming the new flag (printed once
+    the config is built, so that an error in the flags comes first).
 
     Raises:
       ValueError: the flag names fields of several sub-configs (the message lists the dotted flags to choose from).
     """
     paths = {leaf.replace("_", "-"): p for leaf, p in _leaf_paths(config_cls).items()}
-    out = []
+    out, notes = [], []
     for i, arg in enumerate(argv):
         if arg == "--":
-            return out + argv[i:]
+            return out + argv[i:], notes
         flag, eq, value = arg.partition("=")
         if not flag.startswith("--") or "." in flag:
             out.append(arg)
@@ -302,16 +303,15 @@ def _legacy_flags(config_cls, argv: list[str], *, warn: bool = True) -> list[str
         if len(where) == 1 and "." in where[0]:
             parent = where[0].rsplit(".", 1)[0]
             new = f"--{parent}.{flag[2:]}"
-            if warn:
-                print(f"stepwise: note: {flag} is now {new.replace('_', '-')} (the old flag works until the next "
-                      "release)", file=sys.stderr)
+            notes.append(f"stepwise: note: {flag} is now {new.replace('_', '-')} (the old flag works until the next "
+                         "release)")
             out.append(new + eq + value)
         elif len(where) > 1 and all("." in w for w in where):
             choices = " or ".join(f"--{w.rsplit('.', 1)[0]}.{flag[2:]}" for w in where)
             raise ValueError(f"{flag} is ambiguous: this config has it in several parts; give {choices}")
         else:
             out.append(arg)
-    return out
+    return out, notes
 
 
 def _peek_field(argv: list[str], config_cls, name: str) -> str | None:
@@ -418,10 +418,12 @@ def _run_in(name: str, ours, rest: list[str], command: list[str], folder: RunFol
     if name not in experiments:
         raise ValueError(f"unknown experiment {name!r}; expected one of {sorted(experiments)} (see `stepwise list`)")
     exp = experiments[name]
-    rest = _legacy_flags(exp.config, rest)
+    rest, notes = _legacy_flags(exp.config, rest)
     base = _base_config(name, exp, scale=ours.scale, smoke=ours.smoke, argv=rest)
     cfg = tyro.cli(exp.config, default=base, args=rest,
                    prog=f"stepwise run {name} [--smoke | --scale gpu] [--plan-only] [--out DIR]")
+    for note in notes:
+        print(note, file=sys.stderr)
     kwargs = {}
     if ours.scale == "gpu" or ours.plan_only:
         if exp.plan is None:
@@ -506,13 +508,15 @@ def _verify_in(ours, rest: list[str], model: str | None, command: list[str], fol
 
     from stepwise.verify import VerifyConfig, plan, verify
 
-    rest = _legacy_flags(VerifyConfig, rest)
+    rest, notes = _legacy_flags(VerifyConfig, rest)
     default = VerifyConfig.smoke(model) if ours.smoke and model else None
     if ours.scale == "gpu" and model:
         default = VerifyConfig.gpu(model, dataset=_peek_field(rest, VerifyConfig, "dataset"),
                                    data_dir=_peek_field(rest, VerifyConfig, "data_dir"))
     cfg = tyro.cli(VerifyConfig, default=default, args=rest,
                    prog="stepwise verify [--out DIR] [--smoke | --scale gpu] [--plan-only]")
+    for note in notes:
+        print(note, file=sys.stderr)
     if ours.scale == "gpu" or ours.plan_only:  # the plan before any compute (FLOPs from XLA's cost analysis)
         print("\n".join(plan(cfg).lines()), flush=True)
         if ours.plan_only:

@@ -14,6 +14,8 @@ training; the run folder given by ``--out`` must not exist afterwards.
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -149,7 +151,7 @@ def runners_blocked(monkeypatch):
     experiments = cli._experiments
 
     def blocked():
-        return {name: (cls, _no_compute, doc) for name, (cls, _, doc) in experiments().items()}
+        return {name: dataclasses.replace(exp, run=_no_compute) for name, exp in experiments().items()}
 
     monkeypatch.setattr(cli, "_experiments", blocked)
     monkeypatch.setattr(stepwise.verify, "verify", _no_compute)

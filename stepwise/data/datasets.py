@@ -34,6 +34,7 @@ __all__ = [
     "Dataset",
     "PHOTOGRAPHS",
     "detect_local_dataset",
+    "image_crop_errors",
     "image_shape",
     "load_cifar10",
     "load_dataset",
@@ -455,3 +456,17 @@ def load_dataset(name: str, **kwargs) -> Dataset:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     return DATASETS[name](**kwargs)
+
+
+def image_crop_errors(dataset: str, crop: int | None, default_crop: dict[str, int]) -> list[str]:
+    """A crop (None: the dataset's default in ``default_crop``) that is < 1 or does not fit in the dataset's images,
+    or a dataset without a default crop: at most one message, the first problem found."""
+    if crop is not None and crop < 1:
+        return [f"crop must be >= 1 (got {crop})"]
+    if dataset not in default_crop:
+        return [f"dataset must be one of {', '.join(default_crop)} (got {dataset!r})"]
+    size = default_crop[dataset] if crop is None else crop
+    hw = image_shape(dataset)[:2]
+    if size > min(hw):
+        return [f"crop {size} does not fit in {dataset} images of {'x'.join(map(str, hw))}"]
+    return []

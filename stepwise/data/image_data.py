@@ -41,7 +41,7 @@ class ImageData:
     patch_size: int = 32
 
     def __post_init__(self):
-        from stepwise.errors import config_value_errors  # stepwise.errors imports this package
+        from stepwise._validate import config_value_errors
 
         errors = config_value_errors(self)
         for name in ("n_train", "patch_size"):

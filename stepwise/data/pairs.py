@@ -65,7 +65,8 @@ class PairData:
     data_dir: str | None = None
 
     def __post_init__(self):
-        from stepwise.errors import bound_errors, config_value_errors, image_crop_errors  # imports this package
+        from stepwise._validate import bound_errors, config_value_errors
+        from stepwise.data.datasets import image_crop_errors
 
         errors = config_value_errors(self) + bound_errors(self, ("n_pairs", ">= 2"))
         errors += image_crop_errors(self.dataset, self.crop, DEFAULT_CROP[self.family])

@@ -99,7 +99,7 @@ class NetSpec:
     dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self):
-        from stepwise.errors import config_value_errors
+        from stepwise._validate import config_value_errors
 
         errors = config_value_errors(self)
         for name in ("hidden", "channels", "projector"):
