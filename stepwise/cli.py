@@ -277,18 +277,33 @@ def _leaf_paths(config_cls) -> dict[str, list[str]]:
     return out
 
 
+def _old_flag_paths(config_cls, name: str) -> list[str]:
+    """The dotted paths the flat field ``name`` (underscores) of an earlier release stands for now: the config's own
+    ``LEGACY_FLAGS`` entry (a renamed field, e.g. speedup's ``deep`` -> ``deep.run``), else the one field of that name
+    in a sub-config (``lr`` -> ``train.lr``), else a prefix that names a sub-config (``deep_steps`` -> ``deep.steps``);
+    several where the name is ambiguous, none where it is no old flag (a top-level field, or unknown)."""
+    leaves = _leaf_paths(config_cls)
+    if name in getattr(config_cls, "LEGACY_FLAGS", {}):
+        return [config_cls.LEGACY_FLAGS[name]]
+    where = leaves.get(name, [])
+    if where:
+        return [] if name in where else where
+    prefixed = [p for p in {p for ps in leaves.values() for p in ps} if p.count(".") == 1
+                and name == p.replace(".", "_")]
+    return prefixed
+
+
 def _legacy_flags(config_cls, argv: list[str]) -> tuple[list[str], list[str]]:
     """The flat flags of configs before they held sub-configs, mapped onto the nested ones (kept for one release).
 
-    A flag that is no top-level field but names exactly one field of a sub-config is rewritten to its dotted form,
-    e.g. ``--lr 0.1`` -> ``--train.lr 0.1`` and ``--no-flip`` -> ``--aug.no-flip``; spelling (``-`` or ``_``) and
-    ``=value`` are kept. Returns the mapped arguments and one note per mapped flag naming the new flag (printed once
-    the config is built, so that an error in the flags comes first).
+    A flag that is no top-level field but stood for one field now in a sub-config (:func:`_old_flag_paths`) is
+    rewritten to its dotted form, e.g. ``--lr 0.1`` -> ``--train.lr 0.1``, ``--no-flip`` -> ``--aug.no-flip``,
+    ``--deep-steps=5`` -> ``--deep.steps=5``. Returns the mapped arguments and one note per mapped flag naming the
+    new flag (printed once the config is built, so that an error in the flags comes first).
 
     Raises:
       ValueError: the flag names fields of several sub-configs (the message lists the dotted flags to choose from).
     """
-    paths = {leaf.replace("_", "-"): p for leaf, p in _leaf_paths(config_cls).items()}
     out, notes = [], []
     for i, arg in enumerate(argv):
         if arg == "--":
@@ -297,18 +312,20 @@ def _legacy_flags(config_cls, argv: list[str]) -> tuple[list[str], list[str]]:
         if not flag.startswith("--") or "." in flag:
             out.append(arg)
             continue
-        name = flag[2:].replace("_", "-")
-        negated = name.startswith("no-") and name not in paths and name[3:] in paths
-        where = paths.get(name[3:] if negated else name, [])
-        if len(where) == 1 and "." in where[0]:
-            parent = where[0].rsplit(".", 1)[0]
-            new = f"--{parent}.{flag[2:]}"
-            notes.append(f"stepwise: note: {flag} is now {new.replace('_', '-')} (the old flag works until the next "
-                         "release)")
-            out.append(new + eq + value)
-        elif len(where) > 1 and all("." in w for w in where):
-            choices = " or ".join(f"--{w.rsplit('.', 1)[0]}.{flag[2:]}" for w in where)
-            raise ValueError(f"{flag} is ambiguous: this config has it in several parts; give {choices}")
+        name = flag[2:].replace("-", "_")
+        where = _old_flag_paths(config_cls, name)
+        negated = not where and name.startswith("no_")
+        if negated:
+            where = _old_flag_paths(config_cls, name[3:])
+        dotted = [p.replace("_", "-") for p in where]
+        if negated:
+            dotted = [f"{p.rpartition('.')[0]}.no-{p.rpartition('.')[2]}" for p in dotted]
+        if len(dotted) == 1:
+            notes.append(f"stepwise: note: {flag} is now --{dotted[0]} (the old flag works until the next release)")
+            out.append(f"--{dotted[0]}{eq}{value}")
+        elif dotted:
+            raise ValueError(f"{flag} is ambiguous: this config has it in several parts; give "
+                             f"{' or '.join('--' + d for d in dotted)}")
         else:
             out.append(arg)
     return out, notes

@@ -71,7 +71,7 @@ def test_legacy_flag_in_two_sub_configs_is_refused_with_the_choices():
 
 def test_legacy_flag_note_names_the_new_flag():
     argv, notes = cli._legacy_flags(_Toy, ["--n_pairs", "3"])
-    assert argv == ["--data.n_pairs", "3"] and len(notes) == 1 and "--n_pairs is now --data.n-pairs" in notes[0]
+    assert argv == ["--data.n-pairs", "3"] and len(notes) == 1 and "--n_pairs is now --data.n-pairs" in notes[0]
 
 
 def _cli_value(value) -> str | None:
@@ -101,13 +101,26 @@ def test_every_nested_field_of_every_config_keeps_its_flat_flag():
             if value is None:
                 continue
             flat, _ = cli._legacy_flags(config_cls, [f"--{leaf}", value])
-            assert flat == [f"--{paths[0]}", value], (name, leaf)
+            assert flat == [f"--{paths[0].replace('_', '-')}", value], (name, leaf)
             parsed = tyro.cli(config_cls, default=base, args=flat)
             assert parsed == base, (name, leaf)  # the field's own value, given by its old flag, changes nothing
             mapped += 1
     hints = {name: typing.get_type_hints(cls) for name, cls, _ in _registered()}
     nested = sum(dataclasses.is_dataclass(t) for h in hints.values() for t in h.values())
     assert nested == 0 or mapped > 0
+
+
+def test_prefixed_and_renamed_flags_of_speedup():
+    """speedup's flat ``deep_*`` fields became ``deep.*``; ``--deep`` became ``--deep.run`` and ``--n-pairs``, which
+    two sub-configs now have, stays the linear model's (its ``LEGACY_FLAGS``)."""
+    from experiments.speedup import SpeedupConfig
+
+    def parse(*argv):
+        return tyro.cli(SpeedupConfig, default=SpeedupConfig.smoke(), args=cli._legacy_flags(SpeedupConfig, argv)[0])
+
+    cfg = parse("--deep-seeds", "2", "--deep_n_pairs=100", "--n-pairs", "90", "--no-deep", "--d", "3")
+    assert (cfg.deep.seeds, cfg.deep.n_pairs, cfg.data.n_pairs, cfg.deep.run, cfg.d) == (2, 100, 90, False, 3)
+    assert parse("--deep-d", "3").deep.d == 3 and parse("--deep").deep.run is True
 
 
 def test_registry_declares_what_the_cli_asks():

@@ -21,6 +21,8 @@ Two parts share the config:
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
+
 from stepwise.data import PairData
 from stepwise.errors import bound_errors, config_value_errors
 
@@ -97,6 +99,10 @@ class SpeedupConfig:
       deep: the deep stand-in (:class:`SpeedupDeep`).
       seed: seeds the linear model's data, crops and U.
     """
+
+    # Flags of the flat config of earlier releases whose names do not say where they went (stepwise.cli; until the
+    # next release): --deep / --no-deep ran the MLP part; --n-pairs was the linear model's (the MLP's was --deep-n-pairs).
+    LEGACY_FLAGS: ClassVar[dict[str, str]] = {"deep": "deep.run", "n_pairs": "data.n_pairs"}
 
     data: PairData = PairData(dataset="digits", n_pairs=500, n_test=0)
     d: int = 8
