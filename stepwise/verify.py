@@ -47,6 +47,7 @@ import numpy as np
 from stepwise import compare, io
 from stepwise.compare import diagnose, hidden
 from stepwise.compare import ntk_agreement as cntk
+from stepwise.data import ImageData, ViewAugmentation
 from stepwise.theory import kernel as theory
 from stepwise.theory import linear
 
@@ -88,7 +89,9 @@ class VerifyConfig:
         an NNX module mapping images (N, H, W, C) to (N, d).
       loss: joint-embedding loss: ``barlow_twins``, ``simclr``, ``vicreg`` as published, or a theory form under its
         own name (``barlow_twins_theory``, ``infonce_floored``; see :data:`LOSS_DEFAULTS`).
-      dataset: image source (``cifar10`` / ``stl10`` read from ``data_dir`` or the environment variables).
+      data: the images (:class:`stepwise.data.ImageData`: dataset, data_dir, n_train training images, n_eval held-out
+        images whose fixed views are tracked and used for the NTK checks, normalize, crop, patch_size;
+        ``cifar10`` / ``stl10`` read from ``data_dir`` or the environment variables).
       steps: SGD steps first trained; while the tracked spectrum still changes at the end (by more than
         :data:`stepwise.compare.diagnose.STILL_LEARNING` of the top eigenvalue over the last tenth), the length
         doubles, up to ``max_steps``.
@@ -101,16 +104,13 @@ class VerifyConfig:
       init_scale: the factor for ``init="head"``.
       batch_size: SGD batch.
       track_every: tracking interval (steps).
-      n_train: training images.
-      n_eval: held-out images whose fixed views are tracked and used for the NTK checks.
       n_pairs: fixed augmented training pairs over which the NTK (2 n_pairs + n_eval points) is computed.
       ntk_backend: ``jax`` (the default: faster than neural-tangents on these models, bench-ntk), ``neural_tangents`` or ``auto`` (:func:`stepwise.ntk.empirical_ntk`).
-      shift: augmentation: random shift by up to this many pixels.
-      noise_std: augmentation: Gaussian pixel noise.
+      aug: the views' augmentations (:class:`stepwise.data.ViewAugmentation`: shift by up to ``shift`` pixels,
+        Gaussian pixel noise ``noise_std``; flip, brightness and contrast off unless given).
       min_steps: ``steps_detected`` threshold.
       min_tau: ``step_order_kendall_tau`` threshold.
-      seed: seeds the factory's ``nnx.Rngs``, the batches, the views and the NTK pairs.
-      data_dir: local dataset folder.
+      seed: seeds the data subset, the factory's ``nnx.Rngs``, the batches, the views and the NTK pairs.
       output: which of the model's outputs is the embedding, when it returns several: an index of a tuple or list
         (``--output 1``) or a key of a dict (``--output latent``); None: the model returns one array.
       features: the backbone, checked next to the embedding (theory note E5; reported, not gated): a dotted
@@ -124,7 +124,7 @@ class VerifyConfig:
 
     model: str
     loss: Loss = "barlow_twins"
-    dataset: Literal["digits", "patches", "cifar10", "stl10"] = "digits"
+    data: ImageData = ImageData(n_train=1500, n_eval=297)
     steps: int = 3000
     max_steps: int | None = None
     lr: float | None = None
@@ -132,16 +132,12 @@ class VerifyConfig:
     init_scale: float = 1e-12
     batch_size: int = 256
     track_every: int = 25
-    n_train: int = 1500
-    n_eval: int = 297
     n_pairs: int = 300
     ntk_backend: Literal["jax", "neural_tangents", "auto"] = "jax"
-    shift: int = 1
-    noise_std: float = 0.1
+    aug: ViewAugmentation = ViewAugmentation(shift=1, noise_std=0.1)
     min_steps: int = 3
     min_tau: float = 0.5
     seed: int = 0
-    data_dir: str | None = None
     output: str | None = None
     features: str | None = None
 
@@ -151,12 +147,11 @@ class VerifyConfig:
         errors = config_value_errors(self)
         if ":" not in self.model:
             errors.append(f"model must be 'path/to/file.py:make_model' or 'package.module:make_model'; got {self.model!r}")
-        for name in ("steps", "track_every", "n_train", "min_steps"):
+        for name in ("steps", "track_every", "min_steps"):
             if getattr(self, name) < 1:
                 errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
-        # Two is the least a batch statistic (covariance, negatives), an evaluation spectrum and a kernel over the
-        # pairs are defined on.
-        for name in ("batch_size", "n_eval", "n_pairs"):
+        # Two is the least a batch statistic (covariance, negatives) and a kernel over the pairs are defined on.
+        for name in ("batch_size", "n_pairs"):
             if getattr(self, name) < 2:
                 errors.append(f"{name} must be >= 2 (got {getattr(self, name)})")
         if self.max_steps is not None and self.max_steps < 1:
@@ -165,16 +160,13 @@ class VerifyConfig:
             errors.append(f"lr must be positive (got {self.lr})")
         if not self.init_scale > 0:
             errors.append(f"init_scale must be > 0 (got {self.init_scale})")
-        for name in ("shift", "noise_std"):
-            if not getattr(self, name) >= 0:
-                errors.append(f"{name} must be >= 0 (got {getattr(self, name)})")
         if not -1 < self.min_tau <= 1:
             errors.append(f"min_tau must be in (-1, 1], the range of Kendall's tau less the value every order "
                           f"passes (got {self.min_tau})")
-        if self.batch_size > self.n_train:
-            errors.append(f"batch_size {self.batch_size} exceeds n_train {self.n_train}")
-        if self.n_pairs > self.n_train:
-            errors.append(f"n_pairs {self.n_pairs} exceeds n_train {self.n_train}")
+        if self.batch_size > self.data.n_train:
+            errors.append(f"batch_size {self.batch_size} exceeds n_train {self.data.n_train}")
+        if self.n_pairs > self.data.n_train:
+            errors.append(f"n_pairs {self.n_pairs} exceeds n_train {self.data.n_train}")
         if self.steps < 2 * self.track_every:
             errors.append(f"steps {self.steps} must cover at least two tracking intervals of {self.track_every}")
         if self.features is not None and not all(part.isidentifier() for part in self.features.split(".")):
@@ -197,14 +189,14 @@ class VerifyConfig:
 
         if dataset is None:
             dataset = "patches" if data_dir is None else detect_local_dataset(data_dir)
-        return cls(model=model, dataset=dataset, data_dir=data_dir, n_train=10000, n_eval=500, n_pairs=500,
-                   batch_size=256, track_every=50)
+        return cls(model=model, data=ImageData(dataset=dataset, data_dir=data_dir, n_train=10000, n_eval=500),
+                   n_pairs=500, batch_size=256, track_every=50)
 
     @classmethod
     def smoke(cls, model: str) -> "VerifyConfig":
         """Seconds-long run for the tests (the checks are computed, not expected to pass)."""
-        return cls(model=model, steps=60, max_steps=60, batch_size=64, track_every=10, n_train=200, n_eval=48,
-                   n_pairs=24, min_steps=1)
+        return cls(model=model, steps=60, max_steps=60, batch_size=64, track_every=10,
+                   data=ImageData(n_train=200, n_eval=48), n_pairs=24, min_steps=1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -600,12 +592,8 @@ def stateful_layers(module, spec: str, view_shape: tuple[int, int, int], select:
 
 
 def _data(cfg: VerifyConfig):
-    from stepwise.data import load_images
-
-    ds = load_images(cfg.dataset, cfg.n_train + cfg.n_eval, seed=cfg.seed, data_dir=cfg.data_dir)
-    train = ds.images[: cfg.n_train]
-    images = (ds.images - train.mean(axis=0)) / max(float(train.std()), 1e-12)  # per-pixel standardisation
-    return images[: cfg.n_train].astype(np.float32), images[cfg.n_train :].astype(np.float32)
+    train, evals, _ = cfg.data.load(cfg.seed)
+    return train.astype(np.float32), evals.astype(np.float32)
 
 
 def _loss(cfg: VerifyConfig):
@@ -766,12 +754,11 @@ def plan(cfg: VerifyConfig, **device):
     from flax import nnx
 
     from stepwise import scale
-    from stepwise.data import Augmentation
     from stepwise.training import TrainConfig
 
     factory = load_factory(cfg.model)
     train, _ = _data(cfg)
-    aug = Augmentation(shift=cfg.shift, noise_std=cfg.noise_std)
+    aug = cfg.aug.augmentation(cfg.data.crop_size)
     view_shape = aug.output_shape(train.shape[1:])
     select = output_selector(cfg.output, cfg.model)
     module, _ = build_model_checked(factory, cfg.model, view_shape, cfg.seed, select)
@@ -785,15 +772,15 @@ def plan(cfg: VerifyConfig, **device):
 
     budget = cfg.step_budget
     tcfg = TrainConfig(steps=budget, batch_size=cfg.batch_size, lr=1e-3, optimizer="sgd",
-                       track_every=cfg.track_every, n_snapshot=cfg.n_eval, seed=cfg.seed)
+                       track_every=cfg.track_every, n_snapshot=cfg.data.n_eval, seed=cfg.seed)
     step, track = scale.ssl_costs(apply, None, params, _loss(cfg), aug, tcfg, image_shape=tuple(train.shape[1:]),
-                                  n_train=cfg.n_train, n_eval=cfg.n_eval)
+                                  n_train=cfg.data.n_train, n_eval=cfg.data.n_eval)
     points = -(-budget // cfg.track_every) + 1
-    n = 2 * cfg.n_pairs + cfg.n_eval
+    n = 2 * cfg.n_pairs + cfg.data.n_eval
     work = [scale.Workload("train step", step, budget, "step"), scale.Workload("tracking", track, points, "point"),
             scale.Workload(f"NTK ({n} points)", scale.ntk_flops(apply, params, n, view_shape), 2, "kernel",
                            dtype="float32")]
-    title = (f"verify {cfg.model}: {cfg.loss} on {cfg.dataset}, batch {cfg.batch_size}, up to {budget} steps "
+    title = (f"verify {cfg.model}: {cfg.loss} on {cfg.data.dataset}, batch {cfg.batch_size}, up to {budget} steps "
              f"({cfg.steps} first){', eval-mode costs (BatchNorm/Dropout)' if stateful else ''}")
     return scale.make_plan(title, work, dtype="float32", programs=4, **device)
 
@@ -805,7 +792,6 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
     (``checkpoint.msgpack``), and whether it resumes."""
     from flax import nnx
 
-    from stepwise.data import Augmentation
     from stepwise.data.augment import make_pairs
     from stepwise.ntk import empirical_ntk
     from stepwise.plots.report import build_run_report
@@ -817,12 +803,12 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
     out_dir = Path(out_dir)
     factory = load_factory(cfg.model)  # every input error below is raised before any training
     train, evals = _data(cfg)
-    aug = Augmentation(shift=cfg.shift, noise_std=cfg.noise_std)
+    aug = cfg.aug.augmentation(cfg.data.crop_size)
     view_shape = aug.output_shape(train.shape[1:])
     select = output_selector(cfg.output, cfg.model)
     module, d = build_model_checked(factory, cfg.model, view_shape, cfg.seed, select)
-    if d > cfg.n_eval:
-        raise ModelSpecError(f"the embedding has d = {d} > n_eval = {cfg.n_eval} outputs; raise n_eval")
+    if d > cfg.data.n_eval:
+        raise ModelSpecError(f"the embedding has d = {d} > n_eval = {cfg.data.n_eval} outputs; raise n_eval")
     layers = stateful_layers(module, cfg.model, view_shape, select)  # refuses unsupported state before training
     feature_of = None
     if cfg.features is not None:  # a stateful model's backbone: its eval-mode module, as the embedding
@@ -892,7 +878,7 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
 
     def train_for(total: int, ckpt):
         tcfg = TrainConfig(steps=total, batch_size=cfg.batch_size, lr=lr, optimizer="sgd",
-                           track_every=cfg.track_every, n_snapshot=cfg.n_eval, seed=cfg.seed)
+                           track_every=cfg.track_every, n_snapshot=cfg.data.n_eval, seed=cfg.seed)
         if layers is None:
             return train_ssl(apply, None if feature_of is None else features, params, _loss(cfg), train, aug, tcfg,
                              eval_images=evals, progress=progress, **checkpoint_kwargs(ckpt)), None
@@ -1008,7 +994,7 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
 
     results = write([])
     try:
-        figure = plot_verify(out_dir, title=f"{cfg.model} - {cfg.loss} on {cfg.dataset}")
+        figure = plot_verify(out_dir, title=f"{cfg.model} - {cfg.loss} on {cfg.data.dataset}")
     except Exception as err:  # noqa: BLE001 - a figure never loses the run; say what failed
         problem = f"the figure could not be drawn from {DATA}: {type(err).__name__}: {err}"
         warnings.warn(problem, stacklevel=2)

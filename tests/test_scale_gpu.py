@@ -259,7 +259,7 @@ def test_cli_prints_the_plan_of_every_gpu_experiment(name, flags, capsys):
     (["run", "stepwise_deep", "--smoke", "--scale", "gpu"], "--smoke and --scale gpu exclude each other"),
     (["run", "linear_bt", "--plan-only"], "has no compute plan"),
     (["verify", "--model", "x.py:make_model", "--scale", "big"], "unknown --scale 'big'"),
-    (["run", "stepwise_deep", "--scale", "gpu", "--data-dir", "/nonexistent/folder"], "neither STL-10 nor CIFAR-10"),
+    (["run", "stepwise_deep", "--scale", "gpu", "--data.data-dir", "/nonexistent/folder"], "neither STL-10 nor CIFAR-10"),
 ])
 def test_bad_scale_input_is_a_clear_error(argv, match, capsys, tmp_path):
     assert cli.main([*argv, "--out", str(tmp_path / "never")]) == 2
@@ -272,8 +272,8 @@ def test_verify_gpu_config(tmp_path):
     from stepwise.verify import VerifyConfig
 
     cfg = VerifyConfig.gpu("m.py:make_model")
-    assert (cfg.dataset, cfg.batch_size, cfg.n_train) == ("patches", 256, 10000)
-    assert VerifyConfig.gpu("m.py:make_model", data_dir=str(_fake_stl10(tmp_path))).dataset == "stl10"
+    assert (cfg.data.dataset, cfg.batch_size, cfg.data.n_train) == ("patches", 256, 10000)
+    assert VerifyConfig.gpu("m.py:make_model", data_dir=str(_fake_stl10(tmp_path))).data.dataset == "stl10"
 
 
 def test_ntk_is_computed_with_the_float32_network():

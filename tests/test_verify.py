@@ -12,6 +12,7 @@ from flax import nnx
 
 from stepwise import cli
 from stepwise import verify as V
+from stepwise.data import ImageData
 
 EXAMPLE = "experiments/custom_architecture.py:make_model"
 VIEW = (8, 8, 1)
@@ -214,7 +215,7 @@ def test_model_specs_import_like_python_does(tmp_path, form):
         (pkg / "arch.py").write_text(f"from pkg_{tag}.blocks import Net\n\ndef make_model(rngs):\n    return Net(rngs)\n")
         spec = f"pkg_{tag}.arch"
     script = Path(sys.executable).parent / "stepwise"
-    proc = subprocess.run([str(script), "verify", "--model", f"{spec}:nope", "--dataset", "digits",
+    proc = subprocess.run([str(script), "verify", "--model", f"{spec}:nope", "--data.dataset", "digits",
                            "--out", str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert "has no attribute 'nope'; its public callables are ['Net', 'make_model']" in proc.stderr, proc.stderr
@@ -244,7 +245,8 @@ def test_a_figure_that_fails_never_loses_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "plot_verify", broken)
     import dataclasses
 
-    cfg = dataclasses.replace(V.VerifyConfig.smoke(EXAMPLE), steps=30, n_train=100, n_eval=24, n_pairs=12)
+    cfg = dataclasses.replace(V.VerifyConfig.smoke(EXAMPLE), steps=30, data=ImageData(n_train=100, n_eval=24),
+                              n_pairs=12)
     with pytest.warns(UserWarning, match="figure could not be drawn"):
         results = V.verify(cfg, tmp_path)
     on_disk = json.loads((tmp_path / "results.json").read_text())

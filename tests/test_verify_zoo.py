@@ -11,6 +11,7 @@ import pytest
 
 from stepwise import cli, io
 from stepwise import verify as V
+from stepwise.data import ImageData
 
 ZOO = str(Path(__file__).with_name("verify_zoo.py"))
 
@@ -86,7 +87,7 @@ def test_features_checks_the_backbone_next_to_the_embedding(tmp_path, path, widt
     assert by_name["backbone_participation_ratio"]["value"] == pytest.approx(pr[-1], rel=1e-12)
     assert 0.0 <= by_name["backbone_embedding_similarity"]["value"] <= 1.0 + 1e-12
     assert by_name["backbone_embedding_similarity"]["threshold"] == pytest.approx(
-        backbone["k_similarity"] / results["config"]["n_eval"])
+        backbone["k_similarity"] / results["config"]["data"]["n_eval"])
 
 
 @pytest.mark.parametrize("factory,path,match", [
@@ -140,7 +141,7 @@ def test_training_extends_while_the_spectrum_moves_and_equals_an_uninterrupted_r
     from stepwise.compare import diagnose
 
     base = dataclasses.replace(V.VerifyConfig.smoke(f"{ZOO}:make_backbone_projector"), steps=20, max_steps=40,
-                               track_every=10, n_pairs=8, n_eval=16)
+                               track_every=10, n_pairs=8, data=ImageData(n_train=200, n_eval=16))
     original, calls = diagnose.spectrum_change_at_end, []
 
     def still_moving_once(t, eigenvalues, *args, **kwargs):  # the first length reads as still learning
