@@ -35,7 +35,7 @@ def main() -> int:
             for dataset in per_dataset:
                 t0 = time.perf_counter()
                 subprocess.run(
-                    [*stepwise_cmd, "run", "linear_bt", "--dataset", dataset, "--out", f"{tmp}/{dataset}"],
+                    [*stepwise_cmd, "run", "linear_bt", "--data.dataset", dataset, "--out", f"{tmp}/{dataset}"],
                     cwd=root, check=True, stdout=subprocess.DEVNULL, env={**os.environ},
                 )
                 per_dataset[dataset].append(time.perf_counter() - t0)

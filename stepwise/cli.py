@@ -281,16 +281,20 @@ def _old_flag_paths(config_cls, name: str) -> list[str]:
     """The dotted paths the flat field ``name`` (underscores) of an earlier release stands for now: the config's own
     ``LEGACY_FLAGS`` entry (a renamed field, e.g. speedup's ``deep`` -> ``deep.run``), else the one field of that name
     in a sub-config (``lr`` -> ``train.lr``), else a prefix that names a sub-config (``deep_steps`` -> ``deep.steps``);
-    several where the name is ambiguous, none where it is no old flag (a top-level field, or unknown)."""
+    several where the name is ambiguous, none where it is no old flag (a field, or unknown). A dotted name looks
+    inside its sub-config the same way (``setup.width`` -> ``setup.net.width``)."""
+    hints = typing.get_type_hints(config_cls)
+    head, dot, rest = name.partition(".")
+    if dot:
+        sub = hints.get(head)
+        return [f"{head}.{p}" for p in _old_flag_paths(sub, rest)] if dataclasses.is_dataclass(sub) else []
     leaves = _leaf_paths(config_cls)
     if name in getattr(config_cls, "LEGACY_FLAGS", {}):
         return [config_cls.LEGACY_FLAGS[name]]
     where = leaves.get(name, [])
     if where:
         return [] if name in where else where
-    prefixed = [p for p in {p for ps in leaves.values() for p in ps} if p.count(".") == 1
-                and name == p.replace(".", "_")]
-    return prefixed
+    return [p for p in {p for ps in leaves.values() for p in ps} if p.count(".") == 1 and name == p.replace(".", "_")]
 
 
 def _legacy_flags(config_cls, argv: list[str]) -> tuple[list[str], list[str]]:
@@ -298,7 +302,7 @@ def _legacy_flags(config_cls, argv: list[str]) -> tuple[list[str], list[str]]:
 
     A flag that is no top-level field but stood for one field now in a sub-config (:func:`_old_flag_paths`) is
     rewritten to its dotted form, e.g. ``--lr 0.1`` -> ``--train.lr 0.1``, ``--no-flip`` -> ``--aug.no-flip``,
-    ``--deep-steps=5`` -> ``--deep.steps=5``. Returns the mapped arguments and one note per mapped flag naming the
+    ``--deep-steps=5`` -> ``--deep.steps=5``, ``--setup.width 1`` -> ``--setup.net.width 1``. Returns the mapped arguments and one note per mapped flag naming the
     new flag (printed once the config is built, so that an error in the flags comes first).
 
     Raises:
@@ -309,14 +313,15 @@ def _legacy_flags(config_cls, argv: list[str]) -> tuple[list[str], list[str]]:
         if arg == "--":
             return out + argv[i:], notes
         flag, eq, value = arg.partition("=")
-        if not flag.startswith("--") or "." in flag:
+        if not flag.startswith("--"):
             out.append(arg)
             continue
         name = flag[2:].replace("-", "_")
         where = _old_flag_paths(config_cls, name)
-        negated = not where and name.startswith("no_")
+        head, _, last = name.rpartition(".")
+        negated = not where and last.startswith("no_")
         if negated:
-            where = _old_flag_paths(config_cls, name[3:])
+            where = _old_flag_paths(config_cls, f"{head}.{last[3:]}" if head else last[3:])
         dotted = [p.replace("_", "-") for p in where]
         if negated:
             dotted = [f"{p.rpartition('.')[0]}.no-{p.rpartition('.')[2]}" for p in dotted]

@@ -123,6 +123,19 @@ def test_prefixed_and_renamed_flags_of_speedup():
     assert parse("--deep-d", "3").deep.d == 3 and parse("--deep").deep.run is True
 
 
+def test_old_dotted_flags_look_inside_their_sub_config():
+    """directpred's ``setup`` held flat fields before it held sub-configs: ``--setup.width`` is
+    ``--setup.net.width`` now, ``--setup.no-flip`` ``--setup.aug.no-flip``, ``--steps`` ``--setup.train.steps``."""
+    from experiments.directpred import DirectPredConfig
+
+    argv, notes = cli._legacy_flags(DirectPredConfig, ["--setup.width", "0.5", "--setup.no-flip", "--steps=4",
+                                                       "--setup.train.lr", "0.1"])
+    assert argv == ["--setup.net.width", "0.5", "--setup.aug.no-flip", "--setup.train.steps=4", "--setup.train.lr",
+                    "0.1"] and len(notes) == 3
+    cfg = tyro.cli(DirectPredConfig, default=DirectPredConfig.smoke(), args=argv)
+    assert (cfg.setup.net.width, cfg.setup.aug.flip, cfg.setup.train.steps) == (0.5, False, 4)
+
+
 def test_registry_declares_what_the_cli_asks():
     """Each experiment's declared capabilities exist on its config class: smoke() with no argument, for_loss /
     smoke(loss) / gpu(loss=) for per-loss ones, gpu(dataset=, data_dir=) where a plan is given, the presets."""

@@ -36,8 +36,8 @@ if [ "$DRY" = 1 ]; then
     PY=${PY:-$ROOT/.venv/bin/python}
     LOSSES=${LOSSES:-"barlow_twins"}
     # the GPU configuration shrunk to seconds: same code path (ResNet-18, bf16, patches), tiny width and batch
-    DEEP_ARGS=(--steps 3 --width 0.125 --batch-size 16 --n-train 64 --n-eval 32 --embed-dim 16 --projector 16 8
-               --patch-size 16 --track-every 1)
+    DEEP_ARGS=(--train.steps 3 --net.width 0.125 --train.batch-size 16 --data.n-train 64 --data.n-eval 32
+               --net.embed-dim 16 --net.projector 16 8 --data.patch-size 16 --train.track-every 1)
     NTK_ARGS=(--quick --methods jax)
     NTK_HIGHEST_ARGS=("${NTK_ARGS[@]}")
     TRAIN_ARGS=(--dry-run)
