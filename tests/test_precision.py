@@ -31,6 +31,7 @@ from stepwise.compare import checks as ck
 from stepwise.compare import diagnose as dg
 from stepwise.compare import exact as ex
 from stepwise.compare import ntk_agreement as cn
+from stepwise.compare import speedup as csp
 from stepwise.compare import step_map as sm
 from stepwise.compare import steps as st
 from stepwise.compare import tian2020 as t20
@@ -41,6 +42,7 @@ from stepwise.theory import grassmann as gr
 from stepwise.theory import kernel as ke
 from stepwise.theory import linear as li
 from stepwise.theory import noncontrastive as nc
+from stepwise.theory import speedup as sp
 
 # Both calls run the same float64 program, so they agree to the last bit on one machine; 1e-10 relative (the
 # issue's bound) is what the float32 bug breaks by four orders of magnitude and more (projector: 7e-7).
@@ -102,6 +104,40 @@ def _width_sweep_per_seed(d):
     return {"gram_inf": falling, "proj_inf": 2.0 * falling, "gram_emp": 0.5 * falling, "final_loss": 1e-3 * falling,
             "pred_steps": np.stack([d.t[1:7], d.t[3:9]], axis=-1).reshape(2, 3, 2),
             "meas_steps": np.stack([d.t[2:8], d.t[4:10]], axis=-1).reshape(2, 3, 2)}
+
+
+def _speedup_variants(g, a0):
+    """Every variant of the speed-up experiment's linear model (m = 5 modes of Gamma, d = 3 learned): predictions at
+    0.3 of each stability limit, and "runs" that are the exact per-mode GD maps (what the aligned d x m GD run equals
+    up to round-off), the final W a fixed random (d, m) matrix."""
+    preds, runs = {}, {}
+    for i, variant in enumerate(sp.VARIANTS):
+        eps = 0.1 if "boost" in variant else None
+        p = sp.predict(g, a0, variant, lr_scale=0.3, eps=eps, rank=3)
+        steps = int(np.ceil(p.last_step + 3 * np.max(p.widths)))
+        eigs = -np.sort(-sp.gd_eigenvalues(p.rates, a0, p.lr, steps, eps=eps), axis=1)
+        w_final = np.random.default_rng(i).normal(size=(a0.size, g.size))
+        preds[variant] = p
+        runs[variant] = types.SimpleNamespace(step=np.arange(steps + 1.0), eigenvalues=eigs,
+                                              loss=li.predicted_loss(eigs), w_final=w_final)
+    return preds, runs
+
+
+def _speedup_deep_pairs(d):
+    """Two seeds of the speed-up experiment's deep part (``DeepPair``): predictions of the linear variants, held-out
+    losses falling over 41 tracking points (boost's crossing 0.5 earlier), final embeddings of 8 points in d = 3."""
+    from experiments.speedup.deep import DeepPair
+
+    pairs = []
+    for seed in range(2):
+        loss = {"plain": 1.0 - d.eigs[:, 2] + 0.01 * seed, "boost": 1.0 - d.eigs[:, 1]}
+        pairs.append(DeepPair(
+            seed=seed, steps=400, lr=0.01, gammas=d.g, gamma_min=float(d.g[-1]),
+            predicted={k: d.speedup_preds[k] for k in ("plain", "boost")}, step=10.0 * d.t,
+            loss=loss, eigenvalues={"plain": d.eigs, "boost": d.eigs}, final_embeddings={"plain": d.za, "boost": d.zb},
+            last_step={k: float(10.0 * d.t[np.argmax(v <= 0.5)]) for k, v in loss.items()},
+            train_time_s={"plain": 1.0, "boost": 1.0}, gamma_time_s=0.5))
+    return pairs
 
 
 def _logistic_run(t, rates, shifts):
@@ -173,6 +209,10 @@ def _data() -> types.SimpleNamespace:
     d.gd_eigs = -np.sort(-d.pred.eigenvalue_curves(steps), axis=1)
     d.gd_loss = li.predicted_loss(d.gd_eigs)
     d.gd_steps = np.arange(steps + 1.0)
+    # speedup: the linear model's variants from aligned and (the same numbers standing in) random initialisation
+    d.speedup_preds, runs = _speedup_variants(d.g, d.amps)
+    d.speedup_lin = {"gamma_eigs": d.g, "a0": d.amps, "m": d.g.size, "predictions": d.speedup_preds, "runs": runs,
+                     "reference": runs["plain"], "random": {"predictions": d.speedup_preds, "runs": runs, "a0": d.amps}}
     # ntk: the RBF kernel of 2n = 12 training points followed by 6 evaluation points
     d.k_all = ke.rbf_kernel(np.concatenate([d.xs, rng.normal(size=(6, 3))]), bandwidth=1.5)
     d.z_eval = rng.normal(size=(6, 3))
@@ -393,6 +433,17 @@ CASES = {
         lambda d: ((d.rows, 2, d.rows[:, ::-1], 3), {"n_draws": 3}),
     "stepwise.compare.ntk_agreement.step_order": lambda d: ((d.directions, d.k_all, 12, d.onsets), {}),
     "stepwise.compare.ntk_agreement.step_order_checks": lambda d: ((d.order,), {"kernel": "rbf"}),
+    "stepwise.compare.ntk_agreement.reported_order_checks": lambda d: ((d.order, "x"), {"init": d.order}),
+    "stepwise.compare.ntk_agreement.cross_method_margin_check": lambda d: (
+        (np.array([0.8, 0.7, 0.9]), np.array([0.5, 0.6, 0.3])), {}),
+    # ---- stepwise.compare.probe
+    "stepwise.compare.probe.linear_probe_accuracy": lambda d: (
+        (np.stack([d.xs[::-1], d.xs]), (d.xs[:, 0] > 0).astype(int)), {"seed": 1}),  # labels: sign of feature 0
+    # ---- stepwise.compare.speedup
+    "stepwise.compare.speedup.linear_checks": lambda d: ((d.speedup_lin,), {"d": 3, "lr_scale": 0.3}),
+    "stepwise.compare.speedup.random_init_checks": lambda d: ((d.speedup_lin, 3), {}),
+    "stepwise.compare.speedup.deep_checks": lambda d: (
+        (_speedup_deep_pairs(d),), {"track_every": 10, "loss_level": 0.5, "n_eval": 8, "d": 3}),
     # ---- stepwise.compare.steps
     "stepwise.compare.steps.detect_steps": lambda d: ((d.t, d.eigs, d.loss), {}),
     # ---- stepwise.compare.hidden
@@ -416,6 +467,7 @@ CASES = {
     "stepwise.compare.tian2020.hltm_sampler_checks": lambda d: (
         (d.edge_polarities, d.path_polarities, 2, d.hltm_views), {}),
     "stepwise.compare.tian2020.level_correlations": lambda d: ((d.pre, d.latents), {}),
+    "stepwise.compare.tian2020.reference_r": lambda d: ((5, 2, 0.8, 10), {}),
     "stepwise.compare.tian2020.linear_alignment_checks": lambda d: (
         (np.stack([np.linalg.qr(np.random.default_rng(t).normal(size=(4, 3)))[0].T for t in range(6)]),
          np.array([0.9, 0.5, 0.7, 0.3]), d.hltm_views.latents[2][:100] - d.hltm_views.latents_pos[2][:100],

@@ -375,6 +375,7 @@ def step_order_checks(order: StepOrder, *, kernel: str, min_tau: float = 0.5) ->
     ]
 
 
+@float64
 def reported_order_checks(order: StepOrder, loss: str, init: StepOrder | None = None) -> list[Check]:
     """:func:`step_order_checks`'s two statistics for one network of ``ntk_after_training`` against its
     after-training NTK, reported and not gated (E6 is a heuristic there; ``stepwise verify`` gates them), named by
@@ -400,6 +401,7 @@ def reported_order_checks(order: StepOrder, loss: str, init: StepOrder | None = 
     ]
 
 
+@float64
 def cross_method_margin_check(similarity: np.ndarray, baseline: np.ndarray) -> Check:
     """Baseline check that networks trained with different methods are more similar to each other than random
     functions of their NTKs: ``similarity`` and ``baseline`` are the per-pair values (networks' subspace similarity;

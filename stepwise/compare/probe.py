@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from stepwise._precision import float64
+
 __all__ = ["linear_probe_accuracy"]
 
 
+@float64
 def linear_probe_accuracy(embeddings: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
     """Logistic-regression accuracy on frozen embeddings at each tracking point.
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from stepwise._precision import float64
 from stepwise.compare import metrics
 from stepwise.compare.checks import check
 from stepwise.theory import linear
@@ -31,6 +32,7 @@ def _flow_ratio(plain: theory.SpeedupPrediction, other: theory.SpeedupPrediction
     return float(np.max(plain.flow_steps) / np.max(other.flow_steps))
 
 
+@float64
 def linear_checks(lin: dict, *, d: int, lr_scale: float) -> tuple[list, dict]:
     """Checks and summary of the linear part: ``lin`` as the runner's ``run_linear`` returns it (Gamma's eigenvalues,
     amplitudes, every variant's prediction and run, the reference run; ``random``: the same from a random init), ``d``
@@ -112,6 +114,7 @@ def linear_checks(lin: dict, *, d: int, lr_scale: float) -> tuple[list, dict]:
     return checks, summary | {"measured": measured}
 
 
+@float64
 def random_init_checks(lin: dict, d: int) -> tuple[list, dict]:
     """From linear_bt's random initialisation: step times against Gram-Schmidt amplitudes + the exact maps."""
     g, rnd = lin["gamma_eigs"], lin["random"]
@@ -164,6 +167,7 @@ def random_init_checks(lin: dict, d: int) -> tuple[list, dict]:
     return checks, summary
 
 
+@float64
 def deep_checks(pairs: Sequence, *, track_every: int, loss_level: float, n_eval: int, d: int) -> tuple[list, dict]:
     """Checks and summary of the deep part: ``pairs`` one per seed (``experiments.speedup.deep.DeepPair``: Gamma's
     eigenvalues, the predictions, both runs' held-out losses, last steps, final embeddings and times), tracked every

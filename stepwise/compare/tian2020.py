@@ -348,6 +348,7 @@ REFERENCE_R: dict[tuple[float, int], tuple[tuple[float, ...], tuple[float, ...]]
 }
 
 
+@float64
 def reference_r(depth: int, children: int, low: float, hid: int):
     """The :data:`REFERENCE_R` entry of a setting (polarity range [low, 1], hid), or None where it has none (only the
     depth-5 binary tree was re-run)."""
