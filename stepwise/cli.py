@@ -358,10 +358,11 @@ def _base_config(name: str, exp: Experiment, *, scale: str, smoke: bool, argv: l
     config_cls = exp.config
     loss = _peek(argv, "--loss") if exp.per_loss else None
     by_loss = {"loss": loss} if loss is not None else {}
-    presets = {p for e in _experiments().values() for p in e.presets}
+    experiments = _experiments()
+    presets = {p for e in experiments.values() for p in e.presets}
     if scale in presets:
         if scale not in exp.presets or smoke:
-            owners = [n for n, e in _experiments().items() if scale in e.presets]
+            owners = [n for n, e in experiments.items() if scale in e.presets]
             raise ValueError(f"--scale {scale} is a preset of {', '.join(owners)} only, without --smoke (got "
                              f"{name!r}{' with --smoke' if smoke else ''})")
         return getattr(config_cls, exp.presets[scale])(**by_loss)
@@ -373,7 +374,7 @@ def _base_config(name: str, exp: Experiment, *, scale: str, smoke: bool, argv: l
                              "shrink a GPU-scale run with flags instead, e.g. --steps 3")
         if exp.plan is None:
             raise ValueError(f"experiment {name!r} has no GPU scale; the experiments with one are "
-                             f"{sorted(n for n, e in _experiments().items() if e.plan is not None)}")
+                             f"{sorted(n for n, e in experiments.items() if e.plan is not None)}")
         return config_cls.gpu(dataset=_peek_field(argv, config_cls, "dataset"),
                                data_dir=_peek_field(argv, config_cls, "data_dir"), **by_loss)
     if loss is not None:  # per-loss defaults, then the flags on top
