@@ -530,13 +530,11 @@ CASES = {
 
 # Public methods and properties of the public classes (results and hyperparameters): (instance, args) builders.
 METHOD_CASES = {
-    "stepwise.theory.kernel.KernelPrediction.d": lambda d: (d.kpred, None),
-    "stepwise.theory.kernel.KernelPrediction.eigenvalue_curves": lambda d: (d.kpred, (30,)),
-    "stepwise.theory.kernel.KernelPrediction.separation": lambda d: (d.kpred, ()),
-    "stepwise.theory.linear.LinearPrediction.d": lambda d: (d.pred, None),
-    "stepwise.theory.linear.LinearPrediction.eigenvalue_curves": lambda d: (d.pred, (30,)),
+    # ModePrediction's methods on a KernelPrediction; loss_curve calls them on a LinearPrediction
+    "stepwise.theory.linear.ModePrediction.d": lambda d: (d.kpred, None),
+    "stepwise.theory.linear.ModePrediction.eigenvalue_curves": lambda d: (d.kpred, (30,)),
+    "stepwise.theory.linear.ModePrediction.separation": lambda d: (d.kpred, ()),
     "stepwise.theory.linear.LinearPrediction.loss_curve": lambda d: (d.pred, (30,)),
-    "stepwise.theory.linear.LinearPrediction.separation": lambda d: (d.pred, ()),
     "stepwise.theory.noncontrastive.Hyper.eta_pred": lambda d: (d.hyper, None),
     "stepwise.compare.checks.Check.explain": lambda d: (d.check, ()),
     "stepwise.compare.checks.Check.gated": lambda d: (d.check, None),

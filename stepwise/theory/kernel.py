@@ -336,39 +336,16 @@ def step_times(k_train, f0_train, lr: float, *, ridge: float = DEFAULT_RIDGE) ->
 
 
 @dataclasses.dataclass(frozen=True)
-class KernelPrediction:
-    """All predictions of the kernel theory for one (K, F(0), lr).
+class KernelPrediction(linear.ModePrediction):
+    """All predictions of the kernel theory for one (K, F(0), lr): those of
+    :class:`stepwise.theory.linear.ModePrediction` (``gammas``: the (2n,) contrastive eigenvalues;
+    ``eigenvalue_curves``: the eigenvalues of C per mode) and
 
     Attributes:
-      gammas: (2n,) contrastive eigenvalues, decreasing.
       coefficients: (2n, 2n) a_j as columns (a_j^T K a_j = 1).
-      lr: learning rate.
-      amplitudes: (d,) Gram-Schmidt a_j per mode.
-      mode_steps: (d,) GD half-rise step of each mode (inf if never learned).
-      step_times: (d,) sorted mode_steps: the j-th half-rise event.
-      widths: (d,) 10%-90% rise width of each mode, in steps.
     """
 
-    gammas: np.ndarray
     coefficients: np.ndarray
-    lr: float
-    amplitudes: np.ndarray
-    mode_steps: np.ndarray
-    step_times: np.ndarray
-    widths: np.ndarray
-
-    @property
-    def d(self) -> int:
-        return self.amplitudes.size
-
-    def eigenvalue_curves(self, steps: int) -> np.ndarray:
-        """(steps + 1, d) predicted eigenvalues of C per mode, by the exact per-mode GD map."""
-        return linear.aligned_eigenvalues_gd(self.gammas[: self.d], np.nan_to_num(self.amplitudes), self.lr, steps)
-
-    def separation(self) -> np.ndarray:
-        """(d - 1,) separation ratios (gap / rise width) between consecutive steps."""
-        order = np.argsort(self.mode_steps, kind="stable")
-        return linear.separation_ratios(self.mode_steps[order], self.widths[order])
 
 
 @float64
@@ -398,17 +375,7 @@ def predict(
             f"lr must lie in (0, 1/(4 gamma_1) = {linear.stability_limit(gammas[0]):.6g}) for stable GD; got {lr}"
         )
     amps = linear.eigenbasis_amplitudes(gammas, a, f0.T, "gram_schmidt")
-    mode = linear.map_crossing_steps(gammas[:d], amps, lr)
-    widths = linear.map_crossing_steps(gammas[:d], np.full(d, 0.1), lr, level=0.9)
-    return KernelPrediction(
-        gammas=gammas,
-        coefficients=a,
-        lr=float(lr),
-        amplitudes=amps,
-        mode_steps=mode,
-        step_times=np.sort(mode),
-        widths=widths,
-    )
+    return KernelPrediction.from_amplitudes(gammas, amps, float(lr), coefficients=a)
 
 
 # ----------------------------------------------------------------------------------------------------------------

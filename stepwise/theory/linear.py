@@ -37,6 +37,7 @@ from stepwise._precision import float64
 
 __all__ = [
     "LinearPrediction",
+    "ModePrediction",
     "aligned_eigenvalues",
     "aligned_eigenvalues_gd",
     "aligned_map",
@@ -446,28 +447,36 @@ def final_embedding(gamma: np.ndarray, d: int, x: np.ndarray) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearPrediction:
-    """All predictions of the linear theory for one (Gamma, W(0), lr).
+class ModePrediction:
+    """The per-mode step predictions of the exact GD map, shared by this theory and the kernel theory (the kernel
+    model is this linear model in feature space: :class:`stepwise.theory.kernel.KernelPrediction`).
 
     Attributes:
-      gammas: (m,) eigenvalues of Gamma, decreasing.
-      eigvecs: (m, m) eigenvectors (columns), same order.
+      gammas: eigenvalues of Gamma (of Gamma_phi for the kernel model), decreasing.
       lr: learning rate.
       amplitudes: (d,) Gram-Schmidt a_j per mode (mode order).
       mode_steps: (d,) GD half-rise step of each mode (mode order; inf if never learned).
       step_times: (d,) the j-th half-rise event, i.e. ``sorted(mode_steps)``.
       widths: (d,) 10%-90% rise width of each mode in steps.
-      flow_times: (d,) gradient-flow half-rise times (effective time) of each mode, for reference.
     """
 
     gammas: np.ndarray
-    eigvecs: np.ndarray
     lr: float
     amplitudes: np.ndarray
     mode_steps: np.ndarray
     step_times: np.ndarray
     widths: np.ndarray
-    flow_times: np.ndarray
+
+    @classmethod
+    def from_amplitudes(cls, gammas: np.ndarray, amplitudes: np.ndarray, lr: float, **fields):
+        """The prediction of ``cls`` for modes starting at ``amplitudes`` (the GD map's half-rise steps and rise
+        widths), with the subclass's own ``fields``."""
+        d = amplitudes.size
+        mode_steps = map_crossing_steps(gammas[:d], amplitudes, lr, 0.5)
+        widths = map_crossing_steps(gammas[:d], np.full(d, 0.1), lr, 0.9)
+        widths = np.where(gammas[:d] > 0, widths, np.inf)
+        return cls(gammas=gammas, lr=lr, amplitudes=amplitudes, mode_steps=mode_steps, step_times=np.sort(mode_steps),
+                   widths=widths, **fields)
 
     @property
     def d(self) -> int:
@@ -477,14 +486,27 @@ class LinearPrediction:
         """(steps + 1, d) predicted embedding eigenvalues per mode, by the exact GD map."""
         return aligned_eigenvalues_gd(self.gammas[: self.d], np.nan_to_num(self.amplitudes), self.lr, steps)
 
+    def separation(self) -> np.ndarray:
+        """(d - 1,) separation ratios (gap / rise width) between consecutive steps, in the order the steps happen."""
+        order = np.argsort(self.mode_steps, kind="stable")
+        return separation_ratios(self.mode_steps[order], self.widths[order])
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearPrediction(ModePrediction):
+    """All predictions of the linear theory for one (Gamma, W(0), lr): those of :class:`ModePrediction` and
+
+    Attributes:
+      eigvecs: (m, m) eigenvectors of Gamma (columns), in the order of ``gammas``.
+      flow_times: (d,) gradient-flow half-rise times (effective time) of each mode, for reference.
+    """
+
+    eigvecs: np.ndarray
+    flow_times: np.ndarray
+
     def loss_curve(self, steps: int) -> np.ndarray:
         """(steps + 1,) predicted loss sum_j (1 - lambda_j)^2 (modes treated as independent)."""
         return predicted_loss(self.eigenvalue_curves(steps))
-
-    def separation(self) -> np.ndarray:
-        """(d - 1,) separation ratios between consecutive steps, in the order the steps happen."""
-        order = np.argsort(self.mode_steps, kind="stable")
-        return separation_ratios(self.mode_steps[order], self.widths[order])
 
 
 @float64
@@ -503,21 +525,8 @@ def predict(
     else:
         g, v = eig
     lr = _validate_lr(lr, float(g[0]))
-    d = w0.shape[0]
     a = eigenbasis_amplitudes(g, v, w0, "gram_schmidt")
-    mode_steps = map_crossing_steps(g[:d], a, lr, 0.5)
-    widths = map_crossing_steps(g[:d], np.full(d, 0.1), lr, 0.9)
-    widths = np.where(g[:d] > 0, widths, np.inf)
-    return LinearPrediction(
-        gammas=g,
-        eigvecs=v,
-        lr=lr,
-        amplitudes=a,
-        mode_steps=mode_steps,
-        step_times=np.sort(mode_steps),
-        widths=widths,
-        flow_times=flow_crossing_times(g[:d], a, 0.5),
-    )
+    return LinearPrediction.from_amplitudes(g, a, lr, eigvecs=v, flow_times=flow_crossing_times(g[: a.size], a, 0.5))
 
 
 def _logit(p):
