@@ -632,11 +632,25 @@ def _solve_modes(m0, c, ts, *, solver, rtol, atol, max_steps):
     return _solve(_mode_term, m0, c, ts, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps)
 
 
-def _raise_unsuccessful(what: str, ts: np.ndarray, max_steps_reached: bool, max_steps: int):
-    hint = (f"raise max_steps (now {max_steps}), shorten the time span (t_end = {ts[-1]:.6g}) or loosen rtol/atol"
-            if max_steps_reached else "the step size collapsed or the state became NaN/inf (a blow-up): check the "
-            "initial weights and hyperparameters")
-    raise FloatingPointError(f"the ODE solver did not reach t = {ts[-1]:.6g} for {what}. Try: {hint}")
+def _run(solve, y0, args, ts: np.ndarray, what: str, *, solver, rtol, atol, max_steps):
+    """``solve(y0, *args, ts)`` (``_solve_matrix`` or ``_solve_modes``) in float64 on the NumPy state ``y0`` (a
+    :class:`Weights` or :class:`Modes`) and arguments: (the saved states, in NumPy, the solver's accepted steps).
+
+    Raises:
+      FloatingPointError: the solver did not reach ts[-1] (step budget exhausted or the state blew up).
+    """
+    with _compat.enable_x64(True):
+        ys, n_steps, ok, max_steps_reached = solve(
+            type(y0)(*(jnp.asarray(a, dtype=jnp.float64) for a in y0)), *map(jnp.asarray, args), jnp.asarray(ts),
+            solver=solver, rtol=float(rtol), atol=float(atol), max_steps=int(max_steps),
+        )
+        ys = type(y0)(*(np.asarray(a) for a in ys))
+    if not bool(ok):
+        hint = (f"raise max_steps (now {max_steps}), shorten the time span (t_end = {ts[-1]:.6g}) or loosen rtol/atol"
+                if bool(max_steps_reached) else "the step size collapsed or the state became NaN/inf (a blow-up): "
+                "check the initial weights and hyperparameters")
+        raise FloatingPointError(f"the ODE solver did not reach t = {ts[-1]:.6g} for {what}. Try: {hint}")
+    return ys, int(n_steps)
 
 
 @float64
@@ -686,16 +700,9 @@ def integrate(
         raise ValueError("symmetric_predictor=True needs a symmetric W_p(0) (Assumption 3); got an asymmetric one")
     ts = _check_times(t)
     _check_solver(solver, rtol, atol, max_steps)
-    with _compat.enable_x64(True):
-        ys, n_steps, ok, hit_max = _solve_matrix(
-            Weights(*(jnp.asarray(a, dtype=jnp.float64) for a in (w0, wp0, wa0))),
-            jnp.asarray(x), jnp.asarray(x_aug), jnp.asarray(hyper._coefficients()), jnp.asarray(ts),
-            solver=solver, rtol=float(rtol), atol=float(atol), max_steps=int(max_steps),
-        )
-        ys = Weights(*(np.asarray(a) for a in ys))
-    if not bool(ok):
-        _raise_unsuccessful("the matrix model", ts, bool(hit_max), max_steps)
-    return Trajectory(t=ts, w=ys.w, wp=ys.wp, wa=ys.wa, num_steps=int(n_steps))
+    ys, n_steps = _run(_solve_matrix, Weights(w0, wp0, wa0), (x, x_aug, hyper._coefficients()), ts, "the matrix model",
+                       solver=solver, rtol=rtol, atol=atol, max_steps=max_steps)
+    return Trajectory(t=ts, w=ys.w, wp=ys.wp, wa=ys.wa, num_steps=n_steps)
 
 
 @float64
@@ -752,12 +759,6 @@ def integrate_modes(
     k = p0.size
     pad = np.zeros(max(8, 1 << (k - 1).bit_length()) - k, dtype=int)
     padded = [np.concatenate([a, a[pad]]) for a in (p0, s0, tau0)]
-    with _compat.enable_x64(True):
-        state = Modes(*(jnp.asarray(a, dtype=jnp.float64) for a in padded))
-        ys, n_steps, ok, hit_max = _solve_modes(state, jnp.asarray(hyper._coefficients()), jnp.asarray(ts),
-                                                solver=solver, rtol=float(rtol), atol=float(atol),
-                                                max_steps=int(max_steps))
-        ys = Modes(*(np.asarray(a)[:, :k] for a in ys))
-    if not bool(ok):
-        _raise_unsuccessful("the per-mode system", ts, bool(hit_max), max_steps)
-    return ModeTrajectory(t=ts, p=ys.p, s=ys.s, tau=ys.tau, num_steps=int(n_steps))
+    ys, n_steps = _run(_solve_modes, Modes(*padded), (hyper._coefficients(),), ts, "the per-mode system",
+                       solver=solver, rtol=rtol, atol=atol, max_steps=max_steps)
+    return ModeTrajectory(t=ts, p=ys.p[:, :k], s=ys.s[:, :k], tau=ys.tau[:, :k], num_steps=n_steps)
