@@ -99,6 +99,9 @@ def test_rank_and_relative_errors():
     assert compare.unit_rank_increments(rank)
     assert not compare.unit_rank_increments(np.array([0, 2, 2]))
     assert not compare.unit_rank_increments(np.array([0, 1, 0]))
+    assert compare.max_rank_increment(rank) == 1
+    assert compare.max_rank_increment(np.array([0, 2, 2])) == 2
+    assert compare.max_rank_increment(np.array([3])) == 0  # one sample: no increment
     np.testing.assert_allclose(compare.relative_errors([11.0, 9.0], [10.0, 10.0]), [0.1, -0.1])  # 1 ulp
     assert np.isnan(compare.relative_errors([np.inf], [1.0])[0])
 

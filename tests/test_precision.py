@@ -411,6 +411,7 @@ CASES = {
     # ---- stepwise.compare.metrics
     "stepwise.compare.metrics.crossing_times": lambda d: ((d.t, d.eigs, 0.5, "logit"), {}),
     "stepwise.compare.metrics.gram_relative_error": lambda d: ((d.za, d.zb), {}),
+    "stepwise.compare.metrics.max_rank_increment": lambda d: ((np.array([0, 1, 3, 3]),), {}),
     "stepwise.compare.metrics.onset_times": lambda d: ((d.t, d.eigs), {}),
     "stepwise.compare.metrics.principal_angles": lambda d: ((d.a, d.b), {}),
     "stepwise.compare.metrics.procrustes_error": lambda d: ((d.za, d.zb), {}),

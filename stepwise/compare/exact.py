@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
 from stepwise._precision import float64
 from stepwise.compare.checks import Check, check
-from stepwise.compare.metrics import crossing_times, rank_trajectory, relative_errors, values_at
+from stepwise.compare.metrics import crossing_times, max_rank_increment, rank_trajectory, relative_errors, values_at
 
 __all__ = ["ExactComparison", "compare_exact_steps"]
 
@@ -66,6 +67,11 @@ class ExactComparison:
         }
 
 
+def _over(statistic: Callable[[np.ndarray], float], values: np.ndarray, judged: np.ndarray) -> float:
+    """``statistic`` of the judged ``values``; nan when none is judged (no gated mode, no separated plateau)."""
+    return statistic(values[judged]) if judged.any() else np.nan
+
+
 @float64
 def compare_exact_steps(
     step: np.ndarray,
@@ -101,7 +107,7 @@ def compare_exact_steps(
     checks = [
         check(
             "step_time_rel_error_median",
-            np.median(np.abs(rel[gated])) if gated.any() else np.nan,
+            _over(np.median, np.abs(rel), gated),
             0.02,
             kind="theory",
             reason=amplitude_reason + "; the theory note's numerics (2.4, synthetic spectra) put every mode within "
@@ -112,7 +118,7 @@ def compare_exact_steps(
         ),
         check(
             "step_time_rel_error_max",
-            np.max(np.abs(rel[gated])) if gated.any() else np.nan,
+            _over(np.max, np.abs(rel), gated),
             0.05,
             kind="theory",
             reason="theory note 6.3: <= 5% for every mode whose neighbours have gamma_{j+1}/gamma_j <= 0.93-0.95 "
@@ -133,7 +139,7 @@ def compare_exact_steps(
         ),
         check(
             "loss_plateau_max_abs_error",
-            np.max(np.abs(plateau_loss - plateau_expected)[plateau_ok]) if plateau_ok.any() else np.nan,
+            _over(np.max, np.abs(plateau_loss - plateau_expected), plateau_ok),
             0.1,
             kind="theory",
             reason=f"theory note 6.5 (criterion 0.1): between steps separated by >= {plateau_separation} rise-widths both neighbouring logistics are "
@@ -153,7 +159,7 @@ def compare_exact_steps(
         ),
         check(
             "rank_max_increment",
-            int(np.max(np.diff(rank))) if rank.size > 1 else 0,
+            max_rank_increment(rank),
             1,
             kind="theory",
             reason="theory note 6.6: the number of eigenvalues of C above 1/2 grows by exactly one per step",

@@ -17,6 +17,7 @@ from stepwise._precision import float64
 __all__ = [
     "crossing_times",
     "gram_relative_error",
+    "max_rank_increment",
     "onset_times",
     "principal_angles",
     "procrustes_error",
@@ -107,6 +108,13 @@ def values_at(t: np.ndarray, series: np.ndarray, at: np.ndarray) -> np.ndarray:
 def rank_trajectory(eigenvalues: np.ndarray, level: float) -> np.ndarray:
     """(T,) number of eigenvalues at or above ``level`` at each sample."""
     return np.sum(np.asarray(eigenvalues) >= level, axis=-1)
+
+
+@float64
+def max_rank_increment(rank: np.ndarray) -> int:
+    """Largest increase of the rank between consecutive samples (0 for fewer than two samples)."""
+    rank = np.asarray(rank)
+    return int(np.max(np.diff(rank))) if rank.size > 1 else 0
 
 
 @float64

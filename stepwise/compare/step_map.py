@@ -7,6 +7,7 @@ import numpy as np
 
 from stepwise._precision import float64
 from stepwise.compare.checks import Check, check
+from stepwise.compare.metrics import max_rank_increment
 from stepwise.compare.steps import StepDetection
 
 __all__ = ["STATISTICS", "best_cell", "cell_statistics", "map_checks"]
@@ -32,7 +33,7 @@ def cell_statistics(det: StepDetection) -> dict[str, float]:
     return {
         "n_steps": det.n_steps, "n_learned": det.n_learned, "separated_fraction": det.separated_fraction,
         "flat_plateaus": det.n_plateaus, "n_merged": len(det.merged),
-        "rank_max_increment": int(np.max(np.diff(det.rank))) if det.rank.size > 1 else 0,
+        "rank_max_increment": max_rank_increment(det.rank),
     }
 
 

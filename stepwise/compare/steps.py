@@ -29,7 +29,8 @@ import numpy as np
 
 from stepwise._precision import float64
 from stepwise.compare.checks import Check, check
-from stepwise.compare.metrics import crossing_times, rank_trajectory, unit_rank_increments, values_at
+from stepwise.compare.metrics import (crossing_times, max_rank_increment, rank_trajectory, unit_rank_increments,
+                                       values_at)
 
 __all__ = ["StepDetection", "detect_steps", "stepwise_checks"]
 
@@ -227,7 +228,7 @@ def stepwise_checks(det: StepDetection, min_steps: int, *, min_separated_fractio
             measured=det.plateau_flatness,
         ),
         check(
-            "rank_max_increment", int(np.max(np.diff(det.rank))) if det.rank.size > 1 else 0, 1, kind="theory",
+            "rank_max_increment", max_rank_increment(det.rank), 1, kind="theory",
             reason="theory note 6.10: the number of learned eigenvalues grows in unit increments",
             description="largest increase between tracking points of the number of eigenvalues above the onset level",
         ),
