@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stepwise._compat import enable_x64
 from stepwise.training.linear import run_in_chunks
 
 __all__ = ["VariantRun", "train_variant"]
@@ -71,15 +70,10 @@ def train_variant(g: np.ndarray, rates: np.ndarray, w0: np.ndarray, lr: float, s
       DivergenceError: the loss or C became NaN/inf.
     """
     boost = eps is not None
-    with enable_x64(True):
-        g_j = jnp.asarray(g, jnp.float64)
-        r_j = jnp.asarray(rates, jnp.float64)
-        e_j = jnp.asarray(1.0 if eps is None else eps, jnp.float64)
-        w, eigs, loss = run_in_chunks(
-            lambda w, lr_j, n_valid, length: _chunk(w, g_j, r_j, e_j, lr_j, n_valid, length=length, boost=boost),
-            lambda w: _record(w, g_j, e_j, boost)[1:],
-            jnp.asarray(w0, jnp.float64), lr, steps, chunk=chunk, progress=progress, desc="linear BT variant (GD)",
-        )
-        w_final = np.asarray(w)
+    w_final, eigs, loss = run_in_chunks(
+        functools.partial(_chunk, boost=boost), lambda w, g, rates, eps: _record(w, g, eps, boost)[1:],
+        (g, rates, 1.0 if eps is None else eps), w0, lr, steps, chunk=chunk, progress=progress,
+        desc="linear BT variant (GD)",
+    )
     return VariantRun(step=np.arange(steps + 1, dtype=np.float64), eigenvalues=eigs, loss=loss, w_final=w_final,
                       lr=float(lr))

@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stepwise._compat import enable_x64
 from stepwise.training.linear import run_in_chunks
 
 __all__ = ["KernelRun", "train_kernel_bt"]
@@ -98,14 +97,10 @@ def train_kernel_bt(
         raise ValueError(f"b0 must be (d, 2n = {k.shape[0]}); got shape {b0.shape}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0; got {steps}")
-    with enable_x64(True):
-        k_j = jnp.asarray(k, dtype=jnp.float64)
-        b, eigs, loss = run_in_chunks(
-            lambda b, lr_j, n_valid, length: _chunk(b, k_j, lr_j, n_valid, length=length),
-            lambda b: _state(b, k_j)[2:],
-            jnp.asarray(b0, dtype=jnp.float64), lr, steps, chunk=chunk, progress=progress, desc="kernel BT (GD)",
-        )
-        b_final = np.asarray(b)
+    b_final, eigs, loss = run_in_chunks(
+        _chunk, lambda b, k: _state(b, k)[2:], (k,), b0, lr, steps, chunk=chunk, progress=progress,
+        desc="kernel BT (GD)",
+    )
     return KernelRun(
         step=np.arange(steps + 1, dtype=np.float64),
         eigenvalues=eigs,

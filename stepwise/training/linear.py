@@ -82,12 +82,15 @@ def _chunk(w, gamma, lr, n_valid, *, length: int, diagonal: bool):
     return jax.lax.scan(body, w, jnp.arange(length))
 
 
-def run_in_chunks(chunk_fn, record_fn, state, lr: float, steps: int, *, chunk: int, progress: bool, desc: str):
-    """Drive a jitted scan ``chunk_fn(state, lr, n_valid, length) -> (state, (eigs, loss))`` over ``steps`` updates.
+def run_in_chunks(chunk_fn, record_fn, operands: tuple, state, lr: float, steps: int, *, chunk: int, progress: bool,
+                  desc: str):
+    """Drive a jitted scan ``chunk_fn(state, *operands, lr, n_valid, length=length) -> (state, (eigs, loss))`` over
+    ``steps`` updates, in float64.
 
     One compilation (every call has the same ``length``; only the first ``n_valid`` updates apply); the host checks
-    each chunk for divergence and appends the record ``record_fn(state) -> (eigs, loss)`` after the last update.
-    Call inside ``stepwise._compat.enable_x64(True)``. Returns ``(state, eigenvalues (steps + 1, d), loss (steps + 1,))``.
+    each chunk for divergence and appends the record ``record_fn(state, *operands) -> (eigs, loss)`` after the last
+    update. ``state`` and ``operands`` are NumPy arrays (or scalars), passed to the functions as float64 JAX arrays.
+    Returns ``(final state (NumPy), eigenvalues (steps + 1, d), loss (steps + 1,))``.
 
     Raises:
       DivergenceError: the loss became NaN/inf; says at which step and what to try.
@@ -98,11 +101,13 @@ def run_in_chunks(chunk_fn, record_fn, state, lr: float, steps: int, *, chunk: i
     chunk = max(1, min(chunk, steps))
     eig_chunks, loss_chunks = [], []
     done = 0
-    lr_j = jnp.asarray(lr, dtype=jnp.float64)
-    with tqdm(total=steps, desc=desc, unit="step", disable=not progress, leave=False) as bar:
+    with enable_x64(True), tqdm(total=steps, desc=desc, unit="step", disable=not progress, leave=False) as bar:
+        operands = tuple(jnp.asarray(a, dtype=jnp.float64) for a in operands)
+        state = jnp.asarray(state, dtype=jnp.float64)
+        lr_j = jnp.asarray(lr, dtype=jnp.float64)
         while done < steps:  # records 0..steps-1 here; the record after the last update comes below
             n_valid = min(chunk, steps - done)
-            state, (eigs, loss) = chunk_fn(state, lr_j, jnp.asarray(n_valid), chunk)
+            state, (eigs, loss) = chunk_fn(state, *operands, lr_j, jnp.asarray(n_valid), length=chunk)
             eigs, loss = np.asarray(eigs)[:n_valid], np.asarray(loss)[:n_valid]
             bad = np.flatnonzero(~np.isfinite(loss) | ~np.all(np.isfinite(eigs), axis=1))
             if bad.size:
@@ -112,7 +117,8 @@ def run_in_chunks(chunk_fn, record_fn, state, lr: float, steps: int, *, chunk: i
             loss_chunks.append(loss)
             done += n_valid
             bar.update(n_valid)
-        eigs_last, loss_last = record_fn(state)
+        eigs_last, loss_last = record_fn(state, *operands)
+        state = np.asarray(state)
     eig_chunks.append(np.asarray(eigs_last)[None])
     loss_chunks.append(np.asarray(loss_last)[None])
     loss = np.concatenate(loss_chunks)
@@ -163,14 +169,10 @@ def train_linear_bt(
     else:
         raise ValueError(f"basis must be 'eigen' or 'pixel'; got {basis!r}")
     diagonal = basis == "eigen"
-    with enable_x64(True):
-        op_j = jnp.asarray(op, dtype=jnp.float64)
-        w, eigs, loss = run_in_chunks(
-            lambda w, lr_j, n_valid, length: _chunk(w, op_j, lr_j, n_valid, length=length, diagonal=diagonal),
-            lambda w: _record(w, _gamma_apply(op_j, diagonal))[2:],
-            jnp.asarray(w_init, dtype=jnp.float64), lr, steps, chunk=chunk, progress=progress, desc="linear BT (GD)",
-        )
-        w_final = np.asarray(w)
+    w_final, eigs, loss = run_in_chunks(
+        functools.partial(_chunk, diagonal=diagonal), lambda w, op: _record(w, _gamma_apply(op, diagonal))[2:],
+        (op,), w_init, lr, steps, chunk=chunk, progress=progress, desc="linear BT (GD)",
+    )
     if v is not None:
         w_final = w_final @ v.T
     return LinearRun(
