@@ -217,6 +217,26 @@ def naive_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dict[str,
 # The orthogonality-constrained flow.
 
 
+#: The constrained flow's consistency checks, true by construction: (name, recorded array whose max is judged,
+#: tolerance, reason, description).
+_CONSTRAINED_BY_CONSTRUCTION = (
+    ("flow_orthonormality_max", "flow_ortho", 1e-8,
+     "[D] by construction: the field (I - WW^T) CW is horizontal (W^T dW/dt = 0 on W^T W = I), so the flow keeps "
+     "W^T W = I; this tests the ODE integration (checklist 3, the note's RK4 bound 1e-8)",
+     "max over h and t of max|W^T W - I| along the ODE solution"),
+    ("rgd_orthonormality_max", "rgd_ortho", 1e-12,
+     "[D] by construction (checklist 3): a QR retraction returns an orthonormal basis at every step, so Riemannian "
+     "GD is orthonormal to float64 round-off (errors do not accumulate: each step re-orthonormalises); tests the "
+     "retraction code",
+     "max over steps of max|W^T W - I| for Riemannian GD (QR retraction)"),
+    ("rgd_qr_polar_projector_max", "qr_polar", 1e-10,
+     "[D] by construction: both retractions return a basis of span(W - lr xi) and xi = (I - WW^T) grad is "
+     "rotation-equivariant, so QR and polar give the same subspaces; tests the retraction code (the retraction the "
+     "paper uses is unknown, note pitfall 8); compare projectors, never raw W (pitfall 2)",
+     "max over steps of ||P_qr - P_polar||_F"),
+)
+
+
 @float64
 def constrained_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dict[str, Any]]:
     """The constrained flow and Riemannian GD against the closed-form projector and the predicted rate.
@@ -246,26 +266,8 @@ def constrained_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dic
             description=f"max over h in {hs} and t of ||W W^T (adaptive ODE, float64) - P_closed(t)||_F",
             measured=np.max(data["flow_error"], axis=1),
         ),
-        check(
-            "flow_orthonormality_max", np.max(data["flow_ortho"]), 1e-8, kind="consistency",
-            reason="[D] by construction: the field (I - WW^T) CW is horizontal (W^T dW/dt = 0 on W^T W = I), so the "
-            "flow keeps W^T W = I; this tests the ODE integration (checklist 3, the note's RK4 bound 1e-8)",
-            description="max over h and t of max|W^T W - I| along the ODE solution",
-        ),
-        check(
-            "rgd_orthonormality_max", np.max(data["rgd_ortho"]), 1e-12, kind="consistency",
-            reason="[D] by construction (checklist 3): a QR retraction returns an orthonormal basis at every step, "
-            "so Riemannian GD is orthonormal to float64 round-off (errors do not accumulate: each step "
-            "re-orthonormalises); tests the retraction code",
-            description="max over steps of max|W^T W - I| for Riemannian GD (QR retraction)",
-        ),
-        check(
-            "rgd_qr_polar_projector_max", np.max(data["qr_polar"]), 1e-10, kind="consistency",
-            reason="[D] by construction: both retractions return a basis of span(W - lr xi) and xi = (I - WW^T) "
-            "grad is rotation-equivariant, so QR and polar give the same subspaces; tests the retraction code (the "
-            "retraction the paper uses is unknown, note pitfall 8); compare projectors, never raw W (pitfall 2)",
-            description="max over steps of ||P_qr - P_polar||_F",
-        ),
+        *(check(name, np.max(data[key]), tol, kind="consistency", reason=reason, description=description)
+          for name, key, tol, reason, description in _CONSTRAINED_BY_CONSTRUCTION),
         check(
             "rgd_first_order_error", abs(order - 1), 0.2, kind="theory",
             reason="[D] checklist 4: GD with step lr approximates the flow at t = lr x steps with an O(lr) error; "

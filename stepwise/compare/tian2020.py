@@ -385,6 +385,16 @@ def _lower_bound(diff: np.ndarray, confidence: float) -> np.ndarray:
     return np.mean(diff, axis=-1) - float(scipy.stats.t.ppf(confidence, n - 1)) * se
 
 
+def _training_gain_check(name: str, paired: np.ndarray, per: str, confidence: float, *, reason: str,
+                         description: str) -> Check:
+    """Gate on what training adds: the lower confidence bound (:func:`_lower_bound`) of the seed mean of the paired
+    differences ``paired`` (n_per, S) must be > 0 for every one of the n_per settings (``per``: their axis's name)."""
+    lower = _lower_bound(paired, confidence)
+    return check(name, float(np.min(lower)), 0.0, op=">", kind="theory", reason=reason, description=description,
+                 measured={f"paired_difference_per_{per}_seed": paired, f"lower_bound_per_{per}": lower,
+                           f"seed_mean_per_{per}": paired.mean(axis=-1)})
+
+
 @float64
 def hltm_learning_checks(
     main: Mapping[str, np.ndarray],
@@ -435,7 +445,6 @@ def hltm_learning_checks(
     gain = (sweep[:, :, -1] - sweep[:, :, 0]).mean(axis=-1)
     gain_pol = gain[:, -1] - gain[:, 0]  # (n_hid, S): largest minus smallest polarity range, per hid and seed
     gain_hid = gain[-1] - gain[0]  # (n_low, S): largest minus smallest hid, per polarity range and seed
-    lb_pol, lb_hid = _lower_bound(gain_pol, confidence), _lower_bound(gain_hid, confidence)
     t_q = float(scipy.stats.t.ppf(confidence, n_seeds - 1)) if n_seeds > 1 else math.nan
     init = {loss: c[0].mean(axis=0) for loss, c in main.items()}
     final = {loss: c[-1].mean(axis=0) for loss, c in main.items()}
@@ -460,8 +469,8 @@ def hltm_learning_checks(
             "main setting",
             measured={k: v for k, v in rise.items()},
         ),
-        check(
-            "training_gain_vs_polarity", float(np.min(lb_pol)), 0.0, op=">", kind="theory",
+        _training_gain_check(
+            "training_gain_vs_polarity", gain_pol, "hid", confidence,
             reason="[M] the correlation is higher for larger polarity; as a claim about learning ([D] the "
             "covariance operator's signal dK scales with the products of polarities, so larger polarity should "
             "be learned more) training must add more at the largest polarity range than at the smallest: gated "
@@ -469,19 +478,15 @@ def hltm_learning_checks(
             "run that starts near the cap has less room to gain, so this can fail from the ceiling",
             description=f"min over hid {hids_s} of the lower bound of mean_seeds[(final - initial)(lo = "
             f"{lows_s[-1]:g}) - (final - initial)(lo = {lows_s[0]:g})], correlations averaged over levels",
-            measured={"paired_difference_per_hid_seed": gain_pol, "lower_bound_per_hid": lb_pol,
-                      "seed_mean_per_hid": gain_pol.mean(axis=-1)},
         ),
-        check(
-            "training_gain_vs_hid", float(np.min(lb_hid)), 0.0, op=">", kind="theory",
+        _training_gain_check(
+            "training_gain_vs_hid", gain_hid, "low", confidence,
             reason="[M] over-parameterisation helps: more units per node, more chance of a lucky unit with good "
             "initial selectivity for training to amplify; gated on what training adds (final minus initial of "
             f"the same seed and tree): {stat}, > 0 for every polarity range. More units also raise the initial "
             "best |corr| (a max over more units), which is why the raw trend is not gated",
             description=f"min over polarity ranges {lows_s} of the lower bound of mean_seeds[(final - initial)"
             f"(hid = {hids_s[-1]}) - (final - initial)(hid = {hids_s[0]})], correlations averaged over levels",
-            measured={"paired_difference_per_low_seed": gain_hid, "lower_bound_per_low": lb_hid,
-                      "seed_mean_per_low": gain_hid.mean(axis=-1)},
         ),
         check(
             "corr_vs_polarity_min_step", pol_step, -trend_tol, op=">=", kind="reported",
