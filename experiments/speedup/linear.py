@@ -70,10 +70,9 @@ def train_variant(g: np.ndarray, rates: np.ndarray, w0: np.ndarray, lr: float, s
       DivergenceError: the loss or C became NaN/inf.
     """
     boost = eps is not None
-    w_final, eigs, loss = run_in_chunks(
+    w_final, records = run_in_chunks(
         functools.partial(_chunk, boost=boost), lambda w, g, rates, eps: _record(w, g, eps, boost)[1:],
         (g, rates, 1.0 if eps is None else eps), w0, lr, steps, chunk=chunk, progress=progress,
         desc="linear BT variant (GD)",
     )
-    return VariantRun(step=np.arange(steps + 1, dtype=np.float64), eigenvalues=eigs, loss=loss, w_final=w_final,
-                      lr=float(lr))
+    return VariantRun(**records, w_final=w_final)

@@ -97,14 +97,8 @@ def train_kernel_bt(
         raise ValueError(f"b0 must be (d, 2n = {k.shape[0]}); got shape {b0.shape}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0; got {steps}")
-    b_final, eigs, loss = run_in_chunks(
+    b_final, records = run_in_chunks(
         _chunk, lambda b, k: _state(b, k)[2:], (k,), b0, lr, steps, chunk=chunk, progress=progress,
         desc="kernel BT (GD)",
     )
-    return KernelRun(
-        step=np.arange(steps + 1, dtype=np.float64),
-        eigenvalues=eigs,
-        loss=loss,
-        b_final=b_final,
-        lr=float(lr),
-    )
+    return KernelRun(**records, b_final=b_final)

@@ -90,7 +90,8 @@ def run_in_chunks(chunk_fn, record_fn, operands: tuple, state, lr: float, steps:
     One compilation (every call has the same ``length``; only the first ``n_valid`` updates apply); the host checks
     each chunk for divergence and appends the record ``record_fn(state, *operands) -> (eigs, loss)`` after the last
     update. ``state`` and ``operands`` are NumPy arrays (or scalars), passed to the functions as float64 JAX arrays.
-    Returns ``(final state (NumPy), eigenvalues (steps + 1, d), loss (steps + 1,))``.
+    Returns ``(final state (NumPy), records)``, the records as keyword arguments of a run (:class:`LinearRun`):
+    ``step`` (steps + 1,) update counts, ``eigenvalues`` (steps + 1, d), ``loss`` (steps + 1,) and ``lr``.
 
     Raises:
       DivergenceError: the loss became NaN/inf; says at which step and what to try.
@@ -124,7 +125,8 @@ def run_in_chunks(chunk_fn, record_fn, operands: tuple, state, lr: float, steps:
     loss = np.concatenate(loss_chunks)
     if not np.isfinite(loss[-1]):
         raise DivergenceError(step=steps, quantity="loss ||C - I||_F^2", value=float(loss[-1]), hint=hint)
-    return state, np.concatenate(eig_chunks), loss
+    return state, dict(step=np.arange(steps + 1, dtype=np.float64), eigenvalues=np.concatenate(eig_chunks), loss=loss,
+                       lr=float(lr))
 
 
 def train_linear_bt(
@@ -169,16 +171,8 @@ def train_linear_bt(
     else:
         raise ValueError(f"basis must be 'eigen' or 'pixel'; got {basis!r}")
     diagonal = basis == "eigen"
-    w_final, eigs, loss = run_in_chunks(
+    w_final, records = run_in_chunks(
         functools.partial(_chunk, diagonal=diagonal), lambda w, op: _record(w, _gamma_apply(op, diagonal))[2:],
         (op,), w_init, lr, steps, chunk=chunk, progress=progress, desc="linear BT (GD)",
     )
-    if v is not None:
-        w_final = w_final @ v.T
-    return LinearRun(
-        step=np.arange(steps + 1, dtype=np.float64),
-        eigenvalues=eigs,
-        loss=loss,
-        w_final=w_final,
-        lr=float(lr),
-    )
+    return LinearRun(**records, w_final=w_final if v is None else w_final @ v.T)
