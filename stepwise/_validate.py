@@ -11,7 +11,7 @@ import dataclasses
 import math
 import re
 
-__all__ = ["SEED_RANGE", "bound_errors", "config_value_errors"]
+__all__ = ["SEED_RANGE", "bound_errors", "config_value_errors", "raise_config_errors"]
 
 
 SEED_RANGE = (0, 2**32)
@@ -79,3 +79,16 @@ def bound_errors(config, *rules: tuple[str, str] | tuple[str, str, str]) -> list
         if value is None or not _within(value, core):
             errors.append(f"{field} must be {bound}{''.join(why)} (got {value})")
     return errors
+
+
+def raise_config_errors(errors: list[str], config: str, part: str = "") -> None:
+    """Raise ``ValueError("invalid {config} config: ...")`` listing ``errors`` (each as ``part.<message>`` for the
+    sub-config ``part``, the prefix of its dotted flags); return when there are none.
+
+    >>> raise_config_errors(["dim must be >= 2 (got 1)"], "grassmann", "gaussian")
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid grassmann config: gaussian.dim must be >= 2 (got 1)
+    """
+    if errors:
+        raise ValueError(f"invalid {config} config: " + "; ".join(f"{part}.{e}" if part else e for e in errors))

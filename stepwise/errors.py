@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from stepwise._validate import SEED_RANGE, bound_errors, config_value_errors
+from stepwise._validate import SEED_RANGE, bound_errors, config_value_errors, raise_config_errors
 from stepwise.data.datasets import DataFormatError, DataNotFoundError, image_crop_errors
 
 __all__ = ["SEED_RANGE", "DataFormatError", "DataNotFoundError", "DivergenceError", "bound_errors",
-           "config_value_errors", "image_crop_errors"]
+           "config_value_errors", "image_crop_errors", "raise_config_errors"]
 
 
 class DivergenceError(FloatingPointError):

@@ -123,6 +123,26 @@ def test_prefixed_and_renamed_flags_of_speedup():
     assert parse("--deep-d", "3").deep.d == 3 and parse("--deep").deep.run is True
 
 
+def test_prefixed_flags_of_grassmann_and_hltm():
+    """grassmann's flat ``gaussian_*``, ``order_*``, ``width_*``, ``ssl_*``, ``sup_*`` fields became sub-configs of
+    those names, hltm's ``cov_*``, ``lin_*`` too; hltm's sweep training moved to ``train`` and its check thresholds
+    to ``thresholds``: ``--lr`` / ``--tau``, which ``lin`` / ``cov`` now have too, stay the sweep's (``LEGACY_FLAGS``)."""
+    from experiments.grassmann import GrassmannConfig
+    from experiments.hltm import HLTMConfig
+
+    def parse(config_cls, *argv):
+        return tyro.cli(config_cls, default=config_cls.smoke(), args=cli._legacy_flags(config_cls, argv)[0])
+
+    g = parse(GrassmannConfig, "--gaussian-dim", "8", "--order_time=2", "--width-h", "2", "--widths", "8", "16", "32",
+              "--ssl-lr", "0.5", "--sup-steps", "7", "--ntk-points", "4", "--lr", "0.02", "--h", "4")
+    assert (g.gaussian.dim, g.order.time, g.width.h, g.width.widths, g.ssl.lr, g.sup.steps, g.width.ntk_points,
+            g.lr, g.h) == (8, 2.0, 2, (8, 16, 32), 0.5, 7, 4, 0.02, 4)
+    h = parse(HLTMConfig, "--cov-tau", "0.3", "--lin-lr", "0.2", "--lr", "0.05", "--tau=0.4", "--steps", "50",
+              "--rise-min", "0.01", "--no-bias")
+    assert (h.cov.tau, h.lin.lr, h.train.lr, h.train.tau, h.train.steps, h.thresholds.rise_min, h.train.bias) == \
+        (0.3, 0.2, 0.05, 0.4, 50, 0.01, False)
+
+
 def test_old_dotted_flags_look_inside_their_sub_config():
     """directpred's ``setup`` held flat fields before it held sub-configs: ``--setup.width`` is
     ``--setup.net.width`` now, ``--setup.no-flip`` ``--setup.aug.no-flip``, ``--steps`` ``--setup.train.steps``."""

@@ -93,7 +93,7 @@ def test_results_json_contract_and_figures(smoke_run):
             ok = {"<=": c["value"] <= c["threshold"], ">=": c["value"] >= c["threshold"],
                   ">": c["value"] > c["threshold"]}[c["op"]]
             assert ok == c["passed"]
-    assert on_disk["config"]["widths"] == list(GrassmannConfig.smoke().widths)
+    assert on_disk["config"]["width"]["widths"] == list(GrassmannConfig.smoke().width.widths)
     assert on_disk["versions"]["jax"] and on_disk["device"]["platform"] == "cpu" and on_disk["wall_time_s"] > 0
     assert on_disk["figures"] == ["grassmann.png", "grassmann_width.png"]
     for name in on_disk["figures"]:
@@ -199,17 +199,18 @@ def test_statistics_on_known_inputs():
 
 
 def test_config_validation():
-    for bad in (dict(lr=0.5), dict(widths=(64, 32, 128)), dict(widths=(64, 128)), dict(window=(1e-3, 1e-6)),
-                dict(ssl_lr=1.5), dict(ssl_steps=150, ssl_record=100), dict(width_h=100, widths=(64, 128, 256)),
-                dict(order_lrs=(0.01,)), dict(h=0)):
+    for bad in (dict(lr=0.5), dict(width=dict(widths=(64, 32, 128))), dict(width=dict(widths=(64, 128))),
+                dict(window=(1e-3, 1e-6)),
+                dict(ssl=dict(lr=1.5)), dict(ssl=dict(steps=150, record=100)),
+                dict(width=dict(h=100, widths=(64, 128, 256))), dict(order=dict(lrs=(0.01,))), dict(h=0)):
         with pytest.raises(ValueError, match="invalid grassmann config"):
-            GrassmannConfig(**bad)
+            io.replace_config(GrassmannConfig(), **bad)
 
 
 def test_input_errors_come_before_compute_and_write_nothing(tmp_path):
     out = tmp_path / "never"
     with pytest.raises(ValueError, match="must be < m"):
-        run(GrassmannConfig(dataset="gaussian", gaussian_dim=4, ode_hs=(1, 8)), out)
+        run(io.replace_config(GrassmannConfig(), dataset="gaussian", gaussian=dict(dim=4), ode_hs=(1, 8)), out)
     assert not out.exists()
 
 

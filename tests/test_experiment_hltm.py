@@ -88,15 +88,15 @@ def test_results_contract_figures_and_data(smoke_run):
         assert (out / name).stat().st_size > 10_000
     data = io.load_npz(out / "curves.npz")
     cfg = HLTMConfig.smoke()
-    n_eval = cfg.steps // cfg.eval_every + 1
+    n_eval = cfg.train.steps // cfg.train.eval_every + 1
     assert data["sweep"].shape == (2, 2, n_eval, 3, 3)  # (hid, polarity, evaluations, seeds, depth)
     assert data["main_simple"].shape == data["main_infonce"].shape == (n_eval, 3, 3)
-    np.testing.assert_array_equal(data["step"], np.arange(0, cfg.steps + 1, cfg.eval_every))
+    np.testing.assert_array_equal(data["step"], np.arange(0, cfg.train.steps + 1, cfg.train.eval_every))
     # The figure's verdict and the test's come from the same numbers: recompute the learning checks from disk.
     checks, _ = hltm_learning_checks({"infonce": data["main_infonce"], "simple": data["main_simple"]},
-                                     data["sweep"], cfg.polarity_lows, cfg.hids, rise_min=cfg.rise_min,
-                                     trend_tol=cfg.trend_tol, trend_min=cfg.trend_min,
-                                     hardest_tol=cfg.hardest_tol)
+                                     data["sweep"], cfg.polarity_lows, cfg.hids, rise_min=cfg.thresholds.rise_min,
+                                     trend_tol=cfg.thresholds.trend_tol, trend_min=cfg.thresholds.trend_min,
+                                     hardest_tol=cfg.thresholds.hardest_tol)
     stored = {c["name"]: c["value"] for c in res["checks"]}
     for c in checks:  # the same function on the saved float64 arrays: identical (JSON keeps floats exactly)
         assert c.value == pytest.approx(stored[c.name], abs=1e-12)
@@ -275,9 +275,10 @@ def test_mixed_losses_equal_separate_runs_and_eager_equals_jit():
 
 def test_config_validation_and_registry():
     for bad in (dict(depth=0), dict(polarity_lows=(0.8,)), dict(polarity_lows=(0.9, 0.7)), dict(hids=(2, 2)),
-                dict(main_hid=7), dict(seeds=0), dict(lr=0.0), dict(sweep_loss="byol"), dict(cov_widths=())):
+                dict(main_hid=7), dict(seeds=0), dict(train=dict(lr=0.0)), dict(sweep_loss="byol"),
+                dict(cov=dict(widths=()))):
         with pytest.raises(ValueError, match="invalid hltm config"):
-            HLTMConfig(**bad)
+            io.replace_config(HLTMConfig(), **bad)
     assert dataclasses.replace(HLTMConfig.smoke(), seeds=4).seeds == 4
     exp = cli._experiments()["hltm"]
     assert exp.config is HLTMConfig and "Tian" in exp.doc

@@ -22,7 +22,111 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from stepwise.errors import bound_errors, config_value_errors
+from stepwise.errors import bound_errors, config_value_errors, raise_config_errors
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianData:
+    """The ``gaussian`` data set (the note's synthetic setup): x ~ N(0, diag(s)), x+ = x + noise.
+
+    Attributes:
+      dim: input dimension.
+      decay: the ratio between consecutive variances s_(i+1) / s_i.
+    """
+
+    dim: int = 20
+    decay: float = 0.8
+
+    def __post_init__(self):
+        raise_config_errors(config_value_errors(self) + bound_errors(self, ("dim", ">= 2"), ("decay", "in (0, 1]")),
+                            "grassmann", "gaussian")
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderCheck:
+    """Riemannian GD converges to the flow at first order in the step (projector error vs the closed form).
+
+    Attributes:
+      lrs: the steps compared (>= 2), in units of 1 / lambda_1.
+      time: horizon of the comparison (max over t in [0, time]), in units of 1 / lambda_1.
+    """
+
+    lrs: tuple[float, ...] = (0.04, 0.02, 0.01)
+    time: float = 5.0
+
+    def __post_init__(self):
+        errors = config_value_errors(self) + bound_errors(self, ("time", "> 0"))
+        if len(self.lrs) < 2 or min(self.lrs) <= 0:
+            errors.append(f"lrs needs >= 2 positive steps (got {self.lrs})")
+        raise_config_errors(errors, "grassmann", "order")
+
+
+@dataclasses.dataclass(frozen=True)
+class WidthStudy:
+    """The two-layer network f(x) = a^T relu(b x / sqrt(d)) / sqrt(m), hidden layer b frozen, at several widths m.
+
+    Attributes:
+      widths: hidden widths m (>= 3, increasing).
+      pairs: pairs (and supervised examples) used by the width study.
+      seeds: seeds (network initialisations) per width.
+      h: output dimension of the network (SSL representation, supervised targets).
+      ntk_points: inputs the empirical NTK is evaluated on.
+    """
+
+    widths: tuple[int, ...] = (64, 256, 1024, 4096)
+    pairs: int = 128
+    seeds: int = 3
+    h: int = 3
+    ntk_points: int = 32
+
+    def __post_init__(self):
+        errors = config_value_errors(self) + bound_errors(
+            self, ("pairs", ">= 2"), ("h", ">= 1"), ("seeds", ">= 1"), ("ntk_points", ">= 2"))
+        if len(self.widths) < 3 or list(self.widths) != sorted(set(self.widths)) or self.widths[0] < 2:
+            errors.append(f"widths must be >= 3 increasing hidden widths >= 2 (got {self.widths})")
+        elif self.h > self.widths[0]:
+            errors.append(f"h = {self.h} must be <= the smallest width {self.widths[0]}")
+        raise_config_errors(errors, "grassmann", "width")
+
+
+@dataclasses.dataclass(frozen=True)
+class SSLTraining:
+    """The width study's SSL training of the output layer: Riemannian GD under a^T a = m I.
+
+    Attributes:
+      lr: step, in units of 1 / (lambda_1 - lambda_min) of the network's C (= C_phi / m); Riemannian GD near its
+        limit is stable for lr < 1.
+      steps: Riemannian GD steps.
+      record: record the subspace every this many steps (closed-form comparison).
+    """
+
+    lr: float = 0.15
+    steps: int = 2500
+    record: int = 100
+
+    def __post_init__(self):
+        errors = config_value_errors(self) + bound_errors(
+            self, ("lr", "in (0, 1)", " (stability)"), ("steps", ">= 1"), ("record", ">= 1"))
+        if self.record >= 1 and self.steps % self.record:
+            errors.append(f"steps must be a multiple of record = {self.record} (got {self.steps})")
+        raise_config_errors(errors, "grassmann", "ssl")
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisedTraining:
+    """The width study's supervised baseline: plain GD on the MSE of the output layer, from the same a(0).
+
+    Attributes:
+      lr: step, in units of the stability limit 2 / lambda_max(K_a / n) (times 2: 1.0 = 1/lambda).
+      steps: GD steps.
+    """
+
+    lr: float = 1.0
+    steps: int = 1000
+
+    def __post_init__(self):
+        raise_config_errors(config_value_errors(self) + bound_errors(
+            self, ("lr", "in (0, 2)", " (stability)"), ("steps", ">= 1")), "grassmann", "sup")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,29 +135,19 @@ class GrassmannConfig:
 
     Attributes:
       dataset: ``digits`` (8x8 scikit-learn digits; pairs = two augmented views: random shift + pixel noise) or
-        ``gaussian`` (the note's synthetic setup: x ~ N(0, diag(s)), x+ = x + noise).
+        ``gaussian`` (the note's synthetic setup, :class:`GaussianData`).
       n_pairs: positive pairs that define C (section 1 of the note: C = sym(sum x x+^T) / n).
       shift, noise_std: digits augmentation (pixels of random translation, std of additive pixel noise).
-      gaussian_dim, gaussian_decay: ``gaussian`` input dimension and the ratio between consecutive variances.
+      gaussian: the ``gaussian`` data set's input dimension and variance decay (:class:`GaussianData`).
       contrastive: add shuffled negatives (C_C = C_NC - sym(sum x x-^T) / n), else the non-contrastive C_NC.
       h: representation dimension of the main constrained runs (rate, first order, final loss).
       ode_hs: representation dimensions integrated by the adaptive ODE solver (note checklist 6: h-independence).
       lr: step of naive GD and Riemannian GD, in units of 1 / lambda_1(C) (C is divided by lambda_1).
       naive_efolds, constrained_efolds: run lengths in e-foldings of the predicted rate.
       window: range of sigma_2/sigma_1 (naive) and of the largest principal sine (constrained) fitted for the rates.
-      order_lrs: steps for the first-order check (projector error vs the closed form up to ``order_time``).
-      order_time: horizon of that check, in units of 1 / lambda_1.
-      widths: hidden widths m of the two-layer network f(x) = a^T relu(b x / sqrt(d)) / sqrt(m).
-      width_pairs: pairs (and supervised examples) used by the width study.
-      width_seeds: seeds (network initialisations) per width.
-      width_h: output dimension of the network (SSL representation, supervised targets).
-      ntk_points: inputs the empirical NTK is evaluated on.
-      ssl_lr: SSL step, in units of 1 / (lambda_1 - lambda_min) of the network's C (= C_phi / m); Riemannian GD
-        near its limit is stable for ssl_lr < 1.
-      ssl_steps: SSL Riemannian GD steps.
-      ssl_record: record the SSL subspace every this many steps (closed-form comparison).
-      sup_lr: supervised step, in units of the stability limit 2 / lambda_max(K_a / n) (times 2: 1.0 = 1/lambda).
-      sup_steps: supervised GD steps.
+      order: the first-order check of Riemannian GD (:class:`OrderCheck`).
+      width: the two-layer network's widths, pairs, seeds, output dimension, NTK inputs (:class:`WidthStudy`).
+      ssl, sup: its SSL and supervised training (:class:`SSLTraining`, :class:`SupervisedTraining`).
       seed: seeds the data, W(0) and the networks.
     """
 
@@ -61,8 +155,7 @@ class GrassmannConfig:
     n_pairs: int = 1000
     shift: int = 1
     noise_std: float = 0.05
-    gaussian_dim: int = 20
-    gaussian_decay: float = 0.8
+    gaussian: GaussianData = GaussianData()
     contrastive: bool = False
     h: int = 3
     ode_hs: tuple[int, ...] = (1, 2, 4, 8)
@@ -70,47 +163,26 @@ class GrassmannConfig:
     naive_efolds: float = 30.0
     constrained_efolds: float = 30.0
     window: tuple[float, float] = (1e-10, 1e-3)
-    order_lrs: tuple[float, ...] = (0.04, 0.02, 0.01)
-    order_time: float = 5.0
-    widths: tuple[int, ...] = (64, 256, 1024, 4096)
-    width_pairs: int = 128
-    width_seeds: int = 3
-    width_h: int = 3
-    ntk_points: int = 32
-    ssl_lr: float = 0.15
-    ssl_steps: int = 2500
-    ssl_record: int = 100
-    sup_lr: float = 1.0
-    sup_steps: int = 1000
+    order: OrderCheck = OrderCheck()
+    width: WidthStudy = WidthStudy()
+    ssl: SSLTraining = SSLTraining()
+    sup: SupervisedTraining = SupervisedTraining()
     seed: int = 0
 
     def __post_init__(self):
         errors = config_value_errors(self) + bound_errors(
-            self, ("n_pairs", ">= 2"), ("width_pairs", ">= 2"), ("shift", ">= 0"), ("noise_std", ">= 0"),
-            ("gaussian_dim", ">= 2"), ("gaussian_decay", "in (0, 1]"), ("h", ">= 1"), ("width_h", ">= 1"),
+            self, ("n_pairs", ">= 2"), ("shift", ">= 0"), ("noise_std", ">= 0"), ("h", ">= 1"),
             ("lr", "in (0, 0.1]", " x 1/lambda_1: the rates are compared with the flow's"), ("naive_efolds", "> 0"),
-            ("constrained_efolds", "> 0"), ("order_time", "> 0"))
+            ("constrained_efolds", "> 0"))
         if not self.ode_hs or min(self.ode_hs) < 1:
             errors.append(f"ode_hs must list >= 1 widths, each >= 1 (got {self.ode_hs})")
         if len(self.window) != 2 or not 0 < self.window[0] < self.window[1] < 1:
             errors.append(f"window must satisfy 0 < lo < hi < 1 (got {self.window})")
-        if len(self.order_lrs) < 2 or min(self.order_lrs) <= 0:
-            errors.append(f"order_lrs needs >= 2 positive steps (got {self.order_lrs})")
-        if len(self.widths) < 3 or list(self.widths) != sorted(set(self.widths)) or self.widths[0] < 2:
-            errors.append(f"widths must be >= 3 increasing hidden widths >= 2 (got {self.widths})")
-        elif self.width_h > self.widths[0]:
-            errors.append(f"width_h = {self.width_h} must be <= the smallest width {self.widths[0]}")
-        errors += bound_errors(
-            self, ("width_seeds", ">= 1"), ("ntk_points", ">= 2"), ("ssl_lr", "in (0, 1)", " (stability)"),
-            ("sup_lr", "in (0, 2)", " (stability)"), ("ssl_steps", ">= 1"), ("ssl_record", ">= 1"),
-            ("sup_steps", ">= 1"))
-        if self.ssl_record >= 1 and self.ssl_steps % self.ssl_record:
-            errors.append(f"ssl_steps must be a multiple of ssl_record = {self.ssl_record} (got {self.ssl_steps})")
-        if errors:
-            raise ValueError("invalid grassmann config: " + "; ".join(errors))
+        raise_config_errors(errors, "grassmann")
 
     @classmethod
     def smoke(cls) -> "GrassmannConfig":
         """A seconds-long run used by the tests: fewer pairs, small widths, one seed, short runs."""
-        return cls(n_pairs=300, ode_hs=(3,), order_lrs=(0.04, 0.02), widths=(64, 256, 1024), width_pairs=64,
-                   width_seeds=2, ntk_points=16, ssl_steps=1000, sup_steps=300)
+        return cls(n_pairs=300, ode_hs=(3,), order=OrderCheck(lrs=(0.04, 0.02)),
+                   width=WidthStudy(widths=(64, 256, 1024), pairs=64, seeds=2, ntk_points=16),
+                   ssl=SSLTraining(steps=1000), sup=SupervisedTraining(steps=300))

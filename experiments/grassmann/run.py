@@ -77,10 +77,10 @@ def run_constrained(cfg: GrassmannConfig, c: np.ndarray, eig: theory.Eig) -> dic
     t = cfg.lr * every * np.arange(n_rec + 1)
     sines_closed = np.asarray(jax.vmap(lambda s: theory.principal_sines(c, w0, s)[0])(t))
 
-    # First order in lr: max-over-time projector error against the closed form on [0, order_time].
+    # First order in lr: max-over-time projector error against the closed form on [0, order.time].
     order_errors = []
-    for lr in cfg.order_lrs:
-        every = max(1, math.ceil(cfg.order_time / lr / _ORDER_RECORDS))  # the same record count: one compilation
+    for lr in cfg.order.lrs:
+        every = max(1, math.ceil(cfg.order.time / lr / _ORDER_RECORDS))  # the same record count: one compilation
         ws = np.asarray(riemannian_gd(theory.loss, jnp.asarray(w0), lr, every * _ORDER_RECORDS,
                                       args=(jnp.asarray(c),), record_every=every))
         closed = np.asarray(theory.projector_trajectory(c, w0, lr * every * np.arange(_ORDER_RECORDS + 1)))
@@ -88,7 +88,7 @@ def run_constrained(cfg: GrassmannConfig, c: np.ndarray, eig: theory.Eig) -> dic
 
     # Diagnostic (checklist 3): the same steps without a retraction drift off W^T W = I.
     w = w0.copy()
-    for _ in range(round(cfg.order_time / cfg.lr)):
+    for _ in range(round(cfg.order.time / cfg.lr)):
         w = w + cfg.lr * np.asarray(theory.constrained_field(w, c))
 
     return {
@@ -97,7 +97,7 @@ def run_constrained(cfg: GrassmannConfig, c: np.ndarray, eig: theory.Eig) -> dic
         "qr_polar": np.linalg.norm(span_projector(runs["qr"]) - span_projector(runs["polar"]), axis=(1, 2)),
         "sines": max_sine(vec[:, h:], runs["qr"]), "sines_closed": sines_closed,
         "loss": -np.einsum("tmh,mn,tnh->t", runs["qr"], c, runs["qr"]), "final_loss": np.float64(
-            float(theory.loss(runs["qr"][-1], c))), "order_lrs": np.array(cfg.order_lrs),
+            float(theory.loss(runs["qr"][-1], c))), "order_lrs": np.array(cfg.order.lrs),
         "order_errors": np.array(order_errors), "projected_gd_drift": np.float64(orthonormality_error(w)),
         "lam": lam, "h": np.int64(h), "lr": np.float64(cfg.lr), "window": np.array(cfg.window),
     }
@@ -106,7 +106,7 @@ def run_constrained(cfg: GrassmannConfig, c: np.ndarray, eig: theory.Eig) -> dic
 def run_width_one(cfg: GrassmannConfig, data: dict[str, np.ndarray], m: int, seed: int) -> dict[str, float]:
     """One network of hidden width m: SSL with a^T a = m I and supervised MSE, both from the same a(0)."""
     n, d = data["x1"].shape
-    h = cfg.width_h
+    h = cfg.width.h
     rng = _rng(cfg, 4, seed, m)
     b = jnp.asarray(rng.normal(size=(m, d)))
     w0 = random_orthonormal(rng, m, h)  # a(0) = sqrt(m) W0: the constraint a^T a = m I holds from the start
@@ -117,16 +117,16 @@ def run_width_one(cfg: GrassmannConfig, data: dict[str, np.ndarray], m: int, see
     basis, c_red = reduced_ssl_matrix(ssl_args, w0)  # the network's C in span(features, W0), for the closed form
     eig = theory.eigh_desc(c_red)
     lam1 = float(eig.values[0])
-    lr = cfg.ssl_lr / (lam1 - float(eig.values[-1]))  # GD on the Grassmannian is stable for lr (l_1 - l_min) < 1
+    lr = cfg.ssl.lr / (lam1 - float(eig.values[-1]))  # GD on the Grassmannian is stable for lr (l_1 - l_min) < 1
     # NTK parametrisation: step lr on a is step lr on W for the linear loss on phi (hidden_features): same iterates.
-    ws = np.asarray(riemannian_gd(theory.ssl_loss, jnp.asarray(w0), lr, cfg.ssl_steps, args=ssl_args,
-                                  record_every=cfg.ssl_record))
-    t = lr * cfg.ssl_record * np.arange(ws.shape[0])
+    ws = np.asarray(riemannian_gd(theory.ssl_loss, jnp.asarray(w0), lr, cfg.ssl.steps, args=ssl_args,
+                                  record_every=cfg.ssl.record))
+    t = lr * cfg.ssl.record * np.arange(ws.shape[0])
     w_red = np.einsum("mk,tmh->tkh", basis, ws)
     # The same Riemannian GD on the linear Grassmann model -tr(W^T C W) with the network's C, in the reduced basis:
     # a different loss, dimension and gradient path, the same iterates if the network is that model.
-    model = np.asarray(riemannian_gd(theory.loss, jnp.asarray(basis.T @ w0), lr, cfg.ssl_steps,
-                                     args=(jnp.asarray(c_red),), record_every=cfg.ssl_record))
+    model = np.asarray(riemannian_gd(theory.loss, jnp.asarray(basis.T @ w0), lr, cfg.ssl.steps,
+                                     args=(jnp.asarray(c_red),), record_every=cfg.ssl.record))
     net_vs_model = float(np.max(np.linalg.norm(span_projector(w_red) - span_projector(model), axis=(1, 2))))
     closed = np.asarray(theory.projector_trajectory(c_red, basis.T @ w0, t))
     net_err = float(np.max(np.linalg.norm(span_projector(w_red) - closed, axis=(1, 2))))
@@ -135,10 +135,10 @@ def run_width_one(cfg: GrassmannConfig, data: dict[str, np.ndarray], m: int, see
     # The MSE's Hessian in a is (phi^T phi / (m n)) (x) I; its top eigenvalue is that of the n x n Gram matrix.
     hess_max = float(jnp.linalg.eigvalsh(jnp.asarray(f0 @ f0.T / n))[-1])
     a0 = math.sqrt(m) * w0
-    a_sup = np.asarray(euclidean_gd(two_layer_mse, a0, cfg.sup_lr / hess_max, cfg.sup_steps, args=(f0, data["y"]),
-                                    record_every=cfg.sup_steps)[-1])
+    a_sup = np.asarray(euclidean_gd(two_layer_mse, a0, cfg.sup.lr / hess_max, cfg.sup.steps, args=(f0, data["y"]),
+                                    record_every=cfg.sup.steps)[-1])
 
-    xs = data["x0"][: cfg.ntk_points]
+    xs = data["x0"][: cfg.width.ntk_points]
     ntk = lambda a: np.asarray(empirical_ntk(two_layer, {"a": jnp.asarray(a), "b": b}, xs, backend="jax"))
     k0, k_ssl, k_sup_t = ntk(a0), ntk(math.sqrt(m) * ws[-1]), ntk(a_sup)
     return {
@@ -158,9 +158,9 @@ def run(cfg: GrassmannConfig, out_dir: str | Path, *, progress: bool = False) ->
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     with enable_x64(True):
-        data = positive_pairs(cfg.dataset, max(cfg.n_pairs, cfg.width_pairs), seed=cfg.seed, targets=cfg.width_h,
-                              shift=cfg.shift, noise_std=cfg.noise_std, gaussian_dim=cfg.gaussian_dim,
-                              gaussian_decay=cfg.gaussian_decay)  # input errors are raised here
+        data = positive_pairs(cfg.dataset, max(cfg.n_pairs, cfg.width.pairs), seed=cfg.seed, targets=cfg.width.h,
+                              shift=cfg.shift, noise_std=cfg.noise_std, gaussian_dim=cfg.gaussian.dim,
+                              gaussian_decay=cfg.gaussian.decay)  # input errors are raised here
         pairs = {k: v[: cfg.n_pairs] for k, v in data.items()}  # C of the SSL loss, note section 1
         c = np.asarray(theory.ssl_matrix(pairs["x1"], pairs["x2"], pairs["xneg"] if cfg.contrastive else None))
         m = c.shape[0]
@@ -173,9 +173,9 @@ def run(cfg: GrassmannConfig, out_dir: str | Path, *, progress: bool = False) ->
         eig = theory.eigh_desc(c)
         naive = run_naive(cfg, c, eig, random_orthonormal(_rng(cfg, 1), m, cfg.h))
         constrained = run_constrained(cfg, c, eig)
-        net_data = {k: v[: cfg.width_pairs] for k, v in data.items()}
-        rows = [[run_width_one(cfg, net_data, m, s) for m in cfg.widths] for s in range(cfg.width_seeds)]
-    width = {"widths": np.array(cfg.widths), "net_lr_scale": np.float64(cfg.ssl_lr),
+        net_data = {k: v[: cfg.width.pairs] for k, v in data.items()}
+        rows = [[run_width_one(cfg, net_data, m, s) for m in cfg.width.widths] for s in range(cfg.width.seeds)]
+    width = {"widths": np.array(cfg.width.widths), "net_lr_scale": np.float64(cfg.ssl.lr),
              **{k: np.array([[r[k] for r in row] for row in rows]) for k in rows[0][0]}}
 
     out_dir.mkdir(parents=True, exist_ok=True)

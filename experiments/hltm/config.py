@@ -25,8 +25,101 @@ evaluation set size.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
-from stepwise.errors import bound_errors, config_value_errors
+from stepwise.errors import bound_errors, config_value_errors, raise_config_errors
+
+
+@dataclasses.dataclass(frozen=True)
+class HLTMTraining:
+    """Training of the sweep (and of the main setting's other loss): plain SGD on InfoNCE or the simple loss.
+
+    Attributes:
+      steps, batch_size, lr, tau: SGD steps, triples per step (also the linear alignment's), learning rate, InfoNCE
+        temperature.
+      eval_every, n_eval: steps between evaluations; fresh samples of the fixed evaluation set of each run.
+      bias: biases in the network (the reference code has them; the covariance theory does not).
+    """
+
+    steps: int = 800
+    batch_size: int = 128
+    lr: float = 0.1
+    tau: float = 0.1
+    eval_every: int = 20
+    n_eval: int = 4096
+    bias: bool = True
+
+    def __post_init__(self):
+        raise_config_errors(config_value_errors(self) + bound_errors(
+            self, ("steps", ">= 1"), ("eval_every", ">= 1"), ("batch_size", ">= 2"), ("lr", "> 0"), ("tau", "> 0"),
+            ("n_eval", ">= 16")), "hltm", "train")
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningThresholds:
+    """The thresholds of the learning checks (:func:`stepwise.compare.tian2020.hltm_learning_checks`).
+
+    Attributes:
+      rise_min: the root correlation must gain at least this in every seed: ~3 standard errors of the difference
+        of two sample correlations at the [R] root levels 0.7-0.85 on n_eval = 4096 samples ((1 - r^2)/sqrt(n)
+        = 0.004-0.008 each).
+      trend_tol, trend_min: reference values shown with the reported raw trends (adjacent step may fall by at
+        most trend_tol; the whole sweep gains at least trend_min); not gates. The gated trends are what training
+        adds (final minus initial), tested by a one-sided 95% lower confidence bound over the paired seeds.
+      hardest_tol: allowance of "the root ends lowest" (root minus the lowest other level after training must be
+        <= this); 0 = the paper's criterion, the default. A positive value is a user's choice (stated in the
+        check's reason), not a theory tolerance.
+    """
+
+    rise_min: float = 0.02
+    trend_tol: float = 0.02
+    trend_min: float = 0.02
+    hardest_tol: float = 0.0
+
+    def __post_init__(self):
+        raise_config_errors(config_value_errors(self), "hltm", "thresholds")
+
+
+@dataclasses.dataclass(frozen=True)
+class CovarianceCheck:
+    """The covariance-operator checks (Theorems 1 and 2, the loss-weight formula) on an exact finite population.
+
+    Attributes:
+      widths: hidden and output widths of the bias-free ReLU MLP (on the leaves).
+      views: augmentations per root value in the population (drawn from the seed-0 tree with the lowest polarity
+        range: the residue check needs augmentation spread).
+      tau: temperature of the exact-cov and InfoNCE weights.
+    """
+
+    widths: tuple[int, ...] = (16, 8)
+    views: int = 24
+    tau: float = 0.2
+
+    def __post_init__(self):
+        errors = config_value_errors(self) + bound_errors(self, ("tau", "> 0"), ("views", ">= 1"))
+        if len(self.widths) < 1 or any(w < 1 for w in self.widths):
+            errors.append(f"widths must list >= 1 positive widths (got {self.widths})")
+        raise_config_errors(errors, "hltm", "cov")
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearAlignment:
+    """Note checklist 8: a one-layer linear f = Wx trained on the leaves (main tree of seed 0) aligns with rho.
+
+    Attributes:
+      rows: rows of W.
+      lr: its SGD step in units of 1/s, s = ||rho||^2 / 2: the component along rho grows by 1 + lr per step (in
+        expectation); smaller steps lower the SGD noise floor.
+      efolds: its length in e-foldings of tan(angle to rho) predicted without noise.
+    """
+
+    rows: int = 4
+    lr: float = 0.05
+    efolds: float = 20.0
+
+    def __post_init__(self):
+        raise_config_errors(config_value_errors(self) + bound_errors(
+            self, ("rows", ">= 1"), ("lr", "in (0, 1)"), ("efolds", "> 0")), "hltm", "lin")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,29 +135,17 @@ class HLTMConfig:
         drawn for both losses. Must be members of the sweep.
       seeds: independent runs (tree, initialisation and data) per setting, vmapped together.
       sweep_loss: the loss of the sweep (the paper's table is for NCE); ``simple`` is trained at the main setting.
-      steps, batch_size, lr, tau: plain SGD steps, triples per step, learning rate, InfoNCE temperature.
-      eval_every, n_eval: steps between evaluations; fresh samples of the fixed evaluation set of each run.
-      bias: biases in the network (the reference code has them; the covariance theory does not).
-      rise_min: the root correlation must gain at least this in every seed: ~3 standard errors of the difference
-        of two sample correlations at the [R] root levels 0.7-0.85 on n_eval = 4096 samples ((1 - r^2)/sqrt(n)
-        = 0.004-0.008 each).
-      trend_tol, trend_min: reference values shown with the reported raw trends (adjacent step may fall by at
-        most trend_tol; the whole sweep gains at least trend_min); not gates. The gated trends are what training
-        adds (final minus initial), tested by a one-sided 95% lower confidence bound over the paired seeds.
-      hardest_tol: allowance of "the root ends lowest" (root minus the lowest other level after training must be
-        <= this); 0 = the paper's criterion, the default. A positive value is a user's choice (stated in the
-        check's reason), not a theory tolerance.
-      cov_widths: hidden and output widths of the bias-free ReLU MLP (on the leaves) for the covariance checks.
-      cov_views: augmentations per root value in the exact finite population of the covariance checks (drawn
-        from the seed-0 tree with the lowest polarity range: the residue check needs augmentation spread).
-      cov_tau: temperature of the exact-cov and InfoNCE weights in the covariance checks.
+      train: SGD steps, batch, lr, temperature, evaluation, biases (:class:`HLTMTraining`).
+      thresholds: of the learning checks (:class:`LearningThresholds`).
+      cov: the covariance-operator checks' network, population and temperature (:class:`CovarianceCheck`).
       n_sampler: samples for the sampler checks (tolerances 3/sqrt(n)) and for the noise of the linear alignment.
-      lin_rows: rows of the one-layer linear f = Wx trained on the leaves (note checklist 8; main tree of seed 0).
-      lin_lr: its SGD step in units of 1/s, s = ||rho||^2 / 2: the component along rho grows by 1 + lin_lr per
-        step (in expectation); smaller steps lower the SGD noise floor.
-      lin_efolds: its length in e-foldings of tan(angle to rho) predicted without noise.
+      lin: the one-layer linear model of note checklist 8 (:class:`LinearAlignment`).
       seed: base seed.
     """
+
+    # Flat flags of earlier releases that two sub-configs now have (stepwise.cli; until the next release): --lr and
+    # --tau were the sweep's (the linear model's and the covariance checks' were --lin-lr and --cov-tau).
+    LEGACY_FLAGS: ClassVar[dict[str, str]] = {"lr": "train.lr", "tau": "train.tau"}
 
     depth: int = 5
     children: int = 2
@@ -74,24 +155,11 @@ class HLTMConfig:
     main_hid: int = 10
     seeds: int = 3
     sweep_loss: str = "infonce"
-    steps: int = 800
-    batch_size: int = 128
-    lr: float = 0.1
-    tau: float = 0.1
-    eval_every: int = 20
-    n_eval: int = 4096
-    bias: bool = True
-    rise_min: float = 0.02
-    trend_tol: float = 0.02
-    trend_min: float = 0.02
-    hardest_tol: float = 0.0
-    cov_widths: tuple[int, ...] = (16, 8)
-    cov_views: int = 24
-    cov_tau: float = 0.2
+    train: HLTMTraining = HLTMTraining()
+    thresholds: LearningThresholds = LearningThresholds()
+    cov: CovarianceCheck = CovarianceCheck()
     n_sampler: int = 20_000
-    lin_rows: int = 4
-    lin_lr: float = 0.05
-    lin_efolds: float = 20.0
+    lin: LinearAlignment = LinearAlignment()
     seed: int = 0
 
     def __post_init__(self):
@@ -107,19 +175,13 @@ class HLTMConfig:
             errors.append(f"main_low {self.main_low} / main_hid {self.main_hid} must be in polarity_lows / hids")
         if self.sweep_loss not in ("infonce", "simple"):
             errors.append(f"sweep_loss must be 'infonce' or 'simple' (got {self.sweep_loss!r})")
-        errors += bound_errors(
-            self, ("seeds", ">= 1"), ("steps", ">= 1"), ("eval_every", ">= 1"), ("batch_size", ">= 2"), ("lr", "> 0"),
-            ("tau", "> 0"), ("cov_tau", "> 0"), ("n_eval", ">= 16"), ("n_sampler", ">= 16"), ("cov_views", ">= 1"),
-            ("lin_rows", ">= 1"), ("lin_lr", "in (0, 1)"), ("lin_efolds", "> 0"))
-        if len(self.cov_widths) < 1 or any(w < 1 for w in self.cov_widths):
-            errors.append(f"cov_widths must list >= 1 positive widths (got {self.cov_widths})")
-        if errors:
-            raise ValueError("invalid hltm config: " + "; ".join(errors))
+        raise_config_errors(errors + bound_errors(self, ("seeds", ">= 1"), ("n_sampler", ">= 16")), "hltm")
 
     @classmethod
     def smoke(cls) -> "HLTMConfig":
         """A short run used by the tests (~15 s on an idle 2-core CPU, mostly compilation): a depth-3 tree, two
         polarity ranges and widths, 3 seeds; the main setting at the noisier range, where the root has room to
         improve within 200 steps."""
-        return cls(depth=3, polarity_lows=(0.5, 0.8), hids=(2, 8), main_low=0.5, main_hid=8, steps=200,
-                   eval_every=25, n_eval=2048, cov_widths=(6, 4), cov_views=8, n_sampler=4000)
+        return cls(depth=3, polarity_lows=(0.5, 0.8), hids=(2, 8), main_low=0.5, main_hid=8,
+                   train=HLTMTraining(steps=200, eval_every=25, n_eval=2048),
+                   cov=CovarianceCheck(widths=(6, 4), views=8), n_sampler=4000)

@@ -53,7 +53,7 @@ def _run_data(cfg: HLTMConfig, lows: tuple[float, ...]):
     @jax.jit
     @jax.vmap
     def eval_set(tree, key):
-        v = hltm_data.sample_views(tree, cfg.n_eval, key=key)
+        v = hltm_data.sample_views(tree, cfg.train.n_eval, key=key)
         return v.x, v.latents[:-1]
 
     x_eval, lat_eval = eval_set(_stack(trees), eval_keys)
@@ -90,9 +90,9 @@ def _train(cfg: HLTMConfig, hid: int, runs, main_start: int | None):
                                                    (data, train_keys, init_keys))
     losses = [cfg.sweep_loss] * n + [other] * (train_keys.shape[0] - n)
     params = jax.jit(jax.vmap(lambda k: init_tree_net(jax.random.fold_in(k, hid), cfg.depth, cfg.children, hid,
-                                                      bias=cfg.bias)))(init_keys)
-    hist = train_runs(_apply, _sample, _evaluate, params, data, train_keys, loss=losses, tau=cfg.tau, lr=cfg.lr,
-                      batch_size=cfg.batch_size, steps=cfg.steps, eval_every=cfg.eval_every)
+                                                      bias=cfg.train.bias)))(init_keys)
+    hist = train_runs(_apply, _sample, _evaluate, params, data, train_keys, loss=losses,
+                      **{k: getattr(cfg.train, k) for k in ("tau", "lr", "batch_size", "steps", "eval_every")})
     return hist.step, hist.metrics, hist.train_loss, hist.train_time_s
 
 
@@ -100,25 +100,25 @@ def _covariance(cfg: HLTMConfig, tree: hltm_data.HLTM, key: jax.Array):
     """Covariance-operator checks (float64) on an exact finite population of HLTM samples: Z = 2 root values."""
     with enable_x64(True):
         k_views, k_net = jax.random.split(key)
-        views, clean = hltm_data.root_population(tree, cfg.cov_views, key=k_views)
-        widths = (tree.n_leaves, *cfg.cov_widths)
+        views, clean = hltm_data.root_population(tree, cfg.cov.views, key=k_views)
+        widths = (tree.n_leaves, *cfg.cov.widths)
         weights = [jax.random.normal(k, (n_out, n_in), jnp.float64) / np.sqrt(n_in)
                    for k, n_in, n_out in zip(jax.random.split(k_net, len(widths) - 1), widths, widths[1:])]
-        return checks_tian.covariance_checks(weights, views, clean=clean, tau=cfg.cov_tau)
+        return checks_tian.covariance_checks(weights, views, clean=clean, tau=cfg.cov.tau)
 
 
 def _linear_alignment(cfg: HLTMConfig, tree: hltm_data.HLTM, key: jax.Array):
     """Note checklist 8: SGD on L_simp for a linear f = Wx on the leaves, rows renormalised after each step."""
     rho = np.asarray(hltm_data.path_polarities(tree)[-1], np.float64)
-    lr = cfg.lin_lr / (0.5 * float(rho @ rho))
-    steps = math.ceil(cfg.lin_efolds / math.log1p(cfg.lin_lr))
+    lr, batch = cfg.lin.lr / (0.5 * float(rho @ rho)), cfg.train.batch_size
+    steps = math.ceil(cfg.lin.efolds / math.log1p(cfg.lin.lr))
     k_w, k_train, k_noise = jax.random.split(key, 3)
-    w0 = jax.random.normal(k_w, (cfg.lin_rows, tree.n_leaves), jnp.float32)  # the dtype of the sampled leaves
+    w0 = jax.random.normal(k_w, (cfg.lin.rows, tree.n_leaves), jnp.float32)  # the dtype of the sampled leaves
     w0 = w0 / jnp.linalg.norm(w0, axis=1, keepdims=True)
-    traj = train_linear_simple(tree, w0, jax.random.split(k_train, steps), lr=lr, batch_size=cfg.batch_size)
+    traj = train_linear_simple(tree, w0, jax.random.split(k_train, steps), lr=lr, batch_size=batch)
     fresh = hltm_data.sample_views(tree, cfg.n_sampler, key=k_noise)
     return checks_tian.linear_alignment_checks(traj, rho, np.asarray(fresh.x - fresh.x_pos),
-                                               np.asarray(fresh.x - fresh.x_neg), lr=lr, batch_size=cfg.batch_size)
+                                               np.asarray(fresh.x - fresh.x_neg), lr=lr, batch_size=batch)
 
 
 def run(cfg: HLTMConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
@@ -149,8 +149,7 @@ def run(cfg: HLTMConfig, out_dir: str | Path, *, progress: bool = False) -> dict
 
     reference = checks_tian.reference_r(cfg.depth, cfg.children, cfg.main_low, cfg.main_hid)
     learn_checks, learn_summary = checks_tian.hltm_learning_checks(
-        main, sweep_arr, lows, hids, rise_min=cfg.rise_min, trend_tol=cfg.trend_tol, trend_min=cfg.trend_min,
-        hardest_tol=cfg.hardest_tol, reference=reference)
+        main, sweep_arr, lows, hids, **dataclasses.asdict(cfg.thresholds), reference=reference)
 
     main_tree = hltm_data.make_hltm(cfg.depth, cfg.children, (cfg.main_low, 1.0),
                                     key=jax.random.fold_in(_tree_keys(cfg)[0], 0))
