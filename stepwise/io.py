@@ -92,20 +92,37 @@ def jsonable_tree(obj: Any) -> Any:
 def config_value(config: Any, name: str, default: Any = None) -> Any:
     """The field ``name`` of a (nested) config: a dataclass instance or the ``config`` dict of ``results.json``.
 
-    Configs hold sub-configs (``train``, ``data``, ``aug``, ...), so a field may stand at any depth: ``name`` is found
-    at the top level first, else as the one leaf of that name in a sub-config, breadth first.
+    Configs hold sub-configs (``train``, ``data``, ``aug``, ...), so a field may stand at any depth: ``name`` is looked
+    for at the top level first, then among the fields of the sub-configs, one depth at a time; the shallowest match
+    wins. A dotted ``name`` (``"train.lr"``) is a path from the top.
+
+    Raises:
+      ValueError: ``name`` stands at the shallowest depth it has in several sub-configs with different values (give
+        the dotted path).
 
     >>> config_value({"loss": "simclr", "data": {"dataset": "digits", "n_train": 10}}, "dataset")
     'digits'
     >>> config_value({"data": {"dataset": "digits"}}, "lr", 0.1)
     0.1
+    >>> config_value({"train": {"lr": 0.1}, "probe": {"lr": 0.5}}, "probe.lr")
+    0.5
     """
-    level = [dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config]
+    node = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    if "." in name:
+        for part in name.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return default
+            node = node[part]
+        return node
+    level = {"": node}
     while level:
-        for node in level:
-            if name in node:
-                return node[name]
-        level = [v for node in level for v in node.values() if isinstance(v, Mapping)]
+        found = {path: node[name] for path, node in level.items() if name in node}
+        if len({repr(v) for v in found.values()}) > 1:
+            raise ValueError(f"config_value: {name!r} stands in several sub-configs with different values; give one "
+                             f"of {sorted(f'{path}{name}' for path in found)}")
+        if found:
+            return next(iter(found.values()))
+        level = {f"{path}{key}.": v for path, node in level.items() for key, v in node.items() if isinstance(v, Mapping)}
     return default
 
 
@@ -188,9 +205,9 @@ def write_results(
         "host": env["host"],
         "ntk_backends": _ntk_backends_used(),
     }
-    clash = sorted(set(extra or {}) & set(results))
+    clash = sorted(set(extra or {}) & (set(results) | {"plan"}))
     if clash:
-        raise ValueError(f"write_results: extra keys {clash} would overwrite fields results.json always has")
+        raise ValueError(f"write_results: extra keys {clash} would overwrite fields that results.json reserves")
     results |= dict(extra or {})
     if plan is not None:
         results["plan"] = plan.to_dict()

@@ -45,11 +45,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from stepwise import compare, io
+from stepwise._validate import config_value_errors
 from stepwise.compare import diagnose, hidden
 from stepwise.compare import ntk_agreement as cntk
-from stepwise.data import ImageData, ViewAugmentation
+from stepwise.data import ImageData, ViewAugmentation, detect_local_dataset
+from stepwise.data.augment import make_pairs
+from stepwise.losses import get_loss
+from stepwise.models import scale_leaf
 from stepwise.theory import kernel as theory
 from stepwise.theory import linear
+from stepwise.training import TrainConfig, train_ssl
+from stepwise.training.ssl import Checkpointing, checkpoint_kwargs, eval_key, train_ssl_stateful
 
 __all__ = ["VerifyConfig", "ModelSpecError", "StatefulLayers", "load_factory", "output_layer", "build_model_checked",
            "output_selector", "stateful_layers", "features_function", "backbone_semantics", "plan", "float32_copy",
@@ -142,8 +148,6 @@ class VerifyConfig:
     features: str | None = None
 
     def __post_init__(self):
-        from stepwise.errors import config_value_errors  # here: this function is verify's whole validation
-
         errors = config_value_errors(self)
         if ":" not in self.model:
             errors.append(f"model must be 'path/to/file.py:make_model' or 'package.module:make_model'; got {self.model!r}")
@@ -185,8 +189,6 @@ class VerifyConfig:
         """Accelerator scale (``stepwise verify --scale gpu``): the embedded photographs' 32x32 RGB patches (or the
         local STL-10 / CIFAR-10 found in ``data_dir``; ``make_model`` must take that dataset's images), 10000 training
         images at batch 256, and NTKs over 2 x 500 training views and 500 evaluation views (1500 points)."""
-        from stepwise.data import detect_local_dataset
-
         if dataset is None:
             dataset = "patches" if data_dir is None else detect_local_dataset(data_dir)
         return cls(model=model, data=ImageData(dataset=dataset, data_dir=data_dir, n_train=10000, n_eval=500),
@@ -374,13 +376,6 @@ def output_layer(apply: Callable, params, x) -> str:
         raise ModelSpecError("the model has no matrix parameter (ndim >= 2) used in its forward pass; use --init none")
     head = max(candidates, key=lambda i: (first_use[i], i))
     return jax.tree_util.keystr(flat[head][0])
-
-
-def scale_leaf(params, path: str, factor: float):
-    """``params`` with the leaf at key path ``path`` multiplied by ``factor``."""
-    flat, tree = jax.tree_util.tree_flatten_with_path(params)
-    leaves = [leaf * factor if jax.tree_util.keystr(p) == path else leaf for p, leaf in flat]
-    return jax.tree.unflatten(tree, leaves)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -602,8 +597,6 @@ def _loss(cfg: VerifyConfig):
     tau 0.5, VICReg 25/25/1), or a theory form under its own name (``barlow_twins_theory``: the centred
     ||C - I||^2 of the linear theory; ``infonce_floored``: InfoNCE on z / max(|z|, 3) at tau 0.2), never one for the
     other."""
-    from stepwise.losses import get_loss
-
     return get_loss(cfg.loss, **LOSS_DEFAULTS[cfg.loss]["kwargs"])
 
 
@@ -754,7 +747,6 @@ def plan(cfg: VerifyConfig, **device):
     from flax import nnx
 
     from stepwise import scale
-    from stepwise.training import TrainConfig
 
     factory = load_factory(cfg.model)
     train, _ = _data(cfg)
@@ -792,12 +784,9 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
     (``checkpoint.msgpack``), and whether it resumes."""
     from flax import nnx
 
-    from stepwise.data.augment import make_pairs
     from stepwise.ntk import empirical_ntk
     from stepwise.plots.report import build_run_report
     from stepwise.plots.verify import plot_verify
-    from stepwise.training import TrainConfig, train_ssl
-    from stepwise.training.ssl import Checkpointing, checkpoint_kwargs, eval_key, train_ssl_stateful
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)

@@ -105,11 +105,26 @@ def test_results_json_carries_kinds_and_reads_back(tmp_path):
     assert back["checks"][1]["passed"] is None and back["checks"][1]["threshold"] is None
 
 
-def test_extra_fields_may_not_overwrite_results_fields(tmp_path):
-    with pytest.raises(ValueError, match="'passed'"):
+@pytest.mark.parametrize("key", ["passed", "plan"])
+def test_extra_fields_may_not_overwrite_results_fields(tmp_path, key):
+    with pytest.raises(ValueError, match=f"'{key}'"):
         io.write_results(tmp_path, experiment="x", config={}, checks=[_c("t", 1, 2, "theory")], wall_time_s=0.0,
-                         extra={"passed": True})
+                         extra={key: True})
     assert not (tmp_path / "results.json").exists()
+
+
+def test_config_value_finds_the_shallowest_field_and_refuses_an_ambiguous_one():
+    cfg = {"lr": 0.1, "seed": 3, "probe": {"lr": 0.5, "steps": 7}, "train": {"steps": 9, "tau": 0.2},
+           "cov": {"tau": 0.5}, "a": {"b": {"steps": 1}}}
+    assert io.config_value(cfg, "lr") == 0.1  # the top level first
+    assert io.config_value(cfg, "probe.lr") == 0.5 and io.config_value(cfg, "a.b.steps") == 1
+    assert io.config_value(cfg, "missing", "d") == "d" and io.config_value(cfg, "probe.missing", "d") == "d"
+    with pytest.raises(ValueError, match=r"'tau'.*\['cov.tau', 'train.tau'\]"):
+        io.config_value(cfg, "tau")
+    with pytest.raises(ValueError, match="'steps'"):
+        io.config_value(cfg, "steps")  # probe.steps and train.steps differ; a.b.steps is deeper and not asked
+    same = {"x": {"seed": 1}, "y": {"seed": 1}}
+    assert io.config_value(same, "seed") == 1  # equal values at one depth are no ambiguity
 
 
 @pytest.mark.parametrize("bad,problem", [

@@ -31,7 +31,6 @@ from stepwise.compare import checks as ck
 from stepwise.compare import diagnose as dg
 from stepwise.compare import exact as ex
 from stepwise.compare import ntk_agreement as cn
-from stepwise.compare import speedup as csp
 from stepwise.compare import step_map as sm
 from stepwise.compare import steps as st
 from stepwise.compare import tian2020 as t20

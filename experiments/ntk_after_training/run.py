@@ -180,6 +180,5 @@ def run(cfg: NtkAfterTrainingConfig, out_dir: str | Path, *, progress: bool = Fa
         config={**dataclasses.asdict(cfg), "networks": {loss: dataclasses.asdict(cfg.deep_config(loss))
                                                          for loss in cfg.losses}},
         checks=checks, wall_time_s=time.perf_counter() - t0,
-        extra={"summary": summary, "figures": [figure.name], "data": [DATA]}
-        | ({} if plan is None else {"plan": plan.to_dict()}),
+        extra={"summary": summary, "figures": [figure.name], "data": [DATA]}, plan=plan,
     )

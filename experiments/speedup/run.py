@@ -24,6 +24,7 @@ from stepwise.compare.speedup import deep_checks, linear_checks
 from stepwise.theory import linear
 from stepwise.theory import speedup as theory
 from stepwise.training import train_linear_bt
+from stepwise.training.small_init import settle_steps
 
 EXPERIMENT = "speedup"
 DATA = "speedup.npz"
@@ -78,14 +79,11 @@ def _train_all(cfg: SpeedupConfig, g: np.ndarray, w0: np.ndarray, a0: np.ndarray
     for variant in theory.VARIANTS:
         eps = cfg.eps if variant in BOOSTED else None
         pred = theory.predict(g, a0, variant, lr_scale=cfg.lr_scale, eps=eps, rank=cfg.effective_rank)
-        last = int(np.argmax(pred.mode_steps))
-        steps = int(math.ceil(pred.last_step + cfg.settle_widths * pred.widths[last]))
+        steps = settle_steps(pred, cfg.settle_widths)
         rates = theory.mode_rates(g, variant, cfg.effective_rank)
         runs[variant] = train_variant(g, rates, w0, pred.lr, steps, eps=eps, progress=progress)
         preds[variant] = pred
     return preds, runs
-
-
 
 
 def run(cfg: SpeedupConfig, out_dir: str | Path, *, progress: bool = False) -> dict:

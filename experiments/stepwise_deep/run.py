@@ -181,10 +181,8 @@ def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, checkpo
     }
     if plan is not None:  # the step's compilation is inside the timed loop: a lower bound for short runs
         summary["achieved_flop_per_s"] = plan.step_flops * cfg.train.steps / max(res.train_time_s - res.tracking_time_s, 1e-9)
-    extra = {"summary": summary, "figures": [figure.name], "data": ["spectrum.npz"]}
-    if plan is not None:
-        extra["plan"] = plan.to_dict()
     return io.write_results(
         out_dir, experiment=f"{EXPERIMENT}/{cfg.loss}", config=dataclasses.asdict(cfg), checks=checks,
-        wall_time_s=time.perf_counter() - t0, extra=extra,
+        wall_time_s=time.perf_counter() - t0, plan=plan,
+        extra={"summary": summary, "figures": [figure.name], "data": ["spectrum.npz"]},
     )

@@ -17,7 +17,6 @@ NTK of g at theta_0 is the standard NTK (an output multiplier would shrink the f
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
 from stepwise.data import KernelPairData
 from stepwise.errors import bound_errors, config_value_errors

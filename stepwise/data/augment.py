@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from stepwise._compat import standard_dtype_promotion
+from stepwise._validate import bound_errors
 
 __all__ = [
     "Augmentation",
@@ -159,8 +160,7 @@ class ViewAugmentation:
     contrast: float = 0.0
 
     def __post_init__(self):
-        errors = [f"{name} must be >= 0 (got {getattr(self, name)})"
-                  for name in ("shift", "noise_std", "brightness", "contrast") if not getattr(self, name) >= 0]
+        errors = bound_errors(self, *((name, ">= 0") for name in ("shift", "noise_std", "brightness", "contrast")))
         if errors:
             raise ValueError("invalid view augmentation: " + "; ".join(errors))
 

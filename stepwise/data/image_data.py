@@ -9,6 +9,7 @@ from typing import Literal
 
 import numpy as np
 
+from stepwise._validate import bound_errors, config_value_errors
 from stepwise.data.datasets import detect_local_dataset, image_shape, load_images
 
 __all__ = ["ImageData", "GPU_DATASETS"]
@@ -41,15 +42,9 @@ class ImageData:
     patch_size: int = 32
 
     def __post_init__(self):
-        from stepwise._validate import config_value_errors
-
-        errors = config_value_errors(self)
-        for name in ("n_train", "patch_size"):
-            if getattr(self, name) < 1:
-                errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
         # Two is the least an evaluation spectrum (and a probe's split) is defined on.
-        if self.n_eval < 2:
-            errors.append(f"n_eval must be >= 2 (got {self.n_eval})")
+        errors = config_value_errors(self) + bound_errors(
+            self, ("n_train", ">= 1"), ("patch_size", ">= 1"), ("n_eval", ">= 2"))
         if self.crop is not None and self.crop < 1:
             errors.append(f"crop must be >= 1 or None (got {self.crop})")
         elif self.crop is not None and self.patch_size >= 1:

@@ -18,8 +18,9 @@ from typing import ClassVar, Literal
 import jax
 import numpy as np
 
+from stepwise._validate import bound_errors, config_value_errors
 from stepwise.data.augment import Augmentation, augment_batch, make_pairs
-from stepwise.data.datasets import image_shape, load_images
+from stepwise.data.datasets import image_crop_errors, image_shape, load_images
 
 __all__ = ["DEFAULT_CROP", "KernelPairData", "PairData", "normalise_views", "positive_pairs"]
 
@@ -65,9 +66,6 @@ class PairData:
     data_dir: str | None = None
 
     def __post_init__(self):
-        from stepwise._validate import bound_errors, config_value_errors
-        from stepwise.data.datasets import image_crop_errors
-
         errors = config_value_errors(self) + bound_errors(self, ("n_pairs", ">= 2"))
         errors += image_crop_errors(self.dataset, self.crop, DEFAULT_CROP[self.family])
         if self.test_required:

@@ -16,6 +16,7 @@ from stepwise.models.nets import SmallCNN as SmallCNN
 from stepwise.models.registry import MODELS as MODELS
 from stepwise.models.registry import NetSpec as NetSpec
 from stepwise.models.registry import build_model as build_model
+from stepwise.models.registry import scale_leaf as scale_leaf
 from stepwise.models.registry import scale_output_layer as scale_output_layer
 from stepwise.models.tree import init_tree_net as init_tree_net
 from stepwise.models.tree import tree_net as tree_net
@@ -34,6 +35,8 @@ __all__ = [
     "init_tree_net",
     "param_count",
     "pure_model",
+    "scale_leaf",
+    "scale_output_layer",
     "tree_net",
     "two_layer",
     "two_layer_mse",

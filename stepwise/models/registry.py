@@ -9,10 +9,11 @@ from typing import Literal
 import jax
 from flax import nnx
 
+from stepwise._validate import bound_errors, config_value_errors
 from stepwise.models.functional import PureModel, pure_model
 from stepwise.models.nets import MLP, ResNet18, SmallCNN
 
-__all__ = ["MODELS", "NetSpec", "build_model", "scale_output_layer"]
+__all__ = ["MODELS", "NetSpec", "build_model", "scale_leaf", "scale_output_layer"]
 
 MODELS: dict[str, type] = {"mlp": MLP, "cnn": SmallCNN, "resnet18": ResNet18}
 
@@ -57,18 +58,22 @@ def scale_output_layer(params, factor: float):
     Raises:
       ValueError: the tree has none of those kernels.
     """
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    paths = [jax.tree_util.keystr(path) for path, _ in flat]
-    last = None
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     for module in ("projector", "head", "backbone"):
-        kernels = [i for i, p in enumerate(paths) if p.startswith(f"['{module}']") and "kernel" in p]
+        kernels = [p for p in paths if p.startswith(f"['{module}']") and "kernel" in p]
         if kernels:
-            last = kernels[-1]
-            break
-    if last is None:
-        raise ValueError("the model has no projector, head or backbone kernel to scale")
-    leaves = [leaf * factor if i == last else leaf for i, (_, leaf) in enumerate(flat)]
-    return jax.tree.unflatten(jax.tree.structure(params), leaves)
+            return scale_leaf(params, kernels[-1], factor)
+    raise ValueError("the model has no projector, head or backbone kernel to scale")
+
+
+def scale_leaf(params, path: str, factor: float):
+    """``params`` with the leaf at key path ``path`` (``jax.tree_util.keystr`` form) multiplied by ``factor``.
+
+    >>> scale_leaf({"a": 1.0, "b": 2.0}, "['b']", 3.0)
+    {'a': 1.0, 'b': 6.0}
+    """
+    flat, tree = jax.tree_util.tree_flatten_with_path(params)
+    return jax.tree.unflatten(tree, [leaf * factor if jax.tree_util.keystr(p) == path else leaf for p, leaf in flat])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,21 +104,14 @@ class NetSpec:
     dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self):
-        from stepwise._validate import config_value_errors
-
         errors = config_value_errors(self)
         for name in ("hidden", "channels", "projector"):
             if any(w < 1 for w in getattr(self, name)):
                 errors.append(f"every width in {name} must be >= 1 (got {getattr(self, name)})")
         if self.model == "cnn" and not self.channels:
             errors.append("channels must name at least one conv stage for model='cnn' (got ())")
-        if not self.width > 0:
-            errors.append(f"width (the ResNet's channel multiplier) must be > 0 (got {self.width})")
-        for name in ("embed_dim", "resnet_blocks"):
-            if getattr(self, name) < 1:
-                errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
-        if not (self.init_scale > 0 and self.head_scale > 0):
-            errors.append(f"init_scale and head_scale must be > 0 (got {self.init_scale}, {self.head_scale})")
+        errors += bound_errors(self, ("width", "> 0", " (the ResNet's channel multiplier)"), ("embed_dim", ">= 1"),
+                               ("resnet_blocks", ">= 1"), ("init_scale", "> 0"), ("head_scale", "> 0"))
         if self.dtype not in ("float32", "bfloat16"):
             errors.append(f"dtype must be 'float32' or 'bfloat16' (got {self.dtype!r})")
         if errors:

@@ -25,8 +25,10 @@ def save_atomic(fig, path: str | Path, dpi: int = 110) -> Path:
 
 
 def finish(fig, out: str | Path | None, default: str | Path | None = None) -> Path:
-    """Lay ``fig`` out, save it atomically to ``out`` (``default`` when ``out`` is None) and close it; its path."""
-    fig.tight_layout()
+    """Lay ``fig`` out (``tight_layout`` unless it has a layout engine already, e.g. ``layout="constrained"``), save it
+    atomically to ``out`` (``default`` when ``out`` is None) and close it; its path."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     path = save_atomic(fig, out if out is not None else default)
     pyplot().close(fig)
     return path

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from stepwise.io import load_npz
-from stepwise.plots._mpl import pyplot, save_atomic
+from stepwise.plots._mpl import finish, pyplot
 
 FIGURE = "step_map.png"
 
@@ -94,5 +94,4 @@ def plot_step_map(run_dir: str | Path, out: str | Path | None = None) -> Path:
     fig.suptitle(f"Where steps appear: separated steps per cell (dashed white: >= {int(data['min_steps'])}; red frame: "
                  "the stepwise_deep CPU default; grey: diverged)\nsmall print: of how many learned modes, and the "
                  "flat loss plateaus; right: standard initialisation (theory note E4)", fontsize=11)
-    out = run_dir / FIGURE if out is None else Path(out)
-    return save_atomic(fig, out)
+    return finish(fig, out, run_dir / FIGURE)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from stepwise.io import load_npz
-from stepwise.plots._mpl import pyplot, save_atomic
+from stepwise.plots._mpl import finish, pyplot
 
 FIGURE = "width_sweep.png"
 
@@ -64,9 +64,7 @@ def plot_width_sweep(run_dir: str | Path, out: str | Path | None = None) -> Path
     ax.legend(fontsize=7)
     _step_time_panel(axes[2], data, w, colors)
     fig.suptitle("width sweep: one-hidden-layer ReLU MLPs (centred, small init) vs the NTK prediction")
-    fig.tight_layout()
-    out = run_dir / FIGURE if out is None else Path(out)
-    return save_atomic(fig, out)
+    return finish(fig, out, run_dir / FIGURE)
 
 
 MARKERS = "osD^v<>p*h"

@@ -38,7 +38,6 @@ import contextlib
 import dataclasses
 import functools
 import json
-import math
 import signal
 import sys
 import threading
@@ -55,6 +54,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from stepwise.data.augment import Augmentation, make_pairs
+from stepwise._validate import bound_errors, config_value_errors
 from stepwise.errors import DivergenceError
 from stepwise.training import distributed
 
@@ -111,25 +111,12 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        from stepwise.errors import config_value_errors  # nan / inf fields, a seed outside [0, 2**32)
-
-        errors = config_value_errors(self)
-        if self.steps < 1:
-            errors.append(f"steps must be >= 1 (got {self.steps})")
-        if self.batch_size < 2:
-            errors.append(f"batch_size must be >= 2 (got {self.batch_size})")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            errors.append(f"the learning rate must be positive and finite (got {self.lr})")
+        errors = config_value_errors(self) + bound_errors(  # config_value_errors: nan / inf, a seed outside [0, 2**32)
+            self, ("steps", ">= 1"), ("batch_size", ">= 2"), ("lr", "> 0", " (the learning rate)"))
         if self.optimizer not in ("sgd", "momentum", "adam"):
             errors.append(f"optimizer must be 'sgd', 'momentum' or 'adam' (got {self.optimizer!r})")
-        if not 0 <= self.momentum < 1:
-            errors.append(f"momentum must be in [0, 1) (got {self.momentum})")
-        if self.weight_decay < 0:
-            errors.append(f"weight_decay must be >= 0 (got {self.weight_decay})")
-        if self.track_every < 1:
-            errors.append(f"track_every must be >= 1 (got {self.track_every})")
-        if self.checkpoint_every < 0:
-            errors.append(f"checkpoint_every must be >= 0 (got {self.checkpoint_every})")
+        errors += bound_errors(self, ("momentum", "in [0, 1)"), ("weight_decay", ">= 0"), ("track_every", ">= 1"),
+                               ("checkpoint_every", ">= 0"))
         if errors:
             raise ValueError("invalid training config: " + "; ".join(errors))
 

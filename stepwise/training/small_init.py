@@ -63,9 +63,8 @@ def train_kernel_small_init(k: np.ndarray, eig: tuple[np.ndarray, np.ndarray], d
     pred = kernel.predict(k, (b0 @ k).T, lr, eig=eig)
     steps = steps or settle_steps(pred, extra_widths)
     if max_steps is not None and steps > max_steps:
-        last = int(np.argmax(pred.mode_steps))
         raise ValueError(
-            f"the theory predicts the last of d = {d} steps after {pred.mode_steps[last]:.3g} updates (gamma_d / "
+            f"the theory predicts the last of d = {d} steps after {np.max(pred.mode_steps):.3g} updates (gamma_d / "
             f"gamma_1 = {g[d - 1] / g[0]:.3g}), beyond max_steps = {max_steps}; use a smaller d or raise "
             "--max-steps"
         )
