@@ -395,6 +395,34 @@ def _training_gain_check(name: str, paired: np.ndarray, per: str, confidence: fl
                            f"seed_mean_per_{per}": paired.mean(axis=-1)})
 
 
+_RAW_TREND = ("not gated: the raw trend of the final correlation is already present at initialisation (random "
+              "features of nearly deterministic latents are correlated with them), so it cannot fail because of "
+              "learning; the training_gain_* checks gate what training adds. Reference: the former gate")
+
+
+def _raw_trend_checks(axis: str, final: tuple[float, float], initial: tuple[float, float], trend_tol: float,
+                      trend_min: float, *, over: str, adjacent: str, along: str, measured: Any = None) -> list[Check]:
+    """The reported raw trends of the final best |corr| along one sweep axis (corr_vs_{axis}_min_step and
+    _total_gain): ``final`` and ``initial`` are :func:`_trend`'s (smallest adjacent step, smallest total gain) at the
+    end and at initialisation; ``over`` names the other axis, ``adjacent`` this one's adjacent pairs, ``along`` one
+    of its settings."""
+    return [
+        check(
+            f"corr_vs_{axis}_min_step", final[0], -trend_tol, op=">=", kind="reported",
+            reason=f"{_RAW_TREND} (adjacent steps may fall by at most trend_tol)",
+            description=f"min over {over} and {adjacent} of the change in final best |corr| (mean over levels and "
+            f"seeds); at initialisation: {initial[0]:.3g}",
+            measured=measured,
+        ),
+        check(
+            f"corr_vs_{axis}_total_gain", final[1], trend_min, op=">=", kind="reported",
+            reason=f"{_RAW_TREND} (the whole sweep gains at least trend_min)",
+            description=f"min over {over} of final best |corr| (mean over levels and seeds) at the largest minus at "
+            f"the smallest {along}; at initialisation: {initial[1]:.3g}",
+        ),
+    ]
+
+
 @float64
 def hltm_learning_checks(
     main: Mapping[str, np.ndarray],
@@ -453,9 +481,6 @@ def hltm_learning_checks(
     lows_s, hids_s = [float(v) for v in polarity_lows], [int(v) for v in hids]
     stat = (f"one-sided {confidence:.0%} lower confidence bound of the seed mean of the paired difference "
             f"(Student t, {n_seeds - 1} dof, t = {t_q:.3g}; needs >= 2 seeds)")
-    raw = ("not gated: the raw trend of the final correlation is already present at initialisation (random "
-           "features of nearly deterministic latents are correlated with them), so it cannot fail because of "
-           "learning; the training_gain_* checks gate what training adds. Reference: the former gate")
     checks = [
         check(
             "root_rise_min_over_seeds", min(float(np.min(r)) for r in rise.values()), rise_min, op=">=",
@@ -488,31 +513,11 @@ def hltm_learning_checks(
             description=f"min over polarity ranges {lows_s} of the lower bound of mean_seeds[(final - initial)"
             f"(hid = {hids_s[-1]}) - (final - initial)(hid = {hids_s[0]})], correlations averaged over levels",
         ),
-        check(
-            "corr_vs_polarity_min_step", pol_step, -trend_tol, op=">=", kind="reported",
-            reason=f"{raw} (adjacent steps may fall by at most trend_tol)",
-            description="min over hid and adjacent polarity ranges of the change in final best |corr| (mean "
-            f"over levels and seeds); at initialisation: {init_pol_step:.3g}",
-            measured={"final": overall, "initial": overall_init},
-        ),
-        check(
-            "corr_vs_polarity_total_gain", pol_gain, trend_min, op=">=", kind="reported",
-            reason=f"{raw} (the whole sweep gains at least trend_min)",
-            description="min over hid of final best |corr| (mean over levels and seeds) at the largest minus at "
-            f"the smallest polarity range; at initialisation: {init_pol_gain:.3g}",
-        ),
-        check(
-            "corr_vs_hid_min_step", hid_step, -trend_tol, op=">=", kind="reported",
-            reason=f"{raw} (adjacent steps may fall by at most trend_tol)",
-            description="min over polarity ranges and adjacent hid values of the change in final best |corr| "
-            f"(mean over levels and seeds); at initialisation: {init_hid_step:.3g}",
-        ),
-        check(
-            "corr_vs_hid_total_gain", hid_gain, trend_min, op=">=", kind="reported",
-            reason=f"{raw} (the whole sweep gains at least trend_min)",
-            description="min over polarity ranges of final best |corr| (mean over levels and seeds) at the largest "
-            f"minus at the smallest hid; at initialisation: {init_hid_gain:.3g}",
-        ),
+        *_raw_trend_checks("polarity", (pol_step, pol_gain), (init_pol_step, init_pol_gain), trend_tol, trend_min,
+                           over="hid", adjacent="adjacent polarity ranges", along="polarity range",
+                           measured={"final": overall, "initial": overall_init}),
+        *_raw_trend_checks("hid", (hid_step, hid_gain), (init_hid_step, init_hid_gain), trend_tol, trend_min,
+                           over="polarity ranges", adjacent="adjacent hid values", along="hid"),
         check(
             "root_lowest_initial", max(root_gap(v) for v in init.values()), 0.0, kind="theory",
             reason="[M] latents near the root are harder: their signal is attenuated by products of polarities "
