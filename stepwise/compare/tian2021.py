@@ -215,6 +215,13 @@ def seed_margin(diff: np.ndarray) -> tuple[float, float]:
 _NULL = "{n} i.i.d. Gaussian W_p (the linear predictor's initial distribution)"
 
 
+def _null_threshold(nulls: Sequence[Mapping[str, np.ndarray]], key: str) -> tuple[float, list[list[float]]]:
+    """A baseline's threshold against :func:`random_predictor_null` draws (one null per seed): the most demanding
+    over seeds of the null's mean + 2 std of statistic ``key``, and each null's [mean, std]."""
+    stats = [[float(n[key].mean()), float(n[key].std(ddof=1))] for n in nulls]
+    return max(float(n[key].mean() + 2 * n[key].std(ddof=1)) for n in nulls), stats
+
+
 def _paired_seed_check(name: str, kind: Kind, pair: Mapping[str, np.ndarray], *, reason: str, description: str,
                        predicted: Any = None) -> Check:
     """The gate of a paired comparison over seeds: mean - 2 standard errors of the per-seed differences first - second
@@ -249,8 +256,8 @@ def deep_checks(runs: Sequence[Alignment], *, min_cos: float = 0.9, min_modes: i
     slopes = [loglog_slope(r.s[-1], r.p[-1], a) for r, a in zip(runs, end)]
     # One null per seed (its d and number of non-null modes); the most demanding of them is the threshold.
     nulls = [random_predictor_null(r.cos.shape[1], max(n, 1), draws=null_draws) for r, n in zip(runs, n_modes)]
-    cos_null = max(float(n["mean_cos"].mean() + 2 * n["mean_cos"].std(ddof=1)) for n in nulls)
-    eig_null = max(float(n["min_eig_ratio"].mean() + 2 * n["min_eig_ratio"].std(ddof=1)) for n in nulls)
+    cos_null, cos_null_stats = _null_threshold(nulls, "mean_cos")
+    eig_null, eig_null_stats = _null_threshold(nulls, "min_eig_ratio")
     null = _NULL.format(n=null_draws)
     return [
         check(
@@ -275,8 +282,7 @@ def deep_checks(runs: Sequence[Alignment], *, min_cos: float = 0.9, min_modes: i
             "same number of F's eigenvectors, threshold its mean + 2 std (the highest over seeds)",
             description="min over seeds of mean_j cos_j over the modes non-null at the end",
             measured={"mean_cos": mean_cos, "cos_start": [float(r.cos[0][a].mean()) for r, a in zip(runs, end)],
-                      "null_mean_std": [[float(n["mean_cos"].mean()), float(n["mean_cos"].std(ddof=1))]
-                                        for n in nulls]},
+                      "null_mean_std": cos_null_stats},
         ),
         check(
             "b2_asymmetry_end", max(asym_end), max_asymmetry, op="<", kind="theory",
@@ -294,8 +300,7 @@ def deep_checks(runs: Sequence[Alignment], *, min_cos: float = 0.9, min_modes: i
             description="min over seeds of lambda_min / max|lambda| of (W_p + W_p^T)/2 at the end (0: positive "
             "semi-definite; a random W_p is near -1)",
             measured={"end": eig_ratio, "start": [float(r.min_eig_ratio[0]) for r in runs],
-                      "null_mean_std": [[float(n["min_eig_ratio"].mean()), float(n["min_eig_ratio"].std(ddof=1))]
-                                        for n in nulls]},
+                      "null_mean_std": eig_null_stats},
         ),
         check(
             "b2_asymmetry_ratio", max(asym_ratio), None, kind="reported",
