@@ -4,8 +4,8 @@
     make verify-example                                  # the same, as part of `make reproduce`
 
 ``make_model(rngs)`` is all ``stepwise verify`` needs: it returns a Flax NNX module mapping a batch of images
-(N, H, W, C) to (N, d) embeddings. Here: a small ConvMixer-style network (patch embedding, convolutional mixing blocks with
-residual connections, flattened tokens) with a two-layer projector, for 8x8 single-channel images (the
+(N, H, W, C) to (N, d) embeddings. Here: a small ConvMixer-style network (patch embedding, convolutional mixing blocks
+with residual connections, flattened tokens) with a two-layer projector, for 8x8 single-channel images (the
 embedded digits). The last layer must be linear for ``--init head`` (the default) to make the initialisation small.
 
 The spatial mixing is a full 3x3 convolution rather than ConvMixer's depthwise one: per-example Jacobians of a

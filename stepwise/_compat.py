@@ -323,7 +323,8 @@ def _eigvalsh_with_eigvals(a, *args, eigvals=None, **kwargs):
 
 
 class _JaxWithCompileTimeEval(types.ModuleType):
-    """A view of ``jax`` for neural-tangents' ``predict`` whose ``core.eval_context`` is ``ensure_compile_time_eval``."""
+    """A view of ``jax`` for neural-tangents' ``predict`` whose ``core.eval_context`` is
+    ``ensure_compile_time_eval``."""
 
     def __init__(self) -> None:
         super().__init__("jax")

@@ -122,7 +122,8 @@ def config_value(config: Any, name: str, default: Any = None) -> Any:
                              f"of {sorted(f'{path}{name}' for path in found)}")
         if found:
             return next(iter(found.values()))
-        level = {f"{path}{key}.": v for path, node in level.items() for key, v in node.items() if isinstance(v, Mapping)}
+        level = {f"{path}{key}.": v for path, node in level.items()
+                 for key, v in node.items() if isinstance(v, Mapping)}
     return default
 
 
@@ -420,14 +421,14 @@ class RunFolder:
                 else:
                     os.replace(old, self.target)
         if staging.exists() and not staging.is_dir():
-            raise OutputError(f"{staging} (the staging folder of {flag} {given}) is a file; remove it or choose another "
-                              f"{flag}")
+            raise OutputError(f"{staging} (the staging folder of {flag} {given}) is a file; remove it or choose "
+                              f"another {flag}")
         if staging.is_dir():
             owner = _read_json(staging / _OWNER)
             if owner is not None and _owner_alive(owner):
-                raise OutputError(f"another stepwise process (pid {owner.get('pid')} on {owner.get('host')}) is writing "
-                                  f"{flag} {given} (into {staging}); wait for it to finish or choose another {flag} "
-                                  f"(if that process is gone, delete {staging / _OWNER})")
+                raise OutputError(f"another stepwise process (pid {owner.get('pid')} on {owner.get('host')}) is "
+                                  f"writing {flag} {given} (into {staging}); wait for it to finish or choose another "
+                                  f"{flag} (if that process is gone, delete {staging / _OWNER})")
             if checkpoint_files(staging):
                 if resume:
                     for name in [p.name for p in staging.iterdir() if _is_temp(p.name)]:
@@ -436,8 +437,8 @@ class RunFolder:
                     return
                 if not overwrite:
                     raise OutputError(f"{staging} holds an interrupted run of {flag} {given} "
-                                      f"({_describe_checkpoints(staging)}); continue it with --resume (the same command "
-                                      "plus --resume), or discard it and start afresh with --overwrite")
+                                      f"({_describe_checkpoints(staging)}); continue it with --resume (the same "
+                                      "command plus --resume), or discard it and start afresh with --overwrite")
             _remove_tree(staging)  # a dead process's staging folder without checkpoints, or discarded (--overwrite)
         if resume:
             if not kept:

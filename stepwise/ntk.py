@@ -22,11 +22,12 @@ Backends:
 
 Memory: the kernel is computed in blocks of rows and columns. Before any compute, :func:`plan_ntk` compiles the
 block functions for abstract inputs and reads XLA's own memory analysis (arguments, outputs and temporaries of
-each compiled block), multiplies it by :data:`RUNTIME_OVERHEAD` and adds :data:`RUNTIME_FIXED_BYTES` (what the runtime and the
-compiler allocate outside XLA's buffers, measured), adds what the driver holds (parameters, inputs, the kernel, a cached row block of the
-Jacobian), and picks the largest blocks whose estimated peak fits the budget (default: on a CPU half of the memory
-the operating system reports as available, on an accelerator 80% of what its allocator has free;
-``float("inf")``: all of it). If even a 1 x 1 block does not fit, it raises a ValueError with the numbers.
+each compiled block), multiplies it by :data:`RUNTIME_OVERHEAD` and adds :data:`RUNTIME_FIXED_BYTES` (what the
+runtime and the compiler allocate outside XLA's buffers, measured), adds what the driver holds (parameters, inputs,
+the kernel, a cached row block of the Jacobian), and picks the largest blocks whose estimated peak fits the budget
+(default: on a CPU half of the memory the operating system reports as available, on an accelerator 80% of what its
+allocator has free; ``float("inf")``: all of it). If even a 1 x 1 block does not fit, it raises a ValueError with
+the numbers.
 The kernel exists once: the blocks are written into one host array, a symmetric kernel is symmetrised in place
 one tile at a time (:data:`SYMMETRISE_TILE`), and that array becomes the returned JAX array without a copy on a
 CPU (``jax.device_put`` of a 64-byte-aligned array; ``jnp.asarray`` would hold two more copies on jax 0.10, and
@@ -575,7 +576,8 @@ def _plan(apply_fn, params, x1, x2, *, backend, implementation, memory_budget) -
             f"block of {rows} x {cols} at a time: that block needs an estimated {_gib(peak)} ({_gib(block_bytes)} "
             f"for the block, of which {_gib(j_row)} per example is the Jacobian d * P * itemsize = {out_dim} * "
             f"{n_params} * {itemsize} bytes, plus {_gib(held(rows, cols))} held for parameters, inputs, the "
-            f"kernel and the runtime). Raise memory_budget, use float32 (disable x64), or a smaller network or output width"
+            f"kernel and the runtime). Raise memory_budget, use float32 (disable x64), or a smaller network or output "
+            "width"
         )
     schedule = _schedule(n1, n2, rows, cols, symmetric=symmetric, backend=backend)
     pairs = sum(len(row) for _, row in schedule)
@@ -729,8 +731,8 @@ def empirical_ntk(apply_fn: Callable, params: Any, x1: Any, x2: Any | None = Non
     Raises:
       ValueError: unknown backend or implementation, ``"structured_derivatives"``, inputs of different shapes or
         an ``apply_fn`` that does not return (N, d), or a budget too small for even one block (with the numbers);
-        a ``memory_budget`` that is not a positive number; ``devices`` empty, not this process's, with the neural-tangents backend, or a convolutional network on
-        JAX < 0.8; all before any kernel is computed.
+        a ``memory_budget`` that is not a positive number; ``devices`` empty, not this process's, with the
+        neural-tangents backend, or a convolutional network on JAX < 0.8; all before any kernel is computed.
 
     Example:
       >>> from flax import nnx

@@ -15,11 +15,11 @@ embeddings, as ``path/to/file.py:make_model`` or ``package.module:make_model``. 
    moves during training);
 4. trains it with a joint-embedding loss on resampled augmented pairs (:func:`stepwise.training.train_ssl`),
    tracking the embedding covariance spectrum and evaluation snapshots, and computes the NTK again after training;
-5. runs every check that applies (:mod:`stepwise.compare.steps`, :mod:`stepwise.compare.ntk_agreement`): steps present and
-   well separated, unit rank increments, ordered onsets; step order against the after-training NTK's contrastive
-   eigenvalue order; step times against 1/gamma_j (sign gated, slope reported); the final embedding against the
-   after-training NTK's prediction (E6), beyond a same-kernel random baseline (the same statistics with the NTK at
-   initialisation are reported);
+5. runs every check that applies (:mod:`stepwise.compare.steps`, :mod:`stepwise.compare.ntk_agreement`): steps
+   present and well separated, unit rank increments, ordered onsets; step order against the after-training NTK's
+   contrastive eigenvalue order; step times against 1/gamma_j (sign gated, slope reported); the final embedding
+   against the after-training NTK's prediction (E6), beyond a same-kernel random baseline (the same statistics with
+   the NTK at initialisation are reported);
 6. writes ``verify.npz``, ``verify.png`` (drawn from it), ``results.json`` and a one-page ``report.html``.
 
 Runtime: the example architecture (``experiments/custom_architecture.py``, ``make verify-example``) on digits: 161 s
@@ -111,7 +111,8 @@ class VerifyConfig:
       batch_size: SGD batch.
       track_every: tracking interval (steps).
       n_pairs: fixed augmented training pairs over which the NTK (2 n_pairs + n_eval points) is computed.
-      ntk_backend: ``jax`` (the default: faster than neural-tangents on these models, bench-ntk), ``neural_tangents`` or ``auto`` (:func:`stepwise.ntk.empirical_ntk`).
+      ntk_backend: ``jax`` (the default: faster than neural-tangents on these models, bench-ntk),
+        ``neural_tangents`` or ``auto`` (:func:`stepwise.ntk.empirical_ntk`).
       aug: the views' augmentations (:class:`stepwise.data.ViewAugmentation`: shift by up to ``shift`` pixels,
         Gaussian pixel noise ``noise_std``; flip, brightness and contrast off unless given).
       min_steps: ``steps_detected`` threshold.
@@ -150,7 +151,8 @@ class VerifyConfig:
     def __post_init__(self):
         errors = config_value_errors(self)
         if ":" not in self.model:
-            errors.append(f"model must be 'path/to/file.py:make_model' or 'package.module:make_model'; got {self.model!r}")
+            errors.append(
+                f"model must be 'path/to/file.py:make_model' or 'package.module:make_model'; got {self.model!r}")
         for name in ("steps", "track_every", "min_steps"):
             if getattr(self, name) < 1:
                 errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
@@ -218,7 +220,8 @@ def load_factory(spec: str) -> Callable:
     """
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
-        raise ModelSpecError(f"--model must be 'path/to/file.py:make_model' or 'package.module:make_model'; got {spec!r}")
+        raise ModelSpecError(
+            f"--model must be 'path/to/file.py:make_model' or 'package.module:make_model'; got {spec!r}")
     if target.endswith(".py") or "/" in target or "\\" in target:
         path = Path(target).expanduser()
         if not path.is_file():
@@ -565,7 +568,8 @@ def stateful_layers(module, spec: str, view_shape: tuple[int, int, int], select:
     except Exception as err:  # noqa: BLE001
         raise ModelSpecError(f"the module from {spec} failed in eval mode (model.eval()): {type(err).__name__}: "
                              f"{err}") from err
-    moved = [_path(p) for p, v in before_flat.items() if not np.array_equal(np.asarray(v[...]), np.asarray(still[p][...]))]
+    moved = [_path(p) for p, v in before_flat.items()
+             if not np.array_equal(np.asarray(v[...]), np.asarray(still[p][...]))]
     if moved:
         raise ModelSpecError(f"in eval mode (model.eval()) a forward pass of the module from {spec} still changes "
                              f"{', '.join(moved)}; verify analyses the eval-mode function, which must be "
@@ -615,8 +619,8 @@ def float32_copy(params):
 
 def _contrastive_eigh(kc: np.ndarray, when: str, computed: np.ndarray):
     """The contrastive eigenproblem of the centred NTK block (``computed``: the block before centring, whose
-    round-off sets the ridge's floor: :func:`stepwise.compare.ntk_agreement.kernel_ridge`), with an error a ``verify`` user can
-    act on."""
+    round-off sets the ridge's floor: :func:`stepwise.compare.ntk_agreement.kernel_ridge`), with an error a
+    ``verify`` user can act on."""
     try:
         return theory.contrastive_eigh(kc, ridge=cntk.kernel_ridge(kc, np.float32, computed=computed))
     except ValueError as err:
@@ -696,7 +700,8 @@ def features_function(module, path: str, spec: str, view_shape: tuple[int, int, 
                              "recompute them with the embedding's; name a submodule or method the forward pass calls")
     if y.shape[0] != 4 or not bool(jnp.all(jnp.isfinite(y))):
         raise ModelSpecError(f"--features {path}: model.{path}(x) must return a finite (batch, ...) array; got shape "
-                             f"{tuple(y.shape)} for a batch of 4 (finite: {bool(jnp.all(jnp.isfinite(y)))}) from {spec}")
+                             f"{tuple(y.shape)} for a batch of 4 (finite: {bool(jnp.all(jnp.isfinite(y)))}) "
+                             f"from {spec}")
     return features
 
 
@@ -712,7 +717,9 @@ def backbone_semantics(path: str, layers: StatefulLayers | None = None) -> str:
     return f"model.{path}(x) of the analysed eval-mode module (model.eval()), as the embedding: {'; '.join(how)}"
 
 
-def _kernel_checks(cfg: VerifyConfig, t, snapshots, onsets, k_init, k_final, two_n: int, z_eval, k: int):  # noqa: PLR0913
+def _kernel_checks(  # noqa: PLR0913
+    cfg: VerifyConfig, t, snapshots, onsets, k_init, k_final, two_n: int, z_eval, k: int
+):
     """The NTK statistics and checks (order, step times, final embedding); raises ValueError if not computable."""
     checks: list = []
     summary: dict = {}
@@ -833,7 +840,8 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
         after = float(jnp.sqrt(jnp.mean(apply(params, jnp.asarray(train[:64])) ** 2)))
         if not after <= max(1e3 * cfg.init_scale, 1e-3) * max(before, 1e-30):
             raise ModelSpecError(
-                f"scaling the output layer {head} by init_scale = {cfg.init_scale:g} left the output rms at {after:.3g} "
+                f"scaling the output layer {head} by init_scale = {cfg.init_scale:g} left the output rms at "
+                f"{after:.3g} "
                 f"(was {before:.3g}): the model's output is not linear in that parameter (a bias or normalisation "
                 "after it?). End the model with a linear layer, or pass --init none and build a small init into "
                 "make_model"
@@ -850,7 +858,8 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
     lr = float(LOSS_DEFAULTS[cfg.loss]["lr_fraction"] * limit if cfg.lr is None else cfg.lr)  # weakly typed
     f0 = np.asarray(apply(params, xs[:two_n]), np.float64)
     try:  # the kernel theory's step times with the initial NTK held fixed (lazy regime); reported, not gated
-        predicted = theory.predict(kc, f0 - f0.mean(axis=0), lr, ridge=cntk.kernel_ridge(kc, np.float32, computed=k_raw), eig=eig)
+        predicted = theory.predict(kc, f0 - f0.mean(axis=0), lr,
+                                   ridge=cntk.kernel_ridge(kc, np.float32, computed=k_raw), eig=eig)
         predicted_steps = predicted.mode_steps
     except ValueError:  # fewer positive modes than d, or lr beyond the limit: nothing to predict
         predicted_steps = np.full(d, np.nan)
@@ -933,7 +942,8 @@ def verify(cfg: VerifyConfig, out_dir: str | Path, *, progress: bool = False, ch
     kernel_error = None
     if k >= 2:
         try:
-            checks_k, summary_k, arrays = _kernel_checks(cfg, t, res.snapshots, onsets, k_init, k_final, two_n, z_eval, k)
+            checks_k, summary_k, arrays = _kernel_checks(cfg, t, res.snapshots, onsets, k_init, k_final, two_n,
+                                                         z_eval, k)
             checks += checks_k
             summary |= summary_k
         except ValueError as err:  # e.g. fewer positive contrastive eigenvalues than learned modes

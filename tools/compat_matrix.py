@@ -11,8 +11,8 @@ In each leg: which neural-tangents NTK implementations work (``stepwise._compat.
 then one pytest run of tests/test_compat.py, tests/test_ntk.py, tests/test_losses.py, one training test, and
 every experiment's smoke test (the ``test_smoke*`` tests of tests/test_experiment_<name>.py for each folder of
 experiments/; `stepwise verify`'s smoke test is left out: 13 of the 25 minutes of a leg on a loaded 2-core machine,
-for code paths the stepwise_deep and NTK tests already cover). The leg's entry in the "legs" list of docs/compat.json is replaced;
-other legs and other keys of that file are kept (it is written atomically).
+for code paths the stepwise_deep and NTK tests already cover). The leg's entry in the "legs" list of docs/compat.json
+is replaced; other legs and other keys of that file are kept (it is written atomically).
 
     python3 tools/compat_matrix.py                      # every leg (make test-compat): about 5 min a leg on 2 cores
     python3 tools/compat_matrix.py --newest-only        # Python 3.13 + newest JAX only (.ci/run)
@@ -295,8 +295,8 @@ def write_legs(entries: list[dict]) -> None:
 
 def markdown_table() -> str:
     """The README's table, from docs/compat.json."""
-    rows = ["| Python | jax / jaxlib | flax | neural-tangents implementations working | tests passed / failed / skipped "
-            "| wall time |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| Python | jax / jaxlib | flax | neural-tangents implementations working "
+            "| tests passed / failed / skipped | wall time |", "| --- | --- | --- | --- | --- | --- |"]
     for e in json.loads(COMPAT_JSON.read_text()).get("legs", []):
         impls = ", ".join(f"`{i}`" for i in e.get("nt_implementations_working") or []) or "none"
         jax_ = e.get("jax") if e.get("jax") == e.get("jaxlib") else f"{e.get('jax')} / {e.get('jaxlib')}"

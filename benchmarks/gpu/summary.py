@@ -38,7 +38,8 @@ def _junit(path: Path) -> dict:
         return {"error": f"no JUnit report: {err}"}
     suite = root if root.tag == "testsuite" else root.find("testsuite")
     cases = suite.findall("testcase")
-    failed = [f"{c.get('name')}: {(c.find('failure') if c.find('failure') is not None else c.find('error')).get('message', '')[:300]}"
+    failed = [f"{c.get('name')}: "
+              f"{(c.find('failure') if c.find('failure') is not None else c.find('error')).get('message', '')[:300]}"
               for c in cases if c.find("failure") is not None or c.find("error") is not None]
     skipped = [c.get("name") for c in cases if c.find("skipped") is not None]
     return {"tests": len(cases), "failed": len(failed), "skipped": len(skipped), "passed":

@@ -38,7 +38,9 @@ def median_bandwidth(x: np.ndarray) -> float:
     return math.sqrt(max(float(np.median(off)), np.finfo(np.float64).tiny) / 2.0)
 
 
-def kernel_matrices(cfg: KernelBTConfig, x: np.ndarray, xt: np.ndarray, key: jax.Array) -> tuple[np.ndarray, np.ndarray, dict]:
+def kernel_matrices(
+    cfg: KernelBTConfig, x: np.ndarray, xt: np.ndarray, key: jax.Array
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """K over the 2n views (x) and the rows k(x_test) (n_test, 2n), plus what defines the kernel."""
     if cfg.kernel == "linear":
         return theory.linear_kernel(x), theory.linear_kernel(xt, x), {}
@@ -73,8 +75,8 @@ def choose_d(gammas: np.ndarray, cfg: KernelBTConfig) -> int:
     ok = [j + 1 for j in range(2, min(cfg.d_max, n_pos)) if ratios[j] <= cfg.gap_ratio]
     if not ok:
         raise ValueError(
-            f"no d in [3, {cfg.d_max}] has gamma_(d+1)/gamma_d <= {cfg.gap_ratio} (ratios {np.round(ratios, 3).tolist()}); "
-            "pass --d explicitly, or a larger --gap-ratio / --d-max"
+            f"no d in [3, {cfg.d_max}] has gamma_(d+1)/gamma_d <= {cfg.gap_ratio} "
+            f"(ratios {np.round(ratios, 3).tolist()}); pass --d explicitly, or a larger --gap-ratio / --d-max"
         )
     return max(ok)
 
@@ -117,7 +119,8 @@ def run(cfg: KernelBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
     f_train = k @ traj.b_final.T
     f_train_pred = theory.predict_embeddings(k, k, cfg.d, eig=(g, a))
     # A random d-dimensional function of the same kernel: the baseline a Gram error of 1e-2 must be far below.
-    rand = np.asarray(jax.random.normal(jax.random.fold_in(k_b, 1), (k.shape[0], cfg.d), dtype=jnp.float32), dtype=np.float64)
+    rand = np.asarray(jax.random.normal(jax.random.fold_in(k_b, 1), (k.shape[0], cfg.d), dtype=jnp.float32),
+                      dtype=np.float64)
     baseline = compare.gram_relative_error(kt @ rand, f_test_pred)
     leak = leakage_estimate(g, pred.amplitudes, cfg.d)
     gap = (f"gamma_(d+1)/gamma_d = {g[cfg.d] / g[cfg.d - 1]:.3f}, so the note-2.7 estimate of mode d+1's leakage, "

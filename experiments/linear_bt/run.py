@@ -45,7 +45,8 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
     g, v = theory.eigh_desc(gamma)
     n_pos = int(np.sum(g > 0))
     if n_pos < cfg.d:
-        raise ValueError(f"Gamma has only {n_pos} positive eigenvalues, so d = {cfg.d} modes cannot all be learned; use d <= {n_pos}")
+        raise ValueError(f"Gamma has only {n_pos} positive eigenvalues, so d = {cfg.d} modes cannot all be learned; "
+                         f"use d <= {n_pos}")
     m = gamma.shape[0]
     w0 = cfg.init_scale / math.sqrt(g[0]) * np.asarray(jax.random.normal(k_w, (cfg.d, m)), dtype=np.float64)
     lr = cfg.lr_scale * theory.stability_limit(g[0])
@@ -87,8 +88,8 @@ def run(cfg: LinearBTConfig, out_dir: str | Path, *, progress: bool = False) -> 
                 kind="theory",
                 reason="theory note 6.7 (criterion 1e-2): on new inputs f(x) = Lambda^(-1/2) V_d^T x up to a "
                 "rotation; the rotation-free Gram matrix must agree to 1e-2",
-                description=f"relative Frobenius error of the {cfg.data.n_test}x{cfg.data.n_test} Gram matrix of held-out "
-                "embeddings, trained vs predicted",
+                description=f"relative Frobenius error of the {cfg.data.n_test}x{cfg.data.n_test} Gram matrix of "
+                "held-out embeddings, trained vs predicted",
             )
         )
 

@@ -101,7 +101,8 @@ class SpeedupConfig:
     """
 
     # Flags of the flat config of earlier releases whose names do not say where they went (stepwise.cli; until the
-    # next release): --deep / --no-deep ran the MLP part; --n-pairs was the linear model's (the MLP's was --deep-n-pairs).
+    # next release): --deep / --no-deep ran the MLP part; --n-pairs was the linear model's (the MLP's was
+    # --deep-n-pairs).
     LEGACY_FLAGS: ClassVar[dict[str, str]] = {"deep": "deep.run", "n_pairs": "data.n_pairs"}
 
     data: PairData = PairData(dataset="digits", n_pairs=500, n_test=0)

@@ -34,7 +34,8 @@ STANDARD_HEAD_SCALE = 1.0
 
 @dataclasses.dataclass(frozen=True)
 class StepMapConfig:
-    """A grid of ``stepwise_deep`` CPU runs per loss; each cell's steps detected by :func:`stepwise.compare.detect_steps`.
+    """A grid of ``stepwise_deep`` CPU runs per loss; each cell's steps detected by
+    :func:`stepwise.compare.detect_steps`.
 
     Attributes:
       losses: the losses mapped (default: the published ones, :data:`experiments.stepwise_deep.config.PUBLISHED`).

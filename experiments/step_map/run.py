@@ -96,8 +96,9 @@ def run(cfg: StepMapConfig, out_dir: str | Path, *, progress: bool = False) -> d
                         put(cell, (i, a, b, c))
                         done += 1
                         if progress:
-                            print(f"step_map {done}/{cfg.n_cells} {loss} head {h:g} lr {lr:g} width {w}: "
-                                  f"{'diverged' if cell.diverged else '%d separated of %d learned' % (cell.stats['n_steps'], cell.stats['n_learned'])}"
+                            found = ("diverged" if cell.diverged else
+                                     "%d separated of %d learned" % (cell.stats["n_steps"], cell.stats["n_learned"]))
+                            print(f"step_map {done}/{cfg.n_cells} {loss} head {h:g} lr {lr:g} width {w}: {found}"
                                   f" ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
             scfg = cfg.standard_config(loss)
             std_lr[i], std_width[i] = scfg.train.lr, scfg.net.hidden[0]

@@ -7,13 +7,14 @@ Command:   make fig-deep   (the three published losses, then the two theory form
 Runtime:   CPU defaults (MLP on digits): well under 5 min per loss on a 2-core CPU, measured in results.json.
            GPU scale (`DeepConfig.gpu`: ResNet-18 width 1 in bf16, batch 256, 6000 steps on 32x32 patches), sized for
            <= 90 s on one H200 (not yet run on one): XLA's cost analysis of the jitted train step gives 1.49 TFLOP per
-           step and 3.89 TFLOP per tracking point (four forward passes of the 1000 held-out views), 51 points: 9.1 PFLOP.
-           Assumed (stepwise.scale, stated in every plan): 25% of the H200's 790 TFLOP/s bf16 peak for a ResNet on
-           32x32 images at batch 256, and 10 s of compilation per program (the step and the tracker): 46 s compute +
-           20 s = 66 s, leaving ~25 s for the host (eigenvalues, probes, figure). results.json records the plan next
-           to the measured times, which measures the fraction. On STL-10 (64x64 crops): 6.39 TFLOP per step, 1500 steps,
-           73 s estimated. On the 2-core CPU (shared, load ~12) `--scale gpu --train.steps 3` ran in 908 s wall (250 s CPU,
-           7.4 GB peak memory); shrink it further with `--train.batch-size 32 --data.n-eval 64` for a dry run.
+           step and 3.89 TFLOP per tracking point (four forward passes of the 1000 held-out views), 51 points: 9.1
+           PFLOP. Assumed (stepwise.scale, stated in every plan): 25% of the H200's 790 TFLOP/s bf16 peak for a ResNet
+           on 32x32 images at batch 256, and 10 s of compilation per program (the step and the tracker): 46 s compute
+           + 20 s = 66 s, leaving ~25 s for the host (eigenvalues, probes, figure). results.json records the plan
+           next to the measured times, which measures the fraction. On STL-10 (64x64 crops): 6.39 TFLOP per step,
+           1500 steps, 73 s estimated. On the 2-core CPU (shared, load ~12) `--scale gpu --train.steps 3` ran in 908 s
+           wall (250 s CPU, 7.4 GB peak memory); shrink it further with `--train.batch-size 32 --data.n-eval 64` for a
+           dry run.
 Verdict:   gated (stepwise.compare.stepwise_checks): >= 4 separated steps, separated fraction of the learned modes
            >= 0.5, >= 3 flat loss plateaus, unit rank increments. Measured on the 2-core CPU (loaded, load ~8; train
            time in results.json), MLP 64-256-256-16 on digits, seed 0:
@@ -66,12 +67,12 @@ log(1 / initial scale) / gamma_i: with 1e-6 the 4th mode would come after ~4000 
 tracked every 75. Plain SGD as the MLP. Measured (seed 0, one run at a time on the 2-core CPU, jax 0.10.2; the
 simclr run shared the CPU with other jobs, load up to 8; train / whole-run wall time in s):
 
-           | row                        | separated | learned | fraction | flat plateaus | rank jump | wall    | verdict |
-           |----------------------------|-----------|---------|----------|---------------|-----------|---------|---------|
-           | barlow_twins (published)   | 1         | 4       | 0.25     | 0             | 2         | 194/204 | FAIL    |
-           | simclr (published)         | 1         | 1       | 1.00     | 0             | 1         | 362/375 | FAIL    |
-           | vicreg (published)         | 4         | 4       | 1.00     | 3             | 1         | 212/225 | PASS    |
-           | barlow_twins_theory        | 4         | 6       | 0.67     | 3             | 1         | 188/197 | PASS    |
+           | row                      | separated | learned | fraction | flat plateaus | rank jump | wall    | verdict |
+           |--------------------------|-----------|---------|----------|---------------|-----------|---------|---------|
+           | barlow_twins (published) | 1         | 4       | 0.25     | 0             | 2         | 194/204 | FAIL    |
+           | simclr (published)       | 1         | 1       | 1.00     | 0             | 1         | 362/375 | FAIL    |
+           | vicreg (published)       | 4         | 4       | 1.00     | 3             | 1         | 212/225 | PASS    |
+           | barlow_twins_theory      | 4         | 6       | 0.67     | 3             | 1         | 188/197 | PASS    |
 
            Every verdict and count equals the earlier measurement with two runs sharing a loaded CPU (~14 min
            each, 253-260 ms per step); alone the step takes 62-69 ms (119 ms for simclr under load), so the

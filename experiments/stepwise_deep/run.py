@@ -180,7 +180,8 @@ def run(cfg: DeepConfig, out_dir: str | Path, *, progress: bool = False, checkpo
         "time_per_step_ms": 1e3 * (res.train_time_s - res.tracking_time_s) / max(cfg.train.steps, 1),
     }
     if plan is not None:  # the step's compilation is inside the timed loop: a lower bound for short runs
-        summary["achieved_flop_per_s"] = plan.step_flops * cfg.train.steps / max(res.train_time_s - res.tracking_time_s, 1e-9)
+        summary["achieved_flop_per_s"] = (plan.step_flops * cfg.train.steps
+                                          / max(res.train_time_s - res.tracking_time_s, 1e-9))
     return io.write_results(
         out_dir, experiment=f"{EXPERIMENT}/{cfg.loss}", config=dataclasses.asdict(cfg), checks=checks,
         wall_time_s=time.perf_counter() - t0, plan=plan,

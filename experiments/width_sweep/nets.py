@@ -28,7 +28,8 @@ def _split(k_all, two_n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def choose_d(cfg: WidthSweepConfig, m: int, xs) -> tuple[int, np.ndarray]:
-    """``cfg.d``, or the d in [2, d_max] with the smallest gamma_(d+1)/gamma_d of the widest stax NTK; and the ratios."""
+    """``cfg.d``, or the d in [2, d_max] with the smallest gamma_(d+1)/gamma_d of the widest stax NTK; and the
+    ratios."""
     module = build_model("mlp", (1, 1, m), hidden=(cfg.widths[-1],), embed_dim=cfg.d_max)
     k = np.asarray(infinite_ntk(module, xs), dtype=np.float64)
     g = theory.contrastive_eigenvalues(0.5 * (k + k.T), ridge=cfg.ridge)

@@ -105,7 +105,8 @@ def run(cfg: WidthSweepConfig, out_dir: str | Path, *, progress: bool = False) -
         **{k: mean[k] for k in ("gram_inf", "proj_inf", "gram_emp", "proj_emp", "ntk_rel_diff", "final_loss")},
         **{f"{k}_seeds": per_seed[k] for k in ("gram_inf", "proj_inf", "gram_emp", "proj_emp")},
         lr=per_seed["lr"][0], limit_gram=np.float64(limit["gram"]), limit_proj=np.float64(limit["proj"]),
-        loss_curves=loss_curves, random_gram=null, random_gram_threshold=np.float64(by_name["widest_gram_vs_random_function"].threshold),
+        loss_curves=loss_curves, random_gram=null,
+        random_gram_threshold=np.float64(by_name["widest_gram_vs_random_function"].threshold),
         # (n_seeds, W, d) half-rise steps of the j-th largest eigenvalue of C: predicted from each net's own NTK at
         # initialisation, measured on the net; and the first seed's eigenvalues of C at every update (W, T, d).
         # The prediction's inputs (contrastive eigenvalues of the own NTK, Gram-Schmidt amplitudes, lr) per net, so

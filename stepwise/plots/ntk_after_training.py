@@ -87,5 +87,6 @@ def plot_ntk_after_training(run_dir: str | Path, out: str | Path | None = None) 
 
     for i, loss in enumerate(losses):
         if f"overlap_final_{i}" in data:
-            overlap_panel(fig.add_subplot(grid[1, i]), data[f"overlap_final_{i}"], f"{loss}: steps vs after-training NTK modes")
+            overlap_panel(fig.add_subplot(grid[1, i]), data[f"overlap_final_{i}"],
+                          f"{loss}: steps vs after-training NTK modes")
     return finish(fig, out or run_dir / FIGURE)

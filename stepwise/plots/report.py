@@ -82,14 +82,16 @@ def _seconds(value: Any) -> str:
     return f"{value:.1f} s" if isinstance(value, (int, float)) and not isinstance(value, bool) else "&ndash;"
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1500px;margin:2em auto;padding:0 1em;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1500px;\
+margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
 table{border-collapse:collapse;margin:.6em 0 1.2em 0;font-size:14px}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f4f4f4} td.num{font-family:ui-monospace,monospace;text-align:right;white-space:nowrap}
 .pass{color:#0a7a2f;font-weight:600} .fail{color:#b00020;font-weight:600} .rep{color:#555;font-weight:600}
 section{border-top:2px solid #eee;margin-top:2em;padding-top:.5em}
-img{max-width:100%;border:1px solid #eee} details{margin:.5em 0} pre{background:#f8f8f8;padding:.6em;overflow:auto;font-size:12px}
+img{max-width:100%;border:1px solid #eee} details{margin:.5em 0} pre{background:#f8f8f8;\
+padding:.6em;overflow:auto;font-size:12px}
 .reason{color:#555;font-size:13px}
 """
 
@@ -177,8 +179,10 @@ def _section(run_dir: Path, res: dict) -> str:
     return (
         f"<section id='{html.escape(run_dir.name)}'><h2>{_verdict(res['passed'])} {title}</h2>"
         f"<p><b>{html.escape(summary_line(res['checks']))}</b></p><p class='sub'>{meta}</p>"
-        f"{figs}{_check_tables(res['checks'], _dict(res.get('summary')).get('failure_causes'))}<details><summary>config and versions</summary><pre>"
-        f"{html.escape(json.dumps({'config': cfg, 'versions': res.get('versions')}, indent=2))}</pre></details></section>"
+        f"{figs}{_check_tables(res['checks'], _dict(res.get('summary')).get('failure_causes'))}"
+        "<details><summary>config and versions</summary><pre>"
+        f"{html.escape(json.dumps({'config': cfg, 'versions': res.get('versions')}, indent=2))}"
+        "</pre></details></section>"
     )
 
 
@@ -295,7 +299,8 @@ def _claims_table(runs: list[tuple[Path, dict]]) -> str:
         rows += (
             f"<tr><td>{_verdict(r['passed'])}</td><td>{html.escape(claim)}</td>"
             f"<td><a href='#{html.escape(d.name)}'>{html.escape(d.name)}</a></td>"
-            f"<td>{html.escape(summary_line(r['checks']))}</td><td class='num'>{_seconds(r.get('wall_time_s'))}</td></tr>"
+            f"<td>{html.escape(summary_line(r['checks']))}</td>"
+            f"<td class='num'>{_seconds(r.get('wall_time_s'))}</td></tr>"
         )
     return ("<table><tr><th>verdict</th><th>claim</th><th>run</th><th>checks by kind of evidence</th>"
             f"<th>wall time</th></tr>{rows}</table>")
@@ -343,7 +348,8 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike) -> Report:
         f"<p class='sub'>{n_pass} of {len(runs)} experiments passed: every theory, baseline and consistency check of "
         f"the run passed (reported values are shown, not gated).{unreadable}</p>"
         f"<p class='reason'>{html.escape(_KINDS_LEGEND)}</p>"
-        f"{_claims_table(runs)}{_unchecked_table()}{unreadable_table}{side}" + "".join(_section(d, r) for d, r in runs) + "</body></html>\n"
+        f"{_claims_table(runs)}{_unchecked_table()}{unreadable_table}{side}"
+        + "".join(_section(d, r) for d, r in runs) + "</body></html>\n"
     )
     with atomic_path(out) as tmp:
         tmp.write_text(body)

@@ -35,7 +35,8 @@ def _heat(ax, data: dict, i: int, c: int, vmax: float, plt):
             dark = n[a, b] < 0.6 * vmax
             color = "white" if dark else "black"
             ax.text(b, a + 0.1, f"{n[a, b]:.0f}", ha="center", va="center", fontsize=13, weight="bold", color=color)
-            ax.text(b, a - 0.27, f"of {data['n_learned'][i, a, b, c]:.0f}, {data['flat_plateaus'][i, a, b, c]:.0f} flat",
+            ax.text(b, a - 0.27,
+                    f"of {data['n_learned'][i, a, b, c]:.0f}, {data['flat_plateaus'][i, a, b, c]:.0f} flat",
                     ha="center", va="center", fontsize=6.5, color=color)
             if n[a, b] >= m:
                 ax.add_patch(plt.Rectangle((b - 0.46, a - 0.46), 0.92, 0.92, fill=False, ec="white", lw=1.5, ls="--"))

@@ -202,8 +202,8 @@ def _validate_d(gammas: np.ndarray, d: int) -> None:
     n_pos = positive_modes(gammas)
     if n_pos < d:
         raise ValueError(
-            f"only {n_pos} contrastive eigenvalues are positive (above {POSITIVE_TOL:g} x gamma_1), so d = {d} modes cannot all be learned; use "
-            f"d <= {n_pos}"
+            f"only {n_pos} contrastive eigenvalues are positive (above {POSITIVE_TOL:g} x gamma_1), so d = {d} modes "
+            f"cannot all be learned; use d <= {n_pos}"
         )
 
 

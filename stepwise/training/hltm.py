@@ -11,7 +11,8 @@ Losses on the l2-normalised outputs f = h / (||h|| + 1e-4) ([V-code]), with r = 
 
 ``simple``   L = mean_i (r+_i - r-_i), the negative of anchor i being the i-th negative sample (H = 1).
 ``infonce``  L = mean_i L_nce(r+_i, {r-_ij}_j), every negative sample of the batch being a negative of every
-             anchor (H = batch size), with L_nce the tau-scaled InfoNCE of :func:`stepwise.theory.covariance.infonce_loss`.
+             anchor (H = batch size), with L_nce the tau-scaled InfoNCE of
+             :func:`stepwise.theory.covariance.infonce_loss`.
 
 Both are the note's losses (1.2), not the reference code's forms (note 5.2: an MSE averaged over batch *and*
 units, i.e. (2/hid) mean r; and for NCE minus the softmax probability, not its log, of batch-averaged distances

@@ -514,7 +514,8 @@ def _tracker(apply: ApplyFn, features: ApplyFn, nc: NoncontrastiveConfig, n_snap
 
 def program_config(cfg: TrainConfig, nc: NoncontrastiveConfig) -> tuple[TrainConfig, NoncontrastiveConfig]:
     """``cfg`` and ``nc`` with the fields that do not enter the compiled programs set to fixed values."""
-    return dataclasses.replace(cfg, steps=1, track_every=1, checkpoint_every=0, seed=0), dataclasses.replace(nc, eps=0.0)
+    return (dataclasses.replace(cfg, steps=1, track_every=1, checkpoint_every=0, seed=0),
+            dataclasses.replace(nc, eps=0.0))
 
 
 def _make_init(nc: NoncontrastiveConfig, tx, d: int, dtype):
