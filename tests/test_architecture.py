@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # ``stepwise._lazy``, ``stepwise._validate``).
 # A part that is not listed here is an error: a new module or subpackage gets its row (and its line in
 # ARCHITECTURE.md).
-BASE = {"stepwise", "stepwise._typing", "stepwise._compat", "stepwise._precision", "stepwise._lazy", "stepwise._validate"}
+BASE = {"stepwise", "stepwise._typing", "stepwise._compat", "stepwise._precision", "stepwise._lazy",
+        "stepwise._validate"}
 ALLOWED: dict[str, set[str]] = {
     "stepwise._typing": set(),
     "stepwise._compat": set(),

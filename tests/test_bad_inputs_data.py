@@ -12,8 +12,8 @@ binary files), spoils one file, then
 
 25 cases; 19 of them were defects before issue 16 (``Case.old_defect`` says how; measured by running this table
 against the loader of commit cbe521f: raw UnpicklingError / EOFError / TypeError tracebacks, silent acceptance, or
-code run at load time). ``stepwise.cli.main`` is called in-process: ``python -m stepwise.cli`` behaves the same but pays ~3 s of imports
-per case.
+code run at load time). ``stepwise.cli.main`` is called in-process: ``python -m stepwise.cli`` behaves the same but
+pays ~3 s of imports per case.
 """
 
 from __future__ import annotations
@@ -204,8 +204,9 @@ CASES: dict[str, Case] = {
     "cifar-crafted-os-system": Case("cifar10", "data_batch_1", _crafted(_os_system),
                                     REFUSED.format(r"(posix|nt)\.system"), CIFAR_EXPECTED,
                                     old_defect="ran the code (created the marker file)"),
-    "cifar-crafted-exec": Case("cifar10", "data_batch_1", _crafted(_exec), REFUSED.format(r"(__builtin__|builtins)\.exec"),
-                               CIFAR_EXPECTED, old_defect="ran the code (created the marker file)"),
+    "cifar-crafted-exec": Case("cifar10", "data_batch_1", _crafted(_exec),
+                               REFUSED.format(r"(__builtin__|builtins)\.exec"), CIFAR_EXPECTED,
+                               old_defect="ran the code (created the marker file)"),
     "cifar-crafted-nested-eval": Case("cifar10", "data_batch_2", _crafted(_eval, nested=True),
                                       REFUSED.format(r"(__builtin__|builtins)\.eval"), CIFAR_EXPECTED,
                                       old_defect="ran the code (created the marker file)"),
@@ -224,7 +225,8 @@ CASES: dict[str, Case] = {
     "stl-y-long": Case("stl10", "train_y.bin", _append(b"\x01"), rf"found {STL_TRAIN + 1} labels", STL_Y,
                        old_defect="accepted silently"),
     "stl-label-0": Case("stl10", "train_y.bin", _bytes(bytes([1, 0, 10])),
-                        r"found 1 label\(s\) outside 1\.\.10 \(values 0; first at index 1\)", r"expected labels 1\.\.10",
+                        r"found 1 label\(s\) outside 1\.\.10 \(values 0; first at index 1\)",
+                        r"expected labels 1\.\.10",
                         old_defect="accepted silently as label -1 (unlabeled)"),
     "stl-label-11": Case("stl10", "train_y.bin", _bytes(bytes([11, 2, 255])),
                          r"found 2 label\(s\) outside 1\.\.10 \(values 11, 255; first at index 0\)",
@@ -260,7 +262,8 @@ def test_bad_dataset_file(name, tmp_path, capsys):
     if case.split != "train":  # the command line reads the training split only
         return
     out = tmp_path / "out"
-    rc = cli.main(["run", "linear_bt", "--smoke", "--dataset", case.dataset, "--data-dir", str(root), "--out", str(out)])
+    rc = cli.main(["run", "linear_bt", "--smoke", "--dataset", case.dataset, "--data-dir", str(root),
+                   "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2
     assert message in err

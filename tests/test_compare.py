@@ -119,5 +119,6 @@ def test_checks_pass_fail_and_serialise():
     json.dumps(d, allow_nan=False)  # strict JSON: non-finite values become strings
     assert d["value"] == "nan" and d["passed"] is False
     assert "FAIL" in bad.explain() and "PASS" in ok.explain()
-    with_arrays = compare.check("e", 0.0, 1.0, kind="theory", reason="r", predicted=np.array([1.0, np.inf]), measured=np.arange(2))
+    with_arrays = compare.check("e", 0.0, 1.0, kind="theory", reason="r", predicted=np.array([1.0, np.inf]),
+                                measured=np.arange(2))
     assert json.loads(json.dumps(with_arrays.to_dict())) ["predicted"] == [1.0, "inf"]

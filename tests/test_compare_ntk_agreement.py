@@ -93,10 +93,12 @@ def test_kernel_ridge_float32_floor(rng):
     k_all, _ = _pairs_kernel(rng)
     k = k_all[:80, :80]
     top = np.linalg.eigvalsh(k)[-1]
-    assert cn.kernel_ridge(k, np.float64) == pytest.approx(max(theory.DEFAULT_RIDGE, 10 * 2.22e-16 * top / np.mean(np.diag(k))), rel=1e-3)
+    assert cn.kernel_ridge(k, np.float64) == pytest.approx(
+        max(theory.DEFAULT_RIDGE, 10 * 2.22e-16 * top / np.mean(np.diag(k))), rel=1e-3)
     # The top eigenvalue of the (80, 80) K from two eigensolvers agrees to ~80 eps relative (2e-14); rel 1e-9 is
     # that with margin, and the float32 floor differs from the float64 one by 5e8.
-    assert cn.kernel_ridge(k, np.float32) == pytest.approx(10 * np.finfo(np.float32).eps * top / np.mean(np.diag(k)), rel=1e-9)
+    assert cn.kernel_ridge(k, np.float32) == pytest.approx(
+        10 * np.finfo(np.float32).eps * top / np.mean(np.diag(k)), rel=1e-9)
 
 
 def test_kernel_agreement_passes_on_prediction_fails_on_noise(rng):
@@ -104,7 +106,8 @@ def test_kernel_agreement_passes_on_prediction_fails_on_noise(rng):
     two_n, k = 80, 3
     kt, ket = theory.center_kernel(k_all[:two_n, :two_n], k_all[two_n:, :two_n])
     truth = theory.predict_embeddings(kt, ket, k)
-    mixed = np.concatenate([truth @ np.linalg.qr(rng.standard_normal((k, k)))[0], rng.standard_normal((30, 2)) * 1e-6], 1)
+    mixed = np.concatenate([truth @ np.linalg.qr(rng.standard_normal((k, k)))[0],
+                            rng.standard_normal((30, 2)) * 1e-6], 1)
     good = cn.kernel_agreement(k_all, two_n, mixed, k, dtype=np.float64)
     # The two 1e-6 noise columns tilt the span by <= (1e-6 sqrt(30 x 2) / s_k(truth))^2 (s_k its k-th singular
     # value), on top of round-off in the same eigensolve (n eps): ~1e-13 here; measured 1e-16.

@@ -218,8 +218,8 @@ def test_structured_derivatives_refused_with_a_clear_message_where_it_fails():
             assert _rel(fn(x, None, params), expected) < NTK_TOL
         return
     with pytest.raises(compat.NtImplementationRefused,
-                       match=rf"STRUCTURED_DERIVATIVES implementation does not work with jax {re.escape(jax.__version__)}"
-                             r".*use JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS or AUTO"):
+                       match=r"STRUCTURED_DERIVATIVES implementation does not work with jax "
+                             rf"{re.escape(jax.__version__)}.*use JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS or AUTO"):
         fn(x, None, params)
     assert isinstance(compat.NtImplementationRefused(), NotImplementedError)
     # The probe is right to refuse: neural-tangents' implementation as released fails or differs here.

@@ -67,7 +67,8 @@ def test_same_seed_same_numbers(tmp_path, digits_run):
 
 def test_checks_can_fail(tmp_path):
     """A large initialisation breaks the small-init theory: the verdict must say so."""
-    res = run(LinearBTConfig(data=PairData(dataset="digits", n_pairs=80, crop=5, n_test=40), d=4, init_scale=0.3), tmp_path)
+    res = run(LinearBTConfig(data=PairData(dataset="digits", n_pairs=80, crop=5, n_test=40), d=4, init_scale=0.3),
+              tmp_path)
     assert res["passed"] is False
     failed = {c["name"] for c in res["checks"] if c["passed"] is False}
     assert failed & {"step_time_rel_error_max", "loss_plateau_max_abs_error", "final_rowspace_max_angle"}
@@ -93,7 +94,8 @@ def test_input_errors_come_before_compute_and_write_nothing(tmp_path, monkeypatc
     with pytest.raises(ValueError, match="too many"):
         run(LinearBTConfig(data=PairData(dataset="digits", n_pairs=1700, n_test=500)), out)
     with pytest.raises(ValueError, match="positive eigenvalues"):
-        run(LinearBTConfig(data=PairData(dataset="digits", crop=2, n_pairs=2, n_test=0), d=4), out)  # d <= m = 4, rank <= 2
+        # d <= m = 4, rank <= 2
+        run(LinearBTConfig(data=PairData(dataset="digits", crop=2, n_pairs=2, n_test=0), d=4), out)
     assert not out.exists()
 
 

@@ -25,7 +25,8 @@ def test_smoke_run_writes_results_and_figure(smoke):
         c = by_name[f"ntk_similarity_{loss}"]
         assert c["kind"] == ("reported" if c["threshold"] >= 1.0 else "baseline"), c
     gated = [c for c in res["checks"] if c["kind"] != "reported"]
-    similarity = [f"ntk_similarity_{loss}" for loss in LOSSES if by_name[f"ntk_similarity_{loss}"]["kind"] != "reported"]
+    similarity = [f"ntk_similarity_{loss}" for loss in LOSSES
+                  if by_name[f"ntk_similarity_{loss}"]["kind"] != "reported"]
     assert [c["name"] for c in gated] == similarity + ["cross_method_margin_min"]
     assert all(c["kind"] == "baseline" for c in gated)  # each threshold is a null's mean + 2 std
     for c in gated:
@@ -33,7 +34,8 @@ def test_smoke_run_writes_results_and_figure(smoke):
         assert c["passed"] == (c["value"] >= c["threshold"])
     assert res["passed"] == all(c["passed"] for c in gated)
     # Step order and onset slope per method are shown, not gated (theory note 6.11: report, do not gate).
-    reported = {c["name"]: c for c in res["checks"] if c["kind"] == "reported" and not c["name"].startswith("ntk_similarity_")}
+    reported = {c["name"]: c for c in res["checks"]
+                if c["kind"] == "reported" and not c["name"].startswith("ntk_similarity_")}
     for name, c in reported.items():
         assert c["passed"] is None and c["reason"], c
         loss = next(loss for loss in LOSSES if name.endswith(loss))
@@ -77,7 +79,8 @@ def test_kernel_statistics_of_one_network_recomputed(smoke, tmp_path):
     net = _one_network(cfg, "barlow_twins", progress=False)
     again = compare.ntk_agreement.kernel_agreement(net["kernels"]["final"], net["two_n"], net["z_eval"], net["k"],
                                          center=cfg.center, n_draws=cfg.n_draws, seed=cfg.seed)
-    assert again.similarity == pytest.approx(res["summary"]["per_method"]["barlow_twins"]["agreement_final_ntk"]["similarity"], rel=1e-6)
+    assert again.similarity == pytest.approx(
+        res["summary"]["per_method"]["barlow_twins"]["agreement_final_ntk"]["similarity"], rel=1e-6)
     assert net["kernels"]["final"].shape == (2 * cfg.n_pairs + net["z_eval"].shape[0],) * 2
 
 

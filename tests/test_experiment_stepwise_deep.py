@@ -114,7 +114,8 @@ def test_participation_ratio_and_no_hidden_checks_without_projector():
     from stepwise.compare.hidden import participation_ratio
     from stepwise.compare import detect_steps
 
-    np.testing.assert_allclose(participation_ratio(np.array([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, -1e-9]])), [3.0, 1.0])
+    np.testing.assert_allclose(participation_ratio(np.array([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, -1e-9]])),
+                               [3.0, 1.0])
     eig = np.ones((3, 4))
     det = detect_steps(np.arange(3.0), eig)
     assert hidden_checks(DeepConfig.for_loss("vicreg"), det, eig) == []  # no projector: backbone = embedding

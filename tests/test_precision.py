@@ -495,7 +495,8 @@ CASES = {
     "stepwise.compare.tian2021.alignment_trajectory": lambda d: ((d.corr, d.wp), {}),
     "stepwise.compare.tian2021.b4_checks": lambda d: (({"symmetric": [1, 1], "regular": [3, 4]},), {"alpha_p": 1.0}),
     "stepwise.compare.tian2021.b7_checks": lambda d: (
-        ({"default": np.array([0.61, 0.63]), "positive_c": np.array([0.5, 0.55])}, {"default": [5, 6], "positive_c": [3, 4]}),
+        ({"default": np.array([0.61, 0.63]), "positive_c": np.array([0.5, 0.55])},
+         {"default": [5, 6], "positive_c": [3, 4]}),
         {"c": 0.1, "eps": 0.1}),
     "stepwise.compare.tian2021.fig6_checks": lambda d: (({"base": [1, 1], "rescue": [3, 2]},),
                                                         {"alpha_p": 2.0, "base_alpha_p": 1.0}),

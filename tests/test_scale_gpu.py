@@ -73,8 +73,8 @@ def test_gpu_configs_of_every_experiment_validate():
             "resnet18", 1.0, "bfloat16", "patches", 256)
     ntk = NtkAfterTrainingConfig.gpu()
     nets = [ntk.deep_config(loss) for loss in ntk.losses]
-    assert all((n.net.model, n.net.dtype, n.data.dataset, n.train.batch_size) == ("resnet18", "bfloat16", "patches", 256)
-               for n in nets)
+    assert all((n.net.model, n.net.dtype, n.data.dataset, n.train.batch_size)
+               == ("resnet18", "bfloat16", "patches", 256) for n in nets)
     assert all(n.net.width == ntk.width and n.train.steps == ntk.steps and n.data.n_eval == ntk.n_eval for n in nets)
     assert DirectPredConfig.paper().setup.train.steps == 35100  # the paper-length setting is kept under its own name
 
@@ -259,7 +259,8 @@ def test_cli_prints_the_plan_of_every_gpu_experiment(name, flags, capsys):
     (["run", "stepwise_deep", "--smoke", "--scale", "gpu"], "--smoke and --scale gpu exclude each other"),
     (["run", "linear_bt", "--plan-only"], "has no compute plan"),
     (["verify", "--model", "x.py:make_model", "--scale", "big"], "unknown --scale 'big'"),
-    (["run", "stepwise_deep", "--scale", "gpu", "--data.data-dir", "/nonexistent/folder"], "neither STL-10 nor CIFAR-10"),
+    (["run", "stepwise_deep", "--scale", "gpu", "--data.data-dir", "/nonexistent/folder"],
+     "neither STL-10 nor CIFAR-10"),
 ])
 def test_bad_scale_input_is_a_clear_error(argv, match, capsys, tmp_path):
     assert cli.main([*argv, "--out", str(tmp_path / "never")]) == 2

@@ -149,7 +149,8 @@ def test_gram_schmidt_amplitudes_match_explicit_gram_schmidt(rng):
     # orthogonalises P (error eps cond(P)); squared residuals double it. 100 x that ~ 1e-12 here (measured 3e-15).
     rtol = 100 * EPS * np.linalg.cond(p) * 3.0 / 0.5
     np.testing.assert_allclose(L.initial_amplitudes(gamma, w0), expected, rtol=rtol)
-    np.testing.assert_allclose(L.initial_amplitudes(gamma, w0, "projection"), [3, 2, 1.5, 1] * np.sum(p**2, 0), rtol=rtol)
+    np.testing.assert_allclose(L.initial_amplitudes(gamma, w0, "projection"), [3, 2, 1.5, 1] * np.sum(p**2, 0),
+                               rtol=rtol)
 
 
 @pytest.mark.parametrize("lr_scale", [0.02, 0.3, 0.7])

@@ -117,7 +117,8 @@ def test_output_layer_is_the_last_matrix_used():
     y0, y1 = np.asarray(apply(params, x)), np.asarray(apply(small, x))
     bias = np.asarray(params["a_last"]["bias"][...])[None, :]
     np.testing.assert_allclose(y1 - bias, 1e-6 * (y0 - bias), rtol=1e-4, atol=1e-12)
-    np.testing.assert_array_equal(np.asarray(small["z_first"]["kernel"][...]), np.asarray(params["z_first"]["kernel"][...]))
+    np.testing.assert_array_equal(np.asarray(small["z_first"]["kernel"][...]),
+                                  np.asarray(params["z_first"]["kernel"][...]))
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +213,8 @@ def test_model_specs_import_like_python_does(tmp_path, form):
         pkg.mkdir()
         (pkg / "__init__.py").write_text("")
         (pkg / "blocks.py").write_text(_NET)
-        (pkg / "arch.py").write_text(f"from pkg_{tag}.blocks import Net\n\ndef make_model(rngs):\n    return Net(rngs)\n")
+        (pkg / "arch.py").write_text(f"from pkg_{tag}.blocks import Net\n\n"
+                                     "def make_model(rngs):\n    return Net(rngs)\n")
         spec = f"pkg_{tag}.arch"
     script = Path(sys.executable).parent / "stepwise"
     proc = subprocess.run([str(script), "verify", "--model", f"{spec}:nope", "--data.dataset", "digits",

@@ -24,7 +24,8 @@ def _run(tmp_path, factory: str) -> tuple[dict, Path]:
     assert code in (0, 1)  # checks computed; a 60-step smoke run need not pass them
     results = json.loads((out / "results.json").read_text())
     assert code == (0 if results["passed"] else 1)
-    assert results["checks"] and all({"name", "value", "threshold", "passed", "kind"} <= set(c) for c in results["checks"])
+    assert results["checks"] and all({"name", "value", "threshold", "passed", "kind"} <= set(c)
+                                     for c in results["checks"])
     assert results["figures"] == ["verify.png"] and "figure_error" not in results
     assert (out / "report.html").is_file()
     return results, out
@@ -93,7 +94,8 @@ def test_features_checks_the_backbone_next_to_the_embedding(tmp_path, path, widt
 @pytest.mark.parametrize("factory,path,match", [
     ("make_backbone_projector", "trunk", r"model has no attribute 'trunk'; its callable attributes: backbone, pooled, "
                                          r"proj1, proj2"),
-    ("make_backbone_projector", "backbone.l9", r"model.backbone has no attribute 'l9'; its callable attributes: l1, l2"),
+    ("make_backbone_projector", "backbone.l9", r"model.backbone has no attribute 'l9'; its callable attributes: "
+                                               r"l1, l2"),
     ("make_backbone_projector", "proj2", r"model.proj2\(x\) failed on a batch of views"),
     ("make_backbone_projector", "backbone.l1.kernel", r"is a Param, not a submodule or method"),
     ("make_resnet_bn", "block1", r"model.block1\(x\) failed on a batch of views"),  # takes the stem's output
@@ -177,7 +179,8 @@ def test_max_steps_at_or_below_steps_means_a_fixed_length():
 
 def test_plan_only_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "run"
-    code = cli.main(["verify", "--model", f"{ZOO}:make_backbone_projector", "--smoke", "--plan-only", "--out", str(out)])
+    code = cli.main(["verify", "--model", f"{ZOO}:make_backbone_projector", "--smoke", "--plan-only",
+                     "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0 and not out.exists()
     assert "up to 60 steps (60 first)" in text and "train step:" in text and "x 60 steps" in text

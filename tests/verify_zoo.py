@@ -2,7 +2,8 @@
 
 Our own small versions of what researchers bring: a ResNet with ``nnx.BatchNorm`` (as in the JAX AI stack's
 ResNet-18 for PyTorch users), a ViT-style net with ``nnx.Dropout``, LayerNorm and MultiHeadAttention (as in the
-Flax NNX ViT example), an MLP-Mixer, a bfloat16 CNN and a model with several outputs; each file-level factory is ``make_*(rngs)`` for ``--model tests/verify_zoo.py:make_*``.
+Flax NNX ViT example), an MLP-Mixer, a bfloat16 CNN and a model with several outputs; each file-level factory is
+``make_*(rngs)`` for ``--model tests/verify_zoo.py:make_*``.
 """
 
 import jax.numpy as jnp
@@ -62,8 +63,8 @@ class ResNetBN(nnx.Module):
 class EncoderBlock(nnx.Module):
     def __init__(self, dim: int, heads: int, rate: float, *, rngs: nnx.Rngs):
         self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
-        self.attn = nnx.MultiHeadAttention(num_heads=heads, in_features=dim, dropout_rate=rate, decode=False, deterministic=False,
-                                           rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(num_heads=heads, in_features=dim, dropout_rate=rate, decode=False,
+                                           deterministic=False, rngs=rngs)
         self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
         self.mlp1 = nnx.Linear(dim, 2 * dim, rngs=rngs)
         self.mlp2 = nnx.Linear(2 * dim, dim, rngs=rngs)
