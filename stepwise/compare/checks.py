@@ -170,7 +170,8 @@ def summary_line(checks: Iterable[Check | dict]) -> str:
     tail = []
     if s["consistency"]["total"]:
         c = s["consistency"]
-        tail.append(f"{c['total']} consistency" + ("" if c["passed"] == c["total"] else f" ({c['total'] - c['passed']} FAIL)"))
+        failed = c["total"] - c["passed"]
+        tail.append(f"{c['total']} consistency" + (f" ({failed} FAIL)" if failed else ""))
     if s["reported"]["total"]:
         tail.append(f"{s['reported']['total']} reported")
     return "; ".join(x for x in [head or "no theory or baseline check", *tail])

@@ -179,7 +179,8 @@ def naive_checks(data: Mapping[str, np.ndarray]) -> tuple[list[Check], dict[str,
             "naive_collapse_rate_rel_error", abs(measured / predicted - 1), RATE_TOL, kind="theory",
             reason="[D] (note 2.1, checklist 2) under dW/dt = 2CW, sigma_2/sigma_1 = Theta(exp(-2 (lambda_1 - "
             "lambda_2) t)): collapse to a rank-one 'trivial scalar representation' ([V-abs] claim, exact form [D]). "
-            f"GD with step lr has rate log((1+2 lr l1)/(1+2 lr l2))/lr, an O(lr) = {abs(discrete_rate(lam[0], lam[1], lr) / predicted - 1):.2%} "
+            "GD with step lr has rate log((1+2 lr l1)/(1+2 lr l2))/lr, an O(lr) = "
+            f"{abs(discrete_rate(lam[0], lam[1], lr) / predicted - 1):.2%} "
             "bias, well inside the issue's 5%",
             description=f"|fitted decay rate of sigma_2/sigma_1 over [{lo:g}, {hi:g}] ({n_fit} samples) / "
             "2(lambda_1 - lambda_2) - 1| for full-batch GD on L = -tr(W^T C W)",

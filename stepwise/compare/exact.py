@@ -142,8 +142,8 @@ def compare_exact_steps(
             _over(np.max, np.abs(plateau_loss - plateau_expected), plateau_ok),
             0.1,
             kind="theory",
-            reason=f"theory note 6.5 (criterion 0.1): between steps separated by >= {plateau_separation} rise-widths both neighbouring logistics are "
-            "within ~1% of their plateau, so L = d - k to ~0.03 if the theory holds",
+            reason=f"theory note 6.5 (criterion 0.1): between steps separated by >= {plateau_separation} rise-widths "
+            "both neighbouring logistics are within ~1% of their plateau, so L = d - k to ~0.03 if the theory holds",
             description="max |L - (d - k)| at midpoints between predicted steps k and k+1 that are distinct",
             predicted=plateau_expected[plateau_ok],
             measured=plateau_loss[plateau_ok],

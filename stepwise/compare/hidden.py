@@ -61,8 +61,8 @@ def hidden_checks(det_feat: StepDetection, cov_feat: np.ndarray, *, similarity: 
     of = "" if function is None else f"; backbone: {function}"
     checks = [
         check("backbone_steps_detected", det_feat.n_steps, None, kind="reported", reason=WHY,
-              description=f"well-separated steps in the backbone-output covariance spectrum (width {cov_feat.shape[1]}), "
-              f"detected as for the embedding{of}", measured=det_feat.onsets),
+              description="well-separated steps in the backbone-output covariance spectrum "
+              f"(width {cov_feat.shape[1]}), detected as for the embedding{of}", measured=det_feat.onsets),
         check("backbone_participation_ratio", float(pr[-1]), None, kind="reported", reason=WHY,
               description="effective dimension (sum lambda)^2 / sum lambda^2 of the backbone-output covariance at the "
               f"end of training (measured: at the first and last tracking point){of}",

@@ -45,7 +45,8 @@ def _transform(x: np.ndarray, interp: Interp) -> np.ndarray:
 
 
 @float64
-def crossing_times(t: np.ndarray, series: np.ndarray, level: float | np.ndarray, interp: Interp = "linear") -> np.ndarray:
+def crossing_times(t: np.ndarray, series: np.ndarray, level: float | np.ndarray,
+                   interp: Interp = "linear") -> np.ndarray:
     """First time each column of ``series`` reaches ``level``, interpolated between samples.
 
     Args:
@@ -100,8 +101,10 @@ def relative_errors(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
 
 @float64
 def values_at(t: np.ndarray, series: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Linear interpolation of a 1-D ``series`` sampled at ``t`` to the times ``at`` (e.g. loss at plateau midpoints)."""
-    return np.interp(np.asarray(at, dtype=np.float64), np.asarray(t, dtype=np.float64), np.asarray(series, dtype=np.float64))
+    """Linear interpolation of a 1-D ``series`` sampled at ``t`` to the times ``at`` (e.g. loss at plateau
+    midpoints)."""
+    return np.interp(np.asarray(at, dtype=np.float64), np.asarray(t, dtype=np.float64),
+                     np.asarray(series, dtype=np.float64))
 
 
 @float64

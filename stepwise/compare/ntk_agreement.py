@@ -227,8 +227,9 @@ def final_embedding_check(agreement: KernelAgreement, name: str, *, kernel: str)
         name, agreement.similarity, agreement.baseline_threshold, op=">=", kind="baseline",
         reason=f"theory note 6.12 / E6: the {kernel} NTK's contrastive eigenfunctions predict the learned embedding; "
         "the threshold is the mean + 2 std of the similarity of random functions B k(x) of the same kernel over "
-        f"{agreement.baseline_kernel.size} draws (mean {agreement.baseline_kernel_mean:.3f}), far above the random-subspace value k/n = "
-        f"{agreement.baseline_random:.3f}, so passing means the contrastive structure, not just K, was learned",
+        f"{agreement.baseline_kernel.size} draws (mean {agreement.baseline_kernel_mean:.3f}), far above the "
+        f"random-subspace value k/n = {agreement.baseline_random:.3f}, so passing means the contrastive structure, "
+        "not just K, was learned",
         description=f"subspace similarity (mean cos^2 of principal angles) of the top-{agreement.k} learned "
         f"subspace and the {kernel} NTK prediction on held-out points",
         predicted=agreement.baseline_threshold, measured=agreement.similarity,

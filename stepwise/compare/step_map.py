@@ -22,9 +22,9 @@ _E3 = ("Simon et al. 2023 E3 [V]: Barlow Twins, SimCLR and VICReg 'all show very
        "stepwise_deep (theory note 6.10: four separated steps give the first plateau and three between steps)")
 _REPORTED_MAP = ("a description of the map, not a prediction: the paper states no region (its settings are [U], "
                  "theory note E2/E3)")
-_E4 = ("theory note E4 is a recollection [R], not verified: 'with standard initialisation the steps blur in the loss but "
-       "remain visible as sequential eigenvalue growth'; the note gives no criterion and says the verifier must not "
-       "hard-code [R] lines, so it is reported, not gated")
+_E4 = ("theory note E4 is a recollection [R], not verified: 'with standard initialisation the steps blur in the loss "
+       "but remain visible as sequential eigenvalue growth'; the note gives no criterion and says the verifier must "
+       "not hard-code [R] lines, so it is reported, not gated")
 
 
 @float64
@@ -69,7 +69,8 @@ def map_checks(data: dict[str, np.ndarray], *, min_steps: int) -> list[Check]:
                  f"head scale {hs[best[0]]:g}, lr {lrs[best[1]]:g}, width {ws[best[2]]}: "
                  f"{n[best]:.0f} separated of {stats['n_learned'][best]:.0f} learned, "
                  f"{stats['flat_plateaus'][best]:.0f} flat plateaus")
-        region = [[float(hs[a]), float(lrs[b]), int(ws[c])] for a, b, c in zip(*np.nonzero(np.nan_to_num(n, nan=-1) >= m))]
+        region = [[float(hs[a]), float(lrs[b]), int(ws[c])]
+                  for a, b, c in zip(*np.nonzero(np.nan_to_num(n, nan=-1) >= m))]
         checks.append(check(
             f"max_separated_steps_{loss}", float(np.nanmax(n)) if np.any(np.isfinite(n)) else 0.0, m, op=">=",
             kind="theory", reason=_E3.format(m=m),
