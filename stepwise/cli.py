@@ -211,8 +211,8 @@ def _planned_bytes(name: str, cfg) -> int:
     if name == "ntk_after_training":
         nets = [cfg.deep_config(loss) for loss in cfg.losses]
     elif name in ("noncontrastive_deep", "directpred"):
-        runs = (cfg.seeds + 2 * cfg.b4_seeds if name == "noncontrastive_deep"
-                else 4 * cfg.seeds + len(cfg.sweep) * cfg.sweep_seeds)
+        runs = (cfg.seeds + 2 * cfg.no_ema.seeds if name == "noncontrastive_deep"
+                else 4 * cfg.seeds + len(cfg.sweep) * cfg.eps_sweep.seeds)
         nets = [cfg.setup] * runs
     elif name in ("stepwise_deep", "verify"):
         nets = [cfg]

@@ -110,7 +110,7 @@ CASES = [
     Case(["run", "grassmann", "--smoke", "--widths"], "widths", "()", "IndexError traceback"),
     Case(["run", "grassmann", "--smoke", "--noise-std", "nan"], "noise_std", "nan", "accepted"),
     Case(["run", "grassmann", "--smoke", "--seed=-1"], "seed", "-1", "'expected non-negative integer', flag not named"),
-    Case(["run", "noncontrastive_linear", "--smoke", "--ema-sigma", "-1"], "ema_sigma", "-1", "accepted"),
+    Case(["run", "noncontrastive_linear", "--smoke", "--ema-sigma", "-1"], "ema.sigma", "-1", "accepted"),
     Case(["run", "noncontrastive_linear", "--smoke", "--t-long", "inf"], "t_long", "inf", "accepted"),
     Case(["run", "ntk_after_training", "--smoke", "--n-eval", "1"], "n_eval", "1", "accepted, failed after training"),
     Case(["run", "ntk_after_training", "--smoke", "--width", "nan"], "width", "nan", "accepted"),

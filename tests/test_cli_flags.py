@@ -143,6 +143,28 @@ def test_prefixed_flags_of_grassmann_and_hltm():
         (0.3, 0.2, 0.05, 0.4, 50, 0.01, False)
 
 
+def test_prefixed_flags_of_the_tian2021_experiments():
+    """The flat prefixed fields of noncontrastive_linear (``fig9_*``, ``ema_*``, ``asym_*``, ``align_*``), directpred
+    (``b7_*``; ``eps_sweep`` / ``sweep_seeds``) and noncontrastive_deep (``b4_*``, ``fig6_alpha_p``) became sub-configs:
+    the old flags reach them by prefix or by the config's ``LEGACY_FLAGS``."""
+    from experiments.directpred import DirectPredConfig
+    from experiments.noncontrastive_deep import NoncontrastiveDeepConfig
+    from experiments.noncontrastive_linear import NoncontrastiveLinearConfig
+
+    def parse(config_cls, *argv):
+        argv, notes = cli._legacy_flags(config_cls, list(argv))
+        assert len(notes) == sum(a.startswith("--") for a in argv)
+        return tyro.cli(config_cls, default=config_cls.smoke(), args=argv)
+
+    cfg = parse(NoncontrastiveLinearConfig, "--fig9-tau", "2.5", "--fig9_stable_eta=0.7", "--ema-seeds", "3",
+                "--asym-tau", "0.5", "--align-eta", "0.2")
+    assert (cfg.fig9.tau, cfg.fig9.stable_eta, cfg.ema.seeds, cfg.asym.tau, cfg.align.eta) == (2.5, 0.7, 3, 0.5, 0.2)
+    cfg = parse(DirectPredConfig, "--b7-seeds", "1", "--b7-c=0.2", "--eps-sweep", "0.0", "0.3", "--sweep-seeds", "2")
+    assert (cfg.b7.seeds, cfg.b7.c, cfg.eps_sweep.values, cfg.eps_sweep.seeds) == (1, 0.2, (0.0, 0.3), 2)
+    cfg = parse(NoncontrastiveDeepConfig, "--b4-seeds", "2", "--b4-alpha-p", "0.5", "--fig6-alpha-p=3")
+    assert (cfg.no_ema.seeds, cfg.no_ema.alpha_p, cfg.no_ema.rescue_alpha_p) == (2, 0.5, 3.0)
+
+
 def test_old_dotted_flags_look_inside_their_sub_config():
     """directpred's ``setup`` held flat fields before it held sub-configs: ``--setup.width`` is
     ``--setup.net.width`` now, ``--setup.no-flip`` ``--setup.aug.no-flip``, ``--steps`` ``--setup.train.steps``."""

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments.directpred import DirectPredConfig, run
+from experiments.directpred.config import EpsSweep
 from experiments.directpred.run import DATA
 from helpers import cli_smoke_run
 from stepwise import io
@@ -57,19 +58,19 @@ def test_smoke_run_files_and_real_values(smoke_run):
     mean, std = res["summary"]["probe_final_mean_std"]["directpred"]
     assert mean == pytest.approx(final["directpred"].mean()) and std == pytest.approx(final["directpred"].std(ddof=1))
     # note B7: Table 7's positive c, paired with DirectPred's seeds; the same statistic from the saved accuracies
-    assert d["probe_b7"].shape == (cfg.b7_seeds, t) and np.all((d["probe_b7"] > 0.3) & (d["probe_b7"] <= 1.0))
-    assert d["b7_c"] == cfg.b7_c == 0.1 and d["spectrum_b7"].shape == (cfg.b7_seeds, cfg.setup.d)
+    assert d["probe_b7"].shape == (cfg.b7.seeds, t) and np.all((d["probe_b7"] > 0.3) & (d["probe_b7"] <= 1.0))
+    assert d["b7_c"] == cfg.b7.c == 0.1 and d["spectrum_b7"].shape == (cfg.b7.seeds, cfg.setup.d)
     np.testing.assert_array_equal(d["probe_b7"][:, 0], d["probe_directpred"][:, 0])  # same untrained network
-    drop = final["directpred"][: cfg.b7_seeds] - d["probe_b7"][:, -1]
+    drop = final["directpred"][: cfg.b7.seeds] - d["probe_b7"][:, -1]
     np.testing.assert_allclose(v["b7_positive_c_worse"]["value"],
-                               drop.mean() - 2 * drop.std(ddof=1) / np.sqrt(cfg.b7_seeds), atol=1e-12)
+                               drop.mean() - 2 * drop.std(ddof=1) / np.sqrt(cfg.b7.seeds), atol=1e-12)
     assert v["b7_positive_c_spread"]["value"] == pytest.approx(d["probe_b7"][:, -1].std(ddof=1))
     assert v["b7_positive_c_modes"]["measured"]["positive_c"] == res["summary"]["b7_non_null_modes_end"]
 
 
 def test_figure_b7_panels_agree_with_results_and_draw_without_b7(smoke_run, tmp_path):
     """The B7 panels' titles show verdicts recomputed from directpred.npz: the same values, verdicts and per-seed
-    mode counts as results.json; without B7's arrays (b7_seeds = 0) the figure still draws, saying so."""
+    mode counts as results.json; without B7's arrays (b7.seeds = 0) the figure still draws, saying so."""
     from stepwise.plots.directpred import figure_b7_checks, plot_directpred
 
     out, res = smoke_run
@@ -160,12 +161,13 @@ def test_paper_config_is_the_papers_setting():
 
 
 def test_config_validation():
-    for kwargs in (dict(seeds=0), dict(sweep_seeds=4), dict(rho=1.0), dict(eps=-0.1), dict(eps_sweep=(-1.0,)),
-                   dict(freq=0), dict(formula="book"), dict(min_modes=0), dict(lstsq_reg=0.0), dict(b7_seeds=4),
-                   dict(b7_seeds=-1), dict(b7_c=0.0), dict(b7_c=1.0)):
+    for kwargs in (dict(seeds=0), dict(eps_sweep={"seeds": 4}), dict(rho=1.0), dict(eps=-0.1),
+                   dict(eps_sweep={"values": (-1.0,)}), dict(freq=0), dict(formula="book"), dict(min_modes=0),
+                   dict(lstsq_reg=0.0), dict(b7={"seeds": 4}), dict(b7={"seeds": -1}), dict(b7={"c": 0.0}),
+                   dict(b7={"c": 1.0})):
         with pytest.raises(ValueError, match="invalid directpred config"):
-            DirectPredConfig(**kwargs)
-    assert DirectPredConfig(eps=0.2, eps_sweep=(0.0, 0.5)).sweep == (0.0, 0.2, 0.5)
+            io.replace_config(DirectPredConfig(), **kwargs)
+    assert DirectPredConfig(eps=0.2, eps_sweep=EpsSweep((0.0, 0.5))).sweep == (0.0, 0.2, 0.5)
 
 
 @pytest.mark.slow

@@ -208,10 +208,11 @@ def test_config_validation():
         # a sub-config refuses its own fields (the optimiser's: "invalid training config")
         with pytest.raises(ValueError, match="invalid (network setup|training config)"):
             replace_config(NetSetup(), **kwargs)
-    for kwargs in (dict(seeds=0), dict(min_cos=1.5), dict(min_modes=99), dict(max_asymmetry=0.0), dict(b4_seeds=-1),
-                   dict(b4_alpha_p=0.0), dict(fig6_alpha_p=1.0), dict(b4_alpha_p=3.0)):
+    for kwargs in (dict(seeds=0), dict(min_cos=1.5), dict(min_modes=99), dict(max_asymmetry=0.0),
+                   dict(no_ema={"seeds": -1}), dict(no_ema={"alpha_p": 0.0}), dict(no_ema={"rescue_alpha_p": 1.0}),
+                   dict(no_ema={"alpha_p": 3.0})):
         with pytest.raises(ValueError, match="invalid noncontrastive_deep config"):
-            NoncontrastiveDeepConfig(**kwargs)
+            replace_config(NoncontrastiveDeepConfig(), **kwargs)
 
 
 @pytest.mark.slow

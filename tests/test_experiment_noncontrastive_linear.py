@@ -97,12 +97,12 @@ def test_fig9_values(smoke_run):
 
 def test_fig9_refuses_settings_that_are_not_what_it_claims():
     cfg = NoncontrastiveLinearConfig.smoke()
-    crit = cfg.fig9_tau**2 / (4 * (1 + cfg.sigma2))
+    crit = cfg.fig9.tau**2 / (4 * (1 + cfg.sigma2))
     for eta in (0.9 * crit / 1.5, 1.01 * crit):  # K not positive by construction; every mode collapses
-        with pytest.raises(ValueError, match="fig9_stable_eta"):
-            dataclasses.replace(cfg, fig9_stable_eta=eta)
-    with pytest.raises(ValueError, match="fig9_perturbation"):
-        dataclasses.replace(cfg, fig9_perturbation=0.1)
+        with pytest.raises(ValueError, match=r"fig9\.stable_eta"):
+            io.replace_config(cfg, fig9={"stable_eta": eta})
+    with pytest.raises(ValueError, match=r"fig9\.perturbation"):
+        io.replace_config(cfg, fig9={"perturbation": 0.1})
 
 
 def test_results_json_contract_and_figures(smoke_run):
@@ -133,7 +133,7 @@ def test_loose_solver_fails_the_invariant_check():
 
 def test_checks_fail_when_theory_preconditions_fail():
     """Without weight decay and with a large tau, Theorem 3's K is not positive definite: the lambda0 check says so."""
-    cfg = dataclasses.replace(NoncontrastiveLinearConfig.smoke(), align_eta=0.0, align_tau=2.0)
+    cfg = io.replace_config(NoncontrastiveLinearConfig.smoke(), align={"eta": 0.0, "tau": 2.0})
     with enable_x64(True):
         checks = {c.name: c for c in a3_alignment_checks(cfg, {}, {})}
     assert not checks["a3_lambda0"].passed and checks["a3_lambda0"].value < 0
@@ -141,11 +141,11 @@ def test_checks_fail_when_theory_preconditions_fail():
 
 
 def test_config_validation():
-    bad = [dict(eta=0.2), dict(eta=-0.01), dict(beta=0.0), dict(beta=1.5), dict(n2=20), dict(ema_betas=(2.0,)),
-           dict(asym_etas=(0.0,)), dict(n_save=2), dict(rtol=0.0), dict(t_long=-1.0)]
+    bad = [dict(eta=0.2), dict(eta=-0.01), dict(beta=0.0), dict(beta=1.5), dict(n2=20), dict(ema={"betas": (2.0,)}),
+           dict(asym={"etas": (0.0,)}), dict(n_save=2), dict(rtol=0.0), dict(t_long=-1.0)]
     for kwargs in bad:
         with pytest.raises(ValueError, match="invalid noncontrastive_linear config"):
-            NoncontrastiveLinearConfig(**kwargs)
+            io.replace_config(NoncontrastiveLinearConfig(), **kwargs)
     with pytest.raises(ValueError, match="collapse threshold"):
         NoncontrastiveLinearConfig(eta=0.17)
 

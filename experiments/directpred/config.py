@@ -43,12 +43,12 @@ rho, W_p set every ``freq`` steps; see :mod:`stepwise.training.noncontrastive` f
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 from experiments.noncontrastive_deep.config import NetSetup
 from stepwise.data import ImageData, ViewAugmentation
 from stepwise.io import replace_config
-from stepwise.errors import bound_errors, config_value_errors
+from stepwise.errors import bound_errors, config_value_errors, raise_config_errors
 
 METHODS = ("directpred", "linear", "mlp", "lstsq")
 
@@ -59,6 +59,44 @@ GPU_STEPS = 600
 # :meth:`DirectPredConfig.paper`.
 PAPER_OPTIMIZER = {"optimizer": "momentum", "lr": 0.03, "momentum": 0.9, "weight_decay": 4e-4}
 PAPER_BYOL = {"beta": 0.004 / 0.03, "alpha_p": 1.0, "pred_hidden": 512}
+
+
+@dataclasses.dataclass(frozen=True)
+class EpsSweep:
+    """DirectPred's eps sweep (Table 6).
+
+    Attributes:
+      values: the eps values (Table 6: 0, 0.01, 0.1, 0.5); the config's own ``eps`` is always included, its run
+        shared with the method comparison.
+      seeds: runs per eps (at most the config's ``seeds``).
+    """
+
+    values: tuple[float, ...] = (0.0, 0.01, 0.1, 0.5)
+    seeds: int = 2
+
+    def __post_init__(self):
+        errors = config_value_errors(self) + bound_errors(self, ("seeds", ">= 1"))
+        if any(not e >= 0 for e in self.values):
+            errors.append(f"values must be >= 0 (got {self.values})")
+        raise_config_errors(errors, "directpred", "eps_sweep")
+
+
+@dataclasses.dataclass(frozen=True)
+class PositiveC:
+    """Note B7's variant (Table 7): p_j = sqrt(max(s_j / s_max - c, 1e-4)), eps 0, at the config's ``freq``.
+
+    Attributes:
+      seeds: runs, paired with the first ``seeds`` DirectPred runs (0 skips it; at most the config's ``seeds``).
+      c: the positive constant c (in units of s_max; Table 7's largest, 0.1, gave 46.57 +- 18.43 on STL-10).
+    """
+
+    seeds: int = 3
+    c: float = 0.1
+
+    def __post_init__(self):
+        errors = config_value_errors(self) + bound_errors(
+            self, ("seeds", ">= 0"), ("c", "in (0, 1)", " (Table 7's positive c, in units of s_max)"))
+        raise_config_errors(errors, "directpred", "b7")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,15 +111,15 @@ class DirectPredConfig:
       lstsq_reg: the ridge of Table 1's least-squares predictor (``lstsq``, set every ``freq`` steps from F_hat and
         the running target-input cross-correlation with momentum rho), relative to F_hat's largest eigenvalue (the
         paper says only "with regularisation").
-      eps_sweep: DirectPred's eps values of the sweep (Table 6: 0, 0.01, 0.1, 0.5), each with ``sweep_seeds`` runs
-        (the run at ``eps`` is shared with the method comparison).
-      sweep_seeds: runs per eps of the sweep.
+      eps_sweep: DirectPred's eps sweep (:class:`EpsSweep`: ``--eps-sweep.values``, ``--eps-sweep.seeds``).
       min_modes: fewest non-null modes of F (s_j > 1e-3 s_max) for DirectPred's representation to count as not
         collapsed (2: a collapsed network's uncentred F has rank 1).
-      b7_seeds: runs of note B7's variant (Table 7: p_j = sqrt(max(s_j / s_max - c, 1e-4)), eps 0, at ``freq``),
-        paired with the first ``b7_seeds`` DirectPred runs (0 skips it).
-      b7_c: B7's positive constant c (in units of s_max; Table 7's largest, 0.1, gave 46.57 +- 18.43 on STL-10).
+      b7: note B7's positive-c runs (:class:`PositiveC`: ``--b7.seeds``, ``--b7.c``).
     """
+
+    # Flat flags of earlier releases whose names do not say where they went (stepwise.cli; until the next release);
+    # --b7-seeds and --b7-c map by their prefix.
+    LEGACY_FLAGS: ClassVar[dict[str, str]] = {"eps_sweep": "eps_sweep.values", "sweep_seeds": "eps_sweep.seeds"}
 
     setup: NetSetup = replace_config(NetSetup(), train={"steps": 1000, "track_every": 200})
     seeds: int = 3
@@ -90,26 +128,22 @@ class DirectPredConfig:
     freq: int = 1
     formula: Literal["code", "paper"] = "code"
     lstsq_reg: float = 0.01
-    eps_sweep: tuple[float, ...] = (0.0, 0.01, 0.1, 0.5)
-    sweep_seeds: int = 2
+    eps_sweep: EpsSweep = EpsSweep()
     min_modes: int = 2
-    b7_seeds: int = 3
-    b7_c: float = 0.1
+    b7: PositiveC = PositiveC()
 
     def __post_init__(self):
         errors = config_value_errors(self) + bound_errors(
-            self, ("seeds", ">= 1"), ("sweep_seeds", ">= 1"), ("rho", "in [0, 1)"),
-            ("lstsq_reg", "> 0", " (the ridge keeps the solve defined)"), ("eps", ">= 0"), ("freq", ">= 1"),
-            ("b7_c", "in (0, 1)", " (Table 7's positive c, in units of s_max)"))
-        if self.sweep_seeds > self.seeds:
-            errors.append(f"sweep_seeds ({self.sweep_seeds}) cannot exceed seeds ({self.seeds}): the eps run is shared")
-        if any(not e >= 0 for e in self.eps_sweep):
-            errors.append(f"eps_sweep must be >= 0 (got {self.eps_sweep})")
+            self, ("seeds", ">= 1"), ("rho", "in [0, 1)"),
+            ("lstsq_reg", "> 0", " (the ridge keeps the solve defined)"), ("eps", ">= 0"), ("freq", ">= 1"))
+        if self.eps_sweep.seeds > self.seeds:
+            errors.append(f"eps_sweep.seeds ({self.eps_sweep.seeds}) cannot exceed seeds ({self.seeds}): the eps run "
+                          "is shared")
         if self.formula not in ("code", "paper"):
             errors.append(f"formula must be 'code' or 'paper' (got {self.formula!r})")
-        if not 0 <= self.b7_seeds <= self.seeds:
-            errors.append(f"b7_seeds must be in [0, seeds = {self.seeds}] (paired with DirectPred's runs; got "
-                          f"{self.b7_seeds})")
+        if self.b7.seeds > self.seeds:
+            errors.append(f"b7.seeds must be in [0, seeds = {self.seeds}] (paired with DirectPred's runs; got "
+                          f"{self.b7.seeds})")
         if not 1 <= self.min_modes <= self.setup.d:
             errors.append(f"min_modes must be in [1, d = {self.setup.d}] (got {self.min_modes})")
         if errors:
@@ -118,13 +152,13 @@ class DirectPredConfig:
     @property
     def sweep(self) -> tuple[float, ...]:
         """The sweep's eps values, with ``eps`` included, sorted."""
-        return tuple(sorted(set(self.eps_sweep) | {self.eps}))
+        return tuple(sorted(set(self.eps_sweep.values) | {self.eps}))
 
     @classmethod
     def smoke(cls) -> "DirectPredConfig":
         """Seconds-long run for the tests: tiny MLP, 2 seeds, a 2-point sweep."""
         return cls(setup=replace_config(NetSetup().tiny(), train={"steps": 200, "track_every": 100}), seeds=2,
-                   eps_sweep=(0.5,), sweep_seeds=1, b7_seeds=2)
+                   eps_sweep=EpsSweep((0.5,), seeds=1), b7=PositiveC(seeds=2))
 
     @classmethod
     def gpu(cls, *, dataset: str | None = None, data_dir: str | None = None) -> "DirectPredConfig":
@@ -137,7 +171,7 @@ class DirectPredConfig:
         recipe = replace_config(NetSetup(), train=PAPER_OPTIMIZER, **PAPER_BYOL)
         setup = recipe.on_gpu(dataset=dataset, data_dir=data_dir, steps=GPU_STEPS, projector=(512, 128))
         setup = replace_config(setup, data={"n_eval": 500}, train={"track_every": max(setup.train.steps // 8, 1)})
-        return cls(setup=setup, seeds=1, eps_sweep=(0.5,), sweep_seeds=1, b7_seeds=0)
+        return cls(setup=setup, seeds=1, eps_sweep=EpsSweep((0.5,), seeds=1), b7=PositiveC(seeds=0))
 
     @classmethod
     def paper(cls, dataset: Literal["cifar10", "stl10"] = "cifar10", data_dir: str | None = None) -> "DirectPredConfig":
@@ -171,4 +205,4 @@ class DirectPredConfig:
             train={**PAPER_OPTIMIZER, "batch_size": 128, "track_every": 1000, "steps": 35100 if cifar else 3200},
             **PAPER_BYOL,
         )
-        return cls(setup=setup, seeds=5, b7_seeds=5)
+        return cls(setup=setup, seeds=5, b7=PositiveC(seeds=5))

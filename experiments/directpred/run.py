@@ -39,7 +39,7 @@ def _method(cfg: DirectPredConfig, name: str, eps: float | None = None) -> dict:
 
 def runs_per_method(cfg: DirectPredConfig) -> dict[str, int]:
     """How many training runs each method gets: ``seeds``, plus for DirectPred the sweep's runs at the other eps."""
-    return {"directpred": cfg.seeds + (len(cfg.sweep) - 1) * cfg.sweep_seeds + cfg.b7_seeds, "linear": cfg.seeds,
+    return {"directpred": cfg.seeds + (len(cfg.sweep) - 1) * cfg.eps_sweep.seeds + cfg.b7.seeds, "linear": cfg.seeds,
             "mlp": cfg.seeds, "lstsq": cfg.seeds}
 
 
@@ -50,7 +50,7 @@ def plan(cfg: DirectPredConfig, **device) -> scale.ComputePlan:
     for name, runs in runs_per_method(cfg).items():
         work += workloads(cfg.setup, runs, **_method(cfg, name))
     return scale.make_plan(f"{EXPERIMENT}: {describe(cfg.setup)}, runs {runs_per_method(cfg)}", work,
-                           dtype=cfg.setup.net.dtype, programs=2 * len(METHODS) + 2 * bool(cfg.b7_seeds), **device)
+                           dtype=cfg.setup.net.dtype, programs=2 * len(METHODS) + 2 * bool(cfg.b7.seeds), **device)
 
 
 def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False,
@@ -78,21 +78,21 @@ def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False,
             probe[name].append(acc)
             spectra[name].append(tian2021.end_spectrum(r.corr))
             step = r.step
-            if name == "directpred" and seed < cfg.sweep_seeds:
+            if name == "directpred" and seed < cfg.eps_sweep.seeds:
                 sweep[cfg.eps].append(acc[-1])
         seconds[name] = time.perf_counter() - t
     t = time.perf_counter()
     for eps in cfg.sweep:
-        for seed in range(len(sweep[eps]), cfg.sweep_seeds):
+        for seed in range(len(sweep[eps]), cfg.eps_sweep.seeds):
             r = train(cfg.setup, data, seed, progress=progress, checkpoints=checkpoints,
                       name=f"directpred-eps{eps:g}-seed{seed}", **_method(cfg, "directpred", eps))
             sweep[eps].append(linear_probe_accuracy(r.snapshots, data.eval_labels, seed=seed)[-1])
     seconds["eps_sweep"] = time.perf_counter() - t
     t = time.perf_counter()
     b7_probe, b7_spectra = [], []  # note B7: Table 7's positive c (eps 0), paired with DirectPred's first seeds
-    for seed in range(cfg.b7_seeds):
+    for seed in range(cfg.b7.seeds):
         r = train(cfg.setup, data, seed, progress=progress, checkpoints=checkpoints,
-                  name=f"directpred-b7c{cfg.b7_c:g}-seed{seed}", **_method(cfg, "directpred", 0.0), c=cfg.b7_c)
+                  name=f"directpred-b7c{cfg.b7.c:g}-seed{seed}", **_method(cfg, "directpred", 0.0), c=cfg.b7.c)
         b7_probe.append(linear_probe_accuracy(r.snapshots, data.eval_labels, seed=seed))
         b7_spectra.append(tian2021.end_spectrum(r.corr))
     seconds["b7"] = time.perf_counter() - t
@@ -104,12 +104,12 @@ def run(cfg: DirectPredConfig, out_dir: str | Path, *, progress: bool = False,
     checks = tian2021.directpred_checks(final, initial, n_modes, min_modes=cfg.min_modes,
                                         sweep={e: sweep[e] for e in cfg.sweep})
     b7 = {}
-    if cfg.b7_seeds:
-        b7 = {"probe_b7": np.stack(b7_probe), "spectrum_b7": np.stack(b7_spectra), "b7_c": np.float64(cfg.b7_c)}
+    if cfg.b7.seeds:
+        b7 = {"probe_b7": np.stack(b7_probe), "spectrum_b7": np.stack(b7_spectra), "b7_c": np.float64(cfg.b7.c)}
         b7_modes = [tian2021.non_null_modes(s) for s in b7_spectra]
         checks += tian2021.b7_checks(
-            {"default": final["directpred"][: cfg.b7_seeds], "positive_c": b7["probe_b7"][:, -1]},
-            {"default": n_modes["directpred"][: cfg.b7_seeds], "positive_c": b7_modes}, c=cfg.b7_c, eps=cfg.eps)
+            {"default": final["directpred"][: cfg.b7.seeds], "positive_c": b7["probe_b7"][:, -1]},
+            {"default": n_modes["directpred"][: cfg.b7.seeds], "positive_c": b7_modes}, c=cfg.b7.c, eps=cfg.eps)
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep_eps = np.array(cfg.sweep)
     io.save_npz_atomic(

@@ -39,10 +39,10 @@ alpha_p = 10 (the paper's Fig. 6: a faster predictor helps) 10-16 modes stay non
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 from stepwise.data import ImageData, ViewAugmentation
-from stepwise.errors import config_value_errors
+from stepwise.errors import bound_errors, config_value_errors, raise_config_errors
 from stepwise.io import replace_config
 from stepwise.models import NetSpec
 from stepwise.training import TrainConfig
@@ -127,6 +127,32 @@ class NetSetup:
 
 
 @dataclasses.dataclass(frozen=True)
+class NoEmaRuns:
+    """The runs without EMA (the target is the online network under stop-gradient): note B4's ablation (Table 3: a
+    symmetric against a regular W_p at ``alpha_p``) and the Fig. 6 rescue (the symmetric W_p at ``rescue_alpha_p``).
+
+    Attributes:
+      seeds: seeds of each of the three (0 skips them all): B4's two, and the rescue's, paired by seed with B4's
+        symmetric runs.
+      alpha_p: alpha_p of the B4 runs (the paper's Table 3: 1; Fig. 6: larger values can rescue the symmetric
+        predictor).
+      rescue_alpha_p: alpha_p of the Fig. 6 rescue (> alpha_p; 2: the alpha_pred with which the ReScience C
+        replication rescued the symmetric SimSiam predictor; the paper's values are only in its plot).
+    """
+
+    seeds: int = 3
+    alpha_p: float = 1.0
+    rescue_alpha_p: float = 2.0
+
+    def __post_init__(self):
+        errors = config_value_errors(self) + bound_errors(self, ("seeds", ">= 0"), ("alpha_p", "> 0"))
+        if not self.rescue_alpha_p > self.alpha_p:
+            errors.append(f"rescue_alpha_p must be > alpha_p = {self.alpha_p} (the rescue is a larger alpha_p; got "
+                          f"{self.rescue_alpha_p})")
+        raise_config_errors(errors, "noncontrastive_deep", "no_ema")
+
+
+@dataclasses.dataclass(frozen=True)
 class NoncontrastiveDeepConfig:
     """BYOL with a linear predictor on a real network; alignment, symmetry and spectrum of W_p and F (B1-B3).
 
@@ -137,22 +163,20 @@ class NoncontrastiveDeepConfig:
       min_modes: fewest non-null modes of F for "not collapsed" (2: a collapsed network's uncentred F has rank 1).
       max_asymmetry: the note's B2 criterion, ||W_p - W_p^T|| / ||W_p|| < max_asymmetry at the end (0.1).
       The baseline thresholds come from the random-predictor null (:func:`stepwise.compare.tian2021.deep_checks`).
-      b4_seeds: seeds of the B4 ablation (no EMA, symmetric against regular W_p; 0 skips it): two more runs each.
-      b4_alpha_p: alpha_p of the B4 runs (the paper's Table 3: 1; Fig. 6: larger values can rescue the symmetric
-        predictor).
-      fig6_alpha_p: the Fig. 6 rescue: ``b4_seeds`` more runs of the symmetric W_p without EMA at this alpha_p
-        (> b4_alpha_p), paired by seed with B4's symmetric runs (2: the alpha_pred with which the ReScience C
-        replication rescued the symmetric SimSiam predictor; the paper's values are only in its plot).
+      no_ema: the B4 ablation and the Fig. 6 rescue (:class:`NoEmaRuns`: ``--no-ema.seeds``, ``--no-ema.alpha-p``,
+        ``--no-ema.rescue-alpha-p``).
     """
+
+    # Flat flags of earlier releases (stepwise.cli; until the next release).
+    LEGACY_FLAGS: ClassVar[dict[str, str]] = {"b4_seeds": "no_ema.seeds", "b4_alpha_p": "no_ema.alpha_p",
+                                              "fig6_alpha_p": "no_ema.rescue_alpha_p"}
 
     setup: NetSetup = NetSetup()
     seeds: int = 3
     min_cos: float = 0.9
     min_modes: int = 2
     max_asymmetry: float = 0.1
-    b4_seeds: int = 3
-    b4_alpha_p: float = 1.0
-    fig6_alpha_p: float = 2.0
+    no_ema: NoEmaRuns = NoEmaRuns()
 
     def __post_init__(self):
         errors = config_value_errors(self)
@@ -162,13 +186,6 @@ class NoncontrastiveDeepConfig:
             errors.append(f"min_cos must be in (0, 1) (got {self.min_cos})")
         if not 1 <= self.min_modes <= self.setup.d:
             errors.append(f"min_modes must be in [1, d = {self.setup.d}] (got {self.min_modes})")
-        if self.b4_seeds < 0:
-            errors.append(f"b4_seeds must be >= 0 (got {self.b4_seeds})")
-        if not self.b4_alpha_p > 0:
-            errors.append(f"b4_alpha_p must be > 0 (got {self.b4_alpha_p})")
-        if not self.fig6_alpha_p > self.b4_alpha_p:
-            errors.append(f"fig6_alpha_p must be > b4_alpha_p = {self.b4_alpha_p} (the rescue is a larger alpha_p; "
-                          f"got {self.fig6_alpha_p})")
         if not self.max_asymmetry > 0:
             errors.append(f"max_asymmetry must be > 0 (got {self.max_asymmetry})")
         if errors:
@@ -178,11 +195,12 @@ class NoncontrastiveDeepConfig:
     def smoke(cls) -> "NoncontrastiveDeepConfig":
         """Seconds-long run for the tests: tiny MLP, one seed, 300 steps."""
         return cls(setup=replace_config(NetSetup().tiny(), train={"steps": 300, "track_every": 50}), seeds=1,
-                   b4_seeds=1)
+                   no_ema=NoEmaRuns(seeds=1))
 
     @classmethod
     def gpu(cls, *, dataset: str | None = None, data_dir: str | None = None) -> "NoncontrastiveDeepConfig":
         """GPU scale, sized to finish in <= 90 s on one H200 (module docstring): the CPU recipe (plain SGD lr 0.1,
         weight decay 0.01, beta 0.5, alpha_p 10, cosine loss) on ResNet-18 at width 1 in bf16, batch 256, one seed
         of :data:`GPU_STEPS` steps (:meth:`NetSetup.on_gpu`); the B4 ablation is skipped (it would triple the runs)."""
-        return cls(setup=NetSetup().on_gpu(dataset=dataset, data_dir=data_dir, steps=GPU_STEPS), seeds=1, b4_seeds=0)
+        return cls(setup=NetSetup().on_gpu(dataset=dataset, data_dir=data_dir, steps=GPU_STEPS), seeds=1,
+                   no_ema=NoEmaRuns(seeds=0))

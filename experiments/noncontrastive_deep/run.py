@@ -2,9 +2,9 @@
 checklist B1-B4).
 
 Trains BYOL with a linear predictor (``seeds`` runs), tracks F = E[f f^T] of the online projector outputs and W_p,
-and checks alignment, symmetry and the spectrum; then the B4 ablation (``b4_seeds`` runs each without EMA, with a
-symmetric and with a regular W_p, at ``b4_alpha_p``) and whether the symmetric one collapses, and the Fig. 6
-rescue (``b4_seeds`` more symmetric runs without EMA at ``fig6_alpha_p``). Writes to ``out_dir``, each file
+and checks alignment, symmetry and the spectrum; then the B4 ablation (``no_ema.seeds`` runs each without EMA, with
+a symmetric and with a regular W_p, at ``no_ema.alpha_p``) and whether the symmetric one collapses, and the Fig. 6
+rescue (``no_ema.seeds`` more symmetric runs without EMA at ``no_ema.rescue_alpha_p``). Writes to ``out_dir``, each file
 atomically: ``alignment.npz`` (per seed: the tracked F and W_p, their aligned spectra s, p, the cosines, asymmetry,
 losses; the B4 and Fig. 6 runs' spectra of F at the end, their alpha_p and min_modes), then the figure drawn from it
 (``noncontrastive_deep.png``), then ``results.json`` last.
@@ -95,22 +95,23 @@ def workloads(setup: NetSetup, runs: int, *, label: str | None = None, **method)
 def plan(cfg: NoncontrastiveDeepConfig, **device) -> scale.ComputePlan:
     """FLOPs per step and per tracking point of BYOL, and the estimated time of ``cfg.seeds`` runs on the default
     device (or the one named by ``device_kind=...``, ``platform=...``; :func:`stepwise.scale.make_plan`)."""
-    work = workloads(cfg.setup, cfg.seeds)
-    for label, _, method in _no_ema_runs(cfg).values() if cfg.b4_seeds else ():
-        work += workloads(cfg.setup, cfg.b4_seeds, label=label, **method)
+    work, n = workloads(cfg.setup, cfg.seeds), cfg.no_ema.seeds
+    for label, _, method in _no_ema_runs(cfg).values() if n else ():
+        work += workloads(cfg.setup, n, label=label, **method)
     return scale.make_plan(f"{EXPERIMENT}: BYOL, {describe(cfg.setup)}, {cfg.seeds} seed(s)"
-                           + (f", B4 ablation and Fig. 6 rescue {cfg.b4_seeds} seed(s)" if cfg.b4_seeds else ""),
-                           work, dtype=cfg.setup.net.dtype, programs=2 + 6 * bool(cfg.b4_seeds), **device)
+                           + (f", B4 ablation and Fig. 6 rescue {n} seed(s)" if n else ""),
+                           work, dtype=cfg.setup.net.dtype, programs=2 + 6 * bool(n), **device)
 
 
 def _no_ema_runs(cfg: NoncontrastiveDeepConfig) -> dict[str, tuple[str, str, dict]]:
-    """The runs without EMA (the target is the online network under stop-gradient), ``b4_seeds`` of each: note B4's
-    ablation, a symmetric (``base``) and a ``regular`` W_p at ``b4_alpha_p``, and the Fig. 6 ``rescue``, the
-    symmetric W_p at ``fig6_alpha_p``: key -> (plan label, checkpoint name, :class:`NoncontrastiveConfig` overrides)."""
+    """The runs without EMA (the target is the online network under stop-gradient), ``no_ema.seeds`` of each: note
+    B4's ablation, a symmetric (``base``) and a ``regular`` W_p at ``no_ema.alpha_p``, and the Fig. 6 ``rescue``,
+    the symmetric W_p at ``no_ema.rescue_alpha_p``: key -> (plan label, checkpoint name,
+    :class:`NoncontrastiveConfig` overrides)."""
     def method(symmetric: bool, alpha_p: float) -> dict:
         return {"method": "simsiam", "symmetrize": symmetric, "alpha_p": alpha_p}
 
-    b4, fig6 = cfg.b4_alpha_p, cfg.fig6_alpha_p
+    b4, fig6 = cfg.no_ema.alpha_p, cfg.no_ema.rescue_alpha_p
     return {"base": ("B4 symmetric", "b4-symmetric-seed{}", method(True, b4)),
             "regular": ("B4 regular", "b4-regular-seed{}", method(False, b4)),
             "rescue": ("Fig. 6 rescue", f"fig6-symmetric-alpha{fig6:g}-seed{{}}", method(True, fig6))}
@@ -164,15 +165,15 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
         return out, seconds
 
     runs, timings = seeds(cfg.seeds, "seed{}")
-    no_ema = {k: seeds(cfg.b4_seeds, name, lambda r: tian2021.end_spectrum(r.corr), **method)
+    no_ema = {k: seeds(cfg.no_ema.seeds, name, lambda r: tian2021.end_spectrum(r.corr), **method)
               for k, (_, name, method) in _no_ema_runs(cfg).items()}
     spectra = {k: v[0] for k, v in no_ema.items()}  # F's spectrum at the end per seed
     aligned = [tian2021.alignment_trajectory(r.corr, r.wp) for r in runs]
     checks = tian2021.deep_checks(aligned, min_cos=cfg.min_cos, min_modes=cfg.min_modes,
                                   max_asymmetry=cfg.max_asymmetry)
     modes = {k: [tian2021.non_null_modes(s) for s in v] for k, v in spectra.items()}
-    if cfg.b4_seeds:
-        checks += tian2021.no_ema_checks(modes, b4_alpha_p=cfg.b4_alpha_p, fig6_alpha_p=cfg.fig6_alpha_p,
+    if cfg.no_ema.seeds:
+        checks += tian2021.no_ema_checks(modes, b4_alpha_p=cfg.no_ema.alpha_p, fig6_alpha_p=cfg.no_ema.rescue_alpha_p,
                                          min_modes=cfg.min_modes)
     out_dir.mkdir(parents=True, exist_ok=True)
     io.save_npz_atomic(
@@ -180,9 +181,9 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
         **{k: np.stack([getattr(r, k) for r in runs]) for k in ("corr", "wp", "train_loss", "eval_loss", "target_cos")},
         **{f.name: np.stack([getattr(a, f.name) for a in aligned]) for f in dataclasses.fields(tian2021.Alignment)},
         lr=np.float64(cfg.setup.train.lr), floor=np.float64(tian2021.ALIGN_FLOOR),
-        **{f"{a}_spectrum_{b}": np.asarray(spectra[k], np.float64).reshape(cfg.b4_seeds, cfg.setup.d)
+        **{f"{a}_spectrum_{b}": np.asarray(spectra[k], np.float64).reshape(cfg.no_ema.seeds, cfg.setup.d)
            for k, a, b in (("base", "b4", "symmetric"), ("regular", "b4", "regular"), ("rescue", "fig6", "symmetric"))},
-        fig6_alpha_p=np.float64(cfg.fig6_alpha_p), b4_alpha_p=np.float64(cfg.b4_alpha_p),
+        fig6_alpha_p=np.float64(cfg.no_ema.rescue_alpha_p), b4_alpha_p=np.float64(cfg.no_ema.alpha_p),
         min_modes=np.int64(cfg.min_modes),
     )
     figure = plot_noncontrastive_deep(out_dir, min_cos=cfg.min_cos)

@@ -31,7 +31,105 @@ import dataclasses
 import math
 from typing import Literal
 
-from stepwise.errors import bound_errors, config_value_errors
+from stepwise.errors import bound_errors, config_value_errors, raise_config_errors
+
+
+def _decay_errors(name: str, values: tuple[float, ...]) -> list[str]:
+    """A tuple of weight decays: non-empty, every value finite and >= 0."""
+    if not values or any(not (math.isfinite(v) and v >= 0) for v in values):
+        return [f"{name} must be a non-empty tuple of finite values >= 0 (got {values})"]
+    return []
+
+
+@dataclasses.dataclass(frozen=True)
+class EmaRuns:
+    """A8 (Fig. 7): the matrix model with an EMA target (W_a(0) = 0) at a small augmentation, cos(W_a, W) over time.
+
+    Attributes:
+      sigma: augmentation standard deviation (X = I, X' = sigma^2 I; the paper's 0.03).
+      etas, betas: weight decays and EMA rates; every pair is run.
+      seeds: runs (initialisations) per pair.
+      time: horizon.
+    """
+
+    sigma: float = 0.03
+    etas: tuple[float, ...] = (0.0, 0.01, 0.1)
+    betas: tuple[float, ...] = (0.4, 1.0)
+    seeds: int = 5
+    time: float = 300.0
+
+    def __post_init__(self):
+        errors = config_value_errors(self) + bound_errors(self, ("sigma", ">= 0"), ("seeds", ">= 1"), ("time", "> 0"))
+        if any(not 0 < b <= 1 for b in self.betas) or not self.betas:
+            errors.append(f"betas must be a non-empty tuple of values in (0, 1] (got {self.betas})")
+        raise_config_errors(errors + _decay_errors("etas", self.etas), "noncontrastive_linear", "ema")
+
+
+@dataclasses.dataclass(frozen=True)
+class AsymmetryRuns:
+    """A9 (Fig. 8): the asymmetric part of W_p at constant tau from C = 0, over ``t_long``.
+
+    Attributes:
+      etas: weight decays (> 0: the asymmetric part decays through weight decay).
+      tau: the constant tau.
+    """
+
+    etas: tuple[float, ...] = (0.001, 0.01, 0.05)
+    tau: float = 1.0
+
+    def __post_init__(self):
+        errors = config_value_errors(self) + _decay_errors("etas", self.etas) + bound_errors(self, ("tau", "> 0"))
+        if any(e == 0 for e in self.etas):
+            errors.append("etas must be > 0 (the asymmetric part decays through weight decay)")
+        raise_config_errors(errors, "noncontrastive_linear", "asym")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignRuns:
+    """A3 (Theorem 3): the symmetrised W_p flow at constant tau, over ``t_align``.
+
+    Attributes:
+      eta, tau: weight decay and the constant tau (1.5 eta > tau^2 / (4 (1 + sigma2)) makes K positive definite
+        along any trajectory, the theorem's hypothesis; checked as ``a3_lambda0``).
+    """
+
+    eta: float = 0.12
+    tau: float = 1.0
+
+    def __post_init__(self):
+        errors = config_value_errors(self) + bound_errors(self, ("eta", ">= 0"), ("tau", "> 0"))
+        raise_config_errors(errors, "noncontrastive_linear", "align")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fig9Runs:
+    """Fig. 9 (constant tau, symmetrised predictor): Theorem 3's bound where K > 0 and the commutator where K < 0.
+
+    Attributes:
+      tau, stable_eta: the large tau of both settings and the weight decay of the stable one (1.5 eta >
+        tau^2 / (4 (1 + sigma2)) makes K positive definite along any trajectory; below tau^2 / (4 (1 + sigma2)) so
+        that modes can survive: :class:`NoncontrastiveLinearConfig` checks the window, which needs its sigma2); the
+        unstable setting has eta = 0.
+      time: horizon of the two random-start runs.
+      stable_scale, unstable_scale: init scales of the stable and the unstable random start (the same random
+        direction; a small start keeps p_j in (0, tau/(1+sigma2)) with small s_j, where K < 0).
+      perturbation, linear_time: size of the random symmetric perturbation of W_p at the aligned fixed points
+        (eta = 0) and the horizon of those runs.
+    """
+
+    tau: float = 2.0
+    stable_eta: float = 0.5
+    time: float = 30.0
+    stable_scale: float = 1.0
+    unstable_scale: float = 0.1
+    perturbation: float = 1e-6
+    linear_time: float = 10.0
+
+    def __post_init__(self):
+        errors = config_value_errors(self) + bound_errors(
+            self, ("tau", "> 0"), ("time", "> 0"), ("linear_time", "> 0"), ("stable_scale", "> 0"),
+            ("unstable_scale", "> 0"), ("perturbation", "in (0, 1e-3]", " (a linearisation)"))
+        raise_config_errors(errors, "noncontrastive_linear", "fig9")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,23 +143,20 @@ class NoncontrastiveLinearConfig:
         of the aligned run; eta must be below the collapse threshold 1 / (4 (1 + sigma2)).
       init_scale: W(0), W_p(0) entries ~ N(0, init_scale^2 / n) for A7 (the note: 0.1).
       seeds: A7 runs (independent initialisations).
-      t_invariant, t_decay, t_align, t_long, t_modes: horizons of A1, A2, A3, A7/A9 and the per-mode runs.
+      t_invariant, t_decay, t_align, t_long, t_modes: horizons of A1, A2, A3, A7/A9 and the per-mode runs (top
+        level, not in the check families' sub-configs: A7 and A9 share t_long, and the per-mode runs serve A4-A6 and
+        the phase portrait).
       n_save: save times per trajectory (every matrix run uses the same count, so one solver compilation).
-      ema_sigma, ema_etas, ema_betas, ema_seeds, ema_time: A8 (Fig. 7): sigma, weight decays, EMA rates and runs.
-      asym_etas, asym_tau: A9 (Fig. 8): weight decays and the constant tau.
-      align_eta, align_tau: A3: weight decay and constant tau (1.5 eta > tau^2 / (4 (1 + sigma2)) makes K
-        positive definite along any trajectory, the theorem's hypothesis).
+      ema: A8 (Fig. 7), :class:`EmaRuns`.
+      asym: A9 (Fig. 8), :class:`AsymmetryRuns`.
+      align: A3, :class:`AlignRuns`.
       portrait_etas: weight decays of the phase-portrait figure (tau = 1, alpha_p = 1, sigma2 as above).
-      fig9_tau, fig9_stable_eta: Fig. 9 (constant tau, symmetrised predictor): the large tau of both settings and
-        the weight decay of the stable one (1.5 eta > tau^2 / (4 (1 + sigma2)) makes K positive definite along any
-        trajectory; below tau^2 / (4 (1 + sigma2)) so that modes can survive); the unstable setting has eta = 0.
-      fig9_time: horizon of the two random-start runs of Fig. 9.
-      fig9_stable_scale, fig9_unstable_scale: init scales of the stable and the unstable random start (the same
-        random direction; a small start keeps p_j in (0, tau/(1+sigma2)) with small s_j, where K < 0).
-      fig9_perturbation, fig9_linear_time: size of the random symmetric perturbation of W_p at the aligned fixed
-        points (eta = 0) and the horizon of those runs.
-      solver, rtol, atol: diffrax solver and step-size control.
+      fig9: Fig. 9, :class:`Fig9Runs`.
+      solver, rtol, atol: diffrax solver and step-size control (of every integration).
       seed: base seed of every initialisation.
+
+    The sub-configs' flags are dotted (``--fig9.tau``); the flat ones of earlier releases (``--fig9-tau``) map onto
+    them until the next release.
     """
 
     n1: int = 16
@@ -78,23 +173,11 @@ class NoncontrastiveLinearConfig:
     t_long: float = 2000.0
     t_modes: float = 5000.0
     n_save: int = 201
-    ema_sigma: float = 0.03
-    ema_etas: tuple[float, ...] = (0.0, 0.01, 0.1)
-    ema_betas: tuple[float, ...] = (0.4, 1.0)
-    ema_seeds: int = 5
-    ema_time: float = 300.0
-    asym_etas: tuple[float, ...] = (0.001, 0.01, 0.05)
-    asym_tau: float = 1.0
-    align_eta: float = 0.12
-    align_tau: float = 1.0
+    ema: EmaRuns = EmaRuns()
+    asym: AsymmetryRuns = AsymmetryRuns()
+    align: AlignRuns = AlignRuns()
     portrait_etas: tuple[float, ...] = (0.0, 0.01, 0.04, 0.2)
-    fig9_tau: float = 2.0
-    fig9_stable_eta: float = 0.5
-    fig9_time: float = 30.0
-    fig9_stable_scale: float = 1.0
-    fig9_unstable_scale: float = 0.1
-    fig9_perturbation: float = 1e-6
-    fig9_linear_time: float = 10.0
+    fig9: Fig9Runs = Fig9Runs()
     solver: Literal["tsit5", "dopri5", "dopri8"] = "tsit5"
     rtol: float = 1e-10
     atol: float = 1e-12
@@ -106,29 +189,19 @@ class NoncontrastiveLinearConfig:
             errors.append(f"need 1 <= n2 <= n1 (got n1 = {self.n1}, n2 = {self.n2})")
         errors += bound_errors(
             self, ("sigma2", ">= 0"), ("eta", ">= 0"), ("alpha_p", "> 0"), ("beta", "in (0, 1]", " (the EMA rate)"),
-            ("init_scale", "> 0"), ("seeds", ">= 1"), ("ema_seeds", ">= 1"), ("n_save", ">= 3"),
-            *((name, "> 0") for name in ("t_invariant", "t_decay", "t_align", "t_long", "t_modes", "ema_time")),
-            ("asym_tau", "> 0"), ("align_tau", "> 0"), ("align_eta", ">= 0"), ("fig9_tau", "> 0"), ("fig9_time", "> 0"),
-            ("fig9_linear_time", "> 0"), ("fig9_stable_scale", "> 0"), ("fig9_unstable_scale", "> 0"),
-            ("fig9_perturbation", "in (0, 1e-3]", " (a linearisation)"), ("ema_sigma", ">= 0"), ("rtol", "> 0"),
-            ("atol", "> 0"))
+            ("init_scale", "> 0"), ("seeds", ">= 1"), ("n_save", ">= 3"),
+            *((name, "> 0") for name in ("t_invariant", "t_decay", "t_align", "t_long", "t_modes")),
+            ("rtol", "> 0"), ("atol", "> 0"))
         if self.sigma2 >= 0 and self.eta >= 1.0 / (4.0 * (1.0 + self.sigma2)):
             errors.append(f"eta = {self.eta} is at or above the collapse threshold 1/(4(1+sigma2)) = "
                           f"{1.0 / (4.0 * (1.0 + self.sigma2)):.6g}: every mode of the A7 run would collapse")
-        if any(not 0 < b <= 1 for b in self.ema_betas) or not self.ema_betas:
-            errors.append(f"ema_betas must be a non-empty tuple of values in (0, 1] (got {self.ema_betas})")
-        for name in ("ema_etas", "asym_etas", "portrait_etas"):
-            values = getattr(self, name)
-            if not values or any(not (math.isfinite(v) and v >= 0) for v in values):
-                errors.append(f"{name} must be a non-empty tuple of finite values >= 0 (got {values})")
-        if any(e == 0 for e in self.asym_etas):
-            errors.append("asym_etas must be > 0 (the asymmetric part decays through weight decay)")
-        if self.fig9_tau > 0 and self.sigma2 >= 0:
-            crit = self.fig9_tau**2 / (4.0 * (1.0 + self.sigma2))
-            if not crit / 1.5 < self.fig9_stable_eta < crit:
-                errors.append(f"fig9_stable_eta must lie in (tau^2/(6(1+sigma2)), tau^2/(4(1+sigma2))) = "
+        errors += _decay_errors("portrait_etas", self.portrait_etas)
+        if self.sigma2 >= 0:
+            crit = self.fig9.tau**2 / (4.0 * (1.0 + self.sigma2))
+            if not crit / 1.5 < self.fig9.stable_eta < crit:
+                errors.append(f"fig9.stable_eta must lie in (tau^2/(6(1+sigma2)), tau^2/(4(1+sigma2))) = "
                               f"({crit / 1.5:.6g}, {crit:.6g}) so that K > 0 by construction and modes can survive "
-                              f"(got {self.fig9_stable_eta})")
+                              f"(got {self.fig9.stable_eta})")
         if self.n2 < 2:
             errors.append("Fig. 9's aligned fixed points need n2 >= 2 (a surviving and a collapsed mode)")
         if errors:
@@ -137,5 +210,6 @@ class NoncontrastiveLinearConfig:
     @classmethod
     def smoke(cls) -> "NoncontrastiveLinearConfig":
         """A seconds-long run used by the tests (plus ~10 s of solver compilation): small n, few runs."""
-        return cls(n1=6, n2=4, seeds=1, t_long=800.0, n_save=101, ema_seeds=2, ema_etas=(0.0, 0.1),
-                   ema_betas=(0.4,), ema_time=100.0, asym_etas=(0.01, 0.05), portrait_etas=(0.0, 0.04, 0.2))
+        return cls(n1=6, n2=4, seeds=1, t_long=800.0, n_save=101,
+                   ema=EmaRuns(seeds=2, etas=(0.0, 0.1), betas=(0.4,), time=100.0),
+                   asym=AsymmetryRuns(etas=(0.01, 0.05)), portrait_etas=(0.0, 0.04, 0.2))

@@ -457,7 +457,7 @@ def directpred_checks(final: Mapping[str, np.ndarray], initial: np.ndarray, n_mo
         checks.append(check(
             "directpred_eps_best", eps[int(np.argmax(means))], 0.1, op="==", kind="reported",
             reason="note B6 (Table 6): eps = 0.1 is best and eps = 0.5 worse; the sweep runs fewer seeds than a seed "
-            "statistic needs (sweep_seeds), so the best eps is shown (reference 0.1), not gated",
+            "statistic needs (eps_sweep.seeds), so the best eps is shown (reference 0.1), not gated",
             description="the eps of the sweep with the highest mean final probe accuracy",
             measured={f"{e:g}": [float(x) for x in sweep[e]] for e in eps},
         ))
@@ -813,7 +813,7 @@ def _commutator_rate(y: nc.Weights, x, x_aug, hyper) -> tuple[jax.Array, jax.Arr
 def a3_alignment_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
     n1, n2 = cfg.n1, cfg.n2
     x, x_aug = nc.isotropic(n1, cfg.sigma2)
-    hyper = nc.Hyper("fixed_tau", tau=cfg.align_tau, sigma2=cfg.sigma2, eta=cfg.align_eta, symmetric_predictor=True)
+    hyper = nc.Hyper("fixed_tau", tau=cfg.align.tau, sigma2=cfg.sigma2, eta=cfg.align.eta, symmetric_predictor=True)
     rng = _cfg_rng(cfg, 3)
     identity_err = 0.0
     for _ in range(5):
@@ -847,7 +847,7 @@ def a3_alignment_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
             "a3_lambda0", lam0, 0.0, op=">", kind="consistency",
             reason="Theorem 3's hypothesis inf_t lambda_min K(t) > 0, true by construction of the setting: for a "
             "symmetric W_p, W_p^2 - tau W_p / (1+sigma2) >= -tau^2 / (4(1+sigma2)^2) I and F >= 0, so K >= (1.5 eta "
-            "- tau^2/(4(1+sigma2))) I > 0 with the config's align_eta; a failure means the symmetrised flow, K or "
+            "- tau^2/(4(1+sigma2))) I > 0 with the config's align.eta; a failure means the symmetrised flow, K or "
             "the config is wrong (checked on the trajectory)",
             description="min over the saved times of lambda_min K(t)",
         ),
@@ -1126,14 +1126,14 @@ def a7_matrix_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
 @float64
 def a8_ema_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
     n1, n2 = cfg.n1, cfg.n2
-    x, x_aug = nc.isotropic(n1, cfg.ema_sigma**2)
-    t = _times(cfg.ema_time, cfg.n_save)
+    x, x_aug = nc.isotropic(n1, cfg.ema.sigma**2)
+    t = _times(cfg.ema.time, cfg.n_save)
     curves, labels, worst = [], [], {}
-    for beta in cfg.ema_betas:
-        for eta in cfg.ema_etas:
+    for beta in cfg.ema.betas:
+        for eta in cfg.ema.etas:
             hyper = nc.Hyper("byol", beta=beta, eta=eta, alpha_p=cfg.alpha_p)
             cos_runs = []
-            for seed in range(cfg.ema_seeds):
+            for seed in range(cfg.ema.seeds):
                 y0 = _random_weights(_cfg_rng(cfg, 8, seed), n2, n1, 1.0)
                 tr = _solve(cfg, y0, x, x_aug, t, hyper)
                 num = np.sum(tr.w[1:] * tr.wa[1:], axis=(1, 2))
@@ -1147,8 +1147,8 @@ def a8_ema_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
         "a8_cos_wa_w_min", min(worst.values()), 0.9, op=">=", kind="theory",
         reason="theory note A8 / Fig. 7: the correlation of W_a and W stays high, about 0.9 even at gamma_a = 0.996 "
         "(beta = 0.4) with large eta; the paper's approximate value, used as the threshold",
-        description=f"min over t in (0, {cfg.ema_time:g}], {cfg.ema_seeds} seeds, beta in {list(cfg.ema_betas)}, "
-        f"eta in {list(cfg.ema_etas)} of <W_a, W>/(||W_a|| ||W||), sigma = {cfg.ema_sigma:g}, W_a(0) = 0",
+        description=f"min over t in (0, {cfg.ema.time:g}], {cfg.ema.seeds} seeds, beta in {list(cfg.ema.betas)}, "
+        f"eta in {list(cfg.ema.etas)} of <W_a, W>/(||W_a|| ||W||), sigma = {cfg.ema.sigma:g}, W_a(0) = 0",
         measured=worst,
     )]
 
@@ -1164,21 +1164,21 @@ def a9_asymmetry_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
     w0 = np.hstack([q @ np.diag(np.sqrt(np.maximum(ev, 0))) @ q.T, np.zeros((n2, n1 - n2))])
     t = _times(cfg.t_long, cfg.n_save, log=True)
     b_end, a_end, curves = {}, {}, []
-    for eta in cfg.asym_etas:
-        hyper = nc.Hyper("fixed_tau", tau=cfg.asym_tau, alpha_p=cfg.alpha_p, eta=eta, sigma2=cfg.sigma2)
+    for eta in cfg.asym.etas:
+        hyper = nc.Hyper("fixed_tau", tau=cfg.asym.tau, alpha_p=cfg.alpha_p, eta=eta, sigma2=cfg.sigma2)
         tr = _solve(cfg, nc.Weights(w0, wp0, np.zeros_like(w0)), x, x_aug, t, hyper)
         b = _fro(tr.wp - np.swapaxes(tr.wp, 1, 2)) / 2
         curves.append(b / b[0])
         b_end[f"eta={eta:g}"] = float(b[-1] / b[0])
         a_end[f"eta={eta:g}"] = float(_fro(tr.wp[-1] + tr.wp[-1].T) / 2)
-    data.update(a9_t=t, a9_b_rel=np.stack(curves), a9_etas=np.array(cfg.asym_etas))
+    data.update(a9_t=t, a9_b_rel=np.stack(curves), a9_etas=np.array(cfg.asym.etas))
     summary["a9"] = {"B_end_over_start": b_end, "A_end": a_end}
     return [check(
         "a9_asymmetric_part_rel", max(b_end.values()), 1e-8, kind="theory",
         reason="theory note A9 / Fig. 8: ||B||_F = ||(W_p - W_p^T)/2||_F always vanishes at constant tau; 1e-8 of "
         "its start is a numerical zero (100 x the solver's rtol 1e-10)",
-        description=f"max over eta in {list(cfg.asym_etas)} of ||B(T)||_F / ||B(0)||_F at T = {cfg.t_long:g}, "
-        f"tau = {cfg.asym_tau:g}, C = 0",
+        description=f"max over eta in {list(cfg.asym.etas)} of ||B(T)||_F / ||B(0)||_F at T = {cfg.t_long:g}, "
+        f"tau = {cfg.asym.tau:g}, C = 0",
         measured=b_end,
     )]
 
@@ -1214,7 +1214,7 @@ def _fig9_random_start(cfg, y0, x, x_aug, hyper, t) -> dict:
 
 def _fig9_fixed_point(cfg, s_surv, x, x_aug, hyper, t, rng) -> dict:
     """An aligned fixed point of the eta = 0 flow (surviving modes at p* = tau/(1+sigma2) with s_j > 0, collapsed
-    modes s_j = 0 with p_j in (0, p*)), W_p perturbed by a random symmetric matrix of norm fig9_perturbation; the
+    modes s_j = 0 with p_j in (0, p*)), W_p perturbed by a random symmetric matrix of norm fig9.perturbation; the
     commutator against its linearisation L_ij(t) = L_ij(0) e^{-(k_i + k_j) t} in F's eigenbasis (Eqn 8 with K held
     at the fixed point's diagonal K)."""
     n1, n2 = cfg.n1, cfg.n2
@@ -1227,7 +1227,7 @@ def _fig9_fixed_point(cfg, s_surv, x, x_aug, hyper, t, rng) -> dict:
     v, _ = np.linalg.qr(rng.normal(size=(n1, n2)))
     sym = rng.normal(size=(n2, n2))
     sym = (sym + sym.T) / 2
-    sym *= cfg.fig9_perturbation / np.linalg.norm(sym)
+    sym *= cfg.fig9.perturbation / np.linalg.norm(sym)
     y0 = nc.Weights(u @ np.diag(np.sqrt(s)) @ v.T, u @ np.diag(p) @ u.T + sym, np.zeros((n2, n1)))
     k = (1.0 + s2) * (ap * s / 2 + p**2) - tau * p + (hyper.eta + hyper.eta_pred / 2)  # K's diagonal, Eqn 9
     tr = _solve(cfg, y0, x, x_aug, t, hyper)
@@ -1244,12 +1244,12 @@ def _fig9_fixed_point(cfg, s_surv, x, x_aug, hyper, t, rng) -> dict:
     return dict(commutator=lnorm / lnorm[0], linear=lin / lin[0], k=k,
                 rel_error=float(np.max(np.abs(lnorm / lnorm[0] / (lin / lin[0]) - 1.0))),
                 growth=float(lnorm[-1] / lnorm[0]), growth_pred=float(lin[-1] / lin[0]),
-                perturbation_bound=cfg.fig9_perturbation * float(np.exp(r_max * t[-1])))
+                perturbation_bound=cfg.fig9.perturbation * float(np.exp(r_max * t[-1])))
 
 
 @float64
 def fig9_commutator_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
-    n1, n2, tau, s2 = cfg.n1, cfg.n2, cfg.fig9_tau, cfg.sigma2
+    n1, n2, tau, s2 = cfg.n1, cfg.n2, cfg.fig9.tau, cfg.sigma2
     x, x_aug = nc.isotropic(n1, s2)
 
     def hyper(eta):
@@ -1257,11 +1257,11 @@ def fig9_commutator_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
 
     rng = _cfg_rng(cfg, 10)
     y1 = _random_weights(rng, n2, n1, 1.0, symmetric=True)
-    t = _times(cfg.fig9_time, cfg.n_save)
+    t = _times(cfg.fig9.time, cfg.n_save)
     runs = {
-        "stable": _fig9_random_start(cfg, nc.Weights(*(cfg.fig9_stable_scale * a for a in y1)), x, x_aug,
-                                     hyper(cfg.fig9_stable_eta), t),
-        "unstable": _fig9_random_start(cfg, nc.Weights(*(cfg.fig9_unstable_scale * a for a in y1)), x, x_aug,
+        "stable": _fig9_random_start(cfg, nc.Weights(*(cfg.fig9.stable_scale * a for a in y1)), x, x_aug,
+                                     hyper(cfg.fig9.stable_eta), t),
+        "unstable": _fig9_random_start(cfg, nc.Weights(*(cfg.fig9.unstable_scale * a for a in y1)), x, x_aug,
                                        hyper(0.0), t),
     }
     st, un = runs["stable"], runs["unstable"]
@@ -1271,7 +1271,7 @@ def fig9_commutator_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
     # the most negative collapsed-mode k, -tau^2/(4(1+sigma2)), is outweighed: (1+sigma2) alpha_p s/2 equal to it.
     s_crit = tau**2 / (2.0 * cfg.alpha_p * (1.0 + s2) ** 2)
     m = max(n2 // 2, 1)
-    tl = _times(cfg.fig9_linear_time, cfg.n_save)
+    tl = _times(cfg.fig9.linear_time, cfg.n_save)
     fixed = {
         "unstable": _fig9_fixed_point(cfg, s_crit * np.linspace(0.1, 0.5, m), x, x_aug, hyper(0.0), tl,
                                       _cfg_rng(cfg, 10, 1)),
@@ -1280,7 +1280,7 @@ def fig9_commutator_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
     }
     fu, fs = fixed["unstable"], fixed["stable"]
     quad_tol = 2.0 * max(st["quad"], un["quad"])
-    data.update(f9_t=t, f9_tau=tau, f9_stable_eta=cfg.fig9_stable_eta,
+    data.update(f9_t=t, f9_tau=tau, f9_stable_eta=cfg.fig9.stable_eta,
                 f9_commutator=np.stack([st["commutator"], un["commutator"]]),
                 f9_gronwall=np.stack([st["gronwall"], un["gronwall"]]),
                 f9_lambda_min=np.stack([st["lambda_min"], un["lambda_min"]]),
@@ -1288,7 +1288,7 @@ def fig9_commutator_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
                 f9_fixed_t=tl, f9_fixed_commutator=np.stack([fu["commutator"], fs["commutator"]]),
                 f9_fixed_linear=np.stack([fu["linear"], fs["linear"]]))
     summary["fig9"] = {
-        "tau": tau, "stable_eta": cfg.fig9_stable_eta, "lambda0_stable": lam0,
+        "tau": tau, "stable_eta": cfg.fig9.stable_eta, "lambda0_stable": lam0,
         "lambda_min_unstable": float(un["lambda_min"].min()),
         "unstable_time_fraction_negative_K": float(np.mean(un["lambda_min"] < 0)),
         "commutator_max_over_start": {k: float(r["commutator"].max()) for k, r in runs.items()},
@@ -1305,8 +1305,8 @@ def fig9_commutator_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
             reason="Theorem 3 in Fig. 9's stable setting: 1.5 eta > tau^2/(4(1+sigma2)) makes inf_t lambda_min K > 0, "
             "so ||[F(t), W_p(t)]||_F <= e^{-2 lambda0 t} ||[F(0), W_p(0)]||_F; above 1 contradicts it (times where "
             "||L|| is below its numerical zero, 1e-7 ||F|| ||W_p||, excluded)",
-            description=f"max over 0 < t <= {cfg.fig9_time:g} of ||L(t)|| / (e^{{-2 lambda0 t}} ||L(0)||), tau = "
-            f"{tau:g}, eta = {cfg.fig9_stable_eta:g}, symmetrised W_p flow, random start",
+            description=f"max over 0 < t <= {cfg.fig9.time:g} of ||L(t)|| / (e^{{-2 lambda0 t}} ||L(0)||), tau = "
+            f"{tau:g}, eta = {cfg.fig9.stable_eta:g}, symmetrised W_p flow, random start",
             predicted="<= 1", measured={"lambda0": lam0},
         ),
         check(
@@ -1325,15 +1325,15 @@ def fig9_commutator_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
             "aligned fixed point of the eta = 0 flow whose surviving modes (p = tau/(1+sigma2), small s) and "
             "collapsed modes (s = 0, 0 < p < tau/(1+sigma2)) have k_i + k_j < 0, Eqn 8 linearised makes any "
             "misalignment in that block grow as e^{-(k_i+k_j) t}",
-            description=f"||L(T)|| / ||L(0)|| at T = {cfg.fig9_linear_time:g} from the unstable fixed point, W_p "
-            f"perturbed by {cfg.fig9_perturbation:g}",
+            description=f"||L(T)|| / ||L(0)|| at T = {cfg.fig9.linear_time:g} from the unstable fixed point, W_p "
+            f"perturbed by {cfg.fig9.perturbation:g}",
             predicted=fu["growth_pred"], measured=fu["growth"],
         ),
         check(
             "fig9_fixed_point_linear_rel_error", fu["rel_error"], 10.0 * fu["perturbation_bound"], kind="theory",
             reason="Eqn 8 linearised at the fixed point: L_ij(t) = L_ij(0) e^{-(k_i+k_j) t} in F's eigenbasis; what "
             "it drops is second order in the perturbation, whose size stays below eps e^{r_max T} (eps = "
-            "fig9_perturbation, r_max the fastest linear growth rate there: the commutator's -(k_i+k_j) or a "
+            "fig9.perturbation, r_max the fastest linear growth rate there: the commutator's -(k_i+k_j) or a "
             "collapsed row of W's tau^2/(4(1+sigma2))); 10x that bound allows O(1) coefficients",
             description="max over t <= T of | ||L(t)||/||L(0)|| / (linearised prediction) - 1 |, unstable fixed point",
             predicted=fu["growth_pred"], measured=fu["growth"],
@@ -1343,7 +1343,7 @@ def fig9_commutator_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
             reason="the same fixed point with larger surviving s_j, so that every k_i + k_j of a non-zero block is "
             "positive (K still has the collapsed modes' negative eigenvalues): Eqn 8 linearised makes the "
             "misalignment decay; the contrast to fig9_fixed_point_growth",
-            description=f"||L(T)|| / ||L(0)|| at T = {cfg.fig9_linear_time:g} from the stable fixed point",
+            description=f"||L(T)|| / ||L(0)|| at T = {cfg.fig9.linear_time:g} from the stable fixed point",
             predicted=fs["growth_pred"], measured={"growth": fs["growth"], "rel_error_vs_linear": fs["rel_error"]},
         ),
         check(
@@ -1351,8 +1351,8 @@ def fig9_commutator_checks(cfg: Any, data: dict, summary: dict) -> list[Check]:
             reason="the paper says the commutator 'can blow up' when eta is small and tau large (Fig. 9); that is not "
             "a strict prediction: from a random start the exact flow re-aligns once the surviving modes' s grows "
             "and K turns positive, so a transient growth (or none) is shown, reference > 1",
-            description=f"max over t <= {cfg.fig9_time:g} of ||L(t)|| / ||L(0)||, eta = 0, tau = {tau:g}, start "
-            f"scale {cfg.fig9_unstable_scale:g} (p_j small, K < 0 at first)",
+            description=f"max over t <= {cfg.fig9.time:g} of ||L(t)|| / ||L(0)||, eta = 0, tau = {tau:g}, start "
+            f"scale {cfg.fig9.unstable_scale:g} (p_j small, K < 0 at first)",
             measured={"end_over_start": float(un["commutator"][-1]),
                       "lambda_min_K_min": float(un["lambda_min"].min()),
                       "time_fraction_negative_K": float(np.mean(un["lambda_min"] < 0))},

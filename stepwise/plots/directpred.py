@@ -74,7 +74,7 @@ def plot_directpred(run_dir: str | Path) -> Path:
         _b7_panels(d, t, axes[4], axes[5])
     else:
         for ax in axes[4:]:
-            not_run(ax, "note B7 (Table 7, positive c)", "b7_seeds = 0")
+            not_run(ax, "note B7 (Table 7, positive c)", "b7.seeds = 0")
     fig.suptitle("DirectPred vs trained predictors (BYOL, Tian et al. 2021 Section 6)")
     return finish(fig, run_dir / FIGURE)
 

@@ -97,14 +97,14 @@ def plot_noncontrastive_deep(run_dir: str | Path, *, min_cos: float = 0.9) -> Pa
     if d["fig6_spectrum_symmetric"].shape[0]:
         _no_ema_panel(d, axes[5])
     else:
-        not_run(axes[5], "B4 and Fig. 6 (no EMA)", "b4_seeds = 0")
+        not_run(axes[5], "B4 and Fig. 6 (no EMA)", "no_ema.seeds = 0")
     fig.suptitle("BYOL with a linear predictor: W_p aligns with F and becomes symmetric (Tian et al. 2021, Fig. 2)")
     return finish(fig, run_dir / FIGURE)
 
 
 def figure_no_ema_checks(d: dict) -> tuple[dict[str, list[int]], list[Check]]:
     """The no-EMA panel's per-seed non-null mode counts (``regular`` and ``base``: B4 at ``b4_alpha_p``;
-    ``rescue``: the symmetric W_p at ``fig6_alpha_p``) and the B4 and Fig. 6 checks whose verdicts its title shows,
+    ``rescue``: the symmetric W_p at ``fig6_alpha_p``; the arrays of the config's ``no_ema``) and the B4 and Fig. 6 checks whose verdicts its title shows,
     recomputed from ``alignment.npz``'s arrays as the runner computes them."""
     modes = {"regular": [non_null_modes(s) for s in d["b4_spectrum_regular"]],
              "base": [non_null_modes(s) for s in d["b4_spectrum_symmetric"]],
