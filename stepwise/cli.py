@@ -94,7 +94,8 @@ def _experiments() -> dict[str, Experiment]:
             "Tian et al. 2021 Fig. 2: BYOL's linear predictor aligns with F, turns symmetric (B1-B3)",
             plan=plan_noncontrastive_deep),
         "directpred": Experiment(DirectPredConfig, run_directpred,
-                                 "Tian et al. 2021 Sec. 6: DirectPred vs trained linear / two-layer predictors, eps sweep",
+                                 "Tian et al. 2021 Sec. 6: DirectPred vs trained linear / two-layer predictors, "
+                                 "eps sweep",
                                  plan=plan_directpred),
         "kernel_bt": Experiment(KernelBTConfig, run_kernel_bt,
                                 "Simon et al. 2023 kernel extension: kernel machine vs kernel PCA theory"),
@@ -210,10 +211,14 @@ def _planned_bytes(name: str, cfg) -> int:
     network its tracked evaluation snapshots twice (data file and checkpoint), 4 bytes x n_eval x 512 per point."""
     if name == "ntk_after_training":
         nets = [cfg.deep_config(loss) for loss in cfg.losses]
-    elif name in ("noncontrastive_deep", "directpred"):
-        runs = (cfg.seeds + 2 * cfg.no_ema.seeds if name == "noncontrastive_deep"
-                else 4 * cfg.seeds + len(cfg.sweep) * cfg.eps_sweep.seeds)
-        nets = [cfg.setup] * runs
+    elif name == "noncontrastive_deep":
+        from experiments.noncontrastive_deep.run import no_ema_runs
+
+        nets = [cfg.setup] * (cfg.seeds + len(no_ema_runs(cfg)) * cfg.no_ema.seeds)
+    elif name == "directpred":
+        from experiments.directpred.run import runs_per_method
+
+        nets = [cfg.setup] * sum(runs_per_method(cfg).values())
     elif name in ("stepwise_deep", "verify"):
         nets = [cfg]
     else:
@@ -250,8 +255,8 @@ def _execute(folder: RunFolder, command: list[str], compute, *, keep_checkpoint:
         kept = folder.abandon()
         where = f" at step {err.step}" if isinstance(err, TrainingInterrupted) else ""
         if kept is not None:
-            print(f"stepwise: interrupted{where}; checkpoint saved in {kept}. Continue with:\n  {_resume_hint(command)}",
-                  file=sys.stderr)
+            print(f"stepwise: interrupted{where}; checkpoint saved in {kept}. Continue with:\n  "
+                  f"{_resume_hint(command)}", file=sys.stderr)
         else:
             print(f"stepwise: interrupted{where}; no checkpoint was written, nothing kept", file=sys.stderr)
         raise _Exit(130) from None
@@ -302,8 +307,9 @@ def _legacy_flags(config_cls, argv: list[str]) -> tuple[list[str], list[str]]:
 
     A flag that is no top-level field but stood for one field now in a sub-config (:func:`_old_flag_paths`) is
     rewritten to its dotted form, e.g. ``--lr 0.1`` -> ``--train.lr 0.1``, ``--no-flip`` -> ``--aug.no-flip``,
-    ``--deep-steps=5`` -> ``--deep.steps=5``, ``--setup.width 1`` -> ``--setup.net.width 1``. Returns the mapped arguments and one note per mapped flag naming the
-    new flag (printed once the config is built, so that an error in the flags comes first).
+    ``--deep-steps=5`` -> ``--deep.steps=5``, ``--setup.width 1`` -> ``--setup.net.width 1``. Returns the mapped
+    arguments and one note per mapped flag naming the new flag (printed once the config is built, so that an error
+    in the flags comes first).
 
     Raises:
       ValueError: the flag names fields of several sub-configs (the message lists the dotted flags to choose from).
@@ -553,7 +559,8 @@ def _verify_in(ours, rest: list[str], model: str | None, command: list[str], fol
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="stepwise", description="Theory-vs-experiment checks for SSL learning dynamics.")
+    parser = argparse.ArgumentParser(prog="stepwise",
+                                     description="Theory-vs-experiment checks for SSL learning dynamics.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run an experiment", add_help=False)
     p_run.add_argument("experiment")

@@ -161,3 +161,17 @@ def test_every_subpackage_lists_its_public_names(package):
     assert len(set(names)) == len(names), "a name listed twice"
     for name in names:
         assert getattr(module, name) is not None
+
+
+def test_lines_fit_the_configured_width():
+    """pyproject.toml's ``[tool.ruff] line-length`` holds for every Python file of the repository (a line holding a
+    URL may run over), so the limit is enforced here without ruff installed."""
+    import tomllib
+
+    width = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]["line-length"]
+    long = [f"{path.relative_to(ROOT)}:{i}: {len(line)} columns"
+            for top in ("stepwise", "experiments", "tests", "benchmarks", "tools")
+            for path in sorted((ROOT / top).rglob("*.py"))
+            for i, line in enumerate(path.read_text().splitlines(), 1)
+            if len(line) > width and "://" not in line]
+    assert not long, f"lines over {width} columns:\n" + "\n".join(long)

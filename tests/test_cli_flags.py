@@ -126,7 +126,8 @@ def test_prefixed_and_renamed_flags_of_speedup():
 def test_prefixed_flags_of_grassmann_and_hltm():
     """grassmann's flat ``gaussian_*``, ``order_*``, ``width_*``, ``ssl_*``, ``sup_*`` fields became sub-configs of
     those names, hltm's ``cov_*``, ``lin_*`` too; hltm's sweep training moved to ``train`` and its check thresholds
-    to ``thresholds``: ``--lr`` / ``--tau``, which ``lin`` / ``cov`` now have too, stay the sweep's (``LEGACY_FLAGS``)."""
+    to ``thresholds``: ``--lr`` / ``--tau``, which ``lin`` / ``cov`` now have too, stay the sweep's
+    (``LEGACY_FLAGS``)."""
     from experiments.grassmann import GrassmannConfig
     from experiments.hltm import HLTMConfig
 
@@ -191,3 +192,18 @@ def test_registry_declares_what_the_cli_asks():
         if exp.plan is not None:
             assert isinstance(exp.config.gpu(dataset=None, data_dir=None), exp.config), name
     assert set(cli.CHECKPOINTED) <= set(cli._experiments())
+
+
+@pytest.mark.parametrize("name,more,added", [
+    ("noncontrastive_deep", {"no_ema": {"seeds": 2}}, 3),  # B4's two runs without EMA and the rescue, per seed
+    ("directpred", {"b7": {"seeds": 1}}, 1),  # note B7's positive-c runs are trained networks too
+    ("directpred", {"eps_sweep": {"seeds": 2}}, 3),  # one more run at each of the sweep's other 3 eps
+])
+def test_planned_space_counts_every_trained_network(name, more, added):
+    """The free-space check before a run counts each network the runner trains (each keeps its snapshots twice)."""
+    base = cli._experiments()[name].config()
+    base = io.replace_config(base, **{k: {f: v - 1 for f, v in sub.items()} for k, sub in more.items()})
+    grown = io.replace_config(base, **more)
+    setup = base.setup
+    per_net = 2 * 4 * 512 * (setup.train.steps // setup.train.track_every + 1) * setup.data.n_eval
+    assert cli._planned_bytes(name, grown) - cli._planned_bytes(name, base) == added * per_net

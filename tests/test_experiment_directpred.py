@@ -14,8 +14,8 @@ from stepwise import io
 from stepwise.compare import tian2021
 
 CHECKS = ["directpred_modes_min", "directpred_modes_vs_linear", "directpred_vs_linear", "directpred_learns",
-          "twolayer_vs_linear", "lstsq_worse_than_directpred", "lstsq_vs_linear", "lstsq_modes_mean", "directpred_eps_best",
-          "b7_positive_c_worse", "b7_positive_c_spread", "b7_positive_c_modes"]
+          "twolayer_vs_linear", "lstsq_worse_than_directpred", "lstsq_vs_linear", "lstsq_modes_mean",
+          "directpred_eps_best", "b7_positive_c_worse", "b7_positive_c_spread", "b7_positive_c_modes"]
 KINDS = ["theory", "theory", "theory", "baseline", "reported", "theory", "reported", "reported",
          "reported", "theory", "reported", "reported"]
 

@@ -12,22 +12,22 @@ Runtime:   CPU default (3 seeds of BYOL, MLP on digits, 2000 steps each): 57 s w
            backward, plus the target's two forward passes) and 6.8 TFLOP per tracking point (seven forward passes of
            1000 held-out views), 41 points: 8.2 PFLOP, 42 s at the assumed 25% of 790 TFLOP/s + 20 s compilation
            (assumed, 2 programs) = 62 s (stepwise.scale; the plan is printed first and kept in results.json).
-Verdict:   FAILED at the CPU default (theory 3/5, baseline 2/2; 4 reported; 42 s wall with the B4 runs), on two
-           theory checks. The note's B2 criterion: W_p's asymmetry ||W_p - W_p^T|| / ||W_p|| ends at 0.21 / 0.22 /
-           0.14 per seed (from 1.32-1.34), not < 0.1 (2000 SGD steps, not the paper's 100 epochs). B4 (Table 3):
-           without EMA at alpha_p = 1 the symmetric W_p collapses (1 non-null mode of F in each of 3 seeds) but so
-           does the regular one (1 / 1 / 1), so the paper's contrast does not appear on this BatchNorm-free MLP
-           (with EMA it also collapses at alpha_p = 1, below); at smoke size (1 seed) it shows: 1 against 4 modes. Theory: cos_j > 0.9 on every mode with s_j > 1e-3 s_max
-           (note B1; min 0.968), >= 2 non-null modes (no complete collapse; 10 / 8 / 11). Baseline (null: 200
-           i.i.d. Gaussian W_p, the predictor's initial distribution; threshold mean + 2 std): mean cosine 0.986
-           against 0.18, lambda_min / max|lambda| of sym(W_p) 0.0004 against -0.78. Reported: the asymmetry ratio
-           (0.16), F's spectrum split and null-mode shrinkage (B3, qualitative in the paper), the log-log slope of
-           p_j against s_j (0.08 / 0.06 / 0.15; the note's 0.5 rests on the linear model's unnormalised loss).
-           Fig. 6 (alpha_p = 2 rescues the symmetric W_p without EMA; paired with B4's symmetric runs at alpha_p = 1,
-           which collapse to 1 mode in each seed): PASSES, but only just: 2 / 2 / 2 non-null modes against 1 / 1 / 1
-           (mean - 2 SE = +1, SE 0), the second mode at 1.0% / 0.7% / 0.5% of s_max, against 8-11 modes of the
-           BYOL runs at alpha_p = 10. The collapse it rescues is not specific to the symmetric W_p here (the regular
-           one collapses too, B4). Smoke (1 seed): 2 modes against 1, passes.
+Verdict:   FAILED at the CPU default (theory 3/5, baseline 2/2; 4 reported; 42 s wall with the B4 runs), on two theory
+           checks. The note's B2 criterion: W_p's asymmetry ||W_p - W_p^T|| / ||W_p|| ends at 0.21 / 0.22 / 0.14 per
+           seed (from 1.32-1.34), not < 0.1 (2000 SGD steps, not the paper's 100 epochs). B4 (Table 3): without EMA at
+           alpha_p = 1 the symmetric W_p collapses (1 non-null mode of F in each of 3 seeds) but so does the regular one
+           (1 / 1 / 1), so the paper's contrast does not appear on this BatchNorm-free MLP (with EMA it also collapses
+           at alpha_p = 1, below); at smoke size (1 seed) it shows: 1 against 4 modes. Theory: cos_j > 0.9 on every mode
+           with s_j > 1e-3 s_max (note B1; min 0.968), >= 2 non-null modes (no complete collapse; 10 / 8 / 11). Baseline
+           (null: 200 i.i.d. Gaussian W_p, the predictor's initial distribution; threshold mean + 2 std): mean cosine
+           0.986 against 0.18, lambda_min / max|lambda| of sym(W_p) 0.0004 against -0.78. Reported: the asymmetry ratio
+           (0.16), F's spectrum split and null-mode shrinkage (B3, qualitative in the paper), the log-log slope of p_j
+           against s_j (0.08 / 0.06 / 0.15; the note's 0.5 rests on the linear model's unnormalised loss). Fig. 6
+           (alpha_p = 2 rescues the symmetric W_p without EMA; paired with B4's symmetric runs at alpha_p = 1, which
+           collapse to 1 mode in each seed): PASSES, but only just: 2 / 2 / 2 non-null modes against 1 / 1 / 1 (mean - 2
+           SE = +1, SE 0), the second mode at 1.0% / 0.7% / 0.5% of s_max, against 8-11 modes of the BYOL runs at
+           alpha_p = 10. The collapse it rescues is not specific to the symmetric W_p here (the regular one collapses
+           too, B4). Smoke (1 seed): 2 modes against 1, passes.
 
 The paper's networks (ResNet-18 on STL-10, BatchNorm in the projector, predictor learning rate = the trunk's) are
 replaced at CPU scale by an MLP without BatchNorm on the embedded digits; what the paper leaves open, and what we

@@ -96,14 +96,14 @@ def plan(cfg: NoncontrastiveDeepConfig, **device) -> scale.ComputePlan:
     """FLOPs per step and per tracking point of BYOL, and the estimated time of ``cfg.seeds`` runs on the default
     device (or the one named by ``device_kind=...``, ``platform=...``; :func:`stepwise.scale.make_plan`)."""
     work, n = workloads(cfg.setup, cfg.seeds), cfg.no_ema.seeds
-    for label, _, method in _no_ema_runs(cfg).values() if n else ():
+    for label, _, method in no_ema_runs(cfg).values() if n else ():
         work += workloads(cfg.setup, n, label=label, **method)
     return scale.make_plan(f"{EXPERIMENT}: BYOL, {describe(cfg.setup)}, {cfg.seeds} seed(s)"
                            + (f", B4 ablation and Fig. 6 rescue {n} seed(s)" if n else ""),
                            work, dtype=cfg.setup.net.dtype, programs=2 + 6 * bool(n), **device)
 
 
-def _no_ema_runs(cfg: NoncontrastiveDeepConfig) -> dict[str, tuple[str, str, dict]]:
+def no_ema_runs(cfg: NoncontrastiveDeepConfig) -> dict[str, tuple[str, str, dict]]:
     """The runs without EMA (the target is the online network under stop-gradient), ``no_ema.seeds`` of each: note
     B4's ablation, a symmetric (``base``) and a ``regular`` W_p at ``no_ema.alpha_p``, and the Fig. 6 ``rescue``,
     the symmetric W_p at ``no_ema.rescue_alpha_p``: key -> (plan label, checkpoint name,
@@ -166,7 +166,7 @@ def run(cfg: NoncontrastiveDeepConfig, out_dir: str | Path, *, progress: bool = 
 
     runs, timings = seeds(cfg.seeds, "seed{}")
     no_ema = {k: seeds(cfg.no_ema.seeds, name, lambda r: tian2021.end_spectrum(r.corr), **method)
-              for k, (_, name, method) in _no_ema_runs(cfg).items()}
+              for k, (_, name, method) in no_ema_runs(cfg).items()}
     spectra = {k: v[0] for k, v in no_ema.items()}  # F's spectrum at the end per seed
     aligned = [tian2021.alignment_trajectory(r.corr, r.wp) for r in runs]
     checks = tian2021.deep_checks(aligned, min_cos=cfg.min_cos, min_modes=cfg.min_modes,

@@ -1,4 +1,5 @@
-"""Figure of the deep non-contrastive experiment (Tian, Chen & Ganguli 2021, Fig. 2 at CPU scale), from ``alignment.npz``.
+"""Figure of the deep non-contrastive experiment (Tian, Chen & Ganguli 2021, Fig. 2 at CPU scale), from
+``alignment.npz``.
 
 ``noncontrastive_deep.png``, two rows: F's eigenvalues over training (the spectrum split), the predictor's
 eigenvalues p_j = u_j^T W_p u_j on F's eigenvectors, the alignment cosines of the non-null modes with the 0.9
@@ -103,9 +104,9 @@ def plot_noncontrastive_deep(run_dir: str | Path, *, min_cos: float = 0.9) -> Pa
 
 
 def figure_no_ema_checks(d: dict) -> tuple[dict[str, list[int]], list[Check]]:
-    """The no-EMA panel's per-seed non-null mode counts (``regular`` and ``base``: B4 at ``b4_alpha_p``;
-    ``rescue``: the symmetric W_p at ``fig6_alpha_p``; the arrays of the config's ``no_ema``) and the B4 and Fig. 6 checks whose verdicts its title shows,
-    recomputed from ``alignment.npz``'s arrays as the runner computes them."""
+    """The no-EMA panel's per-seed non-null mode counts (``regular`` and ``base``: B4 at ``no_ema.alpha_p``;
+    ``rescue``: the symmetric W_p at ``no_ema.rescue_alpha_p``) and the B4 and Fig. 6 checks whose verdicts its title
+    shows, recomputed from ``alignment.npz``'s arrays as the runner computes them."""
     modes = {"regular": [non_null_modes(s) for s in d["b4_spectrum_regular"]],
              "base": [non_null_modes(s) for s in d["b4_spectrum_symmetric"]],
              "rescue": [non_null_modes(s) for s in d["fig6_spectrum_symmetric"]]}
