@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.ntk_after_training.config import NtkAfterTrainingConfig
-from experiments.stepwise_deep.run import _augmentation, _model, describe, train_network
+from experiments.stepwise_deep.run import describe, train_network
 from experiments.stepwise_deep.run import workloads as deep_workloads
 from stepwise import compare, io, scale
 from stepwise.compare import ntk_agreement as cntk
@@ -77,7 +77,7 @@ def _one_network(cfg: NtkAfterTrainingConfig, loss: str, progress: bool,
 def _ntk_model(dcfg, image_shape_: tuple[int, int, int]):
     """The network of ``dcfg`` computing in float32 (the NTK is a float32 spectrum even when training ran in bf16;
     the parameters are float32 in both)."""
-    return _model(replace_config(dcfg, net={"dtype": "float32"}), _augmentation(dcfg).output_shape(image_shape_))
+    return replace_config(dcfg, net={"dtype": "float32"}).build_model(dcfg.augmentation().output_shape(image_shape_))
 
 
 def plan(cfg: NtkAfterTrainingConfig, **device) -> scale.ComputePlan:
@@ -93,7 +93,7 @@ def plan(cfg: NtkAfterTrainingConfig, **device) -> scale.ComputePlan:
         model = _ntk_model(dcfg, shape)
         n = 2 * cfg.n_pairs + dcfg.data.n_eval
         kernels = 2 if cfg.ntk_at_init else 1
-        flops = scale.ntk_flops(model.apply, model.params, n, _augmentation(dcfg).output_shape(shape))
+        flops = scale.ntk_flops(model.apply, model.params, n, dcfg.augmentation().output_shape(shape))
         work.append(scale.Workload(f"{loss} NTK ({n} points)", flops, kernels, "kernel", dtype="float32"))
     first = cfg.deep_config(cfg.losses[0])
     return scale.make_plan(f"{EXPERIMENT}: {describe(first)}, {len(cfg.losses)} networks", work, dtype=first.net.dtype,

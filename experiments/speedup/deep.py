@@ -27,7 +27,6 @@ import numpy as np
 
 from experiments.speedup.config import SpeedupConfig
 from experiments.stepwise_deep.config import DeepConfig
-from experiments.stepwise_deep.run import _augmentation, _data, _model
 from stepwise import compare
 from stepwise.io import replace_config
 from stepwise.data.augment import make_pairs
@@ -141,9 +140,9 @@ def run_deep_pair(cfg: SpeedupConfig, seed: int, *, progress: bool = False) -> D
     """Estimate the head kernel's Gamma, predict, and train the MLP plain and boosted from the same initialisation,
     batches and views."""
     base = deep_config(cfg, seed)
-    train, evals, _ = _data(base)
-    aug = _augmentation(base)
-    model = _model(base, aug.output_shape(train.shape[1:]))
+    train, evals, _ = base.load_data()
+    aug = base.augmentation()
+    model = base.build_model(aug.output_shape(train.shape[1:]))
     train, evals = train.astype(np.float32), evals.astype(np.float32)
 
     t0 = time.perf_counter()

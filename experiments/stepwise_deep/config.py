@@ -88,7 +88,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, get_args
 
-from stepwise.data import ImageData, ViewAugmentation
+from stepwise.data import Augmentation, ImageData, ViewAugmentation
 from stepwise.errors import config_value_errors
 from stepwise.io import replace_config
 from stepwise.models import NetSpec
@@ -201,6 +201,18 @@ class DeepConfig:
     @property
     def d(self) -> int:
         return self.net.d
+
+    def load_data(self):
+        """``(train, evals, eval_labels)`` of ``data`` (normalised, not yet cast to float32)."""
+        return self.data.load(self.train.seed)
+
+    def augmentation(self) -> Augmentation:
+        """The views' augmentation: ``aug`` after the data's random crop."""
+        return self.aug.augmentation(self.data.crop_size)
+
+    def build_model(self, input_shape):
+        """The network ``net`` at initialisation (:meth:`stepwise.models.NetSpec.build`), seeded by ``train.seed``."""
+        return self.net.build(input_shape, seed=self.train.seed)
 
     @classmethod
     def for_loss(cls, loss: Loss) -> "DeepConfig":

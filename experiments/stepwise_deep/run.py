@@ -25,15 +25,6 @@ from stepwise.training.ssl import Checkpointing, checkpoint_kwargs
 EXPERIMENT = "stepwise_deep"
 
 
-def _data(cfg: DeepConfig):
-    """``(train, evals, eval_labels)`` of ``cfg.data`` (normalised, not yet cast to float32)."""
-    return cfg.data.load(cfg.train.seed)
-
-
-def _augmentation(cfg: DeepConfig) -> Augmentation:
-    return cfg.aug.augmentation(cfg.data.crop_size)
-
-
 def _train_config(cfg: DeepConfig) -> TrainConfig:
     """``cfg.train`` keeping every evaluation embedding (the probe labels them all)."""
     return dataclasses.replace(cfg.train, n_snapshot=cfg.data.n_eval)
@@ -42,7 +33,7 @@ def _train_config(cfg: DeepConfig) -> TrainConfig:
 def describe(cfg: DeepConfig) -> str:
     """One line: the network, data, batch and dtype of a configuration."""
     net = cfg.net
-    view = _augmentation(cfg).output_shape(cfg.data.shape)
+    view = cfg.augmentation().output_shape(cfg.data.shape)
     return (f"{net.model} ({net.size()}, projector {net.projector or 'none'}) on {cfg.data.dataset} "
             f"{view[0]}x{view[1]}x{view[2]}, batch {cfg.train.batch_size}, {net.dtype}")
 
@@ -60,8 +51,8 @@ def costs(cfg: DeepConfig) -> tuple[float, float]:
     nothing is compiled). Raises ValueError for a configuration that does not fit (e.g. a crop larger than the
     images)."""
     shape = cfg.data.shape
-    aug = _augmentation(cfg)
-    model = _model(cfg, aug.output_shape(shape))
+    aug = cfg.augmentation()
+    model = cfg.build_model(aug.output_shape(shape))
     return scale.ssl_costs(model.apply, model.features if cfg.net.projector else None, model.params, _loss(cfg), aug,
                            _train_config(cfg), image_shape=shape, n_train=cfg.data.n_train, n_eval=cfg.data.n_eval)
 
@@ -95,11 +86,6 @@ def _loss(cfg: DeepConfig):
     return get_loss(cfg.loss, **hparams)
 
 
-def _model(cfg: DeepConfig, input_shape):
-    """The network ``cfg.net`` at initialisation (:meth:`stepwise.models.NetSpec.build`)."""
-    return cfg.net.build(input_shape, seed=cfg.train.seed)
-
-
 def hidden_checks(cfg: DeepConfig, det_feat: compare.StepDetection, cov_feat: np.ndarray) -> list[compare.Check]:
     """Simon et al. E5 (hidden representations), reported and not gated (:func:`stepwise.compare.hidden.hidden_checks`:
     steps in the backbone-output covariance and its effective dimension). Empty without a projector (the backbone
@@ -131,10 +117,10 @@ def train_network(cfg: DeepConfig, *, checkpoints: Checkpointing | None = None, 
                   progress: bool = False) -> TrainedNetwork:
     """Build the data, model, loss and augmentation of ``cfg`` and train (input errors raise before any compute);
     with ``checkpoints``, the training loop checkpoints to (and resumes from) its file ``name``."""
-    train, evals, eval_labels = _data(cfg)
-    aug = _augmentation(cfg)
+    train, evals, eval_labels = cfg.load_data()
+    aug = cfg.augmentation()
     view_shape = aug.output_shape(train.shape[1:])
-    model = _model(cfg, view_shape)
+    model = cfg.build_model(view_shape)
     tcfg = _train_config(cfg)
     train, evals = train.astype(np.float32), evals.astype(np.float32)
     res = train_ssl(
