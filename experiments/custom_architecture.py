@@ -16,7 +16,6 @@ depthwise (feature-grouped) convolution are pathologically slow on XLA's CPU bac
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 CHANNELS = 32

@@ -175,7 +175,10 @@ def _steps_of(cfg) -> int | None:
     """The run length a resume may change: the config's field ``steps``, at whatever depth it stands."""
     from stepwise.io import config_value
 
-    steps = config_value(cfg, "steps")
+    try:
+        steps = config_value(cfg, "steps")
+    except ValueError:  # several sub-configs have steps (grassmann's ssl and sup): no one run length to check
+        return None
     return steps if isinstance(steps, int) else None
 
 
@@ -194,6 +197,10 @@ def _check_resume(folder: RunFolder, info: dict[str, Any], cfg) -> None:
     old, new = _flat(saved.get("config", {})), _flat(info["config"])
     diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
             if k.rsplit(".", 1)[-1] != "steps" and old.get(k) != new.get(k)]
+    if diff and set(old) != set(new):  # fields renamed or regrouped into sub-configs by an upgrade in between
+        raise OutputError(f"--resume: the interrupted run ({saved.get('command')}) was written by a stepwise whose "
+                          f"{info['experiment']} config had other fields ({'; '.join(diff)}); this version cannot "
+                          "resume it: start afresh with --overwrite")
     if diff:
         raise OutputError(f"--resume: the config differs from the interrupted run's ({saved.get('command')}) in "
                           f"{'; '.join(diff)}; resume with the same flags (only --steps may change), or start afresh "
@@ -225,8 +232,9 @@ def _planned_bytes(name: str, cfg) -> int:
         nets = []
     from stepwise.io import config_value
 
-    # verify may extend its training up to its step budget; the fields may stand in sub-configs (train, data)
-    points = sum((-(-config_value(n, "step_budget", config_value(n, "steps")) // config_value(n, "track_every")) + 1)
+    # verify may extend its training up to its step budget (a property, not a field); the fields may stand in
+    # sub-configs (train, data)
+    points = sum((-(-getattr(n, "step_budget", config_value(n, "steps")) // config_value(n, "track_every")) + 1)
                  * config_value(n, "n_eval") for n in nets)
     if name == "step_map":  # no snapshots kept: per cell its tracked spectrum (d + 2 numbers per point), 8 bytes each
         points += (cfg.n_cells + len(cfg.losses)) * (cfg.track_points + 1) * 18 // 512
@@ -332,7 +340,8 @@ def _legacy_flags(config_cls, argv: list[str]) -> tuple[list[str], list[str]]:
         if negated:
             dotted = [f"{p.rpartition('.')[0]}.no-{p.rpartition('.')[2]}" for p in dotted]
         if len(dotted) == 1:
-            notes.append(f"stepwise: note: {flag} is now --{dotted[0]} (the old flag works until the next release)")
+            notes.append(f"stepwise: note: {flag} is read as --{dotted[0]}; write the dotted flag (the flat form "
+                         "works until the next release)")
             out.append(f"--{dotted[0]}{eq}{value}")
         elif dotted:
             raise ValueError(f"{flag} is ambiguous: this config has it in several parts; give "

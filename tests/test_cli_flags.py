@@ -71,7 +71,7 @@ def test_legacy_flag_in_two_sub_configs_is_refused_with_the_choices():
 
 def test_legacy_flag_note_names_the_new_flag():
     argv, notes = cli._legacy_flags(_Toy, ["--n_pairs", "3"])
-    assert argv == ["--data.n-pairs", "3"] and len(notes) == 1 and "--n_pairs is now --data.n-pairs" in notes[0]
+    assert argv == ["--data.n-pairs", "3"] and len(notes) == 1 and "--n_pairs is read as --data.n-pairs" in notes[0]
 
 
 def _cli_value(value) -> str | None:
@@ -108,6 +108,41 @@ def test_every_nested_field_of_every_config_keeps_its_flat_flag():
     hints = {name: typing.get_type_hints(cls) for name, cls, _ in _registered()}
     nested = sum(dataclasses.is_dataclass(t) for h in hints.values() for t in h.values())
     assert nested == 0 or mapped > 0
+
+
+def test_every_prefixed_field_of_every_config_keeps_its_flat_flag():
+    """The other rule: a field ``b`` of a sub-config ``a`` was the flat field ``a_b`` (``fig9_tau``, ``ssl_record``,
+    ``deep_steps``); every such flag of every registered config, unless it is a field now or the config's
+    ``LEGACY_FLAGS`` sends it elsewhere, maps onto ``--a.b`` and parses to the same config."""
+    mapped = 0
+    for name, config_cls, smoke in _registered():
+        base, hints = smoke(), typing.get_type_hints(config_cls)
+        legacy = getattr(config_cls, "LEGACY_FLAGS", {})
+        for head, sub in hints.items():
+            if not dataclasses.is_dataclass(sub):
+                continue
+            for field in dataclasses.fields(sub):
+                flat = f"{head}_{field.name}"
+                value = _cli_value(getattr(getattr(base, head), field.name))
+                if flat in hints or flat in legacy or value is None:
+                    continue
+                argv, notes = cli._legacy_flags(config_cls, [f"--{flat.replace('_', '-')}", value])
+                assert argv == [f"--{head.replace('_', '-')}.{field.name.replace('_', '-')}", value], (name, flat)
+                assert len(notes) == 1, (name, flat)
+                assert tyro.cli(config_cls, default=base, args=argv) == base, (name, flat)
+                mapped += 1
+    assert mapped >= 40  # speedup's deep_*, grassmann's, hltm's, the Tian 2021 experiments' groups
+
+
+def test_planned_space_of_verify_covers_its_step_budget():
+    """verify may train up to ``step_budget`` (a property: ``max_steps``, or 4 x ``steps``), and plans for it."""
+    from stepwise.verify import VerifyConfig
+
+    cfg = VerifyConfig(model="a:b", steps=100, max_steps=400, track_every=10)
+    grown = dataclasses.replace(cfg, max_steps=800)
+    assert (cfg.step_budget, grown.step_budget) == (400, 800)
+    per_point = 2 * 4 * 512 * cfg.data.n_eval
+    assert cli._planned_bytes("verify", grown) - cli._planned_bytes("verify", cfg) == 40 * per_point
 
 
 def test_prefixed_and_renamed_flags_of_speedup():
@@ -164,6 +199,8 @@ def test_prefixed_flags_of_the_tian2021_experiments():
     assert (cfg.b7.seeds, cfg.b7.c, cfg.eps_sweep.values, cfg.eps_sweep.seeds) == (1, 0.2, (0.0, 0.3), 2)
     cfg = parse(NoncontrastiveDeepConfig, "--b4-seeds", "2", "--b4-alpha-p", "0.5", "--fig6-alpha-p=3")
     assert (cfg.no_ema.seeds, cfg.no_ema.alpha_p, cfg.no_ema.rescue_alpha_p) == (2, 0.5, 3.0)
+    # --alpha-p reached setup.alpha_p as its one leaf before no_ema had an alpha_p too (LEGACY_FLAGS keeps it)
+    assert parse(NoncontrastiveDeepConfig, "--alpha-p", "4").setup.alpha_p == 4.0
 
 
 def test_old_dotted_flags_look_inside_their_sub_config():
@@ -207,3 +244,22 @@ def test_planned_space_counts_every_trained_network(name, more, added):
     setup = base.setup
     per_net = 2 * 4 * 512 * (setup.train.steps // setup.train.track_every + 1) * setup.data.n_eval
     assert cli._planned_bytes(name, grown) - cli._planned_bytes(name, base) == added * per_net
+
+
+@pytest.mark.parametrize("saved,message", [
+    ({"b4_seeds": 3, "lr": 0.1}, r"had other fields \(b4_seeds: 3 -> None; no_ema\.seeds: None -> 3\).*cannot resume"),
+    ({"no_ema": {"seeds": 2}, "lr": 0.1}, r"differs .* in no_ema\.seeds: 2 -> 3; resume with the same flags"),
+])
+def test_resume_refusal_tells_a_regrouped_config_from_changed_flags(tmp_path, saved, message):
+    """A run interrupted under a release whose config had other fields (flat ``b4_seeds`` before ``no_ema.seeds``)
+    cannot resume, and the refusal says so instead of asking for the same flags, which were given."""
+
+    class Folder:
+        staging = tmp_path
+
+        def read_info(self):
+            return {"experiment": "x", "command": "stepwise run x --resume", "config": saved}
+
+    info = {"experiment": "x", "config": {"no_ema": {"seeds": 3}, "lr": 0.1}}
+    with pytest.raises(cli.OutputError, match=message):
+        cli._check_resume(Folder(), info, None)

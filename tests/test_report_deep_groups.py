@@ -54,3 +54,10 @@ def test_report_lists_the_claims_it_does_not_check(tmp_path):
     assert any("Tian 2020" == paper and "Item 9" in claim for paper, claim, _ in UNCHECKED)
     for _, claim, _ in UNCHECKED:
         assert html.escape(claim) in text
+
+
+def test_labels_of_a_config_with_an_ambiguous_name_fall_back_instead_of_failing():
+    """``io.config_value`` refuses a name two sub-configs hold with different values; the report's labels use their
+    defaults then, so one run's config layout never stops the whole report."""
+    cfg = {"a": {"dataset": "digits", "model": "mlp"}, "b": {"dataset": "patches", "model": "cnn"}}
+    assert _network_label(cfg) == "network on data"

@@ -108,7 +108,7 @@ class SSLTraining:
         errors = config_value_errors(self) + bound_errors(
             self, ("lr", "in (0, 1)", " (stability)"), ("steps", ">= 1"), ("record", ">= 1"))
         if self.record >= 1 and self.steps % self.record:
-            errors.append(f"steps must be a multiple of record = {self.record} (got {self.steps})")
+            errors.append(f"steps must be a multiple of ssl.record = {self.record} (got {self.steps})")
         raise_config_errors(errors, "grassmann", "ssl")
 
 

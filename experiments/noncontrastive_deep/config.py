@@ -147,8 +147,8 @@ class NoEmaRuns:
     def __post_init__(self):
         errors = config_value_errors(self) + bound_errors(self, ("seeds", ">= 0"), ("alpha_p", "> 0"))
         if not self.rescue_alpha_p > self.alpha_p:
-            errors.append(f"rescue_alpha_p must be > alpha_p = {self.alpha_p} (the rescue is a larger alpha_p; got "
-                          f"{self.rescue_alpha_p})")
+            errors.append(f"rescue_alpha_p must be > no_ema.alpha_p = {self.alpha_p} (the rescue is a larger "
+                          f"alpha_p; got {self.rescue_alpha_p})")
         raise_config_errors(errors, "noncontrastive_deep", "no_ema")
 
 
@@ -169,7 +169,7 @@ class NoncontrastiveDeepConfig:
 
     # Flat flags of earlier releases (stepwise.cli; until the next release).
     LEGACY_FLAGS: ClassVar[dict[str, str]] = {"b4_seeds": "no_ema.seeds", "b4_alpha_p": "no_ema.alpha_p",
-                                              "fig6_alpha_p": "no_ema.rescue_alpha_p"}
+                                              "fig6_alpha_p": "no_ema.rescue_alpha_p", "alpha_p": "setup.alpha_p"}
 
     setup: NetSetup = NetSetup()
     seeds: int = 3

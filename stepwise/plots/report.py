@@ -161,7 +161,7 @@ def _check_tables(checks: list[dict], causes: dict | None = None) -> str:
 
 def _section(run_dir: Path, res: dict) -> str:
     cfg = _dict(res.get("config"))
-    title = f"{res.get('experiment', run_dir.name)} &mdash; {html.escape(str(config_value(cfg, 'dataset', '')))}"
+    title = f"{res.get('experiment', run_dir.name)} &mdash; {html.escape(str(_setting(cfg, 'dataset', '')))}"
     figs = ""
     figures = res.get("figures", [])
     for name in figures if isinstance(figures, list) else []:
@@ -191,18 +191,26 @@ def _embed(path: Path, alt: str) -> str:
     return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
 
 
+def _setting(cfg: dict, name: str, default=None):
+    """``io.config_value``, but ``default`` where several sub-configs hold ``name``: a report's labels never stop it."""
+    try:
+        return config_value(cfg, name, default)
+    except ValueError:
+        return default
+
+
 def _network_label(cfg: dict) -> str:
     """The network and data of a deep run, e.g. ``mlp on digits`` or ``resnet10 (width 0.125) on patches``."""
-    model = str(config_value(cfg, "model", "network"))
-    blocks = config_value(cfg, "resnet_blocks")
+    model = str(_setting(cfg, "model", "network"))
+    blocks = _setting(cfg, "resnet_blocks")
     if model == "resnet18" and blocks not in (None, 2):
         model = f"resnet{2 + 8 * int(blocks)}"
-    width, hidden = config_value(cfg, "width"), config_value(cfg, "hidden")
+    width, hidden = _setting(cfg, "width"), _setting(cfg, "hidden")
     if model == "mlp" and isinstance(hidden, list):
         model += f" {'-'.join(str(h) for h in hidden)}"
     elif model != "mlp" and isinstance(width, (int, float)) and not isinstance(width, bool):
         model += f" (width {width:g})"
-    return f"{model} on {config_value(cfg, 'dataset', 'data')}"
+    return f"{model} on {_setting(cfg, 'dataset', 'data')}"
 
 
 def _side_by_side(runs: list[tuple[Path, dict]], folder: Path) -> str:
