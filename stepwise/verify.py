@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stepwise import compare, io
-from stepwise._validate import config_value_errors
+from stepwise._validate import config_value_errors, raise_config_errors
 from stepwise.compare import diagnose, hidden
 from stepwise.compare import ntk_agreement as cntk
 from stepwise.data import ImageData, ViewAugmentation, detect_local_dataset
@@ -178,8 +178,7 @@ class VerifyConfig:
         if self.features is not None and not all(part.isidentifier() for part in self.features.split(".")):
             errors.append(f"features must be a dotted attribute path such as 'backbone' or 'encoder.trunk' "
                           f"(got {self.features!r})")
-        if errors:
-            raise ValueError("invalid verify config: " + "; ".join(errors))
+        raise_config_errors(errors, "verify")
 
     @property
     def step_budget(self) -> int:

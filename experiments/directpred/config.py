@@ -146,8 +146,7 @@ class DirectPredConfig:
                           f"{self.b7.seeds})")
         if not 1 <= self.min_modes <= self.setup.d:
             errors.append(f"min_modes must be in [1, d = {self.setup.d}] (got {self.min_modes})")
-        if errors:
-            raise ValueError("invalid directpred config: " + "; ".join(errors))
+        raise_config_errors(errors, "directpred")
 
     @property
     def sweep(self) -> tuple[float, ...]:

@@ -20,7 +20,7 @@ import dataclasses
 from typing import Literal
 
 from stepwise.data import KernelPairData
-from stepwise.errors import bound_errors, config_value_errors
+from stepwise.errors import bound_errors, config_value_errors, raise_config_errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +81,7 @@ class KernelBTConfig:
             ("lr_scale", "in (0, 1)", ", i.e. below the stability limit"), ("ridge", ">= 0"),
             ("steps", ">= 1 or None"), ("max_steps", ">= 1"), ("plateau_separation", ">= 0"),
             ("gate_ratio", "in (0, 1]"))
-        if errors:
-            raise ValueError("invalid kernel_bt config: " + "; ".join(errors))
+        raise_config_errors(errors, "kernel_bt")
 
     @classmethod
     def smoke(cls) -> "KernelBTConfig":

@@ -15,7 +15,7 @@ import dataclasses
 from typing import Literal
 
 from stepwise.data import PairData
-from stepwise.errors import bound_errors, config_value_errors
+from stepwise.errors import bound_errors, config_value_errors, raise_config_errors
 
 # init_scale's range. lambda_j(0) ~ init_scale^2 must start below 1, the value every mode is learned to (at or above
 # it there is no step to time: measured at 0.5 and 1, every step time is nan; at 3 GD diverges), and must stay a
@@ -67,8 +67,7 @@ class LinearBTConfig:
         errors += bound_errors(
             self, ("lr_scale", "in (0, 1)", ", i.e. below the stability limit 1/(4 gamma_1)"),
             ("steps", ">= 1 or None"), ("gate_ratio", "in (0, 1]"), ("plateau_separation", ">= 0"))
-        if errors:
-            raise ValueError("invalid linear_bt config: " + "; ".join(errors))
+        raise_config_errors(errors, "linear_bt")
 
     @classmethod
     def smoke(cls, dataset: str = "digits") -> "LinearBTConfig":

@@ -188,8 +188,7 @@ class NoncontrastiveDeepConfig:
             errors.append(f"min_modes must be in [1, d = {self.setup.d}] (got {self.min_modes})")
         if not self.max_asymmetry > 0:
             errors.append(f"max_asymmetry must be > 0 (got {self.max_asymmetry})")
-        if errors:
-            raise ValueError("invalid noncontrastive_deep config: " + "; ".join(errors))
+        raise_config_errors(errors, "noncontrastive_deep")
 
     @classmethod
     def smoke(cls) -> "NoncontrastiveDeepConfig":

@@ -204,8 +204,7 @@ class NoncontrastiveLinearConfig:
                               f"(got {self.fig9.stable_eta})")
         if self.n2 < 2:
             errors.append("Fig. 9's aligned fixed points need n2 >= 2 (a surviving and a collapsed mode)")
-        if errors:
-            raise ValueError("invalid noncontrastive_linear config: " + "; ".join(errors))
+        raise_config_errors(errors, "noncontrastive_linear")
 
     @classmethod
     def smoke(cls) -> "NoncontrastiveLinearConfig":

@@ -24,7 +24,7 @@ import dataclasses
 from typing import Literal
 
 from experiments.stepwise_deep.config import DeepConfig, Loss
-from stepwise.errors import config_value_errors
+from stepwise.errors import config_value_errors, raise_config_errors
 from stepwise.io import replace_config
 
 LOSSES: tuple[Loss, ...] = ("barlow_twins", "simclr", "vicreg")
@@ -97,8 +97,7 @@ class NtkAfterTrainingConfig:
             for loss in self.losses:
                 if self.n_pairs > self.deep_config(loss).data.n_train:
                     errors.append(f"n_pairs {self.n_pairs} exceeds the {loss} network's n_train")
-        if errors:
-            raise ValueError("invalid ntk_after_training config: " + "; ".join(errors))
+        raise_config_errors(errors, "ntk_after_training")
 
     def deep_config(self, loss: Loss) -> DeepConfig:
         """The `stepwise_deep` configuration of one network."""

@@ -24,7 +24,7 @@ import dataclasses
 from typing import ClassVar
 
 from stepwise.data import PairData
-from stepwise.errors import bound_errors, config_value_errors
+from stepwise.errors import bound_errors, config_value_errors, raise_config_errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +78,7 @@ class SpeedupDeep:
         if self.batch_size > self.n_train or self.n_pairs > self.n_train:
             errors.append(f"batch_size and n_pairs must not exceed n_train = {self.n_train}")
         errors += bound_errors(self, ("loss_level", "in (0, 1)", ", between the last plateau and the minimum"))
-        if errors:
-            raise ValueError("invalid speedup config: " + "; ".join(f"deep.{e}" for e in errors))
+        raise_config_errors(errors, "speedup", "deep")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +126,7 @@ class SpeedupConfig:
             self, ("init_scale", "in (0, 1)"),
             ("lr_scale", "in (0, 1)", ", a fraction of each variant's stability limit"),
             ("eps", "> 0"), ("settle_widths", ">= 0"))
-        if errors:
-            raise ValueError("invalid speedup config: " + "; ".join(errors))
+        raise_config_errors(errors, "speedup")
 
     @property
     def effective_rank(self) -> int:

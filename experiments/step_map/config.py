@@ -26,7 +26,7 @@ import math
 
 from experiments.stepwise_deep.config import LOSSES, PUBLISHED, DeepConfig
 from stepwise.io import replace_config
-from stepwise.errors import config_value_errors
+from stepwise.errors import config_value_errors, raise_config_errors
 
 #: The output layer's scale of standard initialisation (``head_scale`` 1: the layer as initialised by default).
 STANDARD_HEAD_SCALE = 1.0
@@ -107,8 +107,7 @@ class StepMapConfig:
                                 self.cell_config(loss, h, lr, w)
             except ValueError as err:
                 errors.append(f"a cell is not a valid stepwise_deep run: {err}")
-        if errors:
-            raise ValueError("invalid step_map config: " + "; ".join(errors))
+        raise_config_errors(errors, "step_map")
 
     @property
     def n_cells(self) -> int:

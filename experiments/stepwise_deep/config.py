@@ -89,7 +89,7 @@ import dataclasses
 from typing import Literal, get_args
 
 from stepwise.data import Augmentation, ImageData, ViewAugmentation
-from stepwise.errors import config_value_errors
+from stepwise.errors import config_value_errors, raise_config_errors
 from stepwise.io import replace_config
 from stepwise.models import NetSpec
 from stepwise.training import TrainConfig
@@ -195,8 +195,7 @@ class DeepConfig:
             errors.append(f"min_separated_fraction must be in [0, 1] (got {self.min_separated_fraction})")
         if self.min_plateaus < 0:
             errors.append(f"min_plateaus must be >= 0 (got {self.min_plateaus})")
-        if errors:
-            raise ValueError("invalid stepwise_deep config: " + "; ".join(errors))
+        raise_config_errors(errors, "stepwise_deep")
 
     @property
     def d(self) -> int:

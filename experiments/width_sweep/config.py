@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 
 from stepwise.data import KernelPairData
-from stepwise.errors import bound_errors, config_value_errors
+from stepwise.errors import bound_errors, config_value_errors, raise_config_errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +78,7 @@ class WidthSweepConfig:
             ("lr_scale", "in (0, 1)", ", i.e. below the stability limit"), ("extra_widths", "> 0"),
             ("max_steps", ">= 1"), ("ridge", ">= 0"), ("monotone_tolerance", ">= 0"), ("n_seeds", "in [1, 100]"),
             ("n_draws", ">= 2", ": the baseline needs a spread"))
-        if errors:
-            raise ValueError("invalid width_sweep config: " + "; ".join(errors))
+        raise_config_errors(errors, "width_sweep")
 
     @classmethod
     def smoke(cls) -> "WidthSweepConfig":

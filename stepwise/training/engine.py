@@ -54,7 +54,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from stepwise.data.augment import Augmentation, make_pairs
-from stepwise._validate import bound_errors, config_value_errors
+from stepwise._validate import bound_errors, config_value_errors, raise_config_errors
 from stepwise.errors import DivergenceError
 from stepwise.training import distributed
 
@@ -117,8 +117,7 @@ class TrainConfig:
             errors.append(f"optimizer must be 'sgd', 'momentum' or 'adam' (got {self.optimizer!r})")
         errors += bound_errors(self, ("momentum", "in [0, 1)"), ("weight_decay", ">= 0"), ("track_every", ">= 1"),
                                ("checkpoint_every", ">= 0"))
-        if errors:
-            raise ValueError("invalid training config: " + "; ".join(errors))
+        raise_config_errors(errors, "training")
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:

@@ -73,6 +73,7 @@ import numpy as np
 import optax
 
 from stepwise._typing import ApplyFn
+from stepwise._validate import raise_config_errors
 from stepwise.data.augment import Augmentation, make_pairs
 from stepwise.training.engine import (
     LoopOptions,
@@ -193,8 +194,7 @@ class NoncontrastiveConfig:
             errors.append(f"c (Table 7's constant) applies to direct='directpred' only (got {self.direct!r})")
         if self.symmetrize and (self.predictor != "linear" or self.direct != "none"):
             errors.append("symmetrize needs a trained linear predictor (predictor='linear', direct='none')")
-        if errors:
-            raise ValueError("invalid non-contrastive config: " + "; ".join(errors))
+        raise_config_errors(errors, "non-contrastive")
 
     def predictor_decay(self, cfg: TrainConfig) -> float:
         """The predictor's coupled weight decay (``eta_p``, or the online network's when None)."""
