@@ -1,14 +1,42 @@
-"""A temporary persistent compilation cache for a series of runs that compile the same programs."""
+"""How the training steps are compiled: :func:`jit_step` (XLA options of the CPU step) and
+:func:`compilation_cache` (a temporary persistent cache for a series of runs that compile the same programs)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import jax
+import numpy as np
 
-__all__ = ["compilation_cache"]
+__all__ = ["CPU_STEP_OPTIONS", "compilation_cache", "jit_step", "step_compiler_options"]
+
+# XLA's CPU compiler hands convolutions (forward, and the backward of stride-1 ones) and some dots to YNNPACK by
+# default from jaxlib 0.8 on. For the training steps its kernels are slower than XLA's own (Eigen) ones on the 2-core
+# x86 CPU: measured by `make bench-train` (`tried`: ynnpack_on), and during development x0.83 (ResNet-18 w0.25),
+# x0.80 (SmallCNN) and x0.96 (MLP) of the step time with YNNPACK off. The empty list turns those fusions off; the
+# option only concerns programs compiled for the CPU (other backends ignore it).
+CPU_STEP_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.cache
+def step_compiler_options() -> dict[str, str]:
+    """:data:`CPU_STEP_OPTIONS` where this jaxlib knows them (0.8 and later), else ``{}`` (jaxlib 0.7 has no
+    YNNPACK fusions to turn off and refuses an unknown option). Probed once by compiling a one-op program."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=CPU_STEP_OPTIONS).lower(np.float32(0)).compile()
+    except Exception:  # noqa: BLE001 - jaxlib raises its own runtime error type for an unknown option
+        return {}
+    return dict(CPU_STEP_OPTIONS)
+
+
+def jit_step(step: Callable, **jit_kwargs) -> Callable:
+    """``jax.jit(step, **jit_kwargs)`` with :func:`step_compiler_options`: how every image-SSL training step is
+    compiled (the values it computes are those of ``jax.jit(step)`` up to float rounding: another kernel runs the
+    convolutions)."""
+    return jax.jit(step, compiler_options=step_compiler_options() or None, **jit_kwargs)
 
 
 @contextlib.contextmanager

@@ -75,6 +75,7 @@ import optax
 from stepwise._typing import ApplyFn
 from stepwise._validate import raise_config_errors
 from stepwise.data.augment import Augmentation, make_pairs
+from stepwise.training.compilation import jit_step
 from stepwise.training.engine import (
     LoopOptions,
     TrainConfig,
@@ -437,7 +438,7 @@ def _make_step(apply: ApplyFn, nc: NoncontrastiveConfig, tx, lr: float, aug: Aug
                                   step=state.step + 1, cross=cross)
         return new, loss
 
-    return jax.jit(step, donate_argnums=0)
+    return jit_step(step, donate_argnums=0)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import optax
 from stepwise._typing import ApplyFn, LossFn, StateApplyFn, StatefulApplyFn
 from stepwise.data.augment import Augmentation
 from stepwise.training import distributed
+from stepwise.training.compilation import jit_step
 from stepwise.training.engine import (  # the engine's names as before: importable from here too
     Checkpointing as Checkpointing,
     LoopOptions,
@@ -131,7 +132,7 @@ def make_train_step(apply: ApplyFn, loss_fn: LossFn, tx, aug: Augmentation, batc
         params = optax.apply_updates(state.params, updates)
         return dataclasses.replace(state, params=params, opt_state=opt_state, step=state.step + 1), loss
 
-    return jax.jit(step, donate_argnums=0)
+    return jit_step(step, donate_argnums=0)
 
 
 def train_ssl(
@@ -217,7 +218,7 @@ def make_stateful_step(apply_train: StatefulApplyFn, loss_fn: LossFn, tx, aug: A
         return dataclasses.replace(state, params=params, model_state=jax.lax.stop_gradient(model_state),
                                    opt_state=opt_state, step=state.step + 1), loss
 
-    return jax.jit(step, donate_argnums=0)
+    return jit_step(step, donate_argnums=0)
 
 
 def make_stateful_tracker(apply_eval: StateApplyFn, loss_fn: LossFn, n_snapshot: int,
