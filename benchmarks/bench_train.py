@@ -83,6 +83,7 @@ CONFIGS: dict[str, BenchConfig] = {
 }
 CPU_DEFAULT = "mlp_digits"
 PROFILED = "resnet18_w025_32"
+VARIANTS = ("one_forward", "no_donate", "ynnpack_on", "recomputed_conv_inputs")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -206,7 +207,10 @@ def make_jax_step(cfg: BenchConfig, *, images: np.ndarray | None = None, seed: i
     placed on a replicated ``NamedSharding`` as in ``train_ssl`` (so the first call compiles once).
 
     ``variant`` (tried for speed; None is the project's step): ``"one_forward"`` runs the network once on both views
-    stacked along the batch axis; ``"no_donate"`` does not donate the state.
+    stacked along the batch axis; ``"no_donate"`` does not donate the state; ``"ynnpack_on"`` compiles with XLA's
+    default options (``jax.jit`` instead of :func:`stepwise.training.compilation.jit_step`);
+    ``"recomputed_conv_inputs"`` traces the network without :func:`stepwise.models.nets._stored` (XLA may then
+    recompute each convolution's input inside the kernel-gradient transposes, as before it was added).
     """
     import jax
     import jax.numpy as jnp
@@ -246,8 +250,19 @@ def _variant_step(apply, loss_fn, tx, aug, batch_size: int, batch_sharding, vari
 
     from stepwise.data.augment import make_pairs
 
-    if variant not in ("one_forward", "no_donate"):
-        raise ValueError(f"unknown variant {variant!r}")
+    from unittest import mock
+
+    from stepwise.models import nets
+    from stepwise.training.compilation import jit_step
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    if variant == "recomputed_conv_inputs":
+        apply_stored = apply
+
+        def apply(params, x):  # the patch is in force while the step is traced, which is when it matters
+            with mock.patch.object(nets, "_stored", lambda v: v):
+                return apply_stored(params, x)
 
     def step(state, data):
         key = jax.random.fold_in(state.key, state.step)
@@ -267,7 +282,9 @@ def _variant_step(apply, loss_fn, tx, aug, batch_size: int, batch_sharding, vari
         params = optax.apply_updates(state.params, updates)
         return dataclasses.replace(state, params=params, opt_state=opt_state, step=state.step + 1), loss
 
-    return jax.jit(step, donate_argnums=() if variant == "no_donate" else 0)
+    if variant == "ynnpack_on":
+        return jax.jit(step, donate_argnums=0)
+    return jit_step(step, donate_argnums=() if variant == "no_donate" else 0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -712,6 +729,7 @@ def profile_step(name: str, jb: JaxBench, tb: TorchBench, *, rounds: int, round_
     import jax.numpy as jnp
 
     from stepwise.data.augment import make_pairs
+    from stepwise.training.compilation import jit_step
 
     cfg = CONFIGS[name]
     aug, loss_fn, apply = _augmentation(), _loss_fn(), jb.pure.apply
@@ -730,9 +748,9 @@ def profile_step(name: str, jb: JaxBench, tb: TorchBench, *, rounds: int, round_
     key = jax.random.fold_in(jax.random.key(0), 7)
     parts = ("sample_augment", "forward", "forward_backward", "step")
     runs = {
-        "jax/sample_augment": _jit_timer(jax.jit(views), key, jb.data),
-        "jax/forward": _jit_timer(jax.jit(loss_of), params, key, jb.data),
-        "jax/forward_backward": _jit_timer(jax.jit(jax.value_and_grad(loss_of)), params, key, jb.data),
+        "jax/sample_augment": _jit_timer(jit_step(views), key, jb.data),
+        "jax/forward": _jit_timer(jit_step(loss_of), params, key, jb.data),
+        "jax/forward_backward": _jit_timer(jit_step(jax.value_and_grad(loss_of)), params, key, jb.data),
         "jax/step": jb.run,
         "torch/sample_augment": _torch_timer(tb.views),
         "torch/forward": _torch_timer(tb.forward),
@@ -785,6 +803,8 @@ def profile_convolutions(net, batch: int, *, views_per_step: int = 2, reps: int 
     import jax
     import jax.numpy as jnp
 
+    from stepwise.training.compilation import jit_step
+
     counts: dict[tuple, int] = {}
     for m in net.modules():
         spec = getattr(m, "conv_spec", None)
@@ -803,8 +823,8 @@ def profile_convolutions(net, batch: int, *, views_per_step: int = 2, reps: int 
 
         xj, kj = jnp.asarray(x), jnp.asarray(kern)
         gj = jnp.ones(conv(xj, kj).shape, jnp.float32)
-        fwd = jax.jit(conv)
-        fwd_bwd = jax.jit(lambda x, kern, g: jax.vjp(conv, x, kern)[1](g))
+        fwd = jit_step(conv)  # compiled as the training step is
+        fwd_bwd = jit_step(lambda x, kern, g: jax.vjp(conv, x, kern)[1](g))
         pads = [_same_padding(h, k, stride), _same_padding(w, k, stride)]
         symmetric = all(lo == hi for lo, hi in pads)
         xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
@@ -893,9 +913,14 @@ class Attempt:
 
 
 ATTEMPTS: tuple[Attempt, ...] = (
-    Attempt("ynnpack_off", "XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= : no YNNPACK fusions (jaxlib 0.10's "
-            "default for convolutions, forward and stride-1 backward, and some dots), so they run on XLA's Eigen "
-            "kernels", "--xla_cpu_experimental_ynn_fusion_type=", configs=(PROFILED, "cnn_digits", CPU_DEFAULT)),
+    Attempt("ynnpack_on", "the step compiled with XLA's default options, i.e. with YNNPACK fusions (jaxlib 0.8+'s "
+            "default for convolutions, forward and stride-1 backward, and some dots), instead of the project's "
+            "xla_cpu_experimental_ynn_fusion_type='' (stepwise.training.compilation.CPU_STEP_OPTIONS), which runs them "
+            "on XLA's Eigen kernels", variant="ynnpack_on", configs=(PROFILED, "cnn_digits", CPU_DEFAULT)),
+    Attempt("recomputed_conv_inputs", "the network traced without stepwise.models.nets._stored, the opaque identity "
+            "on every convolution's input: XLA then recomputes GroupNorm / ReLU / the residual add inside the "
+            "(strided, untiled) transposes of the kernel gradients", variant="recomputed_conv_inputs",
+            configs=(PROFILED, "cnn_digits")),
     Attempt("thunk_runtime_off", "XLA_FLAGS=--xla_cpu_use_thunk_runtime=false (the legacy CPU runtime; jaxlib 0.10 "
             "warns that the flag is no longer supported)", "--xla_cpu_use_thunk_runtime=false"),
 )
@@ -1045,8 +1070,8 @@ def _static_notes() -> list[dict[str, str]]:
                    "oneDNN)"},
         {"name": "ynnpack_off_legacy_fusion",
          "xla_flags": "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_fusion_emitters=false",
-         "effect": "x0.87, x0.85, x0.89 of the default step time in three runs: the same as ynnpack_off alone "
-                   "(x0.91, x0.83, x0.92 in the same runs)"},
+         "effect": "x0.87, x0.85, x0.89 of the default step time in three runs: the same as YNNPACK off alone "
+                   "(x0.91, x0.83, x0.92 in the same runs), which the project's step now is (CPU_STEP_OPTIONS)"},
         {"name": "one_forward",
          "effect": "slower: one forward pass over both views concatenated (batch 128) took 595 vs 488 ms/step "
                    "(default flags) and 492 vs 395 ms/step (YNNPACK off)"},
@@ -1093,6 +1118,22 @@ def _static_notes() -> list[dict[str, str]]:
                       "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
          "effect": "no effect: each leaves jaxlib 0.10.2's compiled step unchanged (370 YNNPACK fusions, 118 "
                    "convolutions, no custom calls)"},
+        # Measured 2026-12-06 on jaxlib 0.10.2 / torch 2.13, YNNPACK off, each variant's step in one process with
+        # PyTorch's, 7 interleaved rounds.
+        {"name": "stored_conv_inputs_alternatives",
+         "effect": "the opaque identity on each convolution input (stepwise.models.nets._stored, a lax.cond whose "
+                   "predicate reads the input): 402 vs 512 ms/step without it (PyTorch 346 ms in the same rounds); "
+                   "a cond whose two branches both return the input unchanged: 470 ms (XLA drops it); "
+                   "jax.lax.optimization_barrier on the input: no gain (XLA expands barriers before fusion). "
+                   "With YNNPACK on, the cond alone: 642 vs 664 ms"},
+        {"name": "one_forward_after",
+         "effect": "one forward pass over both views (batch 128) with YNNPACK off and stored inputs: 430 vs 431 "
+                   "ms/step, no gain"},
+        {"name": "other_xla_cpu_flags",
+         "xla_flags": "--xla_cpu_experimental_enable_tiling_propagation=true; --xla_cpu_use_xnnpack=true; "
+                      "--xla_cpu_experimental_xnn_fusion_type=; --xla_cpu_use_multi_output_fusion=false",
+         "effect": "no gain with YNNPACK off (ratios to PyTorch 1.37-1.66 against 1.34 without them, one process "
+                   "each); tiling propagation makes a plain transpose of 4 MB 8x slower (3.4 vs 0.4 ms)"},
         {"name": "older_jax",
          "effect": "JAX 0.7.2 (no YNNPACK) is faster on this step: 221 vs 125 ms (ratio 1.77) against 259 vs 109 ms "
                    "(2.38) for JAX 0.10.2, run minutes apart on the same 2-core CPU (other processes <= 0.25 cores)"},

@@ -187,3 +187,27 @@ def test_callers_params_survive_the_donated_steps(images):
     for leaf, ref in zip(jax.tree.leaves(params), before):
         assert not leaf.is_deleted()
         np.testing.assert_array_equal(np.asarray(leaf), ref)
+
+
+def test_cpu_step_is_compiled_without_ynnpack_fusions():
+    """The training step is compiled with CPU_STEP_OPTIONS where jaxlib knows them (0.8 on): no YNNPACK fusion in
+    the compiled CPU program, while plain ``jax.jit`` of the same step has them wherever jaxlib makes them."""
+    from stepwise.models import build_model, pure_model
+    from stepwise.training import compilation
+
+    options = compilation.step_compiler_options()
+    jaxlib_version = tuple(int(p) for p in jax.lib.__version__.split(".")[:2])
+    assert options == (compilation.CPU_STEP_OPTIONS if jaxlib_version >= (0, 8) else {})
+    pure = pure_model(build_model("cnn", (8, 8, 1), channels=(8,), embed_dim=4))
+    tx = ssl.make_optimizer(ssl.TrainConfig(steps=1, batch_size=8, lr=0.1))
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    step = ssl.make_train_step(pure.apply, barlow_twins_theory, tx, AUG, 8,
+                               jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+    state = ssl.TrainState(pure.params, tx.init(pure.params), jnp.zeros((), jnp.int32), jax.random.key(0))
+    data = jnp.asarray(np.random.default_rng(0).normal(size=(16, 8, 8, 1)), jnp.float32)
+    compiled = step.lower(state, data).compile().as_text()
+    assert "ynn_fusion" not in compiled
+    if options and jax.default_backend() == "cpu":
+        # the option is what removes them: the same step under plain jax.jit (jaxlib 0.10 fuses its convolutions)
+        default = jax.jit(step.__wrapped__).lower(state, data).compile().as_text()
+        assert "ynn_fusion" in default or jaxlib_version < (0, 10)
