@@ -919,8 +919,8 @@ ATTEMPTS: tuple[Attempt, ...] = (
             "on XLA's Eigen kernels", variant="ynnpack_on", configs=(PROFILED, "cnn_digits", CPU_DEFAULT)),
     Attempt("recomputed_conv_inputs", "the network traced without stepwise.models.nets._stored, the opaque identity "
             "on every convolution's input: XLA then recomputes GroupNorm / ReLU / the residual add inside the "
-            "(strided, untiled) transposes of the kernel gradients", variant="recomputed_conv_inputs",
-            configs=(PROFILED, "cnn_digits")),
+            "(strided, untiled) transposes of the kernel gradients (the ResNet's only: the SmallCNN has none)",
+            variant="recomputed_conv_inputs"),
     Attempt("thunk_runtime_off", "XLA_FLAGS=--xla_cpu_use_thunk_runtime=false (the legacy CPU runtime; jaxlib 0.10 "
             "warns that the flag is no longer supported)", "--xla_cpu_use_thunk_runtime=false"),
 )
