@@ -76,7 +76,10 @@ def test_smoke_checks_verdicts_with_real_values(smoke_run):
     trends = res["summary"]["raw_trends"]
     gain = np.array(res["summary"]["sweep_overall_gain"])
     init = np.array(res["summary"]["sweep_overall_initial"])
-    np.testing.assert_allclose(np.array(res["summary"]["sweep_overall_final"]), init + gain, atol=1e-12)
+    # float32 correlations in [0, 1]: the mean over seeds of (final - initial) re-added to the mean initial is the
+    # mean final up to a few float32 roundings (exact on jax 0.10.2; 7e-8 apart on jax 0.7.2's XLA)
+    np.testing.assert_allclose(np.array(res["summary"]["sweep_overall_final"]), init + gain, rtol=0,
+                               atol=8 * np.finfo(np.float32).eps)
     assert trends["initial"]["polarity_total"] == pytest.approx(float(np.min(init[:, -1] - init[:, 0])))
 
 
