@@ -248,10 +248,9 @@ def _variant_step(apply, loss_fn, tx, aug, batch_size: int, batch_sharding, vari
     import jax.numpy as jnp
     import optax
 
-    from stepwise.data.augment import make_pairs
-
     from unittest import mock
 
+    from stepwise.data.augment import make_pairs
     from stepwise.models import nets
     from stepwise.training.compilation import jit_step
 

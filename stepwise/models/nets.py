@@ -129,9 +129,9 @@ def _stored(x: jax.Array) -> jax.Array:
     An identity XLA cannot see through stops the fusion: a conditional (never fused) whose predicate depends on
     ``x``, so it is not decided at compile time, and whose branches both return ``x`` (one as ``x + 0.0``, so that
     XLA does not replace a conditional of two identical branches by its operand). Other platforms get ``x``
-    unchanged. ``make bench-train`` (``tried``: recomputed_conv_inputs) measures the ResNet-18 step x1.21 slower
-    without it. The SmallCNN has none: its step was x0.93 of the time without it (8x8 maps, where the conditionals
-    cost more than the transposes they speed up).
+    unchanged. ``make bench-train`` (``tried``: recomputed_conv_inputs) measures the ResNet-18 step without it at
+    x1.16 to x1.21 of the time with it. The SmallCNN has none: its step was x0.93 of the time without it (8x8 maps,
+    where the conditionals cost more than the transposes they speed up).
     """
     return jax.lax.platform_dependent(x, cpu=_opaque_identity, default=lambda v: v)
 

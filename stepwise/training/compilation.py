@@ -15,9 +15,9 @@ __all__ = ["CPU_STEP_OPTIONS", "compilation_cache", "jit_step", "step_compiler_o
 
 # XLA's CPU compiler hands convolutions (forward, and the backward of stride-1 ones) and some dots to YNNPACK by
 # default from jaxlib 0.8 on. For the training steps its kernels are slower than XLA's own (Eigen) ones on the 2-core
-# x86 CPU: measured by `make bench-train` (`tried`: ynnpack_on), and during development x0.83 (ResNet-18 w0.25),
-# x0.80 (SmallCNN) and x0.96 (MLP) of the step time with YNNPACK off. The empty list turns those fusions off; the
-# option only concerns programs compiled for the CPU (other backends ignore it).
+# x86 CPU: `make bench-train` (`tried`: ynnpack_on, docs/bench_train_cpu.json) measures the step with them at x1.60
+# (ResNet-18 w0.25), x2.04 (SmallCNN) and x1.09 (MLP) of the time without. The empty list turns those fusions off;
+# the option only concerns programs compiled for the CPU (other backends ignore it).
 CPU_STEP_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
