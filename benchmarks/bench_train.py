@@ -1133,6 +1133,14 @@ def _static_notes() -> list[dict[str, str]]:
                       "--xla_cpu_experimental_xnn_fusion_type=; --xla_cpu_use_multi_output_fusion=false",
          "effect": "no gain with YNNPACK off (ratios to PyTorch 1.37-1.66 against 1.34 without them, one process "
                    "each); tiling propagation makes a plain transpose of 4 MB 8x slower (3.4 vs 0.4 ms)"},
+        # Measured 2026-12-06 on jaxlib 0.10.2, in one process, 5 interleaved rounds of 5 steps each (median ms).
+        {"name": "group_norm_per_channel_sums",
+         "effect": "no gain: GroupNorm written as a sum over (H, W) per channel (channels contiguous), then over each "
+                   "group's channels, two-pass variance, equal to nnx.GroupNorm to 1e-6 in float32 and 2e-15 in "
+                   "float64, was 2x faster alone (forward + gradient at batch 128: 7.0 vs 11.9 ms at 32x32x16, 1.4 vs "
+                   "2.8 ms at 4x4x128) but not in the step: 448 vs 431, 486 vs 489, 476 vs 469 ms/step (three runs, "
+                   "ours vs Flax's). Even GroupNorm cut down to its affine part (no statistics; not the same "
+                   "network) gave 453 vs 476 ms: the normalisation statistics are not where the step loses"},
         {"name": "older_jax",
          "effect": "JAX 0.7.2 (no YNNPACK) is faster on this step: 221 vs 125 ms (ratio 1.77) against 259 vs 109 ms "
                    "(2.38) for JAX 0.10.2, run minutes apart on the same 2-core CPU (other processes <= 0.25 cores)"},
