@@ -1142,12 +1142,13 @@ def _static_notes() -> list[dict[str, str]]:
                    "ours vs Flax's). Even GroupNorm cut down to its affine part (no statistics; not the same "
                    "network) gave 453 vs 476 ms: the normalisation statistics are not where the step loses"},
         {"name": "non_convolution_parts_removed",
-         "effect": "an upper bound on what the non-convolution work can give (each a different network, traced with "
-                   "the part patched out; one process, 5 interleaved rounds, median ms/step): the step 440; "
-                   "GroupNorm as its affine part only 431; without GroupNorm's affine part 484; GroupNorm removed "
-                   "(identity) 407; ReLU removed 473. Removing GroupNorm entirely saves under 10%, so the rest of the "
-                   "gap to PyTorch is in the convolutions and their gradients (Eigen's kernels and the kernel-gradient "
-                   "transposes), not in the layers between them"},
+         "effect": "an upper bound on what rewriting the layers between the convolutions can give (each a different "
+                   "network, traced with the part patched out; one process, 5 interleaved rounds, median ms/step, "
+                   "three runs whose spread shows the noise): the step 440 / 403 / 451; GroupNorm removed (identity) "
+                   "407 / 376 / 389; ReLU removed 473 / - / 392; both removed, i.e. convolutions, residual adds and "
+                   "loss only, - / 308 / 322; GroupNorm as its affine part only 431 / - / -. So the layers between the "
+                   "convolutions cost up to 20-30% of the step together, while no single one of them costs more than "
+                   "about 14%, and the convolution-only network runs at about PyTorch's whole step"},
         {"name": "older_jax",
          "effect": "JAX 0.7.2 (no YNNPACK) is faster on this step: 221 vs 125 ms (ratio 1.77) against 259 vs 109 ms "
                    "(2.38) for JAX 0.10.2, run minutes apart on the same 2-core CPU (other processes <= 0.25 cores)"},
