@@ -1139,16 +1139,16 @@ def _static_notes() -> list[dict[str, str]]:
                    "group's channels, two-pass variance, equal to nnx.GroupNorm to 1e-6 in float32 and 2e-15 in "
                    "float64, was 2x faster alone (forward + gradient at batch 128: 7.0 vs 11.9 ms at 32x32x16, 1.4 vs "
                    "2.8 ms at 4x4x128) but not in the step: 448 vs 431, 486 vs 489, 476 vs 469 ms/step (three runs, "
-                   "ours vs Flax's). Even GroupNorm cut down to its affine part (no statistics; not the same "
-                   "network) gave 453 vs 476 ms: the normalisation statistics are not where the step loses"},
+                   "ours vs Flax's); see non_convolution_parts_removed for what GroupNorm costs in the step"},
         {"name": "non_convolution_parts_removed",
          "effect": "an upper bound on what rewriting the layers between the convolutions can give (each a different "
                    "network, traced with the part patched out; one process, 5 interleaved rounds, median ms/step, "
                    "three runs whose spread shows the noise): the step 440 / 403 / 451; GroupNorm removed (identity) "
                    "407 / 376 / 389; ReLU removed 473 / - / 392; both removed, i.e. convolutions, residual adds and "
-                   "loss only, - / 308 / 322; GroupNorm as its affine part only 431 / - / -. So the layers between the "
-                   "convolutions cost up to 20-30% of the step together, while no single one of them costs more than "
-                   "about 14%, and the convolution-only network runs at about PyTorch's whole step"},
+                   "loss only, - / 308 / 322; GroupNorm as its affine part only 431 / - / - (453 vs 476 in a fourth "
+                   "run). So the layers between the convolutions cost up to 20-30% of the step together, while no "
+                   "single one of them costs more than about 14%, and the convolution-only network runs at about "
+                   "PyTorch's whole step"},
         {"name": "older_jax",
          "effect": "JAX 0.7.2 (no YNNPACK) is faster on this step: 221 vs 125 ms (ratio 1.77) against 259 vs 109 ms "
                    "(2.38) for JAX 0.10.2, run minutes apart on the same 2-core CPU (other processes <= 0.25 cores)"},
