@@ -451,3 +451,107 @@ def test_cpu_training_step_stores_each_convolution_input(name, shape, kwargs):
     # of fan-in <= 9 x 64, ~20 x 24 eps = 6e-5 relative at worst for random-sign sums; measured <= 1e-6).
     for a, b in zip(jax.tree.leaves(grad(pure.params)), jax.tree.leaves(plain)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+
+
+# (input shape, channels, groups, param_dtype, compute dtype): one channel per group (the ResNet's first stages),
+# several, an odd (H, W), a 3-D input, and bf16 compute with float32 parameters.
+GN_CASES = [
+    ((4, 8, 8, 16), 16, 16, jnp.float32, None),
+    ((3, 5, 7, 40), 40, 8, jnp.float32, None),
+    ((3, 5, 7, 40), 40, 8, jnp.float64, None),
+    ((2, 9, 64), 64, 32, jnp.float64, None),
+    ((2, 6, 6, 64), 64, 32, jnp.float32, jnp.bfloat16),
+]
+
+
+def _gn_pair(channels, groups, param_dtype, dtype):
+    """Flax's GroupNorm and ours with the same random scale and bias."""
+    from stepwise.models.nets import GroupNorm
+
+    rng = np.random.default_rng(channels)
+    scale, bias = rng.normal(size=(2, channels))
+    mods = []
+    for cls in (nnx.GroupNorm, GroupNorm):
+        m = cls(channels, num_groups=groups, use_fast_variance=False, param_dtype=param_dtype, dtype=dtype,
+                rngs=nnx.Rngs(0))
+        m.scale[...] = jnp.asarray(scale, param_dtype)
+        m.bias[...] = jnp.asarray(bias, param_dtype)
+        mods.append(m)
+    return mods
+
+
+@pytest.mark.parametrize(("shape", "channels", "groups", "param_dtype", "dtype"), GN_CASES,
+                         ids=[f"{'x'.join(map(str, c[0]))}-g{c[2]}-{jnp.dtype(c[3]).name}-{c[4] and 'bf16'}"
+                              for c in GN_CASES])
+def test_group_norm_matches_flax(shape, channels, groups, param_dtype, dtype):
+    """``nets.GroupNorm`` (a hand-written derivative rule) against ``nnx.GroupNorm(use_fast_variance=False)``: the
+    output, the gradients w.r.t. input, scale and bias, and a forward-mode tangent (the NTK's), in each dtype.
+
+    Tolerance: both evaluate the same two-pass formula in a different order, and each gradient entry is a sum of at
+    most m = (values per group) products of O(1) terms, so they differ by at most ~m * eps of the largest entry
+    (a worst-case summation bound, independent of the BLAS). bf16 outputs: the float32 results, rounded to bf16,
+    may differ by one bf16 rounding (2^-8 relative); bf16 gradients pass two bf16 casts (the output's and the
+    input's) on each side, so up to four roundings (2^-6)."""
+    from stepwise._compat import standard_dtype_promotion
+
+    ref, ours = _gn_pair(channels, groups, param_dtype, dtype)
+    x = _images(shape[1:], n=shape[0], dtype=param_dtype, seed=1) * 3 + 1
+    g = _images(shape[1:], n=shape[0], dtype=param_dtype, seed=2)
+    m = int(np.prod(shape[1:-1])) * channels // groups
+    eps = float(jnp.finfo(param_dtype).eps)
+    out_tol = 2.0**-8 if dtype is not None else 4 * m * eps
+
+    def close(a, b, tol):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        assert np.max(np.abs(a - b)) <= tol * max(1.0, np.max(np.abs(b))), (np.max(np.abs(a - b)), np.max(np.abs(b)))
+
+    def grads(mod):
+        graph, state = nnx.split(mod)
+        return jax.grad(lambda x, s: jnp.sum(g * nnx.merge(graph, s)(x).astype(param_dtype)), argnums=(0, 1))(x, state)
+
+    with standard_dtype_promotion():
+        y_ref, y = ref(x), ours(x)
+        assert y.dtype == y_ref.dtype and y.shape == shape
+        close(y, y_ref, out_tol)
+        for a, b in zip(jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(ref)), strict=True):
+            close(a, b, 2.0**-6 if dtype is not None else 4 * m * eps)
+        t = _images(shape[1:], n=shape[0], dtype=param_dtype, seed=3)
+        close(jax.jvp(ours, (x,), (t,))[1], jax.jvp(ref, (x,), (t,))[1], out_tol)
+
+
+def test_group_norm_eager_jit_vmap_and_second_order():
+    """``group_norm`` eager == jit == vmap (over examples, each a batch of one), and its Hessian-vector product
+    equals that of the plain formula (the rule's tangent is differentiable again), in float64."""
+    from stepwise.models.nets import group_norm
+
+    x = _images((4, 5, 12), n=3, dtype=jnp.float64, seed=4)
+    rng = np.random.default_rng(5)
+    scale, bias = (jnp.asarray(v, jnp.float64) for v in rng.normal(size=(2, 12)))
+
+    def f(x):
+        return group_norm(x, scale, bias, 3, 1e-6)
+
+    def plain(x):
+        xg = x.reshape(3, -1, 3, 4)
+        d = xg - xg.mean(axis=(1, 3), keepdims=True)
+        y = d / jnp.sqrt((d * d).mean(axis=(1, 3), keepdims=True) + 1e-6)
+        return (y * scale.reshape(1, 1, 3, 4) + bias.reshape(1, 1, 3, 4)).reshape(x.shape)
+
+    y = f(x)
+    np.testing.assert_allclose(y, plain(x), rtol=0, atol=64 * 80 * EPS)  # 80 values per group, O(1) entries
+    np.testing.assert_allclose(jax.jit(f)(x), y, rtol=0, atol=64 * 80 * EPS)
+    np.testing.assert_allclose(jax.vmap(lambda v: f(v[None])[0])(x), y, rtol=0, atol=64 * 80 * EPS)
+    w = _images((4, 5, 12), n=3, dtype=jnp.float64, seed=6)
+
+    def hvp(fn):
+        return jax.jvp(jax.grad(lambda v: jnp.sum(jnp.sin(fn(v)) * w)), (x,), (w,))[1]
+
+    np.testing.assert_allclose(hvp(f), hvp(plain), rtol=0, atol=1e3 * 80 * EPS * float(jnp.max(jnp.abs(hvp(plain)))))
+
+
+def test_group_norm_rejects_what_it_does_not_compute():
+    from stepwise.models.nets import GroupNorm
+
+    m = GroupNorm(8, num_groups=4, use_fast_variance=True, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="two-pass variance"):
+        m(jnp.ones((2, 4, 4, 8)))
