@@ -489,9 +489,10 @@ def test_group_norm_matches_flax(shape, channels, groups, param_dtype, dtype):
 
     Tolerance: both evaluate the same two-pass formula in a different order, and each gradient entry is a sum of at
     most m = (values per group) products of O(1) terms, so they differ by at most ~m * eps of the largest entry
-    (a worst-case summation bound, independent of the BLAS). bf16 outputs: the float32 results, rounded to bf16,
-    may differ by one bf16 rounding (2^-8 relative); bf16 gradients pass two bf16 casts (the output's and the
-    input's) on each side, so up to four roundings (2^-6)."""
+    (a worst-case summation bound, independent of the BLAS). bf16: each rounding to bf16 errs by at most 2^-8
+    relative (half a unit in the last place), so outputs rounded once on each side differ by up to 2^-7, and
+    gradients, which pass two bf16 casts (the output's and the input's) on each side, by up to 4 x 2^-8 = 2^-6
+    (Flax's order of operations differs between versions, so its bf16 output is not bitwise reproducible)."""
     from stepwise._compat import standard_dtype_promotion
 
     ref, ours = _gn_pair(channels, groups, param_dtype, dtype)
@@ -499,7 +500,7 @@ def test_group_norm_matches_flax(shape, channels, groups, param_dtype, dtype):
     g = _images(shape[1:], n=shape[0], dtype=param_dtype, seed=2)
     m = int(np.prod(shape[1:-1])) * channels // groups
     eps = float(jnp.finfo(param_dtype).eps)
-    out_tol = 2.0**-8 if dtype is not None else 4 * m * eps
+    out_tol = 2.0**-7 if dtype is not None else 4 * m * eps
 
     def close(a, b, tol):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
