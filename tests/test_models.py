@@ -556,3 +556,15 @@ def test_group_norm_rejects_what_it_does_not_compute():
     m = GroupNorm(8, num_groups=4, use_fast_variance=True, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="two-pass variance"):
         m(jnp.ones((2, 4, 4, 8)))
+
+
+@pytest.mark.parametrize(("shape", "groups", "param_shape", "match"), [
+    ((8,), 4, (8,), "x must be"),
+    ((2, 4, 6), 4, (6,), "divisible by groups"),
+    ((2, 4, 8), 4, (4,), "one entry per channel"),
+])
+def test_group_norm_rejects_bad_shapes(shape, groups, param_shape, match):
+    from stepwise.models.nets import group_norm
+
+    with pytest.raises(ValueError, match=match):
+        group_norm(jnp.ones(shape), jnp.ones(param_shape), jnp.zeros(param_shape), groups, 1e-6)

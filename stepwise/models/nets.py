@@ -142,6 +142,15 @@ class GroupNorm(nnx.GroupNorm):
         return y.astype(out_dtype)
 
 
+def _check_group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int) -> None:
+    if x.ndim < 2 or not _is_positive_int(groups) or x.shape[-1] % groups:
+        raise ValueError(f"group_norm: x must be (N, ..., C) with C divisible by groups; got shape {x.shape} and "
+                         f"groups={groups!r}")
+    if scale.shape != (x.shape[-1],) or bias.shape != (x.shape[-1],):
+        raise ValueError(f"group_norm: scale and bias must be of shape ({x.shape[-1]},), one entry per channel; got "
+                         f"{scale.shape} and {bias.shape}")
+
+
 def _group_stats(xg: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``xg``: (N, S, G, C / G). Deviations from each (example, group) mean and the two-pass variance."""
     d = xg - xg.mean(axis=(1, 3), keepdims=True)
@@ -155,15 +164,20 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int, eps
     (two-pass variance), then scaled and shifted per channel by ``scale, bias: (C,)``. All in ``x.dtype``.
 
     Values are those of ``nnx.GroupNorm(use_fast_variance=False)``. The derivative is written out (a
-    ``jax.custom_jvp``, so forward mode works for the NTK and reverse mode is its transpose), for the CPU: XLA
-    differentiates the statistics into more passes over the activations than the closed form, and reduces the
-    scale and bias cotangents over (N, ..., ) in one slow pass to C values. Here each (example, channel) is summed
+    ``jax.custom_jvp``, so forward mode works for the NTK and reverse mode is its transpose), for the CPU: left to
+    autodiff, XLA reduces the scale and bias cotangents over (N, ..., ) in one pass to C values, which its CPU
+    backend does slowly (3.5-6.5x the time of a copy of the activations). Here each (example, channel) is summed
     first and the N partial sums are then contracted by a dot, which XLA does not merge back into one reduction.
+
+    Raises:
+      ValueError: if ``x`` has fewer than 2 axes, ``groups`` does not divide its channels, or ``scale`` / ``bias``
+        are not of shape (C,).
     ``make bench-train`` (``tried_not_rerun``: group_norm_custom_jvp) measures the ResNet-18 step with it against
     ``nnx.GroupNorm``.
 
     Wu & He, "Group Normalization", ECCV 2018, Eq. (1)-(3).
     """
+    _check_group_norm(x, scale, bias, groups)
     n, c = x.shape[0], x.shape[-1]
     d, var = _group_stats(x.reshape(n, -1, groups, c // groups))
     xhat = d * jax.lax.rsqrt(var + epsilon)
@@ -174,6 +188,7 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int, eps
 def _group_norm_jvp(groups, epsilon, primals, tangents):
     x, scale, bias = primals
     dx, dscale, dbias = tangents
+    _check_group_norm(x, scale, bias, groups)
     n, c = x.shape[0], x.shape[-1]
     shape = (n, -1, groups, c // groups)
     d, var = _group_stats(x.reshape(shape))
