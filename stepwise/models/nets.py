@@ -25,7 +25,7 @@ compute dtype of every convolution and Linear layer except the output layer, e.g
 parameters (inputs and kernels are cast to bf16 for the matrix products; parameters, their gradients and the
 optimizer stay float32). What stays in ``param_dtype`` whatever ``dtype`` says:
 
-* GroupNorm statistics (Flax computes them in at least float32; the normalised output is cast to ``dtype``);
+* GroupNorm statistics (computed in at least float32, as Flax does; the normalised output is cast to ``dtype``);
 * the spatial mean before the head, and the output of ``features`` (cast to ``param_dtype``);
 * the output layer (the last Linear of ``__call__``: the projector's last layer, or the backbone's last without a
   projector), on inputs cast to ``param_dtype``. Its output is the embedding whose covariance the losses and the
