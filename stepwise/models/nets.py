@@ -151,10 +151,17 @@ def _check_group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: i
                          f"{scale.shape} and {bias.shape}")
 
 
-def _group_stats(xg: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``xg``: (N, S, G, C / G). Deviations from each (example, group) mean and the two-pass variance."""
+def _group_norm_parts(x, scale, bias, groups, epsilon):
+    """The checked forward pass of :func:`group_norm` in the grouped layout (N, S, G, C / G): the output, the
+    normalised input, each (example, group)'s 1 / sqrt(var + epsilon), and the scale (two-pass variance)."""
+    _check_group_norm(x, scale, bias, groups)
+    n, c = x.shape[0], x.shape[-1]
+    xg = x.reshape(n, -1, groups, c // groups)
     d = xg - xg.mean(axis=(1, 3), keepdims=True)
-    return d, (d * d).mean(axis=(1, 3), keepdims=True)
+    r = jax.lax.rsqrt((d * d).mean(axis=(1, 3), keepdims=True) + epsilon)
+    xhat = d * r
+    scale_g = scale.reshape(1, 1, groups, -1)
+    return xhat * scale_g + bias.reshape(1, 1, groups, -1), xhat, r, scale_g
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
@@ -177,27 +184,17 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int, eps
 
     Wu & He, "Group Normalization", ECCV 2018, Eq. (1)-(3).
     """
-    _check_group_norm(x, scale, bias, groups)
-    n, c = x.shape[0], x.shape[-1]
-    d, var = _group_stats(x.reshape(n, -1, groups, c // groups))
-    xhat = d * jax.lax.rsqrt(var + epsilon)
-    return (xhat * scale.reshape(1, 1, groups, -1) + bias.reshape(1, 1, groups, -1)).reshape(x.shape)
+    return _group_norm_parts(x, scale, bias, groups, epsilon)[0].reshape(x.shape)
 
 
 @group_norm.defjvp
 def _group_norm_jvp(groups, epsilon, primals, tangents):
     x, scale, bias = primals
     dx, dscale, dbias = tangents
-    _check_group_norm(x, scale, bias, groups)
+    y, xhat, r, scale_g = _group_norm_parts(x, scale, bias, groups, epsilon)
     n, c = x.shape[0], x.shape[-1]
-    shape = (n, -1, groups, c // groups)
-    d, var = _group_stats(x.reshape(shape))
-    r = jax.lax.rsqrt(var + epsilon)
-    xhat = d * r
-    scale_g, bias_g = scale.reshape(1, 1, groups, -1), bias.reshape(1, 1, groups, -1)
-    y = (xhat * scale_g + bias_g).reshape(x.shape)
     # d xhat = r (dd - xhat mean(xhat dd)) with dd = dx - mean(dx): exact for any epsilon (d r = -r^3 mean(d dd)).
-    t = dx.reshape(shape)
+    t = dx.reshape(xhat.shape)
     dd = t - t.mean(axis=(1, 3), keepdims=True)
     dxhat = r * (dd - xhat * (xhat * dd).mean(axis=(1, 3), keepdims=True))
     # The per-channel tangents reach the (N, ..., C) map through an outer product with ones over N: its transpose is
@@ -208,7 +205,7 @@ def _group_norm_jvp(groups, epsilon, primals, tangents):
         return jnp.einsum("n,c->nc", ones, v, precision=jax.lax.Precision.HIGHEST).reshape(n, 1, groups, c // groups)
 
     dy = dxhat * scale_g + xhat * per_example(dscale) + per_example(dbias)
-    return y, dy.reshape(x.shape)
+    return y.reshape(x.shape), dy.reshape(x.shape)
 
 
 def _stored(x: jax.Array) -> jax.Array:
