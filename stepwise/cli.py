@@ -567,6 +567,10 @@ def _verify_in(ours, rest: list[str], model: str | None, command: list[str], fol
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the program itself (not a test calling main): before JAX starts its threads
+        from stepwise._memory import reuse_freed_memory
+
+        reuse_freed_memory()
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="stepwise",
                                      description="Theory-vs-experiment checks for SSL learning dynamics.")

@@ -142,8 +142,10 @@ def replace_config(config: Any, **changes: Any) -> Any:
 
 
 def environment() -> dict[str, Any]:
-    """Package versions, the JAX device the run used, and the host."""
+    """Package versions, the JAX device the run used, and the host (with its allocator settings)."""
     import jax
+
+    from stepwise._memory import allocator_settings
 
     versions = {}
     for name in _PACKAGES:
@@ -159,7 +161,8 @@ def environment() -> dict[str, Any]:
             "kind": devices[0].device_kind,
             "count": len(devices),
         },
-        "host": {"machine": platform.machine(), "system": platform.system(), "cpus": os.cpu_count()},
+        "host": {"machine": platform.machine(), "system": platform.system(), "cpus": os.cpu_count(),
+                 "allocator": allocator_settings()},
     }
 
 

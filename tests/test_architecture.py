@@ -15,17 +15,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Each part of the library (a top-level module or a subpackage of stepwise/) and the parts it may import besides
 # itself and the base (``stepwise``, ``stepwise._typing``, ``stepwise._compat``, ``stepwise._precision``,
-# ``stepwise._lazy``, ``stepwise._validate``).
+# ``stepwise._lazy``, ``stepwise._validate``, ``stepwise._memory``).
 # A part that is not listed here is an error: a new module or subpackage gets its row (and its line in
 # ARCHITECTURE.md).
 BASE = {"stepwise", "stepwise._typing", "stepwise._compat", "stepwise._precision", "stepwise._lazy",
-        "stepwise._validate"}
+        "stepwise._validate", "stepwise._memory"}
 ALLOWED: dict[str, set[str]] = {
     "stepwise._typing": set(),
     "stepwise._compat": set(),
     "stepwise._precision": set(),
     "stepwise._lazy": set(),
     "stepwise._validate": set(),
+    "stepwise._memory": set(),
     "stepwise.theory": set(),
     "stepwise.data": set(),
     "stepwise.losses": set(),
