@@ -82,6 +82,9 @@ CONFIGS: dict[str, BenchConfig] = {
     ),
 }
 CPU_DEFAULT = "mlp_digits"
+# Timed rounds per framework (the statistic is their median). Seven, not three: on the shared 2-core CPU one round of
+# the ResNet step moved by up to 40% within a run (PyTorch 465 / 417 / 329 ms in one run of three rounds).
+ROUNDS = 7
 PROFILED = "resnet18_w025_32"
 VARIANTS = ("one_forward", "no_donate", "ynnpack_on", "recomputed_conv_inputs")
 
@@ -1194,7 +1197,7 @@ CPU_TARGET_CONFIGS = ("mlp_digits", "cnn_digits")
 
 
 def run(out_dir: str | os.PathLike = "bench", *, configs: Sequence[str] | None = None, steps: int | None = None,
-        rounds: int = 3, round_seconds: float = 1.5, profile: bool = True, tried: bool = True,
+        rounds: int = ROUNDS, round_seconds: float = 1.5, profile: bool = True, tried: bool = True,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure, assemble and write ``out_dir/bench_train.json`` (+ ``.png``). Returns the results dictionary."""
     import jax
@@ -1308,7 +1311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench"), help="folder for bench_train.json / .png")
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--steps", type=int, default=None, help="steps per timed round (default: ~1.5 s worth)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"timed rounds per framework (default {ROUNDS})")
     parser.add_argument("--round-seconds", type=float, default=1.5)
     parser.add_argument("--no-profile", action="store_true", help="skip the ResNet profile")
     parser.add_argument("--no-tried", action="store_true", help="skip the speed-up attempts (fresh processes)")
