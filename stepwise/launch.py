@@ -20,6 +20,10 @@ WRITING_COMMANDS = ("run", "verify")
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the program itself: as `stepwise` does, before JAX starts its threads
+        from stepwise._memory import reuse_freed_memory
+
+        reuse_freed_memory()
     argv = sys.argv[1:] if argv is None else list(argv)
     from stepwise.training import distributed
 

@@ -115,3 +115,21 @@ def test_main_called_with_arguments_does_not_apply_them(monkeypatch):
     monkeypatch.setattr(_memory, "reuse_freed_memory", lambda *a, **k: called.append(1))
     assert cli.main(["list"]) == 0
     assert called == []
+
+
+def test_launcher_applies_them_first_as_a_program(monkeypatch):
+    """``python -m stepwise.launch`` applies them before ``jax.distributed`` starts anything; called with
+    arguments (by a test) it does not."""
+    from stepwise import cli, launch
+    from stepwise.training import distributed
+
+    calls = []
+    monkeypatch.setattr(_memory, "reuse_freed_memory", lambda *a, **k: calls.append("memory"))
+    monkeypatch.setattr(distributed, "initialize", lambda: calls.append("initialize") or False)
+    monkeypatch.setattr(cli, "main", lambda argv: calls.append(list(argv)) or 0)
+    monkeypatch.setattr(sys, "argv", ["stepwise.launch", "list"])
+    assert launch.main() == 0
+    assert calls == ["memory", "initialize", ["list"]]
+    calls.clear()
+    assert launch.main(["list"]) == 0
+    assert calls == ["initialize", ["list"]]
