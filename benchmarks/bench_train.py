@@ -1337,7 +1337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     if not __package__:  # run as a file: the repository root, not benchmarks/, on the path (workers import from it)
         sys.path[0] = str(Path(__file__).resolve().parents[1])
-    from stepwise._memory import reuse_freed_memory
+    from stepwise import reuse_freed_memory
 
     reuse_freed_memory()  # as the command line does: freed blocks reused, not mapped anew each step
     sys.exit(main())

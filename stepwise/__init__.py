@@ -14,6 +14,12 @@ The folders, bottom layer first (what may import what: ARCHITECTURE.md, enforced
   ``stepwise.verify``     ``stepwise verify``: the checks on a user's own model; ``scale``: compute plans
   ``stepwise.cli``        the ``stepwise`` command; experiments live in ``experiments/``, benchmarks in
                           ``benchmarks/``
+
+:func:`reuse_freed_memory`: glibc keeps XLA's freed temporaries for the next step instead of mapping them anew
+(``stepwise._memory``); the ``stepwise`` command calls it first, a training script of your own should too.
 """
 
+from stepwise._memory import reuse_freed_memory as reuse_freed_memory
+
 __version__ = "0.1.0"
+__all__ = ["reuse_freed_memory"]

@@ -1,6 +1,6 @@
 """glibc's allocator told to keep freed memory for reuse: :func:`reuse_freed_memory`, called by the command line
 (``stepwise run`` / ``verify``) and the benchmarks before JAX starts; a script of your own may call it first thing
-(``stepwise.training.reuse_freed_memory()``).
+(``stepwise.reuse_freed_memory()``: importing ``stepwise`` alone imports no JAX).
 
 Why: XLA's CPU runtime allocates each compiled program's temporaries anew at every call, as a few large blocks (the
 ResNet-18 w0.25 training step: one of 181 MB and several of 38 MB per step). glibc serves any block above 32 MB
@@ -12,70 +12,114 @@ per step on the 2-core CPU (15-18% of the step's CPU time). With one arena, no `
 --scale cpu-resnet --train.steps 400``: 105-124 ms per step with the settings, 124-148 ms without (three pairs);
 kernel time 4-6 s instead of 29-34 s.
 
-The settings are process-wide (like ``XLA_FLAGS``) and act only on threads that allocate after the call, so the call
-belongs at the start of a program, before JAX's CPU client starts its threads. They keep up to 1 GiB of freed memory
-at the top of the heap (and all the freed memory below the last block in use) in the process instead of returning
-it to the system. Nothing is changed where the allocator is not glibc's, or where the environment already sets any
-glibc malloc option (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``, ... or
-``GLIBC_TUNABLES``): that is the user's choice, and also how to opt out (e.g. ``MALLOC_ARENA_MAX=8``).
+The settings are process-wide (like ``XLA_FLAGS``), on every platform JAX runs on. The no-mmap and trim settings act
+at once; the one-arena setting only on threads that have no arena yet, so the call belongs at the start of a
+program, before JAX's CPU client starts its threads. The process then keeps freed memory instead of returning it to
+the system: up to 1 GiB at the top of the heap, and without limit below the highest block still in use.
+:func:`release_freed_memory` (``malloc_trim``) gives it back; :func:`stepwise.ntk.available_memory_bytes` calls it
+before reading the system's available memory, so the NTK's memory plan sees what this process could reuse.
+
+Nothing is changed where the C library is not glibc, where ``LD_PRELOAD`` names another allocator (jemalloc,
+tcmalloc, mimalloc), or where the environment sets one of glibc's own settings of these (``MALLOC_ARENA_MAX``,
+``MALLOC_ARENA_TEST``, ``MALLOC_MMAP_MAX_``, ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
+``MALLOC_TOP_PAD_``, or ``glibc.malloc`` tunables in ``GLIBC_TUNABLES``): that is the user's choice, and how to opt
+out (e.g. ``MALLOC_ARENA_MAX=8``). :func:`allocator_settings` says which applied, for each run's ``results.json``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 
-__all__ = ["MALLOC_OPTIONS", "allocator_settings", "reuse_freed_memory"]
+__all__ = ["MALLOC_OPTIONS", "allocator_settings", "release_freed_memory", "reuse_freed_memory"]
 
-# mallopt(3) parameters (malloc.h) and their values here.
+# mallopt(3) parameters (malloc.h) and their values here, in the order applied.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 MALLOC_OPTIONS = {"arena_max": 1, "mmap_max": 0, "trim_threshold": 1 << 30}
 _PARAMS = {"arena_max": _M_ARENA_MAX, "mmap_max": _M_MMAP_MAX, "trim_threshold": _M_TRIM_THRESHOLD}
+# glibc's environment settings of what MALLOC_OPTIONS sets (mallopt(3), "ENVIRONMENT"); debugging ones such as
+# MALLOC_CHECK_ or MALLOC_PERTURB_ do not count.
+MALLOC_ENV = ("MALLOC_ARENA_MAX", "MALLOC_ARENA_TEST", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_",
+              "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+_OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 
-_applied: dict[str, int] | None = None
-_reason = "not requested (stepwise._memory.reuse_freed_memory was not called)"
+# What reuse_freed_memory did, for allocator_settings(): the options applied and where the settings come from.
+_state: dict[str, object] = {"malloc_options": {}, "source": "glibc's defaults (reuse_freed_memory was not called)"}
 
 
-def _user_malloc_env(environ) -> list[str]:
-    return sorted(k for k in environ if k.startswith("MALLOC_") or (k == "GLIBC_TUNABLES" and "malloc" in environ[k]))
+def _left_to_the_environment(environ) -> dict[str, str]:
+    """The environment's own allocator settings (name -> value), which :func:`reuse_freed_memory` leaves alone."""
+    found = {k: environ[k] for k in MALLOC_ENV if k in environ}
+    if "glibc.malloc" in environ.get("GLIBC_TUNABLES", ""):
+        found["GLIBC_TUNABLES"] = environ["GLIBC_TUNABLES"]
+    if any(name in environ.get("LD_PRELOAD", "") for name in _OTHER_ALLOCATORS):
+        found["LD_PRELOAD"] = environ["LD_PRELOAD"]
+    return found
 
 
-def _glibc():
-    """glibc's ``mallopt``, or None where the C library is not glibc (macOS, musl, Windows)."""
-    if not sys.platform.startswith("linux") or not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+def _glibc_version() -> str | None:
+    """``"glibc 2.36"``-like where the C library is glibc, else None (macOS, musl, Windows)."""
+    if not sys.platform.startswith("linux"):
         return None
     try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+        version = os.confstr("CS_GNU_LIBC_VERSION")
+    except (OSError, ValueError):  # musl: EINVAL; a Python that does not know the name: ValueError
         return None
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return mallopt
+    return version if version and version.startswith("glibc") else None
+
+
+def _libc():
+    """The process's C library through ctypes where it is glibc, else None."""
+    if _glibc_version() is None:
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    except (ImportError, OSError, AttributeError):
+        return None
+    return libc
 
 
 def reuse_freed_memory(environ=None) -> dict[str, int] | None:
     """Apply :data:`MALLOC_OPTIONS` with ``mallopt`` (see the module docstring). Returns the options applied, or
-    None where nothing was changed (not glibc; malloc options set in ``environ``, default ``os.environ``; or glibc
-    refused one, in which case the ones before it stay applied). Calling it again is harmless."""
-    global _applied, _reason
+    None where nothing was applied: not glibc, or the environment (``environ``, default ``os.environ``) sets the
+    allocator itself. If glibc refuses an option, the ones before it stay applied and are what
+    :func:`allocator_settings` records. Once applied, a later call changes nothing and returns them again."""
+    if _state["source"] == "stepwise.reuse_freed_memory":
+        return dict(_state["malloc_options"])
     environ = os.environ if environ is None else environ
-    user = _user_malloc_env(environ)
-    if user:
-        _reason = f"left to the environment ({', '.join(user)} set)"
+    own = _left_to_the_environment(environ)
+    if own:
+        _state.update(malloc_options={}, source="the environment: " + ", ".join(f"{k}={v}" for k, v in own.items()))
         return None
-    mallopt = _glibc()
-    if mallopt is None:
-        _reason = "not glibc: the allocator's defaults"
+    libc = _libc()
+    if libc is None:
+        _state.update(malloc_options={}, source="the C library's defaults (not glibc)")
         return None
+    applied = {}
     for name, value in MALLOC_OPTIONS.items():
-        if mallopt(_PARAMS[name], value) != 1:
-            _reason = f"glibc refused mallopt {name}={value}"
+        if libc.mallopt(_PARAMS[name], value) != 1:
+            _state.update(malloc_options=applied, source=f"stepwise.reuse_freed_memory (glibc refused {name}={value})")
             return None
-    _applied, _reason = dict(MALLOC_OPTIONS), "stepwise._memory.reuse_freed_memory"
-    return dict(_applied)
+        applied[name] = value
+    _state.update(malloc_options=applied, source="stepwise.reuse_freed_memory")
+    return dict(applied)
+
+
+def release_freed_memory() -> bool:
+    """Return the freed memory this process keeps to the system (glibc's ``malloc_trim(0)``: the top of the heap and
+    the free pages inside it). True if some was released. A no-op (False) unless :func:`reuse_freed_memory` applied
+    its settings: with glibc's defaults large blocks are returned when freed."""
+    if not _state["malloc_options"]:
+        return False
+    libc = _libc()
+    return bool(libc is not None and libc.malloc_trim(0))
 
 
 def allocator_settings() -> dict[str, object]:
-    """What this process's allocator runs with, for a run's ``results.json``: the options applied by
-    :func:`reuse_freed_memory` (empty if none) and why."""
-    return {"malloc_options": dict(_applied or {}), "source": _reason}
+    """What this process's allocator runs with, for a run's ``results.json``: ``malloc_options`` applied by
+    :func:`reuse_freed_memory` (empty if none) and their ``source``."""
+    return {"malloc_options": dict(_state["malloc_options"]), "source": _state["source"]}

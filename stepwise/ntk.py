@@ -66,6 +66,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stepwise._memory import release_freed_memory
+
 __all__ = [
     "BACKENDS",
     "ACCELERATOR_BUDGET_FRACTION",
@@ -130,8 +132,10 @@ def available_memory_bytes() -> int:
     """Memory the operating system can give to a new allocation now, in bytes.
 
     ``MemAvailable`` from ``/proc/meminfo`` (Linux; counts reclaimable page cache), else
-    ``os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")`` (free pages only).
+    ``os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")`` (free pages only). First gives back the freed
+    memory this process keeps for reuse (:func:`stepwise.reuse_freed_memory`), which the system would not count.
     """
+    release_freed_memory()
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):

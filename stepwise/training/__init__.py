@@ -4,12 +4,11 @@ with a predictor (:mod:`stepwise.training.noncontrastive`), Riemannian GD on the
 
 The loops that train networks on augmented views of images (:func:`train_ssl`, :func:`train_ssl_stateful`,
 :func:`train_noncontrastive`) share one engine, :mod:`stepwise.training.engine`: configuration, view sampling,
-placement, the host loop with tracking, divergence checks and checkpoints. On the CPU, a script of your own that trains
-them should call :func:`reuse_freed_memory` first, as the command line does (XLA's temporaries reused, not mapped
+placement, the host loop with tracking, divergence checks and checkpoints. A script of your own that trains them
+should call :func:`stepwise.reuse_freed_memory` first, as the command line does (XLA's temporaries reused, not mapped
 anew at every step).
 """
 
-from stepwise._memory import reuse_freed_memory as reuse_freed_memory
 from stepwise.training.compilation import compilation_cache as compilation_cache
 from stepwise.training.engine import Checkpointing as Checkpointing
 from stepwise.training.engine import TrainConfig as TrainConfig
@@ -50,7 +49,6 @@ __all__ = [
     "eval_key",
     "make_optimizer",
     "make_train_step",
-    "reuse_freed_memory",
     "riemannian_gd",
     "riemannian_sgd",
     "train_kernel_bt",
