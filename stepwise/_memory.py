@@ -7,7 +7,7 @@ ResNet-18 w0.25 training step: one of 181 MB and several of 38 MB per step). gli
 (its largest mmap threshold), and every large block of a thread with its own arena, by a fresh ``mmap`` and returns
 it by ``munmap`` when freed, so every step faults in and zeroes those pages again: measured, 117 ms of kernel time
 per step on the 2-core CPU (15-18% of the step's CPU time). With one arena, no ``mmap`` and a trim threshold of
-1 GiB, freed blocks stay in the process's heap and the next step reuses them: 6-7 ms of kernel time per step, and
+1 GiB, freed blocks stay in the process's heap and the next step reuses them: 6-17 ms of kernel time per step, and
 318-328 ms of wall time per step instead of 345-395 (three pairs of runs). A whole run, ``stepwise run stepwise_deep
 --scale cpu-resnet --train.steps 400``: 105-124 ms per step with the settings, 124-148 ms without (three pairs);
 kernel time 4-6 s instead of 29-34 s.
