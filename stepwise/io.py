@@ -19,7 +19,7 @@ import numpy as np
 from stepwise.compare.checks import Check, all_passed, jsonable, kind_summary, summary_line
 
 __all__ = ["OutputError", "RunFolder", "atomic_path", "check_output_file", "checkpoint_files", "config_value",
-           "environment", "jsonable_tree", "load_npz", "load_results", "replace_config", "save_npz_atomic",
+           "VECTOR_EXTENSIONS", "cpu_description", "environment", "jsonable_tree", "load_npz", "load_results", "replace_config", "save_npz_atomic",
            "write_json_atomic", "write_results"]
 
 _PACKAGES = ("stepwise", "jax", "jaxlib", "flax", "optax", "numpy", "scipy", "scikit-learn", "scikit-image",
@@ -162,8 +162,41 @@ def environment() -> dict[str, Any]:
             "count": len(devices),
         },
         "host": {"machine": platform.machine(), "system": platform.system(), "cpus": os.cpu_count(),
-                 "allocator": allocator_settings()},
+                 **cpu_description(), "allocator": allocator_settings()},
     }
+
+
+# The vector instruction sets that decide CPU timings here: the kernels of XLA (JIT-compiled for this CPU), of jaxlib's
+# Eigen and of PyTorch's oneDNN use the widest of them. The same network's step moved from JAX / PyTorch 1.2-1.4 on
+# an AVX2 CPU to 1.5-1.8 on an AVX-512 one (README, Speed), so a timing means little without them.
+VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+                     "amx_tile", "amx_bf16", "asimd", "sve", "sve2")
+
+
+def cpu_description(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, Any]:
+    """``{"cpu_model": name or None, "vector_extensions": [...]}``: the processor's model name and which of
+    :data:`VECTOR_EXTENSIONS` it has, read from ``cpuinfo`` (Linux; x86 ``model name`` / ``flags``, Arm ``Features``).
+
+    Elsewhere, or when the file cannot be read, the model is ``platform.processor()`` (None when empty) and the
+    extensions list is empty. Never raises: it describes the machine for a timing's record, it decides nothing.
+    """
+    model, flags = None, set()
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip().lower(), value.strip()
+        if key in ("model name", "cpu model", "hardware") and model is None and value:
+            model = value
+        elif key in ("flags", "features") and not flags:
+            flags = set(value.split())
+    if model is None:
+        model = platform.processor() or None
+    return {"cpu_model": model, "vector_extensions": [name for name in VECTOR_EXTENSIONS if name in flags]}
 
 
 def _ntk_backends_used() -> list[dict[str, str]]:
