@@ -150,7 +150,8 @@ def write_outputs(results: Mapping[str, Any], out_dir: str | os.PathLike) -> tup
         ax.set_title(f"{name}\nJAX / torch = {j / t:.2f}", fontsize=9)
         ax.set_ylabel("ms per training step")
     host = results.get("host", {})
-    widest = next((e for e in ("avx512f", "avx2", "avx", "sve", "asimd") if e in host.get("vector_extensions", ())), None)
+    extensions = host.get("vector_extensions", ())
+    widest = next((e for e in ("avx512f", "avx2", "avx", "sve", "asimd") if e in extensions), None)
     cpu = ", ".join(str(v) for v in (host.get("cpu_model"), widest) if v)
     fig.suptitle(f"training step, {host.get('cpus', '?')} CPUs{f' ({cpu})' if cpu else ''}; "
                  f"geometric-mean ratio {results['ratio_vs_torch']:.2f}", fontsize=10)

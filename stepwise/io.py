@@ -19,8 +19,8 @@ import numpy as np
 from stepwise.compare.checks import Check, all_passed, jsonable, kind_summary, summary_line
 
 __all__ = ["OutputError", "RunFolder", "atomic_path", "check_output_file", "checkpoint_files", "config_value",
-           "VECTOR_EXTENSIONS", "cpu_description", "environment", "jsonable_tree", "load_npz", "load_results", "replace_config", "save_npz_atomic",
-           "write_json_atomic", "write_results"]
+           "VECTOR_EXTENSIONS", "cpu_description", "environment", "jsonable_tree", "load_npz", "load_results",
+           "replace_config", "save_npz_atomic", "write_json_atomic", "write_results"]
 
 _PACKAGES = ("stepwise", "jax", "jaxlib", "flax", "optax", "numpy", "scipy", "scikit-learn", "scikit-image",
              "dm-pix", "matplotlib")
