@@ -1182,9 +1182,10 @@ def _static_notes() -> list[dict[str, str]]:
                    "single one of them costs more than about 14%, and the convolution-only network runs at about "
                    "PyTorch's whole step"},
         {"name": "avx512_cpu",
-         "effect": "on an AVX-512 CPU (AMD EPYC family 26, 2 cores; 2026-12-07) the ResNet row is 1.45-1.78 on JAX "
-                   "0.10.2 (172.7 vs 119.2, 181.9 vs 120.5, 191.1 vs 127.0, 216.3 vs 121.2 ms/step) and 1.63 on 0.7.2 "
-                   "(183.0 vs 112.4), against 0.98-1.37 on the AVX2 CPU of the earlier rows. Both steps are faster "
+         "effect": "on an AVX-512 CPU (AMD EPYC family 26, 2 cores; 2026-12-07) the ResNet row is 1.34-1.78 on JAX "
+                   "0.10.2 (179.9 vs 134.3, 172.7 vs 119.2, 181.9 vs 120.5, 184.9 vs 119.0, 191.1 vs 127.0, 216.3 vs "
+                   "121.2 ms/step), 1.59-1.63 on 0.7.2 (195.4 vs 123.2, 183.0 vs 112.4) and 1.72 on 0.12.1 (205.0 vs "
+                   "118.9), against 0.98-1.37 on the AVX2 CPU of the earlier rows. Both steps are faster "
                    "there, PyTorch's more: its oneDNN kernels use 512-bit vectors; jaxlib's convolutions are Eigen "
                    "contractions. With norm='none' on both sides 145.7 vs 106.7 ms (1.37), so GroupNorm costs JAX "
                    "about 36 ms per step and PyTorch 14. Each framework alone in its own process: JAX 188 ms, PyTorch "

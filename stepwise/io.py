@@ -167,8 +167,8 @@ def environment() -> dict[str, Any]:
 
 
 # The vector instruction sets that decide CPU timings here: the kernels of XLA (JIT-compiled for this CPU), of jaxlib's
-# Eigen and of PyTorch's oneDNN use the widest of them. The same network's step moved from JAX / PyTorch 1.2-1.4 on
-# an AVX2 CPU to 1.5-1.8 on an AVX-512 one (README, Speed), so a timing means little without them.
+# Eigen and of PyTorch's oneDNN use the widest of them. The same network's step moved from JAX / PyTorch 1.0-1.4 on
+# an AVX2 CPU to 1.3-1.8 on an AVX-512 one (README, Speed), so a timing means little without them.
 VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
                      "amx_tile", "amx_bf16", "asimd", "sve", "sve2")
 
