@@ -33,10 +33,10 @@ import sys
 
 __all__ = ["MALLOC_OPTIONS", "allocator_settings", "release_freed_memory", "reuse_freed_memory"]
 
-# mallopt(3) parameters (malloc.h) and their values here, in the order applied.
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-MALLOC_OPTIONS = {"arena_max": 1, "mmap_max": 0, "trim_threshold": 1 << 30}
-_PARAMS = {"arena_max": _M_ARENA_MAX, "mmap_max": _M_MMAP_MAX, "trim_threshold": _M_TRIM_THRESHOLD}
+# name -> (mallopt(3) parameter from malloc.h: M_ARENA_MAX, M_MMAP_MAX, M_TRIM_THRESHOLD; its value here), in the
+# order applied.
+_MALLOPT = {"arena_max": (-8, 1), "mmap_max": (-4, 0), "trim_threshold": (-1, 1 << 30)}
+MALLOC_OPTIONS = {name: value for name, (_, value) in _MALLOPT.items()}
 # glibc's environment settings of what MALLOC_OPTIONS sets (mallopt(3), "ENVIRONMENT"); debugging ones such as
 # MALLOC_CHECK_ or MALLOC_PERTURB_ do not count.
 MALLOC_ENV = ("MALLOC_ARENA_MAX", "MALLOC_ARENA_TEST", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_",
@@ -88,8 +88,8 @@ def reuse_freed_memory(environ=None) -> dict[str, int] | None:
     None where nothing was applied: not glibc, or the environment (``environ``, default ``os.environ``) sets the
     allocator itself. If glibc refuses an option, the ones before it stay applied and are what
     :func:`allocator_settings` records. Once applied, a later call changes nothing and returns them again."""
-    if _state["source"] == "stepwise.reuse_freed_memory":
-        return dict(_state["malloc_options"])
+    if _state["malloc_options"] == MALLOC_OPTIONS:  # all applied already (a refusal stops before the last)
+        return dict(MALLOC_OPTIONS)
     environ = os.environ if environ is None else environ
     own = _left_to_the_environment(environ)
     if own:
@@ -100,8 +100,8 @@ def reuse_freed_memory(environ=None) -> dict[str, int] | None:
         _state.update(malloc_options={}, source="the C library's defaults (not glibc)")
         return None
     applied = {}
-    for name, value in MALLOC_OPTIONS.items():
-        if libc.mallopt(_PARAMS[name], value) != 1:
+    for name, (param, value) in _MALLOPT.items():
+        if libc.mallopt(param, value) != 1:
             _state.update(malloc_options=applied, source=f"stepwise.reuse_freed_memory (glibc refused {name}={value})")
             return None
         applied[name] = value
